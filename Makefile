@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Both install into a local virtualenv first, so nothing depends on what the
+# machine happens to have.
+#
+# torch is installed before the package, pinned, so pip never resolves a plain
+# `torch` requirement to several GB of CUDA wheels. Users with GPUs override:
+#   make demo TORCH_SPEC="torch==2.13.0" TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cu126"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+# The main job on the built-in study, in a fresh results folder each time:
+# coarse search, border flags, derived refine stage, leaderboard CSV.
+demo: install
+	rm -rf $(DEMO_DIR)
+	$(BIN)/hpsearch coarse studies/digits_mlp.toml --dir $(DEMO_DIR)
+	$(BIN)/hpsearch refine digits_mlp --dir $(DEMO_DIR)
+	$(BIN)/hpsearch leaderboard digits_mlp --dir $(DEMO_DIR) --stage all --top 10 --csv $(DEMO_DIR)/leaderboard.csv
+	@echo "Leaderboard CSV: $(DEMO_DIR)/leaderboard.csv"
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/dispatch.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
