@@ -1,0 +1,117 @@
+"""Best-on-border: is the best value of a parameter at the edge of the range searched?
+
+The recipe's warning: if the best value lies on the border of its range, the
+optimum may lie outside it, so widen the range in that direction before
+narrowing. A numeric parameter is flagged when the best trial's value, or the
+majority of the top-k trials' values, lies in the outer 10% of its range
+(measured in log space for log ranges), or is the first/last value of a
+numeric value set (or grid). Sets of strings have no order and no border.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from hpsearch.space import Choice, Param, Range, Space, fmt
+
+BORDER_ZONE = 0.10  # the outer 10% of a range, at each end
+
+
+@dataclass(frozen=True)
+class BorderFlag:
+    """A parameter whose best values crowd one end of its range."""
+
+    param: str
+    side: str  # "low" | "high"
+    best_value: Any
+    best_on_border: bool  # the single best trial is in the border zone
+    top_count: int  # how many of the top-k trials are in the border zone on this side
+    top_k: int
+    range_text: str
+
+    def message(self) -> str:
+        direction = "above" if self.side == "high" else "below"
+        way = "upward" if self.side == "high" else "downward"
+        if self.best_on_border:
+            what = f"best value {fmt(self.best_value)} is at the {self.side.upper()} border of {self.range_text}"
+            if self.top_count > 1:
+                what += f" (with {self.top_count} of the top {self.top_k})"
+        else:
+            what = f"{self.top_count} of the top {self.top_k} values are at the {self.side.upper()} border of {self.range_text}"
+        return f"{self.param}: {what} — the optimum may lie {direction}; refine will widen the range {way}"
+
+
+def border_side(param: Param, value: Any) -> str | None:
+    """'low' or 'high' when `value` is in the border zone of `param`, else None."""
+    if isinstance(param, Range):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return None
+        if param.log and value <= 0:
+            return "low"
+        pos = param.position(value)
+        if pos <= BORDER_ZONE:
+            return "low"
+        if pos >= 1 - BORDER_ZONE:
+            return "high"
+        return None
+    if isinstance(param, Choice) and param.numeric and len(param.values) >= 2:
+        ordered = param.ordered
+        if value == ordered[0]:
+            return "low"
+        if value == ordered[-1]:
+            return "high"
+    return None
+
+
+def row_flags(space: Space, params: dict[str, Any]) -> list[str]:
+    """The leaderboard's border column for one trial: ['lr:high', 'momentum:low']."""
+    flags = []
+    for p in space:
+        if p.name in params:
+            side = border_side(p, params[p.name])
+            if side:
+                flags.append(f"{p.name}:{side}")
+    return flags
+
+
+def check_borders(space: Space, ranked_params: Sequence[dict[str, Any]], top_k: int) -> list[BorderFlag]:
+    """Flag each numeric parameter whose best value, or the majority of the top-k, is on a border.
+
+    `ranked_params` are the params of completed trials, best first.
+    """
+    if not ranked_params:
+        return []
+    top = list(ranked_params[:top_k])
+    best = top[0]
+    flags = []
+    for p in space:
+        if p.name not in best:
+            continue
+        best_side = border_side(p, best[p.name])
+        counts = {"low": 0, "high": 0}
+        for params in top:
+            side = border_side(p, params.get(p.name))
+            if side:
+                counts[side] += 1
+        for side in ("low", "high"):
+            majority = len(top) >= 2 and counts[side] > len(top) / 2
+            if best_side == side or majority:
+                flags.append(
+                    BorderFlag(
+                        param=p.name,
+                        side=side,
+                        best_value=best[p.name],
+                        best_on_border=best_side == side,
+                        top_count=counts[side],
+                        top_k=len(top),
+                        range_text=_range_text(p),
+                    )
+                )
+    return flags
+
+
+def _range_text(p: Param) -> str:
+    if isinstance(p, Range):
+        return f"[{fmt(p.low)}, {fmt(p.high)}]"
+    return p.describe()

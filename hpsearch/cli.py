@@ -1,0 +1,323 @@
+"""The hpsearch command line: a thin layer over the library.
+
+Each command parses, calls one core function and renders. Usage and input
+errors become one `Error: ...` line on stderr with exit code 2 (no traceback
+unless --debug); data goes to stdout, progress and warnings to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from hpsearch import __version__
+from hpsearch.errors import HpsearchError
+
+app = typer.Typer(
+    name="hpsearch",
+    help="Coarse-to-fine hyperparameter search for PyTorch models.\n\n"
+    "Example: hpsearch coarse studies/digits_mlp.toml && hpsearch refine digits_mlp",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class StrategyChoice(str, Enum):
+    random = "random"
+    grid = "grid"
+    tpe = "tpe"
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    markdown = "markdown"
+
+
+# Options shared by several commands, written once.
+DirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--dir", help="Folder holding one results folder per study [default: $HPSEARCH_DIR or ./studies]."),
+]
+StorageOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--storage",
+        help="Optuna storage URL (sqlite:///x.db, postgresql://...) or .journal file, instead of --dir "
+        "[default: $HPSEARCH_STORAGE].",
+    ),
+]
+TrialsOpt = Annotated[Optional[int], typer.Option("--trials", min=1, help="Trials of this stage (overrides the study file).")]
+EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs per trial (overrides the study file).")]
+StrategyOpt = Annotated[
+    Optional[StrategyChoice],
+    typer.Option("--strategy", help="random (recipe default: beats grid when few params matter), grid, or tpe."),
+]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed of the sampler and of every trial.")]
+TopKOpt = Annotated[
+    Optional[int], typer.Option("--top-k", min=1, help="Best trials the border check and the next refine look at.")
+]
+TopOpt = Annotated[int, typer.Option("--top", min=1, help="Rows of the leaderboard shown.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"hpsearch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Coarse-to-fine hyperparameter search for PyTorch models.
+
+    Example: hpsearch coarse studies/digits_mlp.toml && hpsearch refine digits_mlp
+    """
+    _state["debug"] = debug or _state["debug"]
+
+
+@app.command()
+def coarse(
+    spec_file: Annotated[Path, typer.Argument(metavar="STUDY_FILE", help="The study file (.toml).")],
+    trials: TrialsOpt = None,
+    epochs: EpochsOpt = None,
+    strategy: StrategyOpt = None,
+    seed: SeedOpt = None,
+    top_k: TopKOpt = None,
+    top: TopOpt = 10,
+    directory: DirOpt = None,
+    storage: StorageOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run (or continue) a study's coarse stage: wide ranges, short trials.
+
+    Creates the study from the study file, or continues its coarse stage until
+    it has its number of finished trials. Prints the leaderboard and flags
+    parameters whose best value lies on the border of their range.
+
+    Example: hpsearch coarse studies/digits_mlp.toml --trials 40 --epochs 2
+    """
+    from hpsearch.spec import load_spec
+    from hpsearch.stages import start_coarse
+    from hpsearch.storage import Store
+
+    spec = load_spec(spec_file)
+    store = Store(spec.name, directory, storage)
+    overrides = dict(trials=trials, epochs=epochs, strategy=_value(strategy), seed=seed, top_k=top_k)
+    info = start_coarse(store, spec, overrides)
+    _run_and_show(store, info, top, quiet)
+
+
+@app.command()
+def refine(
+    name: Annotated[str, typer.Argument(help="The study's name (from its study file).")],
+    from_stage: Annotated[
+        Optional[str], typer.Option("--from", help="Parent stage to refine from [default: the latest stage].")
+    ] = None,
+    trials: TrialsOpt = None,
+    epochs: EpochsOpt = None,
+    strategy: StrategyOpt = None,
+    seed: SeedOpt = None,
+    top_k: TopKOpt = None,
+    top: TopOpt = 10,
+    directory: DirOpt = None,
+    storage: StorageOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the next refine stage: ranges narrowed around the best trials, longer trials.
+
+    Takes the top-k completed trials of the latest stage (or --from), narrows
+    each range around them in log space (padded by a quarter of their span,
+    at least 0.1 decade), widens it a decade past any border the best values
+    sit on, prints old -> new range per parameter and why, and runs the stage
+    (refine-1, refine-2, ...). An unfinished refine stage is continued instead.
+
+    Example: hpsearch refine digits_mlp --epochs 15 --top-k 5
+    """
+    from hpsearch.render import changes_table, make_console, print_flags
+    from hpsearch.stages import plan_refine
+    from hpsearch.storage import Store
+
+    store = Store(name, directory, storage)
+    overrides = dict(trials=trials, epochs=epochs, strategy=_value(strategy), seed=seed, top_k=top_k)
+    info, flags, resumed = plan_refine(store, from_stage, overrides)
+    out, err = make_console(), make_console(stderr=True)
+    if resumed:
+        err.print(f"continuing unfinished stage {info.name}")
+    else:
+        print_flags(err, flags, info.parent or "")
+    out.print(changes_table(info))
+    _run_and_show(store, info, top, quiet)
+
+
+@app.command()
+def leaderboard(
+    name: Annotated[str, typer.Argument(help="The study's name.")],
+    stage: Annotated[
+        Optional[str], typer.Option("--stage", help="coarse, refine-1, ... or all [default: the latest stage].")
+    ] = None,
+    top: Annotated[Optional[int], typer.Option("--top", min=1, help="Only the N best rows [default: all].")] = None,
+    csv: Annotated[Optional[str], typer.Option("--csv", help="Also write the leaderboard as CSV to PATH ('-' = stdout).")] = None,
+    output_format: Annotated[Format, typer.Option("--format", help="How to print it on stdout.")] = Format.table,
+    directory: DirOpt = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Show the ranked trials of a stage (or all stages), with border flags.
+
+    One row per trial: completed ones ranked by the study's metric and
+    direction, then pruned and failed ones with their reason. The CSV has the
+    columns rank, trial, stage, state, reason, <metric>, <params>, epochs,
+    duration_s, border, and the other metrics the workload returned.
+
+    Example: hpsearch leaderboard digits_mlp --stage all --csv leaderboard.csv
+    """
+    from hpsearch.leaderboard import leaderboard as build, select_stages, to_text
+    from hpsearch.render import leaderboard_table, make_console, print_flags
+    from hpsearch.stages import ranked_trials
+    from hpsearch.border import check_borders
+    from hpsearch.storage import Store
+
+    store = Store(name, directory, storage)
+    df = build(store, stage, top)
+    out, err = make_console(), make_console(stderr=True)
+    if csv == "-":
+        sys.stdout.write(to_text(df, "csv"))
+        return
+    if csv:
+        try:
+            Path(csv).parent.mkdir(parents=True, exist_ok=True)
+            df.to_csv(csv, index=False)
+        except OSError as e:
+            raise HpsearchError(f"--csv {csv}: cannot write it: {e.strerror}") from None
+    if output_format != Format.table:
+        sys.stdout.write(to_text(df, output_format.value))
+    else:
+        stages = select_stages(store, stage)
+        spec = stages[0].spec
+        names = list(dict.fromkeys(n for s in stages for n in s.space.names))
+        title = f"{name}: {', '.join(s.name for s in stages)} ({spec.direction.value} {spec.metric})"
+        out.print(leaderboard_table(df, spec.metric, names, title))
+    for info in select_stages(store, stage):
+        ranked = ranked_trials(store.trials(info), info.spec.direction.value)
+        print_flags(err, check_borders(info.space, [t.params for t in ranked], info.settings.top_k), info.name)
+    if csv:
+        err.print(f"wrote {len(df)} rows to {csv}")
+
+
+@app.command()
+def studies(
+    directory: DirOpt = None,
+    storage: StorageOpt = None,
+) -> None:
+    """List the studies with their stages, trial counts and best metric.
+
+    Example: hpsearch studies --dir studies
+    """
+    from rich.table import Table
+
+    from hpsearch.render import make_console
+    from hpsearch.stages import ranked_trials
+    from hpsearch.storage import Store, list_study_names, results_dir
+
+    table = Table(header_style="bold")
+    for col in ("study", "stage", "strategy", "trials", "complete", "failed", "best"):
+        table.add_column(col)
+    names = list_study_names(directory) if not (storage or os.environ.get("HPSEARCH_STORAGE")) else None
+    if names is None:
+        import optuna
+
+        from hpsearch.storage import open_storage
+
+        summaries = optuna.get_all_study_summaries(open_storage("", directory, storage)[0], include_best_trial=False)
+        names = sorted({s.study_name.rsplit(".", 1)[0] for s in summaries if "hpsearch" in s.user_attrs})
+    for name in names:
+        store = Store(name, directory, storage)
+        for info in store.stages():
+            trials = store.trials(info)
+            ranked = ranked_trials(trials, info.spec.direction.value)
+            best = f"{info.spec.metric} {ranked[0].value:.4f}" if ranked else ""
+            complete = sum(t.state.name == "COMPLETE" for t in trials)
+            failed = sum(t.state.name == "FAIL" for t in trials)
+            table.add_row(name, info.name, info.settings.strategy.value, str(len(trials)), str(complete), str(failed), best)
+    console = make_console()
+    if not names:
+        make_console(stderr=True).print(f"no studies under {results_dir(directory)}; run `hpsearch coarse STUDY_FILE` first")
+        return
+    console.print(table)
+
+
+def _run_and_show(store: Any, info: Any, top: int, quiet: bool) -> None:
+    """Run a stage with live progress, then print its leaderboard and border warnings."""
+    from hpsearch.leaderboard import frame
+    from hpsearch.render import ProgressDisplay, leaderboard_table, make_console, print_flags, stage_summary
+    from hpsearch.stages import run_stage
+
+    out, err = make_console(), make_console(stderr=True)
+    start = time.perf_counter()
+    with ProgressDisplay(err, info, quiet) as progress:
+        result = run_stage(store, info, listener=progress)
+    if not quiet:
+        err.print(stage_summary(result, time.perf_counter() - start))
+    df = frame([info], [result.trials], top)
+    title = f"{info.spec.name} {info.name}: top {min(top, len(df))} ({info.spec.direction.value} {info.spec.metric})"
+    out.print(leaderboard_table(df, info.spec.metric, info.space.names, title))
+    print_flags(err, result.flags, info.name)
+
+
+def _value(choice: Enum | None) -> Any:
+    return None if choice is None else choice.value
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on `argv` and return the exit code; every error becomes one line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _state["debug"] = "--debug" in argv or os.environ.get("HPSEARCH_DEBUG") == "1"
+    try:
+        result = app(args=argv, prog_name="hpsearch", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except typer.Exit as e:
+        return e.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("\nInterrupted: completed trials are kept; run the same command again to continue.", file=sys.stderr)
+        return 130
+    except HpsearchError as e:
+        _error(str(e))
+        return e.exit_code
+    except typer.TyperException as e:  # usage errors: unknown flag, bad value, missing argument
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help())
+            return 0
+        command = ctx.command_path if ctx is not None else "hpsearch"
+        _error(f"{e.format_message()} (see `{command} --help`)")
+        return 2
+    except Exception as e:
+        _error(f"unexpected {type(e).__name__}: {e} (run with --debug for the traceback)")
+        return 1
+
+
+def _error(message: str) -> None:
+    if _state["debug"]:
+        traceback.print_exc()
+    print(f"Error: {message}", file=sys.stderr)
+
+
+def main() -> None:
+    sys.exit(run())

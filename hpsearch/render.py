@@ -1,0 +1,151 @@
+"""Rendering for the CLI: Rich tables, border warnings, live progress.
+
+Data (leaderboards, derived ranges) go to stdout; progress, warnings and
+logs to stderr, so output pipes cleanly. Nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from typing import Any, Sequence
+
+import pandas as pd
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from hpsearch.border import BorderFlag
+from hpsearch.space import fmt
+from hpsearch.stages import StageResult, TrialEvent
+from hpsearch.storage import StageInfo
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console that stays readable when piped: wide tables, no colours or cursor tricks."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, width=max(140, shutil.get_terminal_size().columns))
+    return console
+
+
+def leaderboard_table(df: pd.DataFrame, metric: str, param_names: Sequence[str], title: str) -> Table:
+    multi_stage = df["stage"].nunique() > 1 if len(df) else False
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("rank", justify="right")
+    table.add_column("trial", justify="right")
+    if multi_stage:
+        table.add_column("stage")
+    table.add_column(metric, justify="right", style="bold")
+    for name in param_names:
+        table.add_column(name, justify="right")
+    table.add_column("epochs", justify="right")
+    table.add_column("time", justify="right")
+    table.add_column("border")
+    table.add_column("state / reason")
+    for _, row in df.iterrows():
+        value = row[metric]
+        cells = [
+            "" if pd.isna(row["rank"]) else str(row["rank"]),
+            str(row["trial"]),
+            *([str(row["stage"])] if multi_stage else []),
+            "" if value is None or pd.isna(value) else f"{value:.4f}",
+            *[_param_cell(row.get(n)) for n in param_names],
+            str(row["epochs"]),
+            "" if pd.isna(row["duration_s"]) else f"{row['duration_s']:.1f}s",
+            str(row["border"]),
+            "" if row["state"] == "COMPLETE" else f"{row['state']}: {row['reason']}".rstrip(": "),
+        ]
+        table.add_row(*cells, style=None if row["state"] == "COMPLETE" else "dim")
+    return table
+
+
+def _param_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return fmt(value)
+
+
+def print_flags(console: Console, flags: Sequence[BorderFlag], stage: str = "") -> None:
+    for f in flags:
+        prefix = escape(f"[{stage}] ") if stage else ""
+        console.print(f"[yellow]warning:[/yellow] {prefix}{escape(f.message())}", soft_wrap=True)
+
+
+def changes_table(info: StageInfo) -> Table:
+    """How a refine stage's space was derived from its parent: old range -> new range, and why."""
+    table = Table(
+        title=f"{info.name}: space narrowed around the top {info.settings.top_k} of {info.parent}",
+        title_justify="left",
+        header_style="bold",
+    )
+    for col in ("param", "old range", "", "new range", "why"):
+        table.add_column(col)
+    for c in info.changes:
+        table.add_row(c["param"], c["old"], "→", c["new"], c["why"])
+    return table
+
+
+def stage_summary(result: StageResult, seconds: float) -> str:
+    states: dict[str, int] = {}
+    for t in result.trials:
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    counts = ", ".join(f"{n} {s}" for s, n in states.items() if s != "waiting")
+    return f"stage {result.stage.name}: ran {result.ran} trials in {seconds:.1f}s; now {counts}"
+
+
+class ProgressDisplay:
+    """Live progress of a stage on stderr: a bar on a terminal, one line per trial otherwise."""
+
+    def __init__(self, console: Console, info: StageInfo, quiet: bool = False) -> None:
+        self.console = console
+        self.info = info
+        self.metric = info.spec.metric
+        self.quiet = quiet
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> ProgressDisplay:
+        if not self.quiet and self.console.is_terminal:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[best]}"),
+                console=self.console,
+                transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(self.info.name, total=None, best="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, event: TrialEvent) -> None:
+        if self.quiet or event.kind != "finish" or event.outcome is None:
+            return
+        best = ""
+        if event.best is not None:
+            best = f"best {self.metric} {event.best.value:.4f} (trial {event.best.number})"
+        if self.progress is not None:
+            self.progress.update(self.task, completed=event.done, total=event.target, best=best)
+            return
+        o = event.outcome
+        params = " ".join(f"{k}={fmt(v)}" for k, v in event.job.params.items())
+        value = o.metrics.get(self.metric)
+        what = f"{self.metric}={value:.4f}" if value is not None and o.state == "complete" else o.reason
+        self.console.print(
+            f"[{self.info.name}] trial {event.job.number} {o.state} {what} {params} ({o.duration_s:.1f}s)"
+            f" · {event.done}/{event.target} done{', ' + best if best else ''}",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )

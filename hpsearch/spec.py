@@ -1,0 +1,273 @@
+"""The study file: typed, validated once when read, with errors that name the file, key and fix.
+
+A study file (TOML) names the study, its workload, the metric, the search
+space and the settings of the coarse and refine stages. See README.md for the
+format; `load_spec` is the only way in.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hpsearch.errors import SpecError
+from hpsearch.space import Choice, Param, Range, Space
+
+
+class Strategy(str, Enum):
+    """How a stage picks its trials. Random is the recipe's default (Bergstra & Bengio 2012)."""
+
+    random = "random"
+    grid = "grid"
+    tpe = "tpe"
+
+
+class Direction(str, Enum):
+    maximize = "maximize"
+    minimize = "minimize"
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Settings of one stage. Defaults follow the recipe: coarse = many short trials."""
+
+    strategy: Strategy = Strategy.random
+    trials: int = 30  # many trials: the coarse stage is about breadth
+    epochs: int = 2  # a few epochs are informative enough to rank settings coarsely
+    seed: int = 0  # every random choice takes an explicit seed
+    top_k: int = 5  # best trials the border check and the next refine look at
+
+    def with_overrides(self, **overrides: Any) -> StageSpec:
+        """This stage with CLI flags applied (None means 'not given')."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "strategy" in given:
+            given["strategy"] = Strategy(given["strategy"])
+        return replace(self, **given)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["strategy"] = self.strategy.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StageSpec:
+        return cls(**{**d, "strategy": Strategy(d["strategy"])})
+
+
+# Refine trains longer around the best: the recipe's 10-20 epochs, fewer trials.
+REFINE_DEFAULTS = StageSpec(trials=20, epochs=15)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    workload: str  # "package.module:function" or "/abs/path/file.py:function"
+    metric: str
+    direction: Direction
+    space: Space
+    coarse: StageSpec = field(default_factory=StageSpec)
+    refine: StageSpec = REFINE_DEFAULTS
+    path: str = "<memory>"  # the study file it came from, for messages
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "workload": self.workload,
+            "metric": self.metric,
+            "direction": self.direction.value,
+            "space": self.space.to_dict(),
+            "coarse": self.coarse.to_dict(),
+            "refine": self.refine.to_dict(),
+            "path": self.path,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StudySpec:
+        return cls(
+            name=d["name"],
+            workload=d["workload"],
+            metric=d["metric"],
+            direction=Direction(d["direction"]),
+            space=Space.from_dict(d["space"]),
+            coarse=StageSpec.from_dict(d["coarse"]),
+            refine=StageSpec.from_dict(d["refine"]),
+            path=d.get("path", "<storage>"),
+        )
+
+
+TOP_KEYS = {"name", "workload", "metric", "direction", "coarse", "refine", "params", "description"}
+STAGE_KEYS = {"strategy", "trials", "epochs", "seed", "top_k"}
+RANGE_KEYS = {"low", "high", "log", "type", "grid_points", "limits"}
+CHOICE_KEYS = {"values", "limits"}
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study file. Raises SpecError naming the file, key and fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(path, "file", "no such study file; pass the path of a .toml study file (see studies/)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(path, "toml", f"not valid TOML ({e}); fix the syntax") from e
+    return parse_spec(data, path)
+
+
+def parse_spec(data: dict[str, Any], path: str | Path = "<memory>") -> StudySpec:
+    """Validate the parsed contents of a study file (see load_spec)."""
+    file = Path(path)
+    _reject_unknown(data, TOP_KEYS, file, "")
+    name = _required(data, "name", str, file)
+    if not NAME_RE.match(name):
+        raise SpecError(file, "name", f"{name!r} is not a valid study name; use letters, digits, '_', '-', '.'")
+    workload = _resolve_workload(_required(data, "workload", str, file), file)
+    metric = _required(data, "metric", str, file)
+    direction_text = data.get("direction", "maximize")
+    try:
+        direction = Direction(direction_text)
+    except ValueError:
+        raise SpecError(file, "direction", f"{direction_text!r} is not a direction; use \"maximize\" or \"minimize\"") from None
+
+    refine = _stage(data.get("refine", {}), "refine", REFINE_DEFAULTS, file)
+    coarse = _stage(data.get("coarse", {}), "coarse", StageSpec(top_k=refine.top_k), file)
+
+    params = data.get("params")
+    if not isinstance(params, dict) or not params:
+        raise SpecError(file, "params", "no parameters to search; add e.g. [params.lr] with low, high and log = true")
+    space = Space(tuple(_param(pname, pdata, file) for pname, pdata in params.items()))
+    return StudySpec(name, workload, metric, direction, space, coarse, refine, str(path))
+
+
+def check_stage(stage: StageSpec, where: str, file: str | Path) -> StageSpec:
+    """Validate stage settings (also those that came from CLI flags)."""
+    for key in ("trials", "epochs", "top_k"):
+        value = getattr(stage, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SpecError(file, f"{where}.{key}", f"must be a positive integer, got {value!r}")
+    if isinstance(stage.seed, bool) or not isinstance(stage.seed, int):
+        raise SpecError(file, f"{where}.seed", f"must be an integer, got {stage.seed!r}")
+    return stage
+
+
+def _stage(data: Any, where: str, defaults: StageSpec, file: Path) -> StageSpec:
+    if not isinstance(data, dict):
+        raise SpecError(file, where, f"must be a table like [{where}]")
+    _reject_unknown(data, STAGE_KEYS, file, where)
+    values = dict(data)
+    if "strategy" in values:
+        try:
+            values["strategy"] = Strategy(values["strategy"])
+        except ValueError:
+            choices = ", ".join(s.value for s in Strategy)
+            raise SpecError(file, f"{where}.strategy", f"{values['strategy']!r} is not a strategy; use one of {choices}") from None
+    return check_stage(replace(defaults, **values), where, file)
+
+
+def _param(name: str, data: Any, file: Path) -> Param:
+    key = f"params.{name}"
+    if not isinstance(data, dict):
+        raise SpecError(file, key, "must be a table with low/high (a range) or values (a set)")
+    limits = _limits(data.get("limits"), f"{key}.limits", file)
+    if "values" in data:
+        _reject_unknown(data, CHOICE_KEYS, file, key, hint="a value set takes only values (and limits)")
+        values = data["values"]
+        if not isinstance(values, list) or not values:
+            raise SpecError(file, f"{key}.values", "must be a non-empty list, e.g. values = [0.5, 0.9, 0.99]")
+        for v in values:
+            if not isinstance(v, (int, float, str, bool)):
+                raise SpecError(file, f"{key}.values", f"{v!r} is not a number or string")
+        if len(set(map(repr, values))) != len(values):
+            raise SpecError(file, f"{key}.values", "lists a value twice; list each value once")
+        return Choice(name, tuple(values), limits)
+
+    _reject_unknown(data, RANGE_KEYS, file, key)
+    for bound in ("low", "high"):
+        if bound not in data:
+            raise SpecError(file, f"{key}.{bound}", "missing; a range needs low and high (or use values = [...])")
+        if isinstance(data[bound], bool) or not isinstance(data[bound], (int, float)):
+            raise SpecError(file, f"{key}.{bound}", f"must be a number, got {data[bound]!r}")
+    low, high = data["low"], data["high"]
+    log = data.get("log", False)
+    if not isinstance(log, bool):
+        raise SpecError(file, f"{key}.log", "must be true or false")
+    ptype = data.get("type", "float")
+    if ptype not in ("float", "int"):
+        raise SpecError(file, f"{key}.type", f"{ptype!r} is not a type; use \"float\" or \"int\"")
+    if not low < high:
+        raise SpecError(file, key, f"low ({low}) must be below high ({high}); swap them or widen the range")
+    if log and low <= 0:
+        raise SpecError(
+            file, f"{key}.low", f"a log range needs low > 0, got {low}; use e.g. low = 1e-6, or values = [0, 1e-5, ...] to include zero"
+        )
+    if ptype == "int":
+        if low != int(low) or high != int(high):
+            raise SpecError(file, key, "an int range needs whole-number low and high")
+        low, high = int(low), int(high)
+    grid_points = data.get("grid_points", 5)
+    if isinstance(grid_points, bool) or not isinstance(grid_points, int) or grid_points < 2:
+        raise SpecError(file, f"{key}.grid_points", f"must be an integer >= 2, got {grid_points!r}")
+    lo_limit, hi_limit = limits
+    if (lo_limit is not None and low < lo_limit) or (hi_limit is not None and high > hi_limit):
+        raise SpecError(file, f"{key}.limits", f"the range [{low}, {high}] must lie within limits {list(limits)}")
+    return Range(name, low, high, log=log, type=ptype, grid_points=grid_points, limits=limits)
+
+
+def _limits(data: Any, key: str, file: Path) -> tuple[float | None, float | None]:
+    if data is None:
+        return (None, None)
+    if (
+        not isinstance(data, list)
+        or len(data) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data)
+        or not data[0] < data[1]
+    ):
+        raise SpecError(file, key, "must be [lowest, highest], the bounds refine never widens past, e.g. limits = [0, 1]")
+    return (float(data[0]), float(data[1]))
+
+
+def _required(data: dict[str, Any], key: str, kind: type, file: Path) -> Any:
+    if key not in data:
+        raise SpecError(file, key, f"missing; add {key} = ... at the top of the file")
+    if not isinstance(data[key], kind) or (kind is str and not data[key].strip()):
+        raise SpecError(file, key, f"must be a non-empty {kind.__name__}, got {data[key]!r}")
+    return data[key]
+
+
+def _reject_unknown(data: dict[str, Any], allowed: set[str], file: Path, where: str, hint: str = "") -> None:
+    for key in data:
+        if key in allowed:
+            continue
+        full = f"{where}.{key}" if where else key
+        close = difflib.get_close_matches(key, sorted(allowed), n=1)
+        fix = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(sorted(allowed))}"
+        raise SpecError(file, full, f"unknown key; {hint + '; ' if hint else ''}{fix}")
+
+
+def _resolve_workload(text: str, file: Path) -> str:
+    """Make a file workload path absolute (it is relative to the study file) and check it exists."""
+    from hpsearch.workload import check_workload
+
+    module, sep, function = text.rpartition(":")
+    if not sep or not module or not function:
+        raise SpecError(file, "workload", f"{text!r} must be \"package.module:function\" or \"path/to/file.py:function\"")
+    if module.endswith(".py"):
+        source = Path(module)
+        if not source.is_absolute():
+            source = (file.parent / source).resolve()
+        module = str(source)
+    try:
+        check_workload(module, function)
+    except LookupError as e:
+        raise SpecError(file, "workload", str(e)) from None
+    return f"{module}:{function}"
+
+
+def is_finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,23 @@
+"""Strategies: how a stage picks trials, each an Optuna sampler.
+
+- random (the default): independent draws, log-uniform on log ranges. The
+  recipe prefers it to grid: when one of two parameters matters, 9 random
+  points try 9 values of it where a 3x3 grid tries 3 (Bergstra & Bengio 2012).
+- grid: the cartesian product of each param's grid points (log-spaced on log
+  ranges), enqueued once as waiting trials, so no point runs twice.
+- tpe: Optuna's Tree-structured Parzen Estimator, a model-based option.
+"""
+
+from __future__ import annotations
+
+import optuna
+
+from hpsearch.spec import Strategy
+
+
+def make_sampler(strategy: Strategy, seed: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler of a strategy. Grid points are enqueued by the stage, so grid samples randomly
+    only if asked for more trials than it has points (it never is)."""
+    if strategy == Strategy.tpe:
+        return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)

@@ -1,0 +1,1 @@
+"""Built-in workloads: small real PyTorch trainings that follow the workload API."""
