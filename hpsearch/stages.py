@@ -187,7 +187,10 @@ def _round_sig(x: float, way: str, digits: int = 3) -> float:
     if x == 0:
         return 0.0
     scale = 10 ** (math.floor(math.log10(abs(x))) - digits + 1)
-    return (math.floor if way == "down" else math.ceil)(x / scale) * scale
+    units = x / scale
+    # A hair of tolerance so 0.6000000000000001 stays 0.6 rather than rounding out to 0.601.
+    units = math.floor(units + 1e-9) if way == "down" else math.ceil(units - 1e-9)
+    return float(f"{units * scale:.{digits}g}")
 
 
 def _narrow_choice(p: Choice, values: list[Any], sides: set[str]) -> tuple[Choice, str]:
@@ -210,11 +213,11 @@ def _narrow_choice(p: Choice, values: list[Any], sides: set[str]) -> tuple[Choic
     if "low" in sides:
         extra = _extend(ordered, "low", p.limits)
         if extra is not None:
-            keep.insert(0, extra)
+            keep.append(extra)
             why.append(f"added {fmt(extra)} below: best on the LOW border")
         else:
             why.append("cannot extend below: at its limit")
-    return replace(p, values=tuple(keep)), "; ".join(why)
+    return replace(p, values=tuple(sorted(keep))), "; ".join(why)
 
 
 def _extend(ordered: list[Value], side: str, limits: tuple[float | None, float | None]) -> Value | None:

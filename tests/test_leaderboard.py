@@ -1,0 +1,81 @@
+"""Leaderboards: ranking in both directions, failed trials after completed, CSV columns."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+
+from hpsearch.leaderboard import frame, leaderboard, to_text
+from hpsearch.spec import load_spec
+from hpsearch.stages import run_stage, start_coarse
+from hpsearch.storage import Store
+
+
+def _board(study_file, **kwargs):
+    spec = load_spec(study_file(**kwargs))
+    store = Store(spec.name)
+    info = start_coarse(store, spec, {})
+    run_stage(store, info)
+    return store, leaderboard(store, None)
+
+
+def test_leaderboard_maximize_ranks_highest_first(study_file):
+    _, df = _board(study_file, workload="crash_high_lr", coarse="trials = 8\nepochs = 1")
+    done = df[df.state == "COMPLETE"]
+    assert list(done["rank"]) == list(range(1, len(done) + 1))
+    assert done["val_accuracy"].is_monotonic_decreasing
+
+
+def test_leaderboard_minimize_ranks_lowest_first(study_file):
+    _, df = _board(study_file, workload="peak_inside", metric="val_accuracy", direction="minimize", coarse="trials = 8\nepochs = 1")
+    assert df["val_accuracy"].is_monotonic_increasing
+    assert df.iloc[0]["rank"] == 1
+
+
+def test_leaderboard_failed_trials_follow_completed_with_reason(study_file):
+    _, df = _board(study_file, workload="crash_high_lr", coarse="trials = 8\nepochs = 1")
+    states = list(df["state"])
+    assert "FAIL" in states
+    first_fail = states.index("FAIL")
+    assert set(states[:first_fail]) == {"COMPLETE"} and set(states[first_fail:]) == {"FAIL"}
+    failed = df[df.state == "FAIL"]
+    assert failed["rank"].isna().all()
+    assert failed["reason"].str.contains("ValueError").all()
+
+
+def test_leaderboard_csv_has_required_columns_in_order(study_file):
+    _, df = _board(study_file, coarse="trials = 4\nepochs = 1")
+    csv = pd.read_csv(io.StringIO(to_text(df, "csv")))
+    required = ["rank", "trial", "stage", "state", "reason", "val_accuracy", "lr", "momentum", "epochs", "duration_s", "border"]
+    assert list(csv.columns[: len(required)]) == required
+    assert len(csv) == 4 and (csv["stage"] == "coarse").all() and (csv["epochs"] == 1).all()
+
+
+def test_leaderboard_border_column_names_flagged_params(study_file):
+    _, df = _board(study_file, coarse="trials = 12\nepochs = 1")
+    for _, row in df.iterrows():
+        expected = []
+        if row["lr"] >= 10 ** (-4 + 0.9 * 4):
+            expected.append("lr:high")
+        elif row["lr"] <= 10 ** (-4 + 0.1 * 4):
+            expected.append("lr:low")
+        if row["momentum"] in (0.5, 0.99):
+            expected.append("momentum:" + ("low" if row["momentum"] == 0.5 else "high"))
+        assert row["border"] == ", ".join(expected)
+
+
+def test_leaderboard_top_and_formats(study_file):
+    store, df = _board(study_file, coarse="trials = 5\nepochs = 1")
+    top2 = leaderboard(store, None, top=2)
+    assert len(top2) == 2 and list(top2["trial"]) == list(df["trial"][:2])
+    assert to_text(top2, "json").lstrip().startswith("[")
+    assert to_text(top2, "markdown").splitlines()[0].split("|")[1].strip() == "rank"
+
+
+def test_leaderboard_empty_stage_has_columns(study_file):
+    spec = load_spec(study_file())
+    store = Store(spec.name)
+    info = start_coarse(store, spec, {})
+    df = frame([info], [[]])
+    assert list(df.columns[:5]) == ["rank", "trial", "stage", "state", "reason"] and df.empty

@@ -1,0 +1,128 @@
+"""Study-file parsing and every validation error: one message naming file, key and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpsearch.errors import SpecError
+from hpsearch.space import Choice, Range
+from hpsearch.spec import Direction, Strategy, load_spec
+
+STUDIES = Path(__file__).parent.parent / "studies"
+
+
+def test_spec_issue_example_parses(study_file):
+    spec = load_spec(study_file())
+    assert spec.name == "fake"
+    assert spec.metric == "val_accuracy" and spec.direction == Direction.maximize
+    assert spec.coarse.strategy == Strategy.random and spec.coarse.trials == 12 and spec.coarse.epochs == 2
+    assert spec.refine.top_k == 4 and spec.refine.epochs == 3
+    lr = spec.space["lr"]
+    assert isinstance(lr, Range) and lr.log and (lr.low, lr.high) == (1e-4, 1.0)
+    momentum = spec.space["momentum"]
+    assert isinstance(momentum, Choice) and momentum.values == (0.5, 0.9, 0.95, 0.99)
+    assert momentum.limits == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("path", sorted(STUDIES.glob("*.toml")), ids=lambda p: p.name)
+def test_spec_every_study_file_parses(path):
+    spec = load_spec(path)
+    assert spec.name == path.stem
+    assert len(spec.space) >= 1
+
+
+def test_spec_file_workload_is_resolved_relative_to_study_file():
+    spec = load_spec(STUDIES / "example.toml")
+    module, _, function = spec.workload.rpartition(":")
+    assert Path(module) == (STUDIES / "example_workload.py").resolve()
+    assert function == "train"
+
+
+def test_spec_defaults_when_stage_tables_missing(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\nworkload = "hpsearch.workloads.digits:mlp"\nmetric = "val_accuracy"\n[params.lr]\nlow = 0.001\nhigh = 0.1\nlog = true\n')
+    spec = load_spec(path)
+    assert spec.direction == Direction.maximize
+    assert (spec.coarse.trials, spec.coarse.epochs) == (30, 2)
+    assert (spec.refine.trials, spec.refine.epochs, spec.refine.top_k) == (20, 15, 5)
+
+
+def _error(study_file, **kwargs) -> SpecError:
+    with pytest.raises(SpecError) as info:
+        load_spec(study_file(**kwargs))
+    return info.value
+
+
+def _params(text: str) -> dict:
+    return {"params": text}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key", "fragment"),
+    [
+        (_params("[params.lr]\nlow = 1.0\nhigh = 0.1\n"), "params.lr", "must be below high"),
+        (_params("[params.lr]\nlow = 0.1\nhigh = 0.1\n"), "params.lr", "must be below high"),
+        (_params("[params.lr]\nlow = 0.0\nhigh = 1.0\nlog = true\n"), "params.lr.low", "log range needs low > 0"),
+        (_params("[params.lr]\nlow = -1\nhigh = 1.0\nlog = true\n"), "params.lr.low", "values = [0"),
+        (_params("[params.lr]\nhigh = 1.0\n"), "params.lr.low", "missing"),
+        (_params("[params.wd]\nvalues = []\n"), "params.wd.values", "non-empty list"),
+        (_params("[params.wd]\nvalues = [1, 1]\n"), "params.wd.values", "twice"),
+        (_params("[params.lr]\nlow = 0.1\nhigh = 1.0\nlogg = true\n"), "params.lr.logg", "did you mean 'log'"),
+        (_params("[params.lr]\nlow = 0.1\nhigh = 1.0\ntype = \"double\"\n"), "params.lr.type", "use \"float\" or \"int\""),
+        (_params("[params.lr]\nlow = 0.1\nhigh = 1.0\ngrid_points = 1\n"), "params.lr.grid_points", ">= 2"),
+        (_params("[params.m]\nvalues = [0.9]\nlimits = [1, 0]\n"), "params.m.limits", "[lowest, highest]"),
+        (_params("[params.lr]\nlow = 0.1\nhigh = 2.0\nlimits = [0, 1]\n"), "params.lr.limits", "within limits"),
+        (_params(""), "params", "no parameters"),
+        ({"coarse": 'strategy = "bayes"'}, "coarse.strategy", "random, grid, tpe"),
+        ({"coarse": "trials = 0"}, "coarse.trials", "positive integer"),
+        ({"refine": "top_kk = 3"}, "refine.top_kk", "did you mean 'top_k'"),
+        ({"direction": "up"}, "direction", "\"maximize\" or \"minimize\""),
+        ({"workload": "nowhere.py:train"}, "workload", "does not exist"),
+        ({"workload": "no_such_module_xyz:train"}, "workload", "cannot be found"),
+        ({"workload": "hpsearch.workloads.digits:resnet"}, "workload", "defines no function 'resnet'"),
+    ],
+)
+def test_spec_invalid_names_file_key_and_fix(study_file, kwargs, key, fragment):
+    error = _error(study_file, **kwargs)
+    assert error.key == key
+    assert fragment in error.message
+    assert str(error).startswith(f"{error.file}: {key}: ")
+    assert "\n" not in str(error)
+
+
+def test_spec_unknown_top_level_key_rejected(tmp_path, study_file):
+    path = study_file()
+    path.write_text(path.read_text().replace('metric = "val_accuracy"', 'metric = "val_accuracy"\nmetrics = "x"'))
+    with pytest.raises(SpecError, match=r"metrics: unknown key; did you mean 'metric'"):
+        load_spec(path)
+
+
+def test_spec_missing_required_key(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\nmetric = "val_accuracy"\n[params.lr]\nlow = 0.001\nhigh = 0.1\n')
+    with pytest.raises(SpecError, match=r"s.toml: workload: missing"):
+        load_spec(path)
+
+
+def test_spec_bad_toml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n")
+    with pytest.raises(SpecError, match="not valid TOML"):
+        load_spec(bad)
+    with pytest.raises(SpecError, match="no such study file"):
+        load_spec(tmp_path / "missing.toml")
+
+
+def test_spec_int_range(study_file):
+    spec = load_spec(study_file(params="[params.hidden]\nlow = 16\nhigh = 256\nlog = true\ntype = \"int\"\n"))
+    hidden = spec.space["hidden"]
+    assert isinstance(hidden, Range) and hidden.is_int and hidden.low == 16
+
+
+def test_spec_workload_without_function_part(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\nworkload = "hpsearch.workloads.digits"\nmetric = "m"\n[params.lr]\nlow = 0.001\nhigh = 0.1\n')
+    with pytest.raises(SpecError, match=r"workload: .*must be \"package.module:function\""):
+        load_spec(path)
