@@ -173,8 +173,12 @@ def leaderboard(
     stage: Annotated[
         Optional[str], typer.Option("--stage", help="coarse, refine-1, ... or all [default: the latest stage].")
     ] = None,
-    top: Annotated[Optional[int], typer.Option("--top", min=1, help="Only the N best rows [default: all].")] = None,
-    csv: Annotated[Optional[str], typer.Option("--csv", help="Also write the leaderboard as CSV to PATH ('-' = stdout).")] = None,
+    top: Annotated[
+        Optional[int], typer.Option("--top", min=1, help="Print only the N best rows (the CSV keeps every trial) [default: all].")
+    ] = None,
+    csv: Annotated[
+        Optional[str], typer.Option("--csv", help="Also write every trial as CSV to PATH ('-' = stdout, instead of the table).")
+    ] = None,
     output_format: Annotated[Format, typer.Option("--format", help="How to print it on stdout.")] = Format.table,
     directory: DirOpt = None,
     storage: StorageOpt = None,
@@ -195,7 +199,7 @@ def leaderboard(
     from hpsearch.storage import Store
 
     store = Store(name, directory, storage)
-    df = build(store, stage, top)
+    df = build(store, stage)
     out, err = make_console(), make_console(stderr=True)
     if csv == "-":
         sys.stdout.write(to_text(df, "csv"))
@@ -206,14 +210,15 @@ def leaderboard(
             df.to_csv(csv, index=False)
         except OSError as e:
             raise HpsearchError(f"--csv {csv}: cannot write it: {e.strerror}") from None
+    shown = df.head(top) if top else df
     if output_format != Format.table:
-        sys.stdout.write(to_text(df, output_format.value))
+        sys.stdout.write(to_text(shown, output_format.value))
     else:
         stages = select_stages(store, stage)
         spec = stages[0].spec
         names = list(dict.fromkeys(n for s in stages for n in s.space.names))
         title = f"{name}: {', '.join(s.name for s in stages)} ({spec.direction.value} {spec.metric})"
-        out.print(leaderboard_table(df, spec.metric, names, title))
+        out.print(leaderboard_table(shown, spec.metric, names, title))
     for info in select_stages(store, stage):
         ranked = ranked_trials(store.trials(info), info.spec.direction.value)
         print_flags(err, check_borders(info.space, [t.params for t in ranked], info.settings.top_k), info.name)

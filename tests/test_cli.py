@@ -61,6 +61,8 @@ def test_cli_leaderboard_csv_to_stdout_and_formats(run_cli, study_file):
     assert len(df) == 4 and df.columns[0] == "rank"
     code, out, _ = run_cli("leaderboard", "fake", "--format", "json", "--top", "2")
     assert code == 0 and len(json.loads(out)) == 2
+    code, out, _ = run_cli("leaderboard", "fake", "--top", "2", "--csv", "-")  # the export keeps every trial
+    assert len(pd.read_csv(io.StringIO(out))) == 4
     code, out, _ = run_cli("leaderboard", "fake", "--format", "markdown")
     assert code == 0 and out.lstrip().startswith("|")
 
