@@ -155,7 +155,7 @@ def refine(
     from hpsearch.stages import plan_refine
     from hpsearch.storage import Store
 
-    store = Store(name, directory, storage)
+    store = Store(name, directory, storage, create=False)
     overrides = dict(trials=trials, epochs=epochs, strategy=_value(strategy), seed=seed, top_k=top_k)
     info, flags, resumed = plan_refine(store, from_stage, overrides)
     out, err = make_console(), make_console(stderr=True)
@@ -198,7 +198,7 @@ def leaderboard(
     from hpsearch.border import check_borders
     from hpsearch.storage import Store
 
-    store = Store(name, directory, storage)
+    store = Store(name, directory, storage, create=False)
     df = build(store, stage)
     out, err = make_console(), make_console(stderr=True)
     if csv == "-":
@@ -253,7 +253,7 @@ def studies(
         summaries = optuna.get_all_study_summaries(open_storage("", directory, storage)[0], include_best_trial=False)
         names = sorted({s.study_name.rsplit(".", 1)[0] for s in summaries if "hpsearch" in s.user_attrs})
     for name in names:
-        store = Store(name, directory, storage)
+        store = Store(name, directory, storage, create=False)
         for info in store.stages():
             trials = store.trials(info)
             ranked = ranked_trials(trials, info.spec.direction.value)

@@ -89,12 +89,24 @@ class StageInfo:
         )
 
 
-def open_storage(name: str, directory: str | Path | None = None, url: str | None = None) -> tuple[BaseStorage, str]:
-    """The Optuna storage for study `name`, and a printable (password-masked) location."""
+def open_storage(
+    name: str, directory: str | Path | None = None, url: str | None = None, create: bool = True
+) -> tuple[BaseStorage, str]:
+    """The Optuna storage for study `name`, and a printable (password-masked) location.
+
+    With create=False a study folder that does not exist is StudyNotFound
+    rather than made: reading a mistyped name leaves nothing behind.
+    """
     url = url or os.environ.get("HPSEARCH_STORAGE") or None
     if url:
         return _storage_from_url(url), mask_url(url)
     folder = results_dir(directory) / name
+    if not create and not (folder / JOURNAL_FILE).is_file():
+        known = ", ".join(list_study_names(directory)) or "none"
+        raise StudyNotFound(
+            f"no study {name!r} in {results_dir(directory)} (studies there: {known}); "
+            "run `hpsearch coarse STUDY_FILE` first, or pass --dir/--storage"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
         journal = folder / JOURNAL_FILE
@@ -124,9 +136,11 @@ def _storage_from_url(url: str) -> BaseStorage:
 class Store:
     """The stages of one hpsearch study inside an Optuna storage."""
 
-    def __init__(self, name: str, directory: str | Path | None = None, url: str | None = None) -> None:
+    def __init__(
+        self, name: str, directory: str | Path | None = None, url: str | None = None, create: bool = True
+    ) -> None:
         self.name = name
-        self.storage, self.location = open_storage(name, directory, url)
+        self.storage, self.location = open_storage(name, directory, url, create)
 
     def stages(self) -> list[StageInfo]:
         """Every stage of the study, in the order they were created."""

@@ -124,6 +124,12 @@ def test_cli_bad_range_and_workload_in_study_file(run_cli, study_file):
     _one_error_line(code, err, "fake.toml: workload:", "does not exist")
 
 
+def test_cli_reading_a_missing_study_leaves_nothing_behind(run_cli, tmp_path):
+    code, _, err = run_cli("leaderboard", "typo", "--dir", tmp_path / "res")
+    _one_error_line(code, err, "no study 'typo'", "studies there: none")
+    assert not (tmp_path / "res" / "typo").exists()
+
+
 def test_cli_leaderboard_unknown_stage(run_cli, study_file):
     run_cli("coarse", study_file(coarse="trials = 1\nepochs = 1"), "-q")
     code, _, err = run_cli("leaderboard", "fake", "--stage", "refine-7")
