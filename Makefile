@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean postgres-server
 
 install: $(STAMP)
 
@@ -33,8 +33,15 @@ demo: install
 	$(BIN)/hpsearch leaderboard digits_mlp --dir $(DEMO_DIR) --stage all --top 10 --csv $(DEMO_DIR)/leaderboard.csv
 	@echo "Leaderboard CSV: $(DEMO_DIR)/leaderboard.csv"
 
-test: install
+# The postgres tests start their own server on loopback; they need Debian's
+# PostgreSQL server binaries (installed here when missing and we may).
+test: install postgres-server
 	$(BIN)/python -m pytest
+
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) ; } || \
+	  echo "warning: no PostgreSQL server binaries; the postgres tests will be skipped (apt-get install postgresql)"
 
 bench: install
 	$(BIN)/python bench/dispatch.py

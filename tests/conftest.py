@@ -10,6 +10,8 @@ import pytest
 
 from hpsearch import cli
 
+pytest_plugins = ["tests.postgres"]  # the postgres_url / postgres_db fixtures
+
 TESTS = Path(__file__).parent
 FAKE = TESTS / "workloads" / "fake.py"
 
