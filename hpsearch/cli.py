@@ -114,6 +114,7 @@ PrunerOpt = Annotated[
 ]
 
 _state = {"debug": False}
+INTERRUPTED_MESSAGE = "\nInterrupted: completed trials are kept; run the same command again to continue."
 
 
 def _version(value: bool) -> None:
@@ -335,8 +336,13 @@ def _run_and_show(store: Any, info: Any, top: int, quiet: bool, executor: Any, p
 
     out, err = make_console(), make_console(stderr=True)
     start = time.perf_counter()
-    with ProgressDisplay(err, info, quiet) as progress:
-        result = run_stage(store, info, executor, listener=progress, pruner=pruner)
+    try:
+        with ProgressDisplay(err, info, quiet) as progress:
+            result = run_stage(store, info, executor, listener=progress, pruner=pruner)
+    except KeyboardInterrupt:
+        # Typer turns a KeyboardInterrupt into a silent exit 130; say what was kept.
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
+        raise typer.Exit(130) from None
     if not quiet:
         err.print(stage_summary(result, time.perf_counter() - start))
     df = frame([info], [result.trials], top)
@@ -359,7 +365,7 @@ def run(argv: list[str] | None = None) -> int:
     except typer.Exit as e:
         return e.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        print("\nInterrupted: completed trials are kept; run the same command again to continue.", file=sys.stderr)
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
         return 130
     except HpsearchError as e:
         _error(str(e))

@@ -58,9 +58,10 @@ def segfault_on_1(trial):
 
 
 def hangs_on_1(trial):
-    """Trial 1 never ends by itself: only --trial-timeout stops it."""
+    """Trial 1 hangs for a minute: only --trial-timeout stops it sooner (then it would complete)."""
     if trial.number == 1:
-        while True:
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
             time.sleep(0.05)
     return _fine(trial)
 
@@ -104,3 +105,8 @@ def slow(trial):
 def grid_point(trial):
     """Records nothing special: for the grid test, the params come back in the metrics."""
     return {"val_accuracy": trial.params["lr"], "pid": float(os.getpid())}
+
+
+def threads(trial):
+    """Returns the torch thread budget its worker was given (OMP_NUM_THREADS)."""
+    return {"val_accuracy": 0.5, "omp_threads": float(os.environ.get("OMP_NUM_THREADS", "0"))}
