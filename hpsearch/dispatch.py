@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
 TIMEOUT_REASON = "timeout"
 NVIDIA_SMI_TIMEOUT_S = 10.0  # nvidia-smi can be slow on a busy multi-GPU box; a hang must not block the CLI
-EXIT_WAIT_S = 5.0  # a worker asked to exit (connection closed) gets this long before SIGKILL
+EXIT_WAIT_S = 1.0  # an idle worker asked to exit gets this long before SIGKILL: it holds no pending work
+DEATH_WAIT_S = 5.0  # a worker whose connection broke gets this long to be reaped before SIGKILL
 IDLE_POLL_S = 1.0  # longest wait for a message when no deadline is near: keeps signals and deaths prompt
 
 
@@ -265,20 +266,22 @@ class _Worker:
             except ProcessLookupError:
                 pass
         self.proc.wait()
-        self.conn.close()
+        if not self.conn.closed:
+            self.conn.close()
 
-    def close(self) -> None:
-        """Ask the worker to exit (by closing its connection), then make sure it did."""
-        self.conn.close()
+    def close(self, deadline: float) -> None:
+        """Ask the worker to exit (by closing its connection); SIGKILL it if still there at `deadline`."""
+        if not self.conn.closed:
+            self.conn.close()
         try:
-            self.proc.wait(timeout=EXIT_WAIT_S)
+            self.proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
         except subprocess.TimeoutExpired:
             self.kill()
 
     def death_reason(self) -> str:
         """Why the worker is gone, once its connection closed: 'worker died (signal 9)'."""
         try:
-            code = self.proc.wait(timeout=EXIT_WAIT_S)
+            code = self.proc.wait(timeout=DEATH_WAIT_S)
         except subprocess.TimeoutExpired:  # connection broke but the process lingers: finish it
             self.proc.kill()
             code = self.proc.wait()
@@ -313,8 +316,12 @@ class PoolExecutor:
                 self._kill_all()
                 raise
             else:
+                # Close every connection first, so workers shut down in parallel.
                 for w in self.workers:
-                    w.close()
+                    w.conn.close()
+                deadline = time.monotonic() + EXIT_WAIT_S
+                for w in self.workers:
+                    w.close(deadline)
             finally:
                 self.workers = []
 
