@@ -37,6 +37,12 @@ class StrategyChoice(str, Enum):
     tpe = "tpe"
 
 
+class PrunerChoice(str, Enum):
+    none = "none"
+    median = "median"
+    hyperband = "hyperband"
+
+
 class Format(str, Enum):
     table = "table"
     csv = "csv"
@@ -69,8 +75,46 @@ TopKOpt = Annotated[
 ]
 TopOpt = Annotated[int, typer.Option("--top", min=1, help="Rows of the leaderboard shown.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+DevicesOpt = Annotated[
+    str,
+    typer.Option(
+        "--devices",
+        help="Where trials train: auto (every visible CUDA GPU, else the CPU), cpu, cuda (all GPUs), "
+        "or a list such as cuda:0,cuda:2. Each GPU worker sees only its own GPU.",
+    ),
+]
+PerDeviceOpt = Annotated[
+    Optional[int], typer.Option("--per-device", min=1, help="Trials running at once on each GPU [default: 1].")
+]
+WorkersOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--workers",
+        min=0,
+        help="CPU worker processes [default: one per core]; torch's threads are split between them so the "
+        "cores are not oversubscribed. 0 runs the trials one by one in this process.",
+    ),
+]
+TrialTimeoutOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--trial-timeout",
+        min=0.001,
+        metavar="SECONDS",
+        help="Kill a trial running longer than this (its worker is replaced); recorded as FAIL: timeout.",
+    ),
+]
+PrunerOpt = Annotated[
+    PrunerChoice,
+    typer.Option(
+        "--pruner",
+        help="Stop hopeless trials early from their per-epoch metric: none, median (worse than the median of "
+        "earlier trials at the same epoch, after 5 trials) or hyperband. Diverged losses are always stopped.",
+    ),
+]
 
 _state = {"debug": False}
+INTERRUPTED_MESSAGE = "\nInterrupted: completed trials are kept; run the same command again to continue."
 
 
 def _version(value: bool) -> None:
@@ -105,6 +149,11 @@ def coarse(
     directory: DirOpt = None,
     storage: StorageOpt = None,
     quiet: QuietOpt = False,
+    devices: DevicesOpt = "auto",
+    per_device: PerDeviceOpt = None,
+    workers: WorkersOpt = None,
+    trial_timeout: TrialTimeoutOpt = None,
+    pruner: PrunerOpt = PrunerChoice.none,
 ) -> None:
     """Run (or continue) a study's coarse stage: wide ranges, short trials.
 
@@ -112,17 +161,24 @@ def coarse(
     it has its number of finished trials. Prints the leaderboard and flags
     parameters whose best value lies on the border of their range.
 
-    Example: hpsearch coarse studies/digits_mlp.toml --trials 40 --epochs 2
+    Trials run in worker processes over every visible GPU (else one per CPU
+    core); live progress goes to stderr. A trial that crashes, dies, times
+    out or diverges is recorded with its reason and the search goes on;
+    Ctrl-C keeps every finished trial, and the same command continues.
+
+    Example: hpsearch coarse studies/digits_mlp.toml --trials 40 --epochs 2 --workers 2
     """
+    from hpsearch.dispatch import DispatchConfig, make_executor
     from hpsearch.spec import load_spec
     from hpsearch.stages import start_coarse
     from hpsearch.storage import Store
 
+    executor = make_executor(DispatchConfig(devices, per_device, workers, trial_timeout))
     spec = load_spec(spec_file)
     store = Store(spec.name, directory, storage)
     overrides = dict(trials=trials, epochs=epochs, strategy=_value(strategy), seed=seed, top_k=top_k)
     info = start_coarse(store, spec, overrides)
-    _run_and_show(store, info, top, quiet)
+    _run_and_show(store, info, top, quiet, executor, pruner.value)
 
 
 @app.command()
@@ -140,6 +196,11 @@ def refine(
     directory: DirOpt = None,
     storage: StorageOpt = None,
     quiet: QuietOpt = False,
+    devices: DevicesOpt = "auto",
+    per_device: PerDeviceOpt = None,
+    workers: WorkersOpt = None,
+    trial_timeout: TrialTimeoutOpt = None,
+    pruner: PrunerOpt = PrunerChoice.none,
 ) -> None:
     """Run the next refine stage: ranges narrowed around the best trials, longer trials.
 
@@ -149,12 +210,16 @@ def refine(
     sit on, prints old -> new range per parameter and why, and runs the stage
     (refine-1, refine-2, ...). An unfinished refine stage is continued instead.
 
-    Example: hpsearch refine digits_mlp --epochs 15 --top-k 5
+    Trials are dispatched as in `coarse` (--devices, --workers, --pruner, ...).
+
+    Example: hpsearch refine digits_mlp --epochs 15 --top-k 5 --pruner median
     """
+    from hpsearch.dispatch import DispatchConfig, make_executor
     from hpsearch.render import changes_table, make_console, print_flags
     from hpsearch.stages import plan_refine
     from hpsearch.storage import Store
 
+    executor = make_executor(DispatchConfig(devices, per_device, workers, trial_timeout))
     store = Store(name, directory, storage, create=False)
     overrides = dict(trials=trials, epochs=epochs, strategy=_value(strategy), seed=seed, top_k=top_k)
     info, flags, resumed = plan_refine(store, from_stage, overrides)
@@ -164,7 +229,7 @@ def refine(
     else:
         print_flags(err, flags, info.parent or "")
     out.print(changes_table(info))
-    _run_and_show(store, info, top, quiet)
+    _run_and_show(store, info, top, quiet, executor, pruner.value)
 
 
 @app.command()
@@ -268,7 +333,7 @@ def studies(
     console.print(table)
 
 
-def _run_and_show(store: Any, info: Any, top: int, quiet: bool) -> None:
+def _run_and_show(store: Any, info: Any, top: int, quiet: bool, executor: Any, pruner: str) -> None:
     """Run a stage with live progress, then print its leaderboard and border warnings."""
     from hpsearch.leaderboard import frame
     from hpsearch.render import ProgressDisplay, leaderboard_table, make_console, print_flags, stage_summary
@@ -276,8 +341,13 @@ def _run_and_show(store: Any, info: Any, top: int, quiet: bool) -> None:
 
     out, err = make_console(), make_console(stderr=True)
     start = time.perf_counter()
-    with ProgressDisplay(err, info, quiet) as progress:
-        result = run_stage(store, info, listener=progress)
+    try:
+        with ProgressDisplay(err, info, quiet) as progress:
+            result = run_stage(store, info, executor, listener=progress, pruner=pruner)
+    except KeyboardInterrupt:
+        # Typer turns a KeyboardInterrupt into a silent exit 130; say what was kept.
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
+        raise typer.Exit(130) from None
     if not quiet:
         err.print(stage_summary(result, time.perf_counter() - start))
     df = frame([info], [result.trials], top)
@@ -300,7 +370,7 @@ def run(argv: list[str] | None = None) -> int:
     except typer.Exit as e:
         return e.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        print("\nInterrupted: completed trials are kept; run the same command again to continue.", file=sys.stderr)
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
         return 130
     except HpsearchError as e:
         _error(str(e))

@@ -47,3 +47,7 @@ class TrialStopped(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class DispatchError(HpsearchError):
+    """Devices or worker options that this machine cannot satisfy (no GPU, bad --devices, ...)."""

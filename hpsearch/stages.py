@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.border import BorderFlag, check_borders
 from hpsearch.errors import HpsearchError, SpecError, StageFailed
+from hpsearch.pruner import make_pruner, prune_reason
 from hpsearch.space import Choice, Param, Range, Space, Value, fmt
 from hpsearch.spec import StageSpec, Strategy, StudySpec, check_stage
 from hpsearch.storage import OWNER_ATTR, StageInfo, Store, is_stale, owner_tag
@@ -313,6 +314,9 @@ class TrialEvent:
     target: int = 0
     failed: int = 0
     best: FrozenTrial | None = None
+    running: int = 0
+    epoch_seconds: float | None = None  # wall time of the reported epoch, measured in the trial's process
+    iterations: int | None = None  # optimiser steps in that epoch, when the workload says
 
 
 Listener = Callable[[TrialEvent], None]
@@ -335,10 +339,11 @@ class StageRun:
     `finish` with the outcome.
     """
 
-    def __init__(self, store: Store, info: StageInfo, listener: Listener | None = None) -> None:
+    def __init__(self, store: Store, info: StageInfo, listener: Listener | None = None, pruner: str = "none") -> None:
         self.store = store
         self.info = info
         self.listener = listener
+        self.pruner = pruner
         self.metric = info.spec.metric
         self.direction = info.spec.direction.value
         self.target = stage_target(info)
@@ -346,7 +351,11 @@ class StageRun:
         self._recover_stale(existing)
         # Seeded by the history too, so a resumed stage draws new points, not the first ones again.
         seed = info.settings.seed + 10_000 * info.index + len(existing)
-        self.study = store.study(info, sampler=make_sampler(info.settings.strategy, seed))
+        self.study = store.study(
+            info,
+            sampler=make_sampler(info.settings.strategy, seed),
+            pruner=make_pruner(pruner, info.settings.epochs),
+        )
         if info.settings.strategy == Strategy.grid:
             self._enqueue_grid(existing)
         self.done, self.failed_total = _counts(self.study.get_trials(deepcopy=False), info.settings.strategy)
@@ -385,12 +394,26 @@ class StageRun:
         self._emit("start", job)
         return job
 
-    def report(self, job: Job, epoch: int, metrics: dict[str, float]) -> str | None:
-        """Per-epoch metrics of a running trial: stop it (return the reason) if its loss exploded."""
-        self._emit("report", job, epoch=epoch, metrics=metrics)
-        if self.metric in metrics and math.isfinite(metrics[self.metric]):
+    def report(
+        self,
+        job: Job,
+        epoch: int,
+        metrics: dict[str, float],
+        epoch_seconds: float | None = None,
+        iterations: int | None = None,
+    ) -> str | None:
+        """Per-epoch metrics of a running trial: the reason to stop it (loss exploded, pruned), or None.
+
+        `epoch_seconds` and `iterations` (optional) only feed the progress display.
+        """
+        self._emit("report", job, epoch=epoch, metrics=metrics, epoch_seconds=epoch_seconds, iterations=iterations)
+        reported = self.metric in metrics and math.isfinite(metrics[self.metric])
+        if reported:
             job.trial.report(metrics[self.metric], epoch)
-        return diverged(job, metrics)
+        reason = diverged(job, metrics)
+        if reason is None and reported and self.pruner != "none" and job.trial.should_prune():
+            reason = prune_reason(self.pruner)
+        return reason
 
     def finish(self, job: Job, outcome: TrialOutcome) -> None:
         """Record how a trial ended. A crash is data: it never stops the stage by itself."""
@@ -489,7 +512,16 @@ class StageRun:
     def _emit(self, kind: str, job: Job, **data: Any) -> None:
         if self.listener is not None:
             best = self.best() if kind == "finish" else None
-            event = TrialEvent(kind, job, done=self.done, target=self.target, failed=self.failed_total, best=best, **data)
+            event = TrialEvent(
+                kind,
+                job,
+                done=self.done,
+                target=self.target,
+                failed=self.failed_total,
+                best=best,
+                running=len(self.running),
+                **data,
+            )
             self.listener(event)
 
 
@@ -508,15 +540,20 @@ def diverged(job: Job, metrics: dict[str, float]) -> str | None:
     return None
 
 
-def run_stage(store: Store, info: StageInfo, executor: Any = None, listener: Listener | None = None) -> StageResult:
+def run_stage(
+    store: Store, info: StageInfo, executor: Any = None, listener: Listener | None = None, pruner: str = "none"
+) -> StageResult:
     """Run a stage until it has its number of finished trials; returns every trial and the border flags.
 
-    Raises StageFailed when trials ran and every one of them failed.
-    KeyboardInterrupt propagates after running trials are recorded as interrupted.
+    `executor` runs the trials (dispatch.PoolExecutor, or by default
+    InlineExecutor: one after another in this process); `pruner` is one of
+    pruner.PRUNERS. Raises StageFailed when trials ran and every one of them
+    failed. KeyboardInterrupt propagates after running trials are recorded
+    as interrupted.
     """
     from hpsearch.dispatch import InlineExecutor
 
-    run = StageRun(store, info, listener)
+    run = StageRun(store, info, listener, pruner)
     executor = executor or InlineExecutor()
     try:
         executor.run(run)

@@ -174,8 +174,13 @@ class Store:
         )
         study.set_user_attr(ATTR, info.to_dict())
 
-    def study(self, info: StageInfo, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
-        return optuna.load_study(study_name=info.optuna_name, storage=self.storage, sampler=sampler)
+    def study(
+        self,
+        info: StageInfo,
+        sampler: optuna.samplers.BaseSampler | None = None,
+        pruner: optuna.pruners.BasePruner | None = None,
+    ) -> optuna.Study:
+        return optuna.load_study(study_name=info.optuna_name, storage=self.storage, sampler=sampler, pruner=pruner)
 
     def trials(self, info: StageInfo, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
         return self.study(info).get_trials(deepcopy=False, states=states)

@@ -38,15 +38,25 @@ class TrialContext:
     device: str = "cpu"
     stage: str = "coarse"
     study: str = ""
+    # Timing of the latest epoch, read by executors when the report hook runs.
+    epoch_seconds: float | None = field(default=None, repr=False)
+    iterations: int | None = field(default=None, repr=False)
     _on_report: ReportHook | None = field(default=None, repr=False)
     _curves: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    _last_report: float = field(default_factory=time.perf_counter, repr=False)
 
-    def report(self, epoch: int, **metrics: float) -> None:
+    def report(self, epoch: int, iterations: int | None = None, **metrics: float) -> None:
         """Record this epoch's metrics (losses, accuracies). May end the trial early.
 
+        `iterations`, optional, is how many optimiser steps the epoch took:
+        with it, progress shows the time per iteration (and warns above the
+        recipe's 500 ms); without it, only the time per epoch is known.
         When the loss diverges or a pruner gives up on the trial, this raises
         an exception that ends `train`; workloads need not catch it.
         """
+        now = time.perf_counter()
+        self.epoch_seconds, self._last_report = now - self._last_report, now
+        self.iterations = int(iterations) if iterations else None
         values = {k: float(v) for k, v in metrics.items()}
         for k, v in values.items():
             self._curves.setdefault(k, []).append(v)

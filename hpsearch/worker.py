@@ -1,0 +1,105 @@
+"""The worker process: loads a workload once, then runs the trials the coordinator sends it.
+
+Started by dispatch.PoolExecutor as `python -m hpsearch.worker FD WORKLOAD
+DEVICE THREADS PARENT_PID`, with CUDA_VISIBLE_DEVICES already in its
+environment (so torch, imported here by the workload, sees only its GPU).
+It never touches the storage: per-epoch reports go to the coordinator over
+the connection on FD, which answers go on or stop, and each trial's
+TrialOutcome goes back the same way.
+
+Messages (pickled tuples), coordinator -> worker:
+    ("trial", {number, params, epochs, seed, stage, study, metric})
+    ("reply", reason | None)             answer to a report
+worker -> coordinator:
+    ("ready", pid)                       workload loaded, waiting for trials
+    ("load_failed", message)             the workload cannot be imported
+    ("report", number, epoch, metrics, epoch_seconds, iterations)
+    ("done", number, TrialOutcome)
+The worker exits when the connection closes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from hpsearch.errors import WorkloadError
+from hpsearch.workload import TrialContext, load_workload, run_trial
+
+PARENT_POLL_S = 1.0  # how soon a worker notices its coordinator vanished, where prctl is unavailable
+
+
+def main(argv: list[str] | None = None) -> int:
+    fd, workload, device, threads, parent = (argv or sys.argv[1:])[:5]
+    # Ctrl-C reaches the whole process group: the coordinator alone decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(int(parent))
+    conn = Connection(int(fd))
+    try:
+        fn = load_workload(workload)
+    except WorkloadError as e:
+        conn.send(("load_failed", str(e)))
+        return 2
+    if "torch" in sys.modules:  # OMP_NUM_THREADS covers a workload that imports torch later
+        sys.modules["torch"].set_num_threads(int(threads))
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return 0
+        if message[0] != "trial":
+            continue
+        job: dict[str, Any] = message[1]
+        ctx = TrialContext(
+            number=job["number"],
+            params=job["params"],
+            epochs=job["epochs"],
+            seed=job["seed"],
+            device=device,
+            stage=job["stage"],
+            study=job["study"],
+        )
+
+        def on_report(epoch: int, metrics: dict[str, float], ctx: TrialContext = ctx) -> str | None:
+            conn.send(("report", ctx.number, epoch, metrics, ctx.epoch_seconds, ctx.iterations))
+            reply = conn.recv()
+            return reply[1]
+
+        ctx._on_report = on_report
+        outcome = run_trial(fn, ctx, job["metric"])
+        try:
+            conn.send(("done", ctx.number, outcome))
+        except OSError:
+            return 0
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this worker when its coordinator dies, however it dies (even SIGKILL): no orphans."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the coordinator died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="hpsearch-parent-watch", daemon=True).start()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""Dispatch: the worker pool, device planning, and every fault a trial or worker can throw at it.
+
+Fault tests run real worker processes on the torch-free workloads of
+tests/workloads/faulty.py; the interrupt tests run the CLI as a subprocess
+and signal it. No test asserts on wall-clock time.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from optuna.trial import FrozenTrial
+from rich.console import Console
+
+from hpsearch.dispatch import DispatchConfig, PoolExecutor, cpu_cores, make_executor, plan_workers, visible_gpus
+from hpsearch.errors import DispatchError
+from hpsearch.render import ProgressDisplay
+from hpsearch.stages import Job, TrialEvent
+from hpsearch.spec import load_spec
+from hpsearch.storage import StageInfo, Store
+
+FAULTY = Path(__file__).parent / "workloads" / "faulty.py"
+LR_ONLY = "[params.lr]\nlow = 1e-4\nhigh = 1.0\nlog = true\n"
+
+Cli = Callable[..., tuple[int, str, str]]
+
+
+def faulty(function: str) -> str:
+    return f"{FAULTY}:{function}"
+
+
+def stored(name: str = "fake", stage: str = "coarse") -> list[FrozenTrial]:
+    store = Store(name)
+    return store.trials(store.stage(stage))
+
+
+def by_state(trials: list[FrozenTrial], state: str) -> list[FrozenTrial]:
+    return [t for t in trials if t.state.name == state]
+
+
+def worker_children() -> list[int]:
+    """Live hpsearch worker processes whose parent is this test process."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and b"hpsearch.worker" in cmdline and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- device planning
+
+
+def test_plan_workers_gpus_per_device_each_sees_one_gpu() -> None:
+    slots = plan_workers(DispatchConfig("auto", per_device=2), gpus=["0", "1"], cores=8)
+    assert [s.visible for s in slots] == ["0", "0", "1", "1"]
+    assert {s.device for s in slots} == {"cuda:0"}  # each worker sees only its GPU, as cuda:0
+    assert {s.threads for s in slots} == {2}  # 8 cores over 4 workers
+
+
+def test_plan_workers_device_list_maps_to_visible_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,7")
+    assert visible_gpus() == ["3", "5", "7"]
+    slots = plan_workers(DispatchConfig("cuda:0,cuda:2"), cores=4)
+    assert [(s.visible, s.label) for s in slots] == [("3", "cuda:0"), ("7", "cuda:2")]
+
+
+def test_plan_workers_cpu_splits_threads_between_workers() -> None:
+    assert [s.threads for s in plan_workers(DispatchConfig("cpu", workers=2), gpus=[], cores=8)] == [4, 4]
+    default = plan_workers(DispatchConfig("auto"), gpus=[], cores=3)
+    assert len(default) == 3 and {s.device for s in default} == {"cpu"} and {s.threads for s in default} == {1}
+
+
+@pytest.mark.parametrize(
+    ("config", "gpus", "message"),
+    [
+        (DispatchConfig("cuda"), [], "no CUDA GPU is visible"),
+        (DispatchConfig("cuda:2"), ["0", "1"], "cuda:2 does not exist"),
+        (DispatchConfig("gpu0"), ["0"], "is not cuda:N"),
+        (DispatchConfig("cpu", per_device=2), [], "--per-device"),
+        (DispatchConfig("cuda", workers=3), ["0"], "--workers"),
+    ],
+)
+def test_plan_workers_impossible_options_raise(config: DispatchConfig, gpus: list[str], message: str) -> None:
+    with pytest.raises(DispatchError, match=message):
+        plan_workers(config, gpus=gpus, cores=2)
+
+
+def test_visible_gpus_hidden_by_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert visible_gpus() == []
+
+
+def test_cli_devices_cuda_without_gpu_is_one_line_error(
+    study_file: Callable[..., Path], run_cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    code, _, err = run_cli("coarse", study_file(), "--devices", "cuda")
+    assert code == 2
+    assert err.strip().splitlines() == [err.strip()] and err.startswith("Error: --devices cuda: no CUDA GPU")
+
+
+def test_trial_timeout_needs_workers() -> None:
+    with pytest.raises(DispatchError, match="--workers 0"):
+        make_executor(DispatchConfig(workers=0, trial_timeout=5))
+
+
+# ----------------------------------------------------------------------------- the pool
+
+
+def test_pool_two_workers_grid_has_no_duplicates_and_no_leftovers(study_file: Callable[..., Path], run_cli: Cli) -> None:
+    params = "[params.lr]\nvalues = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]\n"
+    path = study_file(faulty("grid_point"), coarse='strategy = "grid"\ntrials = 20\nepochs = 1', params=params)
+    code, _, err = run_cli("coarse", path, "--devices", "cpu", "--workers", "2")
+    assert code == 0, err
+    trials = stored()
+    assert len(trials) == 8 and len(by_state(trials, "COMPLETE")) == 8  # the whole grid, once
+    assert sorted(t.params["lr"] for t in trials) == [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]
+    pids = {int(t.user_attrs["metrics"]["pid"]) for t in trials}
+    assert os.getpid() not in pids  # trained in workers, not in the coordinator
+    assert worker_children() == [] and not any(alive(p) for p in pids)
+
+
+def test_pool_workers_get_their_share_of_threads(study_file: Callable[..., Path], run_cli: Cli) -> None:
+    path = study_file(faulty("threads"), coarse="trials = 2\nepochs = 1", params=LR_ONLY)
+    code, _, err = run_cli("coarse", path, "--workers", "2")
+    assert code == 0, err
+    seen = {t.user_attrs["metrics"]["omp_threads"] for t in stored()}
+    assert seen == {float(max(cpu_cores() // 2, 1))}
+
+
+def test_pool_keeps_torch_out_of_the_coordinator(study_file: Callable[..., Path], tmp_path: Path) -> None:
+    path = study_file(faulty("grid_point"), coarse="trials = 2\nepochs = 1", params=LR_ONLY)
+    code = (
+        "import sys; from hpsearch import cli; "
+        f"rc = cli.run(['coarse', {str(path)!r}, '--workers', '2', '--quiet']); "
+        "print(rc, 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stderr
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def test_raising_trial_fails_with_last_line_and_search_goes_on(study_file: Callable[..., Path], run_cli: Cli) -> None:
+    path = study_file(faulty("raises_on_1"), coarse="trials = 4\nepochs = 2", params=LR_ONLY)
+    code, _, err = run_cli("coarse", path, "--workers", "2")
+    assert code == 0, err
+    trials = stored()
+    [failed] = by_state(trials, "FAIL")
+    assert failed.number == 1 and failed.user_attrs["reason"] == "shape mismatch in layer 3"
+    assert len(by_state(trials, "COMPLETE")) == 4
+
+
+def test_all_trials_fail_exits_1_with_first_reasons(study_file: Callable[..., Path], run_cli: Cli) -> None:
+    path = study_file(faulty("always_raises"), coarse="trials = 3\nepochs = 1", params=LR_ONLY)
+    code, _, err = run_cli("coarse", path, "--workers", "2")
+    assert code == 1
+    assert "Error: every trial of stage coarse failed" in err and "RuntimeError: broken data loader" in err
+    assert worker_children() == []
+
+
+@pytest.mark.parametrize(
+    ("function", "reason"),
+    [
+        ("exits_on_1", "worker died (exit code 3)"),
+        ("sigkill_on_1", f"worker died (signal {signal.SIGKILL.value})"),
+        ("segfault_on_1", f"worker died (signal {signal.SIGSEGV.value})"),
+    ],
+)
+def test_worker_death_fails_trial_and_is_replaced(
+    study_file: Callable[..., Path], run_cli: Cli, function: str, reason: str
+) -> None:
+    path = study_file(faulty(function), coarse="trials = 4\nepochs = 2", params=LR_ONLY)
+    code, _, err = run_cli("coarse", path, "--workers", "2")
+    assert code == 0, err
+    trials = stored()
+    [failed] = by_state(trials, "FAIL")
+    assert failed.number == 1 and failed.user_attrs["reason"] == reason
+    assert len(by_state(trials, "COMPLETE")) == 4  # the stage still reached its target
+    assert worker_children() == []
+
+
+def test_trial_timeout_kills_and_replaces_worker(study_file: Callable[..., Path], run_cli: Cli) -> None:
+    path = study_file(faulty("hangs_on_1"), coarse="trials = 3\nepochs = 1", params=LR_ONLY)
+    code, _, err = run_cli("coarse", path, "--workers", "2", "--trial-timeout", "1")
+    assert code == 0, err
+    trials = stored()
+    [failed] = by_state(trials, "FAIL")
+    assert failed.number == 1 and failed.user_attrs["reason"] == "timeout"
+    assert len(by_state(trials, "COMPLETE")) == 3
+    assert worker_children() == []
+
+
+@pytest.mark.parametrize("function", ["nan_on_odd", "explodes_on_odd"])
+def test_divergence_through_pool_is_pruned(study_file: Callable[..., Path], run_cli: Cli, function: str) -> None:
+    path = study_file(faulty(function), coarse="trials = 4\nepochs = 4", params=LR_ONLY)
+    code, _, err = run_cli("coarse", path, "--workers", "2")
+    assert code == 0, err
+    trials = stored()
+    pruned = by_state(trials, "PRUNED")
+    assert pruned and all(t.number % 2 == 1 and t.user_attrs["reason"] == "diverged" for t in pruned)
+    assert {t.number for t in by_state(trials, "COMPLETE")} == {t.number for t in trials if t.number % 2 == 0}
+    # stopped early: fewer epochs recorded than asked for
+    assert all(len(t.user_attrs["curves"]["train_loss"]) < 4 for t in pruned)
+
+
+def test_median_pruner_stops_worse_than_median(study_file: Callable[..., Path], run_cli: Cli) -> None:
+    path = study_file(faulty("linear_score"), coarse="trials = 14\nepochs = 3", params=LR_ONLY)
+    code, _, err = run_cli("coarse", path, "--workers", "1", "--pruner", "median")
+    assert code == 0, err
+    trials = sorted(stored(), key=lambda t: t.number)
+    pruned = by_state(trials, "PRUNED")
+    assert pruned and {t.user_attrs["reason"] for t in pruned} == {"pruned by median pruner"}
+    for t in pruned:  # each was worse than the median of the trials finished before it
+        before = sorted(u.params["lr"] for u in trials if u.number < t.number and u.state.name == "COMPLETE")
+        assert t.number >= 5 and t.params["lr"] < before[len(before) // 2]
+
+
+def test_no_pruner_runs_every_epoch(study_file: Callable[..., Path], run_cli: Cli) -> None:
+    path = study_file(faulty("linear_score"), coarse="trials = 8\nepochs = 3", params=LR_ONLY)
+    code, _, err = run_cli("coarse", path, "--workers", "2")
+    assert code == 0, err
+    assert len(by_state(stored(), "COMPLETE")) == 8
+
+
+def test_hyperband_pruner_runs_and_names_itself(study_file: Callable[..., Path], run_cli: Cli) -> None:
+    path = study_file(faulty("linear_score"), coarse="trials = 10\nepochs = 9", params=LR_ONLY)
+    code, _, err = run_cli("coarse", path, "--workers", "1", "--pruner", "hyperband")
+    assert code == 0, err
+    trials = stored()
+    assert len(by_state(trials, "COMPLETE")) + len(by_state(trials, "PRUNED")) == 10
+    assert {t.user_attrs["reason"] for t in by_state(trials, "PRUNED")} <= {"pruned by hyperband pruner"}
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGINT], [signal.SIGTERM], [signal.SIGINT, signal.SIGINT]])
+def test_interrupt_stops_workers_keeps_trials_and_rerun_continues(
+    study_file: Callable[..., Path], run_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signals: list[int]
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    path = study_file(faulty("slow"), coarse="trials = 4\nepochs = 40", params=LR_ONLY)
+    env = {**os.environ, "HPSEARCH_TEST_MARKERS": str(markers), "HPSEARCH_TEST_SLEEP": "0.25"}
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", "coarse", str(path), "--workers", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(600):  # both workers are inside a trial (a bound, not a timing assertion)
+            if len(list(markers.iterdir())) >= 2 or cli.poll() is not None:
+                break
+            time.sleep(0.1)
+        workers = {int(p.name.split("-")[0]) for p in markers.iterdir()}
+        assert len(workers) == 2, cli.stderr.read() if cli.poll() is not None else "workers never started"
+        for sig in signals:
+            cli.send_signal(sig)
+        _, err = cli.communicate(timeout=60)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert cli.returncode == 130, err
+    assert not any(alive(pid) for pid in workers)  # no orphan worker
+    if len(signals) == 1:  # the graceful path recorded the running trials
+        assert "Interrupted: completed trials are kept" in err
+        trials = stored()
+        assert {t.user_attrs.get("reason") for t in by_state(trials, "FAIL")} == {"interrupted"}
+        assert len(by_state(trials, "FAIL")) == 2 and not by_state(trials, "COMPLETE")
+    # The same command, re-run, continues to the stage's target.
+    monkeypatch.setenv("HPSEARCH_TEST_SLEEP", "0")
+    code, _, err = run_cli("coarse", path, "--workers", "2")
+    assert code == 0, err
+    assert len(by_state(stored(), "COMPLETE")) == 4
+
+
+def test_pool_rejects_zero_slots() -> None:
+    with pytest.raises(DispatchError):
+        PoolExecutor([])
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+def _event(kind: str, epoch_seconds: float | None = None, iterations: int | None = None) -> TrialEvent:
+    job = Job(trial=None, number=7, params={"lr": 0.1}, epochs=3, seed=0, stage="coarse", study="s", workload="w", metric="m")  # type: ignore[arg-type]
+    return TrialEvent(kind, job, epoch=0, metrics={}, epoch_seconds=epoch_seconds, iterations=iterations, target=3)
+
+
+def test_progress_warns_once_on_slow_iterations(study_file: Callable[..., Path]) -> None:
+    spec = load_spec(study_file())
+    stage = StageInfo("coarse", 0, None, spec.coarse, spec.space, spec)
+    buffer = io.StringIO()
+    display = ProgressDisplay(Console(file=buffer, width=200), stage, quiet=True)
+    display(_event("start"))
+    display(_event("report", epoch_seconds=1.0, iterations=10))  # 100 ms per iteration: fine
+    assert "warning" not in buffer.getvalue()
+    display(_event("report", epoch_seconds=6.0, iterations=10))  # 600 ms per iteration
+    display(_event("report", epoch_seconds=9.0, iterations=10))
+    assert buffer.getvalue().count("ms per iteration") == 1 and "600 ms" in buffer.getvalue()
+    display(_event("report", epoch_seconds=60.0))  # no iterations: per-epoch time is not per-iteration
+    assert buffer.getvalue().count("warning") == 1
+
+
+def test_progress_not_a_terminal_is_plain_lines(study_file: Callable[..., Path], run_cli: Cli) -> None:
+    path = study_file(faulty("slow"), coarse="trials = 2\nepochs = 1", params=LR_ONLY)
+    code, _, err = run_cli("coarse", path, "--workers", "2")
+    assert code == 0
+    assert "\x1b[" not in err  # no cursor movement or colour in a CI log
+    assert sum(line.startswith("[coarse] trial ") for line in err.splitlines()) == 2
+    code, _, err = run_cli("coarse", path, "--workers", "2", "--trials", "3", "--quiet")
+    assert code == 0 and "[coarse] trial" not in err
