@@ -6,7 +6,8 @@
 - loss-curve shapes (train_loss / val_loss), at least 3 epochs:
   `undertrained` (train loss still falling steeply in the last epoch),
   `overfitting` (val loss rising from its minimum while train loss keeps
-  falling), `flat: lr too low or dead` (train loss barely moved).
+  falling), `flat: lr too low or dead` (train loss barely moved),
+  `unstable: lr too high?` (train loss ends 50% above its minimum).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ MIN_EPOCHS = 3  # fewer points tell no shape
 STEEP = 0.10  # last epoch's drop above 10% of the whole drop: still falling steeply
 FLAT = 0.02  # train loss moved less than 2% from first to last epoch
 OVERFIT_RISE = 0.05  # val loss 5% above its minimum
+UNSTABLE = 1.5  # train loss ending this far above its minimum went up, not down
 
 
 def last_ratio(curves: dict[str, list[float]]) -> float | None:
@@ -49,7 +51,9 @@ def curve_notes(curves: dict[str, list[float]]) -> list[str]:
         total = max(train) - min(train)
         if abs(first - last) <= FLAT * abs(first):
             notes.append("flat: lr too low or dead")
-        elif total > 0 and train[-2] - last > STEEP * total:
+        elif last > UNSTABLE * min(train):
+            notes.append("unstable: lr too high?")
+        elif total > 0 and train[-2] - last > STEEP * total and last < first:
             notes.append("undertrained")
     if len(val) >= MIN_EPOCHS and len(train) >= MIN_EPOCHS:
         i_min = min(range(len(val)), key=lambda i: val[i])

@@ -101,7 +101,8 @@ def plot_curves(trials: Sequence[TrialCurves], path: str | Path, title: str = ""
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title(title or "loss curves of the top trials")
-    ax.legend(fontsize=7, loc="upper right")
+    # Below the axes: a legend inside would hide the curves it names.
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.12), ncol=1, frameon=False)
     return _save(fig, path)
 
 
@@ -155,7 +156,7 @@ def plot_scatter(
             lo, hi = (floor if values[0] <= 0 and log else values[0]), values[-1]
             pts = [(x if not (log and x <= 0) else floor, y) for x, y in pts]
         if log:
-            ax.set_xscale("log")
+            _log_axis(ax, hi / lo)
             span = math.log10(hi) - math.log10(lo)
             zone_lo, zone_hi = 10 ** (math.log10(lo) + BORDER_ZONE * span), 10 ** (math.log10(hi) - BORDER_ZONE * span)
         else:
@@ -181,6 +182,17 @@ def plot_scatter(
     return _save(fig, path)
 
 
+def _log_axis(ax: Any, ratio: float) -> None:
+    """A log x axis labelled at 10^k, or 1, 2, 5 x 10^k for ranges under two decades (refine)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    subs = (1.0, 2.0, 5.0) if ratio < 100 else (1.0,)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt(float(f"{x:.1g}"))))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -191,8 +203,7 @@ def _save(fig: Any, path: str | Path) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.tight_layout()
-        fig.savefig(path)
+        fig.savefig(path, bbox_inches="tight")
     except OSError as e:
         raise HpsearchError(f"cannot write the plot {path}: {e.strerror}") from None
     finally:

@@ -133,8 +133,13 @@ def _frame_html(df: Any) -> str:
 
     head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
     rows = []
+    ratio_at = list(df.columns).index("update_ratio") if "update_ratio" in df.columns else -1
     for record in df.astype(object).where(df.notna(), None).itertuples(index=False):
-        rows.append("<tr>" + "".join(f"<td>{_e(cell(v))}</td>" for v in record) + "</tr>")
+        cells = [
+            f"{v:.1e}" if i == ratio_at and isinstance(v, float) else cell(v)  # ratios compare by decade
+            for i, v in enumerate(record)
+        ]
+        rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
