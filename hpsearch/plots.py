@@ -203,6 +203,7 @@ def _save(fig: Any, path: str | Path) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        fig.tight_layout()
         fig.savefig(path, bbox_inches="tight")
     except OSError as e:
         raise HpsearchError(f"cannot write the plot {path}: {e.strerror}") from None
