@@ -275,14 +275,17 @@ def sanity(spec_file: SpecArg, device: DeviceOpt = "cpu") -> None:
     """Check a workload before searching: initial loss at chance, and that it can overfit 20 examples.
 
     Calls the study's train(trial) with trial.mode = "sanity" and
-    trial.subset = 20 (the workload must call trial.watch(model, optimizer,
-    loss_fn) and train on only trial.subset examples when it is set).
-    1. initial loss: the first training loss against log(C) for C classes;
-       PASS within 20%, else WARN (labels, init scale, softmax before the loss).
-    2. overfit: weight decay 0, lr 0.1, 0.01, 0.001 (those inside the study's
-       range), at most 300 steps each: PASS when the loss on the 20 examples
-       falls below 0.05 with 100% accuracy, else FAIL: do not search yet.
-    Exits 0 when every check passes, 1 otherwise (WARN, FAIL, or SKIP).
+    trial.subset = 20: the workload must call trial.watch(model, optimizer,
+    loss_fn) and, when trial.subset is set, train on only that many examples.
+
+    Initial loss: the first training loss against log(C) for C classes; PASS
+    within 20%, else WARN (labels, init scale, softmax before the loss).
+
+    Overfit: weight decay 0, lr 0.1, 0.01, 0.001 (those inside the study's
+    range, largest first), at most 300 steps each; PASS when the loss on the
+    20 examples falls below 0.05 with 100% accuracy, else FAIL: do not search.
+
+    Exits 0 when every check passes, 1 otherwise (WARN, FAIL or SKIP).
 
     Example: hpsearch sanity studies/digits_mlp.toml
     """
