@@ -73,14 +73,14 @@ def find_lr_range(
     growth = (end / start) ** (1 / max(iterations - 1, 1))
     lrs: list[float] = []
     losses: list[float] = []
-    state: dict[str, Any] = {"watcher": None, "ema": 0.0, "best": math.inf, "stopped": f"reached lr {end:.3g}"}
+    state: dict[str, Any] = {"watcher": None, "ema": 0.0, "best": math.inf, "stopped": f"reached lr {end:.3g} without exploding"}
 
     def on_step(step: int, optimizer: Any) -> None:
         watcher = state["watcher"]
-        # 1. record the loss the last forward computed, against the lr this step uses
+        # 1. record the loss the last forward computed: the result of the previous step, at its lr
         if step > 0 and watcher.losses and watcher.losses[-1].step == step:
             loss = watcher.losses[-1].loss
-            lrs.append(start * growth**step)
+            lrs.append(start * growth ** (step - 1))
             losses.append(loss)
             if not math.isfinite(loss):
                 state["stopped"] = f"loss not finite at lr {lrs[-1]:.3g}"
@@ -105,9 +105,14 @@ def find_lr_range(
         return None if state["watcher"] is not None else "the workload does not call trial.watch"
 
     params = {**base_params(spec.space, decay="low"), param.name: start}
-    result = run_probe(spec, params, 10**6, "lr_find", None, on_watch, on_report, seed, device)
+    # A workload may raise on its own when the loss blows up: what was recorded until then still counts.
+    result = run_probe(spec, params, 10**6, "lr_find", None, on_watch, on_report, seed, device, allow_fail=True)
     if result.watcher is None or not result.watcher.watches_loss:
+        if result.outcome.state == "fail":
+            raise HpsearchError(f"workload {spec.workload} crashed in lr_find mode: {result.outcome.reason}")
         raise HpsearchError(f"lr-find needs the training loss of every step: {WATCH_HINT}")
+    if result.outcome.state == "fail":
+        state["stopped"] = f"the workload stopped at lr {lrs[-1] if lrs else start:.3g}: {result.outcome.reason}"
     if len(losses) < 10:
         raise HpsearchError(f"lr-find recorded only {len(losses)} steps ({state['stopped']}); the workload trained too few steps")
     smoothed = _smooth(losses)

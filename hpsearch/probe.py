@@ -86,10 +86,12 @@ def run_probe(
     on_report: ReportHook | None = None,
     seed: int = 0,
     device: str = "cpu",
+    allow_fail: bool = False,
 ) -> ProbeResult:
     """Run the study's workload once with `params`; a stop raised by a hook ends it as 'pruned'.
 
-    Raises WorkloadError when the workload crashed (its own bug, not a finding).
+    Raises WorkloadError when the workload crashed (its own bug, not a
+    finding), unless `allow_fail` (the caller judges what was recorded).
     """
     fn = load_workload(spec.workload)
     ctx = TrialContext(
@@ -106,6 +108,6 @@ def run_probe(
         _on_watch=on_watch,
     )
     outcome = run_trial(fn, ctx, spec.metric)
-    if outcome.state == "fail":
+    if outcome.state == "fail" and not allow_fail:
         raise WorkloadError(f"workload {spec.workload} crashed in {mode} mode: {outcome.reason}")
     return ProbeResult(outcome, ctx.watcher)

@@ -96,3 +96,10 @@ def test_apply_range_refuses_a_value_set(study_file: Callable[..., Path]) -> Non
     with pytest.raises(SpecError, match="value set"):
         apply_range(path, 0.001, 0.1)
     assert not path.with_name(path.name + ".bak").exists()
+
+
+@pytest.mark.torch
+def test_lr_find_keeps_the_sweep_when_the_workload_raises_on_nan(study_file: Callable[..., Path]) -> None:
+    found = find_lr_range(load_spec(study_file(workload=f"{BROKEN}:raises_on_nan")), plot=False)
+    assert found.low < found.high
+    assert len(found.lrs) >= 10

@@ -73,3 +73,16 @@ def ignores_subset(trial):
 def no_watch(trial):
     """A plain workload that never calls trial.watch: sanity SKIPs, searches still work."""
     return _train(trial, watch=False)
+
+
+class _RaiseOnNan(nn.CrossEntropyLoss):
+    def forward(self, logits, target):
+        loss = super().forward(logits, target)
+        if not torch.isfinite(loss):
+            raise FloatingPointError("loss is nan")
+        return loss
+
+
+def raises_on_nan(trial):
+    """Not a bug: a workload that raises when its loss blows up (lr-find must keep what it recorded)."""
+    return _train(trial, loss_fn=_RaiseOnNan())
