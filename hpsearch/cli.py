@@ -187,7 +187,7 @@ def leaderboard(
     duration_s, border, and the other metrics the workload returned, then
     update_ratio (last per-epoch update:weight ratio; the recipe wants ~1e-3),
     lr_hint ('lr too low?' below 1e-4, 'lr too high?' above 1e-2) and notes
-    (undertrained, overfitting, flat: lr too low or dead).
+    (undertrained, overfitting, flat: lr too low or dead, unstable: lr too high?).
 
     Example: hpsearch leaderboard digits_mlp --stage all --csv leaderboard.csv
     """

@@ -82,10 +82,11 @@ class Watcher:
         """Cheap sampling: steps 1, 2, 4, 8, ... of the first epoch (its length is unknown yet),
         then the last step of every later epoch (assuming epochs as long as the first)."""
         step = self.steps + 1  # 1-based number of the step about to run
-        if not self._epoch_steps:
+        # The first epoch that took steps sets the epoch length (a report before training takes none).
+        first = next((n for n in self._epoch_steps if n > 0), 0)
+        if not first:
             return step & (step - 1) == 0
-        per_epoch = self._epoch_steps[0]
-        return per_epoch > 0 and (step - self._epoch_steps[0]) % per_epoch == 0
+        return (step - first) % first == 0
 
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self.on_step is not None:
