@@ -253,7 +253,10 @@ def leaderboard(
     One row per trial: completed ones ranked by the study's metric and
     direction, then pruned and failed ones with their reason. The CSV has the
     columns rank, trial, stage, state, reason, <metric>, <params>, epochs,
-    duration_s, border, and the other metrics the workload returned.
+    duration_s, border, and the other metrics the workload returned, then
+    update_ratio (last per-epoch update:weight ratio; the recipe wants ~1e-3),
+    lr_hint ('lr too low?' below 1e-4, 'lr too high?' above 1e-2) and notes
+    (undertrained, overfitting, flat: lr too low or dead, unstable: lr too high?).
 
     Example: hpsearch leaderboard digits_mlp --stage all --csv leaderboard.csv
     """
@@ -331,6 +334,134 @@ def studies(
         make_console(stderr=True).print(f"no studies under {results_dir(directory)}; run `hpsearch coarse STUDY_FILE` first")
         return
     console.print(table)
+
+
+SpecArg = Annotated[Path, typer.Argument(metavar="STUDY_FILE", help="The study file (.toml).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="Device the workload trains on (cpu, cuda:0, ...).")]
+
+
+@app.command()
+def sanity(spec_file: SpecArg, device: DeviceOpt = "cpu") -> None:
+    """Check a workload before searching: initial loss at chance, and that it can overfit 20 examples.
+
+    Calls the study's train(trial) with trial.mode = "sanity" and
+    trial.subset = 20: the workload must call trial.watch(model, optimizer,
+    loss_fn) and, when trial.subset is set, train on only that many examples.
+
+    Initial loss: the first training loss against log(C) for C classes; PASS
+    within 20%, else WARN (labels, init scale, softmax before the loss).
+
+    Overfit: weight decay 0, lr 0.1, 0.01, 0.001 (those inside the study's
+    range, largest first), at most 300 steps each; PASS when the loss on the
+    20 examples falls below 0.05 with 100% accuracy, else FAIL: do not search.
+
+    Exits 0 when every check passes, 1 otherwise (WARN, FAIL or SKIP).
+
+    Example: hpsearch sanity studies/digits_mlp.toml
+    """
+    from hpsearch.render import make_console, sanity_table
+    from hpsearch.sanity import run_sanity
+    from hpsearch.spec import load_spec
+
+    report = run_sanity(load_spec(spec_file), device=device)
+    make_console().print(sanity_table(report))
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command("lr-find")
+def lr_find(
+    spec_file: SpecArg,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Write the suggested range into the study file's lr (old file kept as .bak).")
+    ] = False,
+    iterations: Annotated[int, typer.Option("--iterations", min=20, help="Optimizer steps of the sweep.")] = 300,
+    device: DeviceOpt = "cpu",
+    directory: DirOpt = None,
+) -> None:
+    """LR range test: the learning rates at which the loss falls, to set the coarse stage's lr range.
+
+    Trains with all data and the study's smallest weight decay while the lr
+    grows exponentially from 1e-7 to 10 over --iterations steps, recording the
+    training loss; stops when the smoothed loss exceeds 4x its minimum.
+    Suggests the range from where the loss has fallen by 5% of its total drop
+    to where it is lowest, and saves the plot (loss vs lr, log x, range shaded)
+    as lr_find.png in the study's results folder. The workload must call
+    trial.watch(model, optimizer, loss_fn).
+
+    Example: hpsearch lr-find studies/digits_mlp.toml --apply
+    """
+    from hpsearch.lr_range import apply_range, find_lr_range
+    from hpsearch.render import make_console
+    from hpsearch.space import fmt
+    from hpsearch.spec import load_spec
+
+    found = find_lr_range(load_spec(spec_file), directory, iterations=iterations, device=device)
+    out, err = make_console(), make_console(stderr=True)
+    err.print(f"{len(found.lrs)} steps, {found.stopped}; plot: {found.plot}", soft_wrap=True)
+    out.print(f"suggested lr range: low = {fmt(found.low)}, high = {fmt(found.high)}")
+    if apply:
+        backup = apply_range(spec_file, found.low, found.high)
+        err.print(f"wrote it into {spec_file} (old file: {backup})", soft_wrap=True)
+
+
+@app.command()
+def curves(
+    name: Annotated[str, typer.Argument(help="The study's name.")],
+    stage: Annotated[
+        Optional[str], typer.Option("--stage", help="coarse, refine-1, ... or all [default: the latest stage].")
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="How many of the best trials to draw.")] = 5,
+    out_path: Annotated[
+        Optional[Path], typer.Option("--out", help="PNG to write [default: <results>/<name>/curves-<stage>.png].")
+    ] = None,
+    directory: DirOpt = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Loss curves of the top trials: train solid, val dashed, one colour per trial (PNG + terminal sketch).
+
+    Good lr: falls fast then flattens. Too low: falls almost linearly. Too
+    high: explodes, or plateaus early at a high value. Val rising while train
+    falls: overfitting. Also prints each curve as a sparkline (one log scale).
+
+    Example: hpsearch curves digits_mlp --stage refine-1 --top 5 --out curves.png
+    """
+    from hpsearch.plots import plot_curves, top_curves
+    from hpsearch.render import curves_text, make_console
+    from hpsearch.storage import Store, results_dir
+
+    store = Store(name, directory, storage, create=False)
+    found = top_curves(store, stage, top)
+    label = stage or store.stage(None).name
+    path = plot_curves(found, out_path or results_dir(directory) / name / f"curves-{label}.png", f"{name} {label}: loss curves of the top {len(found)}")
+    out = make_console()
+    for line in curves_text(found):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    make_console(stderr=True).print(f"wrote {path}", soft_wrap=True)
+
+
+@app.command()
+def report(
+    name: Annotated[str, typer.Argument(help="The study's name.")],
+    top: Annotated[int, typer.Option("--top", min=1, help="Leaderboard rows per stage.")] = 10,
+    directory: DirOpt = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Write a self-contained HTML report of a study: lineage, spaces, leaderboards, borders, plots.
+
+    One file (images embedded) in the study's results folder: each stage with
+    its space and how refine derived it, border flags, leaderboard with the
+    diagnostics, metric vs each parameter (log axes, searched range and the
+    border zone - outer 10% - marked), and the top trials' loss curves.
+
+    Example: hpsearch report digits_mlp && chromium studies/digits_mlp/report.html
+    """
+    from hpsearch.render import make_console
+    from hpsearch.report import build_report
+    from hpsearch.storage import Store
+
+    path = build_report(Store(name, directory, storage, create=False), directory, top)
+    make_console().print(str(path), soft_wrap=True)
 
 
 def _run_and_show(store: Any, info: Any, top: int, quiet: bool, executor: Any, pruner: str) -> None:

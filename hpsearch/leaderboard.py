@@ -3,7 +3,10 @@
 One row per trial; completed trials first, best first (by the study's
 direction), ranked 1..n; then pruned, failed and running ones, unranked, with
 their reason. Columns: rank, trial, stage, state, reason, <metric>, <each
-param>, epochs, duration_s, border, then any other metric the workload returned.
+param>, epochs, duration_s, border, then any other metric the workload returned,
+then the diagnostics (see diagnostics.py): update_ratio (the last per-epoch
+update:weight ratio, when the workload calls trial.watch), lr_hint ('lr too
+low?' below 1e-4, 'lr too high?' above 1e-2) and notes (loss-curve shape tags).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.border import row_flags
+from hpsearch.diagnostics import curve_notes, last_ratio, ratio_hint
 from hpsearch.storage import StageInfo, Store
 
 STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2, TrialState.RUNNING: 3}
@@ -64,12 +68,14 @@ def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], 
                 "duration_s": round(duration, 3) if duration is not None else None,
                 "border": ", ".join(row_flags(info.space, t.params)),
                 **{m: v for m, v in metrics.items() if m != metric},
+                **_diagnostics(t.user_attrs.get("curves") or {}),
                 "_order": STATE_ORDER[t.state],
                 "_key": _sort_key(value, maximize),
             }
             rows.append(row)
     columns = ["rank", "trial", "stage", "state", "reason", metric, *param_names, "epochs", "duration_s", "border"]
     columns += [m for m in extra_metrics if m not in columns]
+    columns += [c for c in DIAGNOSTIC_COLUMNS if c not in columns]
     if not rows:
         return pd.DataFrame(columns=columns)
     df = pd.DataFrame(rows).sort_values(["_order", "_key", "stage", "trial"], kind="stable").reset_index(drop=True)
@@ -77,6 +83,18 @@ def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], 
     df["rank"] = pd.array([i + 1 if c else None for i, c in enumerate(completed)], dtype="Int64")
     df = df.reindex(columns=columns)
     return df.head(top) if top else df
+
+
+DIAGNOSTIC_COLUMNS = ("update_ratio", "lr_hint", "notes")
+
+
+def _diagnostics(curves: dict[str, list[float]]) -> dict[str, object]:
+    ratio = last_ratio(curves)
+    return {
+        "update_ratio": ratio,
+        "lr_hint": ratio_hint(ratio),
+        "notes": ", ".join(curve_notes(curves)),
+    }
 
 
 def _sort_key(value: float | None, maximize: bool) -> float:

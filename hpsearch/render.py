@@ -49,6 +49,11 @@ def leaderboard_table(df: pd.DataFrame, metric: str, param_names: Sequence[str],
     table.add_column("time", justify="right")
     table.add_column("border")
     table.add_column("state / reason")
+    # The diagnostics (update:weight ratio, lr hint, curve notes) only when some trial has them.
+    diagnose = any(_has(df, c) for c in ("update_ratio", "lr_hint", "notes"))
+    if diagnose:
+        table.add_column("upd:w", justify="right")
+        table.add_column("hints")
     for _, row in df.iterrows():
         value = row[metric]
         cells = [
@@ -62,8 +67,16 @@ def leaderboard_table(df: pd.DataFrame, metric: str, param_names: Sequence[str],
             str(row["border"]),
             "" if row["state"] == "COMPLETE" else f"{row['state']}: {row['reason']}".rstrip(": "),
         ]
+        if diagnose:
+            ratio = row.get("update_ratio")
+            cells.append("" if ratio is None or pd.isna(ratio) else f"{ratio:.1e}")
+            cells.append(", ".join(str(row.get(c) or "") for c in ("lr_hint", "notes") if row.get(c)))
         table.add_row(*cells, style=None if row["state"] == "COMPLETE" else "dim")
     return table
+
+
+def _has(df: pd.DataFrame, column: str) -> bool:
+    return column in df.columns and bool(df[column].replace("", None).notna().any())
 
 
 def _param_cell(value: Any) -> str:
@@ -243,3 +256,45 @@ def _speed_text(trial: _Running) -> str:
 def _clock(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+# ----------------------------------------------------------------------------- instruments
+
+
+def sanity_table(report: Any) -> Table:
+    """The sanity checks: one row per check, with expected vs measured and what to check."""
+    colours = {"PASS": "green", "WARN": "yellow", "FAIL": "red", "SKIP": "yellow"}
+    table = Table(title=f"{report.study}: sanity checks", title_justify="left", header_style="bold")
+    for col in ("check", "result", "expected", "measured", "what to check"):
+        table.add_column(col)
+    for c in report.checks:
+        table.add_row(c.name, f"[{colours[c.status]}]{c.status}[/]", escape(c.expected), escape(c.measured), escape(c.advice))
+    return table
+
+
+def curves_text(trials: Sequence[Any], width: int = 40) -> list[str]:
+    """One line per trial and loss: its per-epoch shape as a sparkline, on one log scale for all.
+
+    So people without a display see the shapes: falling fast then flat is a
+    good lr; almost linear is too low; rising or ragged is too high.
+    """
+    from hpsearch.plots import loss_keys, sparkline
+
+    series: list[tuple[str, str, list[float]]] = []
+    for t in trials:
+        train, val = loss_keys(t.curves)
+        for kind, key in (("train", train), ("val", val)):
+            if key:
+                series.append((t.label if kind == "train" or not train else "", kind, t.curves[key][-width:]))
+    values = [v for _, _, ys in series for v in ys if math.isfinite(v) and v > 0]
+    if not values:
+        return []
+    low, high = min(values), max(values)
+    lines = []
+    for label, kind, ys in series:
+        finite = [v for v in ys if math.isfinite(v)]
+        ends = f"{finite[0]:.3g} → {finite[-1]:.3g}" if finite else "not finite"
+        if label:
+            lines.append(label)
+        lines.append(f"  {kind:<5} {sparkline(ys, low, high)}  {ends}")
+    return lines

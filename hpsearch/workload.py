@@ -3,7 +3,10 @@
 A workload is a plain function `train(trial)`; it needs no import of hpsearch.
 It reads `trial.params`, `trial.epochs`, `trial.device`, `trial.seed`, calls
 `trial.report(epoch, **metrics)` once per epoch and returns a dict of metrics
-(or one float, the study's metric). `run_trial` executes one trial and turns
+(or one float, the study's metric). Optionally it calls
+`trial.watch(model, optimizer, loss_fn)` once and honours `trial.subset`: that
+is all the instruments (sanity checks, LR range test, update:weight ratios)
+need; see docs/instruments.md. `run_trial` executes one trial and turns
 whatever happens (result, exception, early stop) into a TrialOutcome: failed
 trials are data, never a crash of the search.
 """
@@ -38,12 +41,47 @@ class TrialContext:
     device: str = "cpu"
     stage: str = "coarse"
     study: str = ""
+    # "search" for trials of a stage; "sanity" and "lr_find" when an instrument
+    # runs the workload. Workloads may ignore it: the instruments steer through watch().
+    mode: str = "search"
+    # When set, train on only the first `subset` training examples (the sanity
+    # check's overfit-a-tiny-subset); None means all of them.
+    subset: int | None = None
     # Timing of the latest epoch, read by executors when the report hook runs.
     epoch_seconds: float | None = field(default=None, repr=False)
     iterations: int | None = field(default=None, repr=False)
     _on_report: ReportHook | None = field(default=None, repr=False)
     _curves: dict[str, list[float]] = field(default_factory=dict, repr=False)
     _last_report: float = field(default_factory=time.perf_counter, repr=False)
+    _watcher: Any = field(default=None, repr=False)
+    # Set by an instrument to steer the watcher it gets (learning rate, early stops).
+    _on_watch: Callable[[Any], None] | None = field(default=None, repr=False)
+
+    def watch(self, model: Any, optimizer: Any, loss_fn: Any = None) -> None:
+        """Let hpsearch look inside the training loop; call once, after building them.
+
+        `optimizer` must be a torch.optim.Optimizer; `loss_fn` the loss module the
+        loop calls on (logits, targets), e.g. nn.CrossEntropyLoss() (optional,
+        but the sanity checks and the LR range test need it). The trial then
+        records the per-epoch update:weight ratio as the curve `update_ratio`.
+        Calling it again replaces the previous hooks.
+        """
+        from hpsearch.watch import Watcher
+
+        self.close()
+        self._watcher = Watcher(model, optimizer, loss_fn)
+        if self._on_watch is not None:
+            self._on_watch(self._watcher)
+
+    @property
+    def watcher(self) -> Any:
+        """The Watcher of the last `watch` call, or None when the workload never called it."""
+        return self._watcher
+
+    def close(self) -> None:
+        """Remove the watcher's hooks (run_trial calls it when the trial ends)."""
+        if self._watcher is not None:
+            self._watcher.close()
 
     def report(self, epoch: int, iterations: int | None = None, **metrics: float) -> None:
         """Record this epoch's metrics (losses, accuracies). May end the trial early.
@@ -60,6 +98,10 @@ class TrialContext:
         values = {k: float(v) for k, v in metrics.items()}
         for k, v in values.items():
             self._curves.setdefault(k, []).append(v)
+        if self._watcher is not None:
+            ratio = self._watcher.end_epoch()
+            if ratio is not None and "update_ratio" not in values:
+                self._curves.setdefault("update_ratio", []).append(ratio)
         if self._on_report is not None:
             reason = self._on_report(epoch, values)
             if reason is not None:
@@ -95,6 +137,8 @@ def run_trial(fn: Callable[[TrialContext], Any], ctx: TrialContext, metric: str)
         return outcome("pruned", reason=stop.reason)
     except Exception as e:  # a crashing trial is a result, not the end of the search
         return outcome("fail", reason=exception_reason(e))
+    finally:
+        ctx.close()
     try:
         metrics = normalize_result(result, metric)
     except ValueError as e:

@@ -7,6 +7,8 @@ with a fixed seed into train (60%), val (20%) and test (20%); the search sees
 only train and val, never test.
 
 Each epoch reports train_loss, train_accuracy, val_loss and val_accuracy.
+Both call `trial.watch(...)` and honour `trial.subset`, so every instrument
+(update:weight ratios, `hpsearch sanity`, `hpsearch lr-find`) works on them.
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ def fit(model: nn.Module, trial: Any) -> dict[str, float]:
     """Train `model` with SGD for trial.epochs epochs, reporting per-epoch curves."""
     data = load_digits_split(trial.device)
     x_train, y_train = data["train"]
+    subset = getattr(trial, "subset", None)
+    if subset:  # the sanity check's tiny subset: [subset, 64], [subset]
+        x_train, y_train = x_train[:subset], y_train[:subset]
     model = model.to(trial.device)
     p = trial.params
     optimizer = torch.optim.SGD(
@@ -87,13 +92,15 @@ def fit(model: nn.Module, trial: Any) -> dict[str, float]:
         weight_decay=float(p.get("weight_decay", 0.0)),
     )
     loss_fn = nn.CrossEntropyLoss()
+    if hasattr(trial, "watch"):  # update:weight ratios, sanity checks and lr-find hook in here
+        trial.watch(model, optimizer, loss_fn)
     batch_size = int(p.get("batch_size", BATCH_SIZE))
     generator = torch.Generator(device="cpu").manual_seed(trial.seed)
     metrics: dict[str, float] = {}
     for epoch in range(trial.epochs):
         model.train()
         order = torch.randperm(len(x_train), generator=generator).to(x_train.device)
-        total, correct, seen = 0.0, 0, 0
+        total, correct, seen, steps = 0.0, 0, 0, 0
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             xb, yb = x_train[idx], y_train[idx]  # [B, 64], [B]
@@ -105,6 +112,7 @@ def fit(model: nn.Module, trial: Any) -> dict[str, float]:
             total += loss.item() * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
             seen += len(idx)
+            steps += 1
         val_loss, val_acc = evaluate(model, *data["val"])
         metrics = {
             "train_loss": total / seen,
@@ -112,7 +120,7 @@ def fit(model: nn.Module, trial: Any) -> dict[str, float]:
             "val_loss": val_loss,
             "val_accuracy": val_acc,
         }
-        trial.report(epoch, **metrics)
+        trial.report(epoch, iterations=steps, **metrics)  # iterations: progress shows ms per step
     return metrics
 
 

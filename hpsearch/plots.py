@@ -1,0 +1,231 @@
+"""Plots (matplotlib, Agg backend: no display needed): loss curves, the LR range test, metric vs param.
+
+Every function writes one PNG and returns its path. matplotlib is imported
+inside them, so importing hpsearch (or its CLI) never imports it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from hpsearch.errors import HpsearchError
+from hpsearch.space import fmt
+
+if TYPE_CHECKING:
+    from hpsearch.lr_range import LrRange
+    from hpsearch.storage import Store
+
+DPI = 100
+
+
+@dataclass(frozen=True)
+class TrialCurves:
+    """One trial's per-epoch curves, as `hpsearch curves` and the report show them."""
+
+    number: int
+    stage: str
+    rank: int
+    value: float | None
+    params: dict[str, Any]
+    curves: dict[str, list[float]]
+
+    @property
+    def label(self) -> str:
+        params = " ".join(f"{k}={fmt(v)}" for k, v in self.params.items())
+        return f"#{self.rank} trial {self.number} ({self.stage}) {params}"
+
+
+def top_curves(store: Store, stage: str | None = None, top: int = 5) -> list[TrialCurves]:
+    """The per-epoch curves of the top completed trials of `stage` (None: latest; 'all': every stage).
+
+    Raises HpsearchError when no completed trial recorded curves.
+    """
+    from hpsearch.leaderboard import select_stages
+    from hpsearch.stages import ranked_trials
+
+    found: list[tuple[Any, str]] = []
+    stages = select_stages(store, stage)
+    for info in stages:
+        found += [(t, info.name) for t in store.trials(info)]
+    spec = stages[0].spec
+    by_id = {id(t): name for t, name in found}
+    ranked = ranked_trials([t for t, _ in found], spec.direction.value)
+    out = []
+    for rank, t in enumerate(ranked, 1):
+        curves = t.user_attrs.get("curves") or {}
+        if curves:
+            out.append(TrialCurves(t.number, by_id[id(t)], rank, t.value, dict(t.params), curves))
+        if len(out) >= top:
+            break
+    if not out:
+        names = ", ".join(s.name for s in stages)
+        raise HpsearchError(f"no completed trial of {store.name!r} ({names}) recorded loss curves; the workload must call trial.report(epoch, train_loss=..., val_loss=...)")
+    return out
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: works on servers without a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def loss_keys(curves: dict[str, list[float]]) -> tuple[str | None, str | None]:
+    """(train loss key, val loss key) of a trial's curves, when it reported them."""
+    train = "train_loss" if "train_loss" in curves else ("loss" if "loss" in curves else None)
+    val = "val_loss" if "val_loss" in curves else None
+    return train, val
+
+
+def plot_curves(trials: Sequence[TrialCurves], path: str | Path, title: str = "") -> Path:
+    """Train (solid) and val (dashed) loss per epoch, one colour per trial, legend with the params."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=DPI)
+    colours = plt.get_cmap("tab10")
+    for i, t in enumerate(trials):
+        colour = colours(i % 10)
+        train, val = loss_keys(t.curves)
+        if train:
+            ys = t.curves[train]
+            ax.plot(range(1, len(ys) + 1), ys, "-", color=colour, marker="o", markersize=3, label=t.label)
+        if val:
+            ys = t.curves[val]
+            ax.plot(range(1, len(ys) + 1), ys, "--", color=colour, label=None if train else t.label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (solid: train, dashed: val)")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(title or "loss curves of the top trials")
+    # Below the axes: a legend inside would hide the curves it names.
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.12), ncol=1, frameon=False)
+    return _save(fig, path)
+
+
+def plot_lr_range(found: LrRange, path: str | Path) -> Path:
+    """Loss vs lr on a log x axis, raw and smoothed, with the suggested range shaded."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=DPI)
+    ax.plot(found.lrs, found.losses, color="0.75", lw=0.8, label="loss per step")
+    ax.plot(found.lrs, found.smoothed, color="C0", lw=2, label="smoothed")
+    ax.axvspan(found.low, found.high, color="C2", alpha=0.2, label=f"suggested lr range [{fmt(found.low)}, {fmt(found.high)}]")
+    ax.set_xscale("log")
+    finite = [s for s in found.smoothed if math.isfinite(s)]
+    if finite:  # keep the explosion from squashing the interesting part
+        top = max(finite[: max(len(finite) // 10, 1)])
+        ax.set_ylim(min(finite) * 0.8, top * 1.5)
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"{found.study}: LR range test ({found.stopped})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_scatter(
+    rows: Sequence[dict[str, Any]], space: Any, metric: str, path: str | Path, maximize: bool = True, title: str = ""
+) -> Path:
+    """The metric against each numeric parameter: searched range and border zones (outer 10%) marked.
+
+    `rows` are leaderboard rows (dicts with the metric and the params) of
+    completed trials. Log ranges get a log x axis; numeric value sets are
+    shown at their values (0 at the left edge on a log axis is drawn at
+    the smallest positive value / 3).
+    """
+    from hpsearch.border import BORDER_ZONE
+    from hpsearch.space import Range
+
+    plt = _pyplot()
+    params = [p for p in space if p.numeric]
+    if not params:
+        raise HpsearchError("no numeric parameter to plot")
+    fig, axes = plt.subplots(1, len(params), figsize=(4.2 * len(params), 3.6), dpi=DPI, squeeze=False)
+    for ax, p in zip(axes[0], params):
+        pts = [(r[p.name], r[metric]) for r in rows if _number(r.get(p.name)) and _number(r.get(metric))]
+        if isinstance(p, Range):
+            lo, hi, log = float(p.low), float(p.high), p.log
+        else:
+            values = [float(v) for v in p.ordered]
+            positive = [v for v in values if v > 0]
+            log = len(positive) >= 2 and positive[-1] / positive[0] >= 100
+            floor = positive[0] / 3 if positive else 0.0
+            lo, hi = (floor if values[0] <= 0 and log else values[0]), values[-1]
+            pts = [(x if not (log and x <= 0) else floor, y) for x, y in pts]
+        if log:
+            _log_axis(ax, hi / lo)
+            span = math.log10(hi) - math.log10(lo)
+            zone_lo, zone_hi = 10 ** (math.log10(lo) + BORDER_ZONE * span), 10 ** (math.log10(hi) - BORDER_ZONE * span)
+        else:
+            span = hi - lo
+            zone_lo, zone_hi = lo + BORDER_ZONE * span, hi - BORDER_ZONE * span
+        if isinstance(p, Range):
+            ax.axvspan(lo, zone_lo, color="C3", alpha=0.15, label="border zone (outer 10%)")
+            ax.axvspan(zone_hi, hi, color="C3", alpha=0.15)
+        ax.axvline(lo, color="k", lw=1, ls=":", label="searched range")
+        ax.axvline(hi, color="k", lw=1, ls=":")
+        if pts:
+            xs, ys = zip(*pts)
+            pick = max if maximize else min
+            best = pick(range(len(ys)), key=lambda i: ys[i])
+            ax.scatter(xs, ys, s=18, alpha=0.75, color="C0")
+            ax.scatter([xs[best]], [ys[best]], s=60, marker="*", color="C1", label="best", zorder=3)
+        ax.set_xlabel(p.name + (" (log)" if log else ""))
+        ax.set_ylabel(metric)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _log_axis(ax: Any, ratio: float) -> None:
+    """A log x axis labelled at 10^k, or 1, 2, 5 x 10^k for ranges under two decades (refine)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    subs = (1.0, 2.0, 5.0) if ratio < 100 else (1.0,)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt(float(f"{x:.1g}"))))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.tight_layout()
+        fig.savefig(path, bbox_inches="tight")
+    except OSError as e:
+        raise HpsearchError(f"cannot write the plot {path}: {e.strerror}") from None
+    finally:
+        plt.close(fig)
+    return path
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float], low: float, high: float) -> str:
+    """One character per value, scaled between low and high (log scale when both are positive)."""
+    def scale(v: float) -> float:
+        return math.log10(v) if low > 0 and v > 0 else v
+
+    a, b = (scale(low), scale(high)) if low > 0 else (low, high)
+    out = []
+    for v in values:
+        if not math.isfinite(v):
+            out.append("×")
+            continue
+        x = 0.0 if b == a else (scale(v) - a) / (b - a)
+        out.append(SPARKS[min(max(int(round(x * (len(SPARKS) - 1))), 0), len(SPARKS) - 1)])
+    return "".join(out)
