@@ -117,11 +117,11 @@ def test_run_population_rejects_mixed_epochs() -> None:
 
 
 def test_choose_k_stops_when_doubling_no_longer_pays() -> None:
-    # Fixed overhead 1 s plus 0.25 s per trial: doubling K from 8 to 16 gains 2 * 3 / 5 ... = 1.11x < 1.15x.
+    # 1 s fixed plus 0.25 s per trial: doubling k gains 2 (1 + k/4) / (1 + k/2): 1.2x from 8 to 16, 1.11x from 16 to 32.
     choice = choose_k(lambda k: 1.0 + 0.25 * k, max_k=1024, min_gain=1.15)
-    assert choice.k == 8
-    assert sorted(choice.throughput) == [1, 2, 4, 8, 16]
-    assert "K=16" in choice.stopped_because
+    assert choice.k == 16
+    assert sorted(choice.throughput) == [1, 2, 4, 8, 16, 32]
+    assert "K=32" in choice.stopped_because
 
 
 def test_choose_k_stops_at_memory_and_max_k() -> None:
