@@ -157,8 +157,7 @@ def _solo_weights(seed: int, lr: float, momentum: float, wd: float, nesterov: bo
         opt.zero_grad()
         loss.backward()
         opt.step()
-    parts = (net[0].weight.T, net[0].bias, net[2].weight.T, net[2].bias)  # the population's flat layout
-    return torch.cat([p.detach().reshape(-1) for p in parts])
+    return torch.nn.utils.parameters_to_vector(net.parameters()).detach()  # the population's flat layout
 
 
 def _train_population(configs: list[tuple[float, float, float, bool]]) -> tuple[Any, Any, list[list]]:
