@@ -168,20 +168,23 @@ class PopulationTrainer:
         batch = xb.shape[1]
         x_t = xb.transpose(1, 2)  # [K, 64, B], a view: BLAS reads it transposed
         a, logits = m.forward(x_t)  # [K, H, B], [K, 10, B]
-        # 1. softmax cross-entropy, mean over the batch, per member
-        log_z = logits.logsumexp(dim=1, keepdim=True)  # [K, 1, B]
+        # 1. softmax cross-entropy, mean over the batch, per member; the max serves the accuracy too
+        top = logits.amax(dim=1, keepdim=True)  # [K, 1, B]
         target = yb.unsqueeze(1)  # [K, 1, B]
-        loss = (log_z - logits.gather(1, target)).sum(dim=(1, 2)) / batch  # [K]
-        correct = (logits.argmax(dim=1) == yb).sum(dim=1)  # [K]
+        picked = logits.gather(1, target)  # [K, 1, B]
+        correct = (picked == top).sum(dim=(1, 2))  # [K]; argmax up to exact ties, which float logits don't make
+        e = logits.sub_(top).exp_()  # [K, 10, B], in place: the logits are not needed any more
+        total = e.sum(dim=1, keepdim=True)  # [K, 1, B]
+        loss = (total.log() + top - picked).sum(dim=(1, 2)) / batch  # [K]; log_z - picked
         # 2. d loss / d logits = (softmax - onehot) / B
-        d_logits = logits.sub_(log_z).exp_()  # [K, 10, B], in place: logits are not needed any more
-        d_logits.scatter_add_(1, target, _minus_ones(d_logits.dtype, d_logits.device, target.shape))
-        d_logits.div_(batch)
+        d_logits = e.div_(total.mul_(batch))  # [K, 10, B]
+        d_logits.scatter_add_(1, target, _minus_ones(d_logits.dtype, d_logits.device, target.shape, batch))
         # 3. back through the layers, straight into the flat gradient's views
         torch.bmm(d_logits, a.transpose(1, 2), out=self.g_w2)  # [K, 10, H]
         torch.sum(d_logits, dim=2, keepdim=True, out=self.g_b2)  # [K, 10, 1]
         d_h = torch.bmm(m.w2.transpose(1, 2), d_logits)  # [K, H, B]
-        d_h.mul_(a > 0)  # ReLU passes gradient where its output was positive, as autograd does
+        # ReLU passes gradient where its output was positive: autograd's own kernel, one pass, no mask tensor.
+        d_h = torch.ops.aten.threshold_backward(d_h, a, 0.0)
         torch.bmm(d_h, xb, out=self.g_w1)  # [K, H, 64]
         torch.sum(d_h, dim=2, keepdim=True, out=self.g_b1)  # [K, H, 1]
         self.optimizer.mask(torch.isfinite(loss))
@@ -192,11 +195,11 @@ class PopulationTrainer:
 _MINUS_ONES: dict[tuple[torch.dtype, str, tuple[int, ...]], torch.Tensor] = {}
 
 
-def _minus_ones(dtype: torch.dtype, device: torch.device, shape: torch.Size) -> torch.Tensor:
-    """A cached tensor of -1 shaped like the targets: subtracts the one-hot without building it each step."""
+def _minus_ones(dtype: torch.dtype, device: torch.device, shape: torch.Size, batch: int) -> torch.Tensor:
+    """A cached tensor of -1/B shaped like the targets: subtracts the one-hot without building it each step."""
     key = (dtype, str(device), tuple(shape))
     if key not in _MINUS_ONES:
-        _MINUS_ONES[key] = torch.full(tuple(shape), -1.0, dtype=dtype, device=device)
+        _MINUS_ONES[key] = torch.full(tuple(shape), -1.0 / batch, dtype=dtype, device=device)
     return _MINUS_ONES[key]
 
 
