@@ -1,0 +1,285 @@
+"""Population trials: K trials of one workload trained together, in one vectorized model.
+
+A workload opts in by hanging a population entry point on its single-trial
+function:
+
+    def mlp(trial): ...                      # one trial, the ordinary API
+    def mlp_population(trials): ...          # K trials at once
+    mlp.population = mlp_population
+
+`mlp_population(trials: list) -> list` receives K trial objects (each with
+`.params`, `.epochs`, `.seed`, `.device`, `.report(epoch, **metrics)`), trains
+them together and returns one result per trial, in order: a dict of metrics
+or a float, exactly what `train(trial)` would return. Every member reports its
+own per-epoch metrics; a member whose report raises TrialStopped (diverged,
+pruned) is masked out from then on while the others go on. `report_population`
+does that bookkeeping so trainers need no try/except.
+
+`run_population` is the population twin of `workload.run_trial`: it runs the
+entry point and turns each member's ending into a TrialOutcome.
+`choose_population_size` picks K for `--population auto` by measuring.
+
+This module does not import torch: the dispatcher imports it in the CLI
+process, and only workloads (imported in the training processes) load torch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from hpsearch.errors import TrialStopped
+from hpsearch.workload import TrialContext, TrialOutcome, exception_reason, normalize_result
+
+PopulationFn = Callable[[list[Any]], list[Any]]
+
+MIN_GAIN = 1.15  # a doubling of K must raise trials/second by 15% to be worth its memory and latency
+MAX_K = 256  # probes stop here even if throughput still grows: results come back K at a time
+PROBE_EPOCHS = 1  # the timed probe runs: one epoch is enough to reach steady state on small models
+
+
+def population_entry(fn: Callable[..., Any]) -> PopulationFn | None:
+    """The workload's population entry point (`fn.population`), or None if it has none.
+
+    A caller falls back to one trial per worker when this returns None.
+    """
+    entry = getattr(fn, "population", None)
+    return entry if callable(entry) else None
+
+
+# ----------------------------------------------------------------------------- members
+
+
+class Member:
+    """One trial of a population, as the population trainer sees it.
+
+    It reads like the trial it wraps (params, epochs, seed, device, number,
+    stage, study, curves) and remembers why it stopped: `stopped` is None
+    while the member trains, else the reason ('diverged', 'pruned', ...).
+    """
+
+    def __init__(self, trial: Any) -> None:
+        self.trial = trial
+        self.stopped: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names Member does not define: params, epochs, seed, device, ...
+        return getattr(self.trial, name)
+
+    @property
+    def alive(self) -> bool:
+        return self.stopped is None
+
+    def report(self, epoch: int, **metrics: float) -> None:
+        """Report this member's epoch, as `trial.report` does; raises TrialStopped to stop it.
+
+        Once stopped, every later report raises again: a masked member never
+        reports more epochs.
+        """
+        if self.stopped is not None:
+            raise TrialStopped(self.stopped)
+        try:
+            self.trial.report(epoch, **metrics)
+        except TrialStopped as stop:
+            self.stopped = stop.reason
+            raise
+
+    def stop(self, reason: str) -> None:
+        """Stop this member from inside the trainer (e.g. its loss went NaN mid-epoch)."""
+        if self.stopped is None:
+            self.stopped = reason
+
+
+def as_members(trials: Sequence[Any]) -> list[Member]:
+    """The trials as Members: those that already are stay the same objects (run_population sees them)."""
+    return [t if isinstance(t, Member) else Member(t) for t in trials]
+
+
+def report_population(members: Sequence[Member], epoch: int, metrics: Mapping[str, Sequence[float]]) -> list[bool]:
+    """Report one epoch for every live member; returns which members are still alive.
+
+    `metrics` maps each metric name to K values, one per member (a list, or a
+    tensor's `.tolist()`). Members already stopped are skipped; a member whose
+    report raises TrialStopped is marked stopped and skipped from then on.
+    """
+    for k, member in enumerate(members):
+        if not member.alive:
+            continue
+        try:
+            member.report(epoch, **{name: float(values[k]) for name, values in metrics.items()})
+        except TrialStopped:
+            pass  # recorded on the member: the trainer masks it through the returned list
+    return [m.alive for m in members]
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def check_population(contexts: Sequence[Any]) -> None:
+    """Raise ValueError unless the trials can share one training loop: same epochs, same device."""
+    if not contexts:
+        raise ValueError("a population needs at least one trial")
+    for attr in ("epochs", "device"):
+        values = {getattr(c, attr) for c in contexts}
+        if len(values) > 1:
+            raise ValueError(f"a population's trials must share {attr}; got {sorted(map(str, values))}")
+
+
+def run_population(pop_fn: PopulationFn, contexts: Sequence[TrialContext], metric: str) -> list[TrialOutcome]:
+    """Run `pop_fn` on the trials together and classify each member's ending, as run_trial does.
+
+    Each member ends 'complete' (its metrics), 'pruned' (its report raised
+    TrialStopped, or the trainer stopped it, or its metric is not finite:
+    reason 'diverged') or 'fail' (the trainer crashed or returned a wrong
+    result; members already stopped stay pruned). Every member's duration_s
+    is the population's wall time: they trained at the same time.
+    Raises ValueError when the trials cannot share a loop (check_population).
+    KeyboardInterrupt propagates (the caller records the trials).
+    """
+    check_population(contexts)
+    members = [Member(c) for c in contexts]
+    start = time.perf_counter()
+    try:
+        results = pop_fn(members)
+        crash = ""
+    except TrialStopped as stop:  # the trainer let a member's stop escape: the others cannot be told apart
+        results, crash = None, f"population trainer did not catch TrialStopped({stop.reason!r}); use report_population"
+    except Exception as e:  # one crash fails the members still training, never the search
+        results, crash = None, exception_reason(e)
+    if results is not None and (not isinstance(results, (list, tuple)) or len(results) != len(members)):
+        got = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
+        results, crash = None, f"population trainer returned {got} results for {len(members)} trials"
+    duration = time.perf_counter() - start
+    outcomes = []
+    for k, (member, ctx) in enumerate(zip(members, contexts)):
+        outcomes.append(_member_outcome(member, ctx, None if results is None else results[k], crash, metric, duration))
+    return outcomes
+
+
+def _member_outcome(
+    member: Member, ctx: TrialContext, result: Any, crash: str, metric: str, duration: float
+) -> TrialOutcome:
+    def outcome(state: str, metrics: dict[str, float] | None = None, reason: str = "") -> TrialOutcome:
+        return TrialOutcome(state, metrics or {}, reason, ctx.curves, duration)
+
+    if member.stopped is not None:
+        return outcome("pruned", reason=member.stopped)
+    if crash:
+        return outcome("fail", reason=crash)
+    try:
+        metrics = normalize_result(result, metric)
+    except ValueError as e:
+        return outcome("fail", reason=str(e))
+    value = metrics.get(metric)
+    if value is not None and not math.isfinite(value):
+        return outcome("pruned", metrics, reason="diverged")
+    return outcome("complete", metrics)
+
+
+# ----------------------------------------------------------------------------- choosing K
+
+
+@dataclass
+class PopulationChoice:
+    """What `choose_population_size` measured and chose."""
+
+    k: int
+    throughput: dict[int, float] = field(default_factory=dict)  # K -> trials per second
+    stopped_because: str = ""
+
+
+def choose_k(
+    time_k: Callable[[int], float],
+    max_k: int = MAX_K,
+    min_gain: float = MIN_GAIN,
+    fits: Callable[[int], bool] | None = None,
+) -> PopulationChoice:
+    """The largest K = 1, 2, 4, ... whose doubling still raised trials/second by `min_gain`.
+
+    `time_k(k)` runs a short population of k trials and returns its seconds;
+    it may raise MemoryError (or a RuntimeError saying 'out of memory') when k
+    does not fit. `fits(k)` may veto a k before it is timed (a memory
+    estimate). Doubling stops at the first k that does not fit, does not pay
+    (throughput(k) < min_gain * throughput(k/2)), or exceeds max_k; the
+    answer is the last k that paid. Torch-free: the timing is the caller's.
+    """
+    best, best_rate = 1, _rate(time_k, 1)
+    rates = {1: best_rate}
+    k = 2
+    while True:
+        if k > max_k:
+            return PopulationChoice(best, rates, f"reached max_k={max_k}")
+        if fits is not None and not fits(k):
+            return PopulationChoice(best, rates, f"K={k} would not fit in memory")
+        try:
+            rate = _rate(time_k, k)
+        except (MemoryError, RuntimeError) as e:
+            if isinstance(e, RuntimeError) and "out of memory" not in str(e).lower():
+                raise
+            return PopulationChoice(best, rates, f"K={k} ran out of memory")
+        rates[k] = rate
+        if rate < min_gain * best_rate:
+            return PopulationChoice(best, rates, f"K={k} gained only {rate / best_rate:.2f}x over K={best}")
+        best, best_rate = k, rate
+        k *= 2
+
+
+def _rate(time_k: Callable[[int], float], k: int) -> float:
+    seconds = max(time_k(k), 1e-9)
+    return k / seconds
+
+
+def probe_contexts(params: Mapping[str, Any], k: int, epochs: int = PROBE_EPOCHS, device: str = "cpu") -> list[TrialContext]:
+    """k throwaway trials with the same params and seeds 0..k-1, for timing probes (no reports kept)."""
+    return [TrialContext(number=i, params=dict(params), epochs=epochs, seed=i, device=device) for i in range(k)]
+
+
+def choose_population_size(
+    pop_fn: PopulationFn,
+    params: Mapping[str, Any],
+    device: str = "cpu",
+    max_k: int = MAX_K,
+    min_gain: float = MIN_GAIN,
+    epochs: int = PROBE_EPOCHS,
+    memory_fraction: float = 0.5,
+) -> PopulationChoice:
+    """K for `--population auto`: measured on this machine with this workload, never guessed.
+
+    Runs `pop_fn` on K = 1, 2, 4, ... probe trials (all with `params`, e.g.
+    the stage's first trial, for `epochs` epochs each), untimed warm-up at
+    K=1 first, and keeps doubling while trials/second grows by at least
+    `min_gain` per doubling (see choose_k). On a CUDA device a K whose
+    predicted peak memory (twice the previous K's measured peak) exceeds
+    `memory_fraction` of the free memory is not tried; on CPU the cap is
+    max_k and a probe that runs out of memory. Cost: about as much as
+    training 2 * K_chosen trials for `epochs` epochs.
+    """
+    peaks: dict[int, int] = {}
+    cuda = str(device).startswith("cuda")
+
+    def time_k(k: int) -> float:
+        contexts = probe_contexts(params, k, epochs, device)
+        if cuda:
+            import torch
+
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        start = time.perf_counter()
+        pop_fn(contexts)
+        if cuda:
+            torch.cuda.synchronize(device)
+            peaks[k] = torch.cuda.max_memory_allocated(device)
+        return time.perf_counter() - start
+
+    def fits(k: int) -> bool:
+        if not cuda or k // 2 not in peaks:
+            return True
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(device)
+        return 2 * peaks[k // 2] <= memory_fraction * free
+
+    pop_fn(probe_contexts(params, 1, epochs, device))  # warm-up: data loading, lazy init, kernel caches
+    return choose_k(time_k, max_k=max_k, min_gain=min_gain, fits=fits)

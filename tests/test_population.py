@@ -1,0 +1,241 @@
+"""Population trials: the vectorized SGD equals torch.optim.SGD member by member; endings are classified.
+
+Tolerance: float32, atol 1e-5 and rtol 1e-4 on every weight after STEPS
+steps. The hand-written backward pass and the fused optimiser ops round
+differently from autograd + torch.optim.SGD; the observed gap is ~1e-7.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from hpsearch.errors import TrialStopped
+from hpsearch.population import (
+    Member,
+    as_members,
+    choose_k,
+    population_entry,
+    report_population,
+    run_population,
+)
+from hpsearch.workload import TrialContext
+
+ATOL, RTOL = 1e-5, 1e-4
+STEPS = 6
+
+# (lr, momentum, weight_decay, nesterov): different momentums and weight decays per member.
+CONFIGS = [
+    (0.1, 0.9, 1e-4, False),
+    (0.05, 0.0, 0.0, False),
+    (0.2, 0.5, 1e-3, False),
+    (0.1, 0.95, 1e-5, True),
+    (0.3, 0.99, 0.0, True),
+]
+
+
+# ----------------------------------------------------------------------------- torch-free API
+
+
+def _ctx(number: int, params: dict[str, Any] | None = None, epochs: int = 2, hook: Any = None) -> TrialContext:
+    return TrialContext(number=number, params=params or {"lr": 0.1}, epochs=epochs, seed=number, _on_report=hook)
+
+
+def test_population_entry_none_without_attribute() -> None:
+    def train(trial: Any) -> float:
+        return 1.0
+
+    assert population_entry(train) is None
+    train.population = lambda trials: [1.0 for _ in trials]  # type: ignore[attr-defined]
+    assert population_entry(train) is train.population  # type: ignore[attr-defined]
+
+
+def test_report_population_masks_stopped_member() -> None:
+    def hook(epoch: int, metrics: dict[str, float]) -> str | None:
+        return "diverged" if metrics["train_loss"] > 10 else None
+
+    members = as_members([_ctx(i, hook=hook) for i in range(3)])
+    alive = report_population(members, 0, {"train_loss": [1.0, 99.0, 2.0]})
+    assert alive == [True, False, True]
+    assert members[1].stopped == "diverged"
+    alive = report_population(members, 1, {"train_loss": [1.0, 1.0, 2.0]})
+    assert alive == [True, False, True]
+    # The stopped member reported its one epoch and no more.
+    assert members[1].curves == {"train_loss": [99.0]}
+    assert members[0].curves == {"train_loss": [1.0, 1.0]}
+    with pytest.raises(TrialStopped):
+        members[1].report(2, train_loss=1.0)
+
+
+def test_run_population_classifies_each_member() -> None:
+    def hook(epoch: int, metrics: dict[str, float]) -> str | None:
+        return "pruned by rule" if metrics["val_accuracy"] < 0.2 else None
+
+    def pop(trials: list[Member]) -> list[Any]:
+        for epoch in range(trials[0].epochs):
+            report_population(trials, epoch, {"val_accuracy": [0.5, 0.1, 0.7, 0.9]})
+        trials[2].stop("diverged")
+        return [{"val_accuracy": 0.5}, {"val_accuracy": 0.1}, None, float("nan")]
+
+    outcomes = run_population(pop, [_ctx(i, hook=hook) for i in range(4)], "val_accuracy")
+    assert [(o.state, o.reason) for o in outcomes] == [
+        ("complete", ""),
+        ("pruned", "pruned by rule"),
+        ("pruned", "diverged"),
+        ("pruned", "diverged"),
+    ]
+    assert outcomes[0].metrics == {"val_accuracy": 0.5}
+    assert outcomes[0].curves == {"val_accuracy": [0.5, 0.5]}
+    assert outcomes[1].curves == {"val_accuracy": [0.1]}
+
+
+def test_run_population_crash_fails_members_still_training() -> None:
+    def pop(trials: list[Member]) -> list[Any]:
+        trials[0].stop("diverged")
+        raise ValueError("shape mismatch")
+
+    outcomes = run_population(pop, [_ctx(i) for i in range(3)], "val_accuracy")
+    assert [(o.state, o.reason) for o in outcomes] == [
+        ("pruned", "diverged"),
+        ("fail", "ValueError: shape mismatch"),
+        ("fail", "ValueError: shape mismatch"),
+    ]
+
+
+def test_run_population_wrong_number_of_results_fails() -> None:
+    outcomes = run_population(lambda trials: [1.0], [_ctx(i) for i in range(2)], "val_accuracy")
+    assert {o.state for o in outcomes} == {"fail"}
+    assert "1 results for 2 trials" in outcomes[0].reason
+
+
+def test_run_population_rejects_mixed_epochs() -> None:
+    with pytest.raises(ValueError, match="epochs"):
+        run_population(lambda trials: [], [_ctx(0, epochs=1), _ctx(1, epochs=2)], "val_accuracy")
+
+
+def test_choose_k_stops_when_doubling_no_longer_pays() -> None:
+    # 1 s fixed plus 0.25 s per trial: doubling k gains 2 (1 + k/4) / (1 + k/2): 1.2x from 8 to 16, 1.11x from 16 to 32.
+    choice = choose_k(lambda k: 1.0 + 0.25 * k, max_k=1024, min_gain=1.15)
+    assert choice.k == 16
+    assert sorted(choice.throughput) == [1, 2, 4, 8, 16, 32]
+    assert "K=32" in choice.stopped_because
+
+
+def test_choose_k_stops_at_memory_and_max_k() -> None:
+    def timer(k: int) -> float:
+        if k >= 8:
+            raise RuntimeError("CUDA out of memory")
+        return 1.0
+
+    assert choose_k(timer).k == 4
+    assert choose_k(lambda k: 1.0, max_k=32).k == 32
+    assert choose_k(lambda k: 1.0, fits=lambda k: k <= 2).k == 2
+
+
+def test_import_population_does_not_import_torch() -> None:
+    code = "import sys, hpsearch.population; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------- vectorized SGD vs torch
+
+
+torch = pytest.importorskip("torch")
+
+
+def _solo_weights(seed: int, lr: float, momentum: float, wd: float, nesterov: bool, batches: list) -> Any:
+    from hpsearch.workloads.digits import make_mlp
+
+    torch.manual_seed(seed)
+    net = make_mlp()
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=wd, nesterov=nesterov)
+    for xb, yb in batches:
+        loss = torch.nn.functional.cross_entropy(net(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return torch.nn.utils.parameters_to_vector(net.parameters()).detach()  # the population's flat layout
+
+
+def _train_population(configs: list[tuple[float, float, float, bool]]) -> tuple[Any, Any, list[list]]:
+    """Train the configs together for STEPS steps, each member on its own shuffled batches."""
+    from hpsearch.workloads.digits import load_digits_split
+    from hpsearch.workloads.digits_population import PopulationSGD, PopulationTrainer, StackedMLP
+
+    x, y = load_digits_split()["train"]
+    seeds = list(range(len(configs)))
+    orders = [torch.randperm(len(x), generator=torch.Generator().manual_seed(100 + s)) for s in seeds]
+    batches = [[(x[o[i * 64 : (i + 1) * 64]], y[o[i * 64 : (i + 1) * 64]]) for i in range(STEPS)] for o in orders]
+    model = StackedMLP.from_seeds(seeds, hidden=128)
+    opt = PopulationSGD(
+        model.flat,
+        lr=[c[0] for c in configs],
+        momentum=[c[1] for c in configs],
+        weight_decay=[c[2] for c in configs],
+        nesterov=[c[3] for c in configs],
+    )
+    trainer = PopulationTrainer(model, opt)
+    for i in range(STEPS):
+        xb = torch.stack([batches[k][i][0] for k in range(len(configs))])  # [K, 64, 64]
+        yb = torch.stack([batches[k][i][1] for k in range(len(configs))])  # [K, 64]
+        trainer.step(xb, yb)
+    return model, opt, batches
+
+
+@pytest.mark.torch
+def test_population_sgd_matches_torch_sgd_per_member() -> None:
+    model, opt, batches = _train_population(CONFIGS)
+    assert bool(opt.alive.all())
+    for k, (lr, momentum, wd, nesterov) in enumerate(CONFIGS):
+        solo = _solo_weights(k, lr, momentum, wd, nesterov, batches[k])
+        torch.testing.assert_close(model.flat[k], solo, atol=ATOL, rtol=RTOL, msg=f"member {k}")
+
+
+@pytest.mark.torch
+def test_population_diverging_member_is_masked_and_does_not_poison_others() -> None:
+    configs = [CONFIGS[0], (1e9, 0.9, 0.0, False), CONFIGS[3]]
+    model, opt, batches = _train_population(configs)
+    assert opt.alive.view(-1).tolist() == [True, False, True]
+    for k in (0, 2):
+        lr, momentum, wd, nesterov = configs[k]
+        solo = _solo_weights(k, lr, momentum, wd, nesterov, batches[k])
+        torch.testing.assert_close(model.flat[k], solo, atol=ATOL, rtol=RTOL, msg=f"member {k}")
+
+
+@pytest.mark.torch
+def test_mlp_population_reports_like_solo_mlp() -> None:
+    from hpsearch.workloads import digits
+    from hpsearch.workloads.digits_population import mlp_population
+
+    params = [
+        {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4},
+        {"lr": 0.02, "momentum": 0.5, "weight_decay": 0.0},
+        {"lr": 0.5, "momentum": 0.0, "weight_decay": 1e-3},
+    ]
+    solo = [digits.mlp(TrialContext(number=i, params=p, epochs=2, seed=7 + i)) for i, p in enumerate(params)]
+    contexts = [TrialContext(number=i, params=p, epochs=2, seed=7 + i) for i, p in enumerate(params)]
+    together = mlp_population(contexts)
+    for k in range(len(params)):
+        assert together[k] is not None
+        assert together[k].keys() == solo[k].keys()
+        for name in solo[k]:
+            assert together[k][name] == pytest.approx(solo[k][name], rel=1e-4, abs=1e-5), (k, name)
+        assert len(contexts[k].curves["val_accuracy"]) == 2
+
+
+@pytest.mark.torch
+def test_run_population_digits_diverged_member_pruned_others_complete() -> None:
+    from hpsearch.workloads.digits_population import mlp
+
+    entry = population_entry(mlp)
+    assert entry is not None
+    params = [{"lr": 0.1, "momentum": 0.9}, {"lr": 1e9, "momentum": 0.9}, {"lr": 0.05, "momentum": 0.5}]
+    contexts = [_ctx(i, p, epochs=2) for i, p in enumerate(params)]
+    outcomes = run_population(entry, contexts, "val_accuracy")
+    assert [(o.state, o.reason) for o in outcomes] == [("complete", ""), ("pruned", "diverged"), ("complete", "")]
+    assert outcomes[0].metrics["val_accuracy"] > 0.5
+    assert len(outcomes[1].curves["train_loss"]) == 1  # it reported the epoch it diverged in, then stopped
+    assert len(outcomes[2].curves["train_loss"]) == 2
