@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from hpsearch.stages import Job, StageRun
 
 TIMEOUT_REASON = "timeout"
+AUTO = "auto"
 NVIDIA_SMI_TIMEOUT_S = 10.0  # nvidia-smi can be slow on a busy multi-GPU box; a hang must not block the CLI
 EXIT_WAIT_S = 1.0  # an idle worker asked to exit gets this long before SIGKILL: it holds no pending work
 DEATH_WAIT_S = 5.0  # a worker whose connection broke gets this long to be reaped before SIGKILL
@@ -58,6 +59,8 @@ class DispatchConfig:
     per_device: int | None = None  # trials at once per GPU; default 1: a GPU runs one small trial well
     workers: int | None = None  # CPU worker processes; default one per core; 0 = in this process
     trial_timeout: float | None = None  # seconds; None = no limit
+    # Trials trained together per worker (population mode); "auto" measures the best K; None = 1.
+    population: int | str | None = None
 
 
 @dataclass(frozen=True)
@@ -154,11 +157,43 @@ def make_executor(config: DispatchConfig) -> InlineExecutor | PoolExecutor:
     """The executor for `config`: a worker pool, or InlineExecutor for --workers 0."""
     if config.trial_timeout is not None and config.trial_timeout <= 0:
         raise DispatchError("--trial-timeout must be a positive number of seconds")
+    population = parse_population(config.population)
     if config.workers == 0 and config.per_device is None:
         if config.trial_timeout is not None:
             raise DispatchError("--trial-timeout needs worker processes; --workers 0 runs trials in this process")
-        return InlineExecutor("cpu" if config.devices == "cpu" else "auto")
-    return PoolExecutor(plan_workers(config), config.trial_timeout)
+        return InlineExecutor("cpu" if config.devices == "cpu" else "auto", population)
+    return PoolExecutor(plan_workers(config), config.trial_timeout, population)
+
+
+def parse_population(value: int | str | None) -> int | str:
+    """--population: a positive K, or 'auto' (measured by a worker). None means 1."""
+    if value is None:
+        return 1
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return AUTO
+    try:
+        k = int(value)
+    except (TypeError, ValueError):
+        raise DispatchError(f"--population {value}: use a number of trials trained together (e.g. 32) or auto") from None
+    if k < 1:
+        raise DispatchError(f"--population {value}: must be 1 or more (1 = one trial per worker)")
+    return k
+
+
+def probe_params(space: Any) -> dict[str, Any]:
+    """A middle point of the space: what auto-K probes train with (the log-midpoint of each range)."""
+    params: dict[str, Any] = {}
+    for p in space:
+        if hasattr(p, "values"):
+            params[p.name] = p.values[len(p.values) // 2]
+        else:
+            mid = p.unscale((p.scale(p.low) + p.scale(p.high)) / 2)
+            params[p.name] = int(round(mid)) if p.is_int else mid
+    return params
+
+
+def no_population_notice(workload: str) -> str:
+    return f"note: workload {workload} has no population entry point (fn.population); running one trial per worker"
 
 
 # ----------------------------------------------------------------------------- in-process
@@ -180,16 +215,38 @@ def pick_device(requested: str = "auto") -> str:
 
 
 class InlineExecutor:
-    """Runs the stage's trials sequentially in the calling process."""
+    """Runs the stage's trials in the calling process: one after another, or K at a time as a population."""
 
-    def __init__(self, device: str = "auto") -> None:
+    def __init__(self, device: str = "auto", population: int | str = 1) -> None:
         self.device = device
+        self.population = population
+        self.notices: list[str] = []
 
     def run(self, run: StageRun) -> None:
+        from hpsearch.population import choose_population_size, population_entry, run_population
+
         fn = load_workload(run.info.spec.workload)
         device = pick_device(self.device)
-        while (job := run.next_job()) is not None:
-            run.finish(job, run_trial(fn, self._context(run, job, device), job.metric))
+        entry = population_entry(fn)
+        k = self.population
+        if k != 1 and entry is None:
+            self.notices.append(no_population_notice(run.info.spec.workload))
+            k = 1
+        if k == AUTO:
+            k = choose_population_size(entry, probe_params(run.info.space), device).k  # type: ignore[arg-type]
+            self.notices.append(f"population: K = {k} (measured)")
+        while True:
+            jobs = []
+            while len(jobs) < int(k) and (job := run.next_job()) is not None:
+                jobs.append(job)
+            if not jobs:
+                return
+            if entry is None or int(k) == 1:
+                run.finish(jobs[0], run_trial(fn, self._context(run, jobs[0], device), jobs[0].metric))
+                continue
+            contexts = [self._context(run, job, device) for job in jobs]
+            for job, outcome in zip(jobs, run_population(entry, contexts, run.metric)):
+                run.finish(job, outcome)
 
     @staticmethod
     def _context(run: StageRun, job: Job, device: str) -> TrialContext:
@@ -237,26 +294,34 @@ class _Worker:
             theirs.close()
         self.conn = Connection(ours.detach())
         self.ready = False
-        self.job: Job | None = None
+        self.has_population = False  # told by the worker once its workload is loaded
+        self.jobs: dict[int, Job] = {}  # trial number -> job: one, or a population of them
         self.deadline: float | None = None
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
-    def give(self, job: Job, timeout: float | None) -> None:
-        self.job = job
+    def give(self, jobs: list[Job], timeout: float | None) -> None:
+        """Send one trial, or several to train together as a population (one deadline for all)."""
+        self.jobs = {job.number: job for job in jobs}
         self.deadline = None if timeout is None else time.monotonic() + timeout
-        payload = {
-            "number": job.number,
-            "params": job.params,
-            "epochs": job.epochs,
-            "seed": job.seed,
-            "stage": job.stage,
-            "study": job.study,
-            "metric": job.metric,
-        }
-        self.conn.send(("trial", payload))
+        payloads = [
+            {
+                "number": job.number,
+                "params": job.params,
+                "epochs": job.epochs,
+                "seed": job.seed,
+                "stage": job.stage,
+                "study": job.study,
+                "metric": job.metric,
+            }
+            for job in jobs
+        ]
+        if len(payloads) == 1:
+            self.conn.send(("trial", payloads[0]))
+        else:
+            self.conn.send(("population", payloads))
 
     def kill(self) -> None:
         """SIGKILL and reap: used for timeouts and interrupts, when the trial is abandoned anyway."""
@@ -298,16 +363,20 @@ class PoolExecutor:
     raises.
     """
 
-    def __init__(self, slots: list[WorkerSlot], trial_timeout: float | None = None) -> None:
+    def __init__(self, slots: list[WorkerSlot], trial_timeout: float | None = None, population: int | str = 1) -> None:
         if not slots:
             raise DispatchError("no worker to start; pass --workers 1 or more")
         self.slots = slots
         self.trial_timeout = trial_timeout
+        self.population = population  # K trials per worker at once; AUTO until a worker measured it
+        self.notices: list[str] = []
         self.workers: list[_Worker] = []
         self.workload = ""
+        self.space: Any = None
 
     def run(self, run: StageRun) -> None:
         self.workload = run.info.spec.workload
+        self.space = run.info.space
         with self._signals():
             try:
                 self.workers = [_Worker(slot, self.workload) for slot in self.slots]
@@ -330,7 +399,7 @@ class PoolExecutor:
     def _loop(self, run: StageRun) -> None:
         while True:
             self._hand_out(run)
-            busy = [w for w in self.workers if w.job is not None]
+            busy = [w for w in self.workers if w.jobs]
             starting = [w for w in self.workers if not w.ready]
             if not busy and not starting:
                 return  # every worker idle and the stage wants no more trials
@@ -340,15 +409,31 @@ class PoolExecutor:
             self._enforce_timeouts(run)
 
     def _hand_out(self, run: StageRun) -> None:
+        if self.population == AUTO:
+            return  # waiting for the first ready worker's measurement
         for w in self.workers:
-            if w.ready and w.job is None:
-                job = run.next_job()
-                if job is None:
+            if w.ready and not w.jobs:
+                jobs: list[Job] = []
+                while len(jobs) < int(self.population) and (job := run.next_job()) is not None:
+                    jobs.append(job)
+                if not jobs:
                     return
                 try:
-                    w.give(job, self.trial_timeout)
+                    w.give(jobs, self.trial_timeout)
                 except OSError:  # died while idle: its death is read from the connection next
                     pass
+
+    def _on_ready(self, worker: _Worker, has_population: bool) -> None:
+        """A worker loaded the workload: settle K (fall back to 1, or have this worker measure it)."""
+        worker.ready, worker.has_population = True, has_population
+        if self.population == 1:
+            return
+        if not has_population:
+            self.notices.append(no_population_notice(self.workload))
+            self.population = 1
+        elif self.population == AUTO and not any(w.jobs for w in self.workers):
+            worker.jobs = {-1: None}  # type: ignore[dict-item]  # busy measuring
+            worker.conn.send(("choose_k", probe_params(self.space)))
 
     def _receive(self, run: StageRun, worker: _Worker) -> None:
         try:
@@ -358,19 +443,25 @@ class PoolExecutor:
             return
         kind = message[0]
         if kind == "ready":
-            worker.ready = True
+            self._on_ready(worker, bool(message[2]) if len(message) > 2 else False)
         elif kind == "load_failed":
             raise WorkloadError(message[1])
-        elif kind == "report" and worker.job is not None:
-            _, _number, epoch, metrics, seconds, iterations = message
-            reason = run.report(worker.job, epoch, metrics, seconds, iterations)
+        elif kind == "k":
+            worker.jobs = {}
+            self.population = max(int(message[1]), 1)
+            self.notices.append(f"population: K = {self.population} (measured: {message[2]})")
+        elif kind == "report" and message[1] in worker.jobs:
+            _, number, epoch, metrics, seconds, iterations = message
+            reason = run.report(worker.jobs[number], epoch, metrics, seconds, iterations)
             try:
                 worker.conn.send(("reply", reason))
             except OSError:
                 pass  # it died meanwhile: the next read says how
-        elif kind == "done" and worker.job is not None:
+        elif kind == "done" and message[1] in worker.jobs:
             outcome: TrialOutcome = message[2]
-            job, worker.job, worker.deadline = worker.job, None, None
+            job = worker.jobs.pop(message[1])
+            if not worker.jobs:
+                worker.deadline = None
             run.finish(job, outcome)
 
     def _replace(self, run: StageRun, worker: _Worker, reason: str) -> None:
@@ -383,19 +474,19 @@ class PoolExecutor:
                 "run with --workers 0 to see the error in this process"
             )
         self.workers[index] = _Worker(worker.slot, self.workload)
-        if worker.job is not None:
-            job = worker.job
-            run.finish(job, TrialOutcome("fail", reason=reason, duration_s=time.perf_counter() - job.started))
+        for job in worker.jobs.values():
+            if job is not None:  # None: it was measuring K, no trial of the stage
+                run.finish(job, TrialOutcome("fail", reason=reason, duration_s=time.perf_counter() - job.started))
 
     def _enforce_timeouts(self, run: StageRun) -> None:
         now = time.monotonic()
         for w in list(self.workers):
-            if w.job is not None and w.deadline is not None and now >= w.deadline:
+            if w.jobs and w.deadline is not None and now >= w.deadline:
                 w.kill()
                 self._replace(run, w, TIMEOUT_REASON)
 
     def _wait_time(self) -> float:
-        deadlines = [w.deadline for w in self.workers if w.job is not None and w.deadline is not None]
+        deadlines = [w.deadline for w in self.workers if w.jobs and w.deadline is not None]
         if not deadlines:
             return IDLE_POLL_S
         return min(max(min(deadlines) - time.monotonic(), 0.0), IDLE_POLL_S)

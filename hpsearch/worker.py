@@ -9,12 +9,15 @@ TrialOutcome goes back the same way.
 
 Messages (pickled tuples), coordinator -> worker:
     ("trial", {number, params, epochs, seed, stage, study, metric})
+    ("population", [{...}, ...])         K trials to train together (the workload's fn.population)
+    ("choose_k", params)                 measure the best population size (--population auto)
     ("reply", reason | None)             answer to a report
 worker -> coordinator:
-    ("ready", pid)                       workload loaded, waiting for trials
+    ("ready", pid, has_population)       workload loaded, waiting for trials
     ("load_failed", message)             the workload cannot be imported
-    ("report", number, epoch, metrics, epoch_seconds, iterations)
-    ("done", number, TrialOutcome)
+    ("k", K, "1: 12.0/s, 2: 20.1/s, ...")  the measured population size
+    ("report", number, epoch, metrics, epoch_seconds, iterations)   one per member and epoch
+    ("done", number, TrialOutcome)       one per member
 The worker exits when the connection closes.
 """
 
@@ -47,36 +50,55 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if "torch" in sys.modules:  # OMP_NUM_THREADS covers a workload that imports torch later
         sys.modules["torch"].set_num_threads(int(threads))
-    conn.send(("ready", os.getpid()))
+    from hpsearch.population import choose_population_size, population_entry, run_population
+
+    entry = population_entry(fn)
+    conn.send(("ready", os.getpid(), entry is not None))
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):
             return 0
-        if message[0] != "trial":
+        kind = message[0]
+        if kind == "choose_k" and entry is not None:
+            choice = choose_population_size(entry, message[1], device)
+            rates = ", ".join(f"{k}: {rate:.1f}/s" for k, rate in choice.throughput.items())
+            conn.send(("k", choice.k, f"{rates}; {choice.stopped_because}"))
             continue
-        job: dict[str, Any] = message[1]
-        ctx = TrialContext(
-            number=job["number"],
-            params=job["params"],
-            epochs=job["epochs"],
-            seed=job["seed"],
-            device=device,
-            stage=job["stage"],
-            study=job["study"],
-        )
-
-        def on_report(epoch: int, metrics: dict[str, float], ctx: TrialContext = ctx) -> str | None:
-            conn.send(("report", ctx.number, epoch, metrics, ctx.epoch_seconds, ctx.iterations))
-            reply = conn.recv()
-            return reply[1]
-
-        ctx._on_report = on_report
-        outcome = run_trial(fn, ctx, job["metric"])
+        if kind not in ("trial", "population"):
+            continue
+        jobs: list[dict[str, Any]] = [message[1]] if kind == "trial" else message[1]
+        contexts = [_context(conn, job, device) for job in jobs]
+        if kind == "trial" or entry is None:
+            outcomes = [run_trial(fn, ctx, job["metric"]) for ctx, job in zip(contexts, jobs)]
+        else:
+            outcomes = run_population(entry, contexts, jobs[0]["metric"])
         try:
-            conn.send(("done", ctx.number, outcome))
+            for ctx, outcome in zip(contexts, outcomes):
+                conn.send(("done", ctx.number, outcome))
         except OSError:
             return 0
+
+
+def _context(conn: Connection, job: dict[str, Any], device: str) -> TrialContext:
+    """The trial object a workload sees; its reports travel to the coordinator, which answers go on/stop."""
+    ctx = TrialContext(
+        number=job["number"],
+        params=job["params"],
+        epochs=job["epochs"],
+        seed=job["seed"],
+        device=device,
+        stage=job["stage"],
+        study=job["study"],
+    )
+
+    def on_report(epoch: int, metrics: dict[str, float]) -> str | None:
+        conn.send(("report", ctx.number, epoch, metrics, ctx.epoch_seconds, ctx.iterations))
+        reply = conn.recv()
+        return reply[1]
+
+    ctx._on_report = on_report
+    return ctx
 
 
 def _die_with_parent(parent: int) -> None:

@@ -72,7 +72,15 @@ def cnn(trial: Any) -> dict[str, float]:
     return fit(make_cnn(), trial)
 
 
+def mlp_population(trials: list[Any]) -> list[dict[str, float] | None]:
+    """K digits-MLP trials trained together in one stacked model (`--population K`): see digits_population."""
+    from hpsearch.workloads.digits_population import mlp_population as train_together
+
+    return train_together(trials)
+
+
 mlp.metrics = METRICS  # type: ignore[attr-defined]
+mlp.population = mlp_population  # type: ignore[attr-defined]  # opts in to population mode
 cnn.metrics = METRICS  # type: ignore[attr-defined]
 
 
@@ -90,6 +98,7 @@ def fit(model: nn.Module, trial: Any) -> dict[str, float]:
         lr=float(p["lr"]),
         momentum=float(p.get("momentum", 0.0)),
         weight_decay=float(p.get("weight_decay", 0.0)),
+        nesterov=bool(p.get("nesterov", False)),  # a study may search nesterov = [true, false]
     )
     loss_fn = nn.CrossEntropyLoss()
     if hasattr(trial, "watch"):  # update:weight ratios, sanity checks and lr-find hook in here

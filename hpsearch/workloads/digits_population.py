@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import torch
 
 from hpsearch.population import Member, as_members, report_population
-from hpsearch.workloads.digits import BATCH_SIZE, load_digits_split, make_mlp, mlp
+from hpsearch.workloads.digits import BATCH_SIZE, load_digits_split, make_mlp
 
 N_IN, N_OUT = 64, 10
 
@@ -222,18 +222,16 @@ def mlp_population(trials: list[Any], nesterov: bool = False) -> list[dict[str, 
     """
     members = as_members(trials)
     results: list[dict[str, float] | None] = [None] * len(members)
-    groups: dict[tuple[int, int], list[int]] = {}
+    groups: dict[tuple[int, int, bool], list[int]] = {}
     for i, member in enumerate(members):
         p = member.params
-        groups.setdefault((int(p.get("hidden", 128)), int(p.get("batch_size", BATCH_SIZE))), []).append(i)
-    for (hidden, batch_size), indices in groups.items():
+        shape = (int(p.get("hidden", 128)), int(p.get("batch_size", BATCH_SIZE)), bool(p.get("nesterov", nesterov)))
+        groups.setdefault(shape, []).append(i)
+    for (hidden, batch_size, group_nesterov), indices in groups.items():
         group = [members[i] for i in indices]
-        for i, result in zip(indices, _fit_group(group, hidden, batch_size, nesterov)):
+        for i, result in zip(indices, _fit_group(group, hidden, batch_size, group_nesterov)):
             results[i] = result
     return results
-
-
-mlp.population = mlp_population  # type: ignore[attr-defined]
 
 
 def _fit_group(members: list[Member], hidden: int, batch_size: int, nesterov: bool) -> list[dict[str, float] | None]:
