@@ -14,8 +14,8 @@ in a temporary folder):
 
 Score: the best val_accuracy any trial of the search reached (the test
 split is never looked at). Trials run through the population trainer
-(bench-local PopulationExecutor: the same run_population the worker pool
-will use), except TPE, which needs each result before its next ask.
+(the library's InlineExecutor in population mode, the same run_population
+the worker pool uses with --population K), except TPE, which needs each result before its next ask.
 
 Then the synthetic Bergstra & Bengio (2012) experiment, torch-free.
 
@@ -37,38 +37,14 @@ from typing import Any
 import optuna
 import torch
 
-import hpsearch.workloads.digits_population  # noqa: F401  gives digits.mlp its population entry point
 from hpsearch.dispatch import InlineExecutor
-from hpsearch.population import population_entry, run_population
 from hpsearch.spec import parse_spec
-from hpsearch.stages import StageRun, plan_refine, run_stage, start_coarse
+from hpsearch.stages import plan_refine, run_stage, start_coarse
 from hpsearch.storage import Store
-from hpsearch.workload import load_workload
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = ROOT / "studies" / "digits_mlp.toml"
 FLAT_TRIALS, FLAT_EPOCHS = 24, 15
-
-
-class PopulationExecutor:
-    """Hands the coordinator's jobs to the workload's population entry point, up to k at a time."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def run(self, run: StageRun) -> None:
-        fn = load_workload(run.info.spec.workload)
-        entry = population_entry(fn)
-        assert entry is not None, "the bench's workload has a population entry point"
-        while True:
-            jobs = []
-            while len(jobs) < self.k and (job := run.next_job()) is not None:
-                jobs.append(job)
-            if not jobs:
-                return
-            contexts = [InlineExecutor._context(run, job, "cpu") for job in jobs]
-            for job, outcome in zip(jobs, run_population(entry, contexts, run.metric)):
-                run.finish(job, outcome)
 
 
 def study_data(**changes: Any) -> dict[str, Any]:
@@ -86,9 +62,9 @@ def coarse_refine(seed: int, tmp: Path) -> float:
     spec = parse_spec(study_data(), STUDY)
     store = Store(spec.name, directory=tmp / f"cr{seed}")
     coarse = start_coarse(store, spec, {"seed": seed})
-    first = run_stage(store, coarse, PopulationExecutor(64))
+    first = run_stage(store, coarse, InlineExecutor("cpu", population=64))
     refine, _flags, _ = plan_refine(store, None, {"seed": seed})
-    second = run_stage(store, refine, PopulationExecutor(64))
+    second = run_stage(store, refine, InlineExecutor("cpu", population=64))
     return max(best_value(first.trials), best_value(second.trials))
 
 
@@ -106,7 +82,7 @@ def flat(strategy: str, seed: int, tmp: Path, k: int) -> float:
     spec = parse_spec(study_data(**changes), STUDY)
     store = Store(spec.name, directory=tmp / f"{strategy}{seed}")
     stage = start_coarse(store, spec, {})
-    return best_value(run_stage(store, stage, PopulationExecutor(k)).trials)
+    return best_value(run_stage(store, stage, InlineExecutor("cpu", population=k)).trials)
 
 
 def bergstra_bengio(n_trials: int = 9, reps: int = 2000) -> dict[str, tuple[float, float]]:

@@ -228,7 +228,7 @@ def test_mlp_population_reports_like_solo_mlp() -> None:
 
 @pytest.mark.torch
 def test_run_population_digits_diverged_member_pruned_others_complete() -> None:
-    from hpsearch.workloads.digits_population import mlp
+    from hpsearch.workloads.digits import mlp  # opts in via mlp.population
 
     entry = population_entry(mlp)
     assert entry is not None
