@@ -25,13 +25,12 @@ process, and only workloads (imported in the training processes) load torch.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from hpsearch.errors import TrialStopped
-from hpsearch.workload import TrialContext, TrialOutcome, exception_reason, normalize_result
+from hpsearch.workload import TrialContext, TrialOutcome, exception_reason, result_outcome
 
 PopulationFn = Callable[[list[Any]], list[Any]]
 
@@ -168,14 +167,7 @@ def _member_outcome(
         return outcome("pruned", reason=member.stopped)
     if crash:
         return outcome("fail", reason=crash)
-    try:
-        metrics = normalize_result(result, metric)
-    except ValueError as e:
-        return outcome("fail", reason=str(e))
-    value = metrics.get(metric)
-    if value is not None and not math.isfinite(value):
-        return outcome("pruned", metrics, reason="diverged")
-    return outcome("complete", metrics)
+    return result_outcome(result, metric, ctx.curves, duration)
 
 
 # ----------------------------------------------------------------------------- choosing K

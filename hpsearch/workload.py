@@ -139,14 +139,20 @@ def run_trial(fn: Callable[[TrialContext], Any], ctx: TrialContext, metric: str)
         return outcome("fail", reason=exception_reason(e))
     finally:
         ctx.close()
+    return result_outcome(result, metric, ctx.curves, time.perf_counter() - start)
+
+
+def result_outcome(result: Any, metric: str, curves: dict[str, list[float]], duration_s: float) -> TrialOutcome:
+    """How a trial that returned `result` ended: complete, pruned ('diverged': non-finite metric) or
+    fail (a result that is neither a dict of numbers nor a number)."""
     try:
         metrics = normalize_result(result, metric)
     except ValueError as e:
-        return outcome("fail", reason=str(e))
+        return TrialOutcome("fail", {}, str(e), curves, duration_s)
     value = metrics.get(metric)
     if value is not None and not math.isfinite(value):
-        return outcome("pruned", metrics, reason="diverged")
-    return outcome("complete", metrics)
+        return TrialOutcome("pruned", metrics, "diverged", curves, duration_s)
+    return TrialOutcome("complete", metrics, "", curves, duration_s)
 
 
 def normalize_result(result: Any, metric: str) -> dict[str, float]:
