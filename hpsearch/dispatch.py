@@ -188,7 +188,13 @@ class InlineExecutor:
     def run(self, run: StageRun) -> None:
         fn = load_workload(run.info.spec.workload)
         device = pick_device(self.device)
-        while (job := run.next_job()) is not None:
+        while True:
+            job = run.next_job()
+            if job is None:
+                if not run.waiting_on_others():
+                    return
+                time.sleep(IDLE_POLL_S)  # other machines' trials may fail and need replacing
+                continue
             run.finish(job, run_trial(fn, self._context(run, job, device), job.metric))
 
     @staticmethod
@@ -332,7 +338,7 @@ class PoolExecutor:
             self._hand_out(run)
             busy = [w for w in self.workers if w.job is not None]
             starting = [w for w in self.workers if not w.ready]
-            if not busy and not starting:
+            if not busy and not starting and not run.waiting_on_others():
                 return  # every worker idle and the stage wants no more trials
             for conn in wait([w.conn for w in self.workers], timeout=self._wait_time()):
                 worker = next(w for w in self.workers if w.conn is conn)
