@@ -455,14 +455,14 @@ class StageRun:
         if trial_id is None:
             if self.grid:
                 return None  # every point is taken; one that fails for a retryable reason comes back
-            trial_id = self.store.storage.create_new_trial(self.study._study_id)
+            trial_id = self.study._storage.create_new_trial(self.study._study_id)
         # What study.ask() does after its own pop; ask() itself would make a fresh (non-grid) trial
         # whenever another coordinator wins the last waiting point.
         trial = optuna.Trial(self.study, trial_id)
         for name, dist in self.distributions.items():
             trial._suggest(name, dist)
         if self.store.heartbeat:
-            self.store.storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+            self.study._storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
         trial.set_user_attr(OWNER_ATTR, owner_tag())
         seed = self.info.settings.seed + 10_000 * self.info.index + trial.number
         trial.set_user_attr("seed", seed)
@@ -617,7 +617,7 @@ class StageRun:
         """Take a WAITING trial (a queued grid point): the storage lets one coordinator win each."""
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             try:
-                if self.store.storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                if self.study._storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
                     return t._trial_id
             except UpdateFinishedTrialError:
                 continue
@@ -642,8 +642,8 @@ class StageRun:
             if t.number in self.running or not is_stale(t):
                 continue
             try:
-                self.store.storage.set_trial_user_attr(t._trial_id, REASON_ATTR, INTERRUPTED)
-                if self.store.storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                self.study._storage.set_trial_user_attr(t._trial_id, REASON_ATTR, INTERRUPTED)
+                if self.study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
                     self._retry(t.number, t.params or t.system_attrs.get("fixed_params", {}))
             except UpdateFinishedTrialError:
                 pass  # another coordinator recovered it first
@@ -651,7 +651,7 @@ class StageRun:
     def _beat(self) -> None:
         """Heartbeat thread: record a heartbeat for each trial this coordinator runs, every interval."""
         interval, _ = heartbeat_settings()
-        storage = self.store.storage
+        storage = self.study._storage  # the study's cached wrapper: it must see every trial we make
         while not self._beating.wait(interval):
             for job in list(self.running.values()):
                 try:

@@ -267,13 +267,14 @@ class Store:
         """
         if not self.heartbeat:
             return []
-        assert isinstance(self.storage, RDBStorage)
+        # The study's own (cached) wrapper of our RDBStorage: writing past it would leave its cache stale.
+        storage: Any = study._storage
         won = []
-        for trial_id in self.storage._get_stale_trial_ids(study._study_id):
+        for trial_id in storage._get_stale_trial_ids(study._study_id):
             try:
-                self.storage.set_trial_user_attr(trial_id, REASON_ATTR, HEARTBEAT_LOST)
-                if self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                    won.append(self.storage.get_trial(trial_id))
+                storage.set_trial_user_attr(trial_id, REASON_ATTR, HEARTBEAT_LOST)
+                if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                    won.append(storage.get_trial(trial_id))
             except UpdateFinishedTrialError:
                 pass  # its owner finished it after all, or another coordinator failed it first
         return won
