@@ -260,14 +260,17 @@ def leaderboard(
 
     Example: hpsearch leaderboard digits_mlp --stage all --csv leaderboard.csv
     """
-    from hpsearch.leaderboard import leaderboard as build, select_stages, to_text
+    from hpsearch.leaderboard import frame, select_stages, to_text
     from hpsearch.render import leaderboard_table, make_console, print_flags
     from hpsearch.stages import ranked_trials
     from hpsearch.border import check_borders
     from hpsearch.storage import Store
 
     store = Store(name, directory, storage, create=False)
-    df = build(store, stage)
+    # Read each stage's trials once: on PostgreSQL reading a large stage is most of the command's time.
+    stages = select_stages(store, stage)
+    trials = [store.trials(s) for s in stages]
+    df = frame(stages, trials)
     out, err = make_console(), make_console(stderr=True)
     if csv == "-":
         sys.stdout.write(to_text(df, "csv"))
@@ -282,13 +285,12 @@ def leaderboard(
     if output_format != Format.table:
         sys.stdout.write(to_text(shown, output_format.value))
     else:
-        stages = select_stages(store, stage)
         spec = stages[0].spec
         names = list(dict.fromkeys(n for s in stages for n in s.space.names))
         title = f"{name}: {', '.join(s.name for s in stages)} ({spec.direction.value} {spec.metric})"
         out.print(leaderboard_table(shown, spec.metric, names, title))
-    for info in select_stages(store, stage):
-        ranked = ranked_trials(store.trials(info), info.spec.direction.value)
+    for info, stage_trials in zip(stages, trials):
+        ranked = ranked_trials(stage_trials, info.spec.direction.value)
         print_flags(err, check_borders(info.space, [t.params for t in ranked], info.settings.top_k), info.name)
     if csv:
         err.print(f"wrote {len(df)} rows to {csv}")

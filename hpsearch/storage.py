@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ HEARTBEAT_LOST = "worker died (heartbeat lost)"
 # trial within a minute. Optuna wants whole seconds.
 HEARTBEAT_INTERVAL_S = 10
 HEARTBEAT_GRACE_S = 60
+CREATE_TABLE_ATTEMPTS = 4
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # hpsearch prints its own progress
 
@@ -170,9 +172,20 @@ def _storage_from_url(url: str) -> BaseStorage:
             raise StorageError(f"--storage {shown}: cannot write it: {e.strerror}") from None
     interval, grace = heartbeat_settings()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeat_interval is "experimental" since 2.9
-            return RDBStorage(url, heartbeat_interval=interval, grace_period=grace)
+        for attempt in range(CREATE_TABLE_ATTEMPTS):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeat_interval: "experimental"
+                    return RDBStorage(url, heartbeat_interval=interval, grace_period=grace)
+            except Exception as e:
+                # Machines starting together on a fresh database race to create Optuna's tables, and
+                # PostgreSQL's CREATE TABLE is not idempotent under that race: the loser sees a
+                # duplicate key or "already exists"; the tables are there now, so try again.
+                text = str(e)
+                if attempt + 1 == CREATE_TABLE_ATTEMPTS or not ("duplicate key" in text or "already exists" in text):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
     except Exception as e:  # driver missing, server unreachable, bad URL: all one message
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StorageError(f"--storage {shown}: cannot open it: {mask_url(reason)}") from None
