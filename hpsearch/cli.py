@@ -272,14 +272,17 @@ def leaderboard(
 
     Example: hpsearch leaderboard digits_mlp --stage all --csv leaderboard.csv
     """
-    from hpsearch.leaderboard import leaderboard as build, select_stages, to_text
+    from hpsearch.leaderboard import frame, select_stages, to_text
     from hpsearch.render import leaderboard_table, make_console, print_flags
     from hpsearch.stages import ranked_trials
     from hpsearch.border import check_borders
     from hpsearch.storage import Store
 
     store = Store(name, directory, storage, create=False)
-    df = build(store, stage)
+    # Read each stage's trials once: on PostgreSQL reading a large stage is most of the command's time.
+    stages = select_stages(store, stage)
+    trials = [store.trials(s) for s in stages]
+    df = frame(stages, trials)
     out, err = make_console(), make_console(stderr=True)
     if csv == "-":
         sys.stdout.write(to_text(df, "csv"))
@@ -294,13 +297,12 @@ def leaderboard(
     if output_format != Format.table:
         sys.stdout.write(to_text(shown, output_format.value))
     else:
-        stages = select_stages(store, stage)
         spec = stages[0].spec
         names = list(dict.fromkeys(n for s in stages for n in s.space.names))
         title = f"{name}: {', '.join(s.name for s in stages)} ({spec.direction.value} {spec.metric})"
         out.print(leaderboard_table(shown, spec.metric, names, title))
-    for info in select_stages(store, stage):
-        ranked = ranked_trials(store.trials(info), info.spec.direction.value)
+    for info, stage_trials in zip(stages, trials):
+        ranked = ranked_trials(stage_trials, info.spec.direction.value)
         print_flags(err, check_borders(info.space, [t.params for t in ranked], info.settings.top_k), info.name)
     if csv:
         err.print(f"wrote {len(df)} rows to {csv}")
@@ -346,6 +348,50 @@ def studies(
         make_console(stderr=True).print(f"no studies under {results_dir(directory)}; run `hpsearch coarse STUDY_FILE` first")
         return
     console.print(table)
+
+
+@app.command()
+def worker(
+    name: Annotated[str, typer.Argument(help="The study's name.")],
+    stage: Annotated[
+        Optional[str], typer.Option("--stage", help="The stage to join: coarse, refine-1, ... [default: the latest stage].")
+    ] = None,
+    storage: StorageOpt = None,
+    directory: DirOpt = None,
+    top: TopOpt = 10,
+    quiet: QuietOpt = False,
+    devices: DevicesOpt = "auto",
+    per_device: PerDeviceOpt = None,
+    workers: WorkersOpt = None,
+    trial_timeout: TrialTimeoutOpt = None,
+    pruner: PrunerOpt = PrunerChoice.none,
+) -> None:
+    """Join a running stage from another machine and run its trials until it has them all, then exit 0.
+
+    The space, settings and workload path come from the storage (a shared
+    PostgreSQL database: --storage or $HPSEARCH_STORAGE), so only the study's
+    name is needed; the workload must be importable here at the same path.
+    Any number of workers may join and leave at any time: each counts the
+    stage's finished and running trials in the database before starting one,
+    and grid points are taken from one shared queue, never run twice. A
+    machine that dies mid-trial stops sending heartbeats; after the grace
+    period ($HPSEARCH_HEARTBEAT_GRACE, default 60 s) its trial is recorded as
+    FAIL `worker died (heartbeat lost)` and a live worker runs a replacement.
+
+    Trials are dispatched on this machine as in `coarse` (--devices, --workers, ...).
+
+    Example: hpsearch worker digits_mlp --stage coarse --storage postgresql://user:pw@db-host/hpsearch --devices auto
+    """
+    from hpsearch.dispatch import DispatchConfig, make_executor
+    from hpsearch.render import make_console
+    from hpsearch.storage import Store
+
+    executor = make_executor(DispatchConfig(devices, per_device, workers, trial_timeout))
+    store = Store(name, directory, storage, create=False)
+    info = store.stage(stage)
+    if not quiet:
+        make_console(stderr=True).print(f"joining {name} {info.name} in {store.location}", soft_wrap=True, markup=False)
+    _run_and_show(store, info, top, quiet, executor, pruner.value, join=True)
 
 
 SpecArg = Annotated[Path, typer.Argument(metavar="STUDY_FILE", help="The study file (.toml).")]
@@ -476,17 +522,23 @@ def report(
     make_console().print(str(path), soft_wrap=True)
 
 
-def _run_and_show(store: Any, info: Any, top: int, quiet: bool, executor: Any, pruner: str) -> None:
-    """Run a stage with live progress, then print its leaderboard and border warnings."""
+def _run_and_show(store: Any, info: Any, top: int, quiet: bool, executor: Any, pruner: str, join: bool = False) -> None:
+    """Run a stage with live progress, then print its leaderboard and border warnings.
+
+    join=True runs it as one more coordinator (stages.join_stage: `hpsearch worker`).
+    """
     from hpsearch.leaderboard import frame
     from hpsearch.render import ProgressDisplay, leaderboard_table, make_console, print_flags, stage_summary
-    from hpsearch.stages import run_stage
+    from hpsearch.stages import join_stage, run_stage
 
     out, err = make_console(), make_console(stderr=True)
     start = time.perf_counter()
     try:
         with ProgressDisplay(err, info, quiet) as progress:
-            result = run_stage(store, info, executor, listener=progress, pruner=pruner)
+            if join:
+                result = join_stage(store, info.name, executor, listener=progress, pruner=pruner)
+            else:
+                result = run_stage(store, info, executor, listener=progress, pruner=pruner)
     except KeyboardInterrupt:
         # Typer turns a KeyboardInterrupt into a silent exit 130; say what was kept.
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
@@ -534,9 +586,12 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def _error(message: str) -> None:
+    from hpsearch.storage import mask_url
+
     if _state["debug"]:
-        traceback.print_exc()
-    print(f"Error: {message}", file=sys.stderr)
+        # A driver's traceback can quote the storage URL: mask it there too.
+        print(mask_url(traceback.format_exc()), file=sys.stderr, end="")
+    print(f"Error: {mask_url(message)}", file=sys.stderr)
 
 
 def main() -> None:

@@ -240,7 +240,10 @@ class InlineExecutor:
             while len(jobs) < int(k) and (job := run.next_job()) is not None:
                 jobs.append(job)
             if not jobs:
-                return
+                if not run.waiting_on_others():
+                    return
+                time.sleep(IDLE_POLL_S)  # other machines' trials may fail and need replacing
+                continue
             if entry is None or int(k) == 1:
                 run.finish(jobs[0], run_trial(fn, self._context(run, jobs[0], device), jobs[0].metric))
                 continue
@@ -401,7 +404,7 @@ class PoolExecutor:
             self._hand_out(run)
             busy = [w for w in self.workers if w.jobs]
             starting = [w for w in self.workers if not w.ready]
-            if not busy and not starting:
+            if not busy and not starting and not run.waiting_on_others():
                 return  # every worker idle and the stage wants no more trials
             for conn in wait([w.conn for w in self.workers], timeout=self._wait_time()):
                 worker = next(w for w in self.workers if w.conn is conn)

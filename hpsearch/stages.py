@@ -4,17 +4,37 @@
 derives the next refine stage from the top trials of a parent stage, and
 `run_stage` runs a stage until it has its number of finished trials, through
 an executor (see dispatch.py), recording every trial - completed, pruned or
-failed with its reason - in the stage's Optuna study.
+failed with its reason - in the stage's Optuna study. `join_stage` runs more
+trials of a stage that another command created (`hpsearch worker`, other
+machines on a shared PostgreSQL study).
+
+Several coordinators may run one stage at once (one per machine). What keeps
+them consistent lives in the storage, not in any one process:
+- before each trial a coordinator counts the stage's finished and RUNNING
+  trials in the storage; it starts one only while finished + running is
+  below the target, so the stage overshoots only when coordinators ask at the
+  same instant (by at most the trials asked in that instant), and every
+  coordinator stops once the target is reached;
+- grid points are enqueued once, when the stage is created (or its --trials
+  raised), as WAITING trials; coordinators pop them, and the storage lets one
+  pop win (row lock on PostgreSQL), so no point runs twice;
+- a grid point whose trial was interrupted (Ctrl-C, its process gone, its
+  machine's heartbeat lost) is enqueued again by the one coordinator whose
+  move of that trial to FAIL succeeded - the storage lets only one succeed,
+  so the retry is never duplicated.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
+import zlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.border import BorderFlag, check_borders
@@ -22,11 +42,15 @@ from hpsearch.errors import HpsearchError, SpecError, StageFailed
 from hpsearch.pruner import make_pruner, prune_reason
 from hpsearch.space import Choice, Param, Range, Space, Value, fmt
 from hpsearch.spec import StageSpec, Strategy, StudySpec, check_stage
-from hpsearch.storage import OWNER_ATTR, StageInfo, Store, is_stale, owner_tag
+from hpsearch.storage import HEARTBEAT_LOST, OWNER_ATTR, REASON_ATTR, StageInfo, Store, heartbeat_settings, is_stale, owner_tag
 from hpsearch.strategy import make_sampler
 from hpsearch.workload import TrialOutcome
 
 INTERRUPTED = "interrupted"
+# Failures that say nothing about the parameters (the run was stopped, or its machine died): a grid
+# point that failed so is retried, and does not count as tried.
+RETRYABLE = (INTERRUPTED, HEARTBEAT_LOST)
+WAIT_POLL_S = 1.0  # how often a coordinator with nothing to start looks again while others run trials
 DIVERGE_FACTOR = 3.0  # a training loss above 3x its first report has exploded (recipe: "several times")
 FAIL_FAST = 5  # this many failures in a row with no success: the workload is broken, stop the stage
 
@@ -46,7 +70,7 @@ def start_coarse(store: Store, spec: StudySpec, overrides: dict[str, Any]) -> St
     existing = [s for s in store.stages() if s.name == "coarse"]
     if not existing:
         info = StageInfo("coarse", 0, None, settings, spec.space, spec)
-        store.create(info)
+        create_stage(store, info)
         return info
     stored = existing[0]
     for key, mine, theirs in (
@@ -84,6 +108,8 @@ def _resume(store: Store, stored: StageInfo, overrides: dict[str, Any], file: st
     if settings != stored.settings:
         stored = replace(stored, settings=settings)
         store.study(stored).set_user_attr("hpsearch", stored.to_dict())
+        if stored.settings.strategy == Strategy.grid:
+            enqueue_grid(store, stored)  # a raised target needs more points
     return stored
 
 
@@ -111,8 +137,45 @@ def plan_refine(store: Store, source: str | None, overrides: dict[str, Any]) -> 
     space, changes = derive_space(parent.space, top, flags, parent.settings.strategy)
     index = max(s.index for s in stages) + 1
     info = StageInfo(f"refine-{index}", index, parent.name, settings, space, parent.spec, tuple(changes))
-    store.create(info)
+    create_stage(store, info)
     return info, flags, False
+
+
+def create_stage(store: Store, info: StageInfo) -> None:
+    """Create the stage's Optuna study; a grid stage gets its points enqueued here, once."""
+    store.create(info)
+    if info.settings.strategy == Strategy.grid:
+        enqueue_grid(store, info)
+
+
+def _point_key(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, repr(v)) for k, v in params.items()))
+
+
+def enqueue_grid(store: Store, info: StageInfo) -> int:
+    """Enqueue the grid points the stage has not queued or tried, shuffled by the seed, up to its target.
+
+    Called when the stage is created or its target raised - one command, not
+    every coordinator - so concurrent coordinators never queue a point twice.
+    Returns how many points it enqueued.
+    """
+    import random
+
+    study = store.study(info)
+    trials = study.get_trials(deepcopy=False)
+    # A retryable failure's point was queued again by whoever failed it: it is seen through that trial.
+    seen = {
+        _point_key(t.params or t.system_attrs.get("fixed_params", {}))
+        for t in trials
+        if not (t.state == TrialState.FAIL and t.user_attrs.get(REASON_ATTR) in RETRYABLE)
+    }
+    points = info.space.grid()
+    random.Random(info.settings.seed).shuffle(points)
+    missing = [p for p in points if _point_key(p) not in seen]
+    room = max(stage_target(info) - len(seen), 0)
+    for params in missing[:room]:
+        study.enqueue_trial(params)
+    return min(room, len(missing))
 
 
 def derive_space(
@@ -277,7 +340,7 @@ def _counts(trials: Sequence[FrozenTrial], strategy: Strategy) -> tuple[int, int
     failed = [t for t in trials if t.state == TrialState.FAIL]
     if strategy == Strategy.grid:
         # A grid point that crashed was tried: retrying the same point would crash again.
-        finished += sum(t.user_attrs.get("reason") != INTERRUPTED for t in failed)
+        finished += sum(t.user_attrs.get(REASON_ATTR) not in RETRYABLE for t in failed)
     return finished, len(failed)
 
 
@@ -332,14 +395,22 @@ class StageResult:
 
 
 class StageRun:
-    """The coordinator of one stage: the only one that talks to the storage.
+    """The coordinator of one stage on this machine: the only part of this process that talks to the storage.
 
     Executors call `next_job` to get a trial to run, `report` with each
     epoch's metrics (returns a reason to stop the trial, or None), and
-    `finish` with the outcome.
+    `finish` with the outcome. When `next_job` says None, `waiting_on_others`
+    says whether to look again later (other coordinators still run trials
+    that may fail and need replacing) or to stop. Call `close` at the end: it
+    stops the heartbeat thread of RDB storages.
+
+    `salt` (an int) varies the sampler's seed between coordinators joining
+    the same stage, so two machines starting together draw different points.
     """
 
-    def __init__(self, store: Store, info: StageInfo, listener: Listener | None = None, pruner: str = "none") -> None:
+    def __init__(
+        self, store: Store, info: StageInfo, listener: Listener | None = None, pruner: str = "none", salt: int = 0
+    ) -> None:
         self.store = store
         self.info = info
         self.listener = listener
@@ -347,34 +418,51 @@ class StageRun:
         self.metric = info.spec.metric
         self.direction = info.spec.direction.value
         self.target = stage_target(info)
+        self.grid = info.settings.strategy == Strategy.grid
         existing = store.trials(info)
-        self._recover_stale(existing)
         # Seeded by the history too, so a resumed stage draws new points, not the first ones again.
-        seed = info.settings.seed + 10_000 * info.index + len(existing)
+        seed = info.settings.seed + 10_000 * info.index + len(existing) + salt
         self.study = store.study(
             info,
             sampler=make_sampler(info.settings.strategy, seed),
             pruner=make_pruner(pruner, info.settings.epochs),
         )
-        if info.settings.strategy == Strategy.grid:
-            self._enqueue_grid(existing)
-        self.done, self.failed_total = _counts(self.study.get_trials(deepcopy=False), info.settings.strategy)
+        self.distributions = info.space.distributions()
         self.running: dict[int, Job] = {}
         self.ran = 0
         self.completed_now = 0
         self.failures: list[str] = []
         self.fail_streak = 0
         self.metric_checked = False
+        self.done, self.failed_total, self.running_total = 0, 0, 0
+        self._refresh()
+        self._beating = threading.Event()
+        self._heart: threading.Thread | None = None
+        if store.heartbeat:
+            self._heart = threading.Thread(target=self._beat, name="hpsearch-heartbeat", daemon=True)
+            self._heart.start()
 
     # -- what executors call
 
     def next_job(self) -> Job | None:
-        """The next trial to run, or None when the stage needs no more trials started."""
-        if self.done + len(self.running) >= self.target or self._failing():
+        """The next trial to run, or None when the stage needs no more trials started now."""
+        if self._failing():
             return None
-        if self.info.settings.strategy == Strategy.grid and not self._waiting():
+        self._refresh()
+        if self.done + self.running_total >= self.target:
             return None
-        trial = self.study.ask(self.info.space.distributions())
+        trial_id = self._pop_waiting()
+        if trial_id is None:
+            if self.grid:
+                return None  # every point is taken; one that fails for a retryable reason comes back
+            trial_id = self.study._storage.create_new_trial(self.study._study_id)
+        # What study.ask() does after its own pop; ask() itself would make a fresh (non-grid) trial
+        # whenever another coordinator wins the last waiting point.
+        trial = optuna.Trial(self.study, trial_id)
+        for name, dist in self.distributions.items():
+            trial._suggest(name, dist)
+        if self.store.heartbeat:
+            self.study._storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
         trial.set_user_attr(OWNER_ATTR, owner_tag())
         seed = self.info.settings.seed + 10_000 * self.info.index + trial.number
         trial.set_user_attr("seed", seed)
@@ -391,8 +479,19 @@ class StageRun:
             metric=self.metric,
         )
         self.running[job.number] = job
+        self.running_total += 1
         self._emit("start", job)
         return job
+
+    def waiting_on_others(self) -> bool:
+        """True while the stage is short of its target only by trials other coordinators are running.
+
+        Those may still fail (their machine dies) and need replacing, so a
+        coordinator with nothing to start waits (polling every WAIT_POLL_S)
+        instead of leaving. Uses the counts of the last `next_job` call.
+        """
+        others = self.running_total - len(self.running)
+        return not self._failing() and self.done < self.target and others > 0
 
     def report(
         self,
@@ -408,17 +507,30 @@ class StageRun:
         """
         self._emit("report", job, epoch=epoch, metrics=metrics, epoch_seconds=epoch_seconds, iterations=iterations)
         reported = self.metric in metrics and math.isfinite(metrics[self.metric])
-        if reported:
-            job.trial.report(metrics[self.metric], epoch)
-        reason = diverged(job, metrics)
-        if reason is None and reported and self.pruner != "none" and job.trial.should_prune():
-            reason = prune_reason(self.pruner)
+        try:
+            if reported:
+                job.trial.report(metrics[self.metric], epoch)
+            reason = diverged(job, metrics)
+            if reason is None and reported and self.pruner != "none" and job.trial.should_prune():
+                reason = prune_reason(self.pruner)
+        except UpdateFinishedTrialError:
+            return HEARTBEAT_LOST  # failed by another machine (our heartbeat stalled): stop wasting the worker
         return reason
 
     def finish(self, job: Job, outcome: TrialOutcome) -> None:
         """Record how a trial ended. A crash is data: it never stops the stage by itself."""
         self.running.pop(job.number, None)
+        self.running_total = max(self.running_total - 1, 0)
         self.ran += 1
+        try:
+            self._record(job, outcome)
+        except UpdateFinishedTrialError:
+            # Another coordinator failed it as stale (our heartbeats stopped reaching the database,
+            # e.g. a network split); its verdict stands, and a grid point was re-queued by it.
+            self.failures.append(f"trial {job.number}: {HEARTBEAT_LOST}")
+        self._emit("finish", job, outcome=outcome)
+
+    def _record(self, job: Job, outcome: TrialOutcome) -> None:
         trial = job.trial
         if outcome.curves:
             trial.set_user_attr("curves", outcome.curves)
@@ -426,7 +538,7 @@ class StageRun:
             trial.set_user_attr("metrics", outcome.metrics)
         trial.set_user_attr("duration_s", round(outcome.duration_s, 4))
         if outcome.reason:
-            trial.set_user_attr("reason", outcome.reason)
+            trial.set_user_attr(REASON_ATTR, outcome.reason)
         if outcome.state == "complete" and self.metric not in outcome.metrics:
             self.study.tell(trial, state=TrialState.FAIL)
             returned = ", ".join(outcome.metrics) or "nothing"
@@ -448,17 +560,25 @@ class StageRun:
         else:
             self.study.tell(trial, state=TrialState.FAIL)
             self.failed_total += 1
-            if outcome.reason != INTERRUPTED:
+            if outcome.reason in RETRYABLE:
+                self._retry(trial.number, dict(trial.params))
+            else:
                 self.failures.append(f"trial {job.number}: {outcome.reason}")
                 self.fail_streak += 1
-                if self.info.settings.strategy == Strategy.grid:
+                if self.grid:
                     self.done += 1
-        self._emit("finish", job, outcome=outcome)
 
     def interrupt(self) -> None:
         """Record every running trial as FAIL (interrupted); completed trials stay."""
         for job in list(self.running.values()):
             self.finish(job, TrialOutcome("fail", reason=INTERRUPTED, duration_s=time.perf_counter() - job.started))
+
+    def close(self) -> None:
+        """Stop the heartbeat thread (RDB storages). Idempotent."""
+        self._beating.set()
+        if self._heart is not None:
+            self._heart.join(timeout=5.0)
+            self._heart = None
 
     # -- results
 
@@ -477,37 +597,67 @@ class StageRun:
     def _failing(self) -> bool:
         return self.fail_streak >= FAIL_FAST and self.completed_now == 0 or len(self.failures) >= self.target
 
-    def _waiting(self) -> bool:
-        return bool(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    def _refresh(self) -> None:
+        """Fail dead trials, then count the stage's trials by state from the storage (all coordinators)."""
+        if self.store.heartbeat:
+            for t in self.store.fail_stale(self.study):
+                self._retry(t.number, t.params or t.system_attrs.get("fixed_params", {}))
+        else:
+            self._recover_stale()
+        counts = self.store.state_counts(self.study)
+        finished = counts.get(TrialState.COMPLETE, 0) + counts.get(TrialState.PRUNED, 0)
+        self.failed_total = counts.get(TrialState.FAIL, 0)
+        if self.grid and self.failed_total:
+            failed = self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            finished += _counts(failed, Strategy.grid)[0]
+        self.done = finished
+        self.running_total = counts.get(TrialState.RUNNING, 0)
 
-    def _recover_stale(self, trials: Sequence[FrozenTrial]) -> None:
-        """Trials left RUNNING by a process that died (SIGKILL, power loss) become FAIL (interrupted)."""
-        stale = [t for t in trials if t.state == TrialState.RUNNING and is_stale(t)]
-        if not stale:
-            return
-        study = self.store.study(self.info)
-        for t in stale:
-            self.store.storage.set_trial_user_attr(t._trial_id, "reason", INTERRUPTED)
-            study.tell(t.number, state=TrialState.FAIL)
+    def _pop_waiting(self) -> int | None:
+        """Take a WAITING trial (a queued grid point): the storage lets one coordinator win each."""
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            try:
+                if self.study._storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                    return t._trial_id
+            except UpdateFinishedTrialError:
+                continue
+        return None
 
-    def _enqueue_grid(self, trials: Sequence[FrozenTrial]) -> None:
-        """Enqueue the grid points not yet tried, shuffled by the seed, up to the target."""
-        import random
+    def _retry(self, number: int, params: dict[str, Any]) -> None:
+        """Queue a grid point again after a retryable failure that THIS coordinator recorded.
 
-        def key(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-            return tuple(sorted((k, repr(v)) for k, v in params.items()))
+        Only the coordinator whose move to FAIL succeeded calls this (the
+        storage lets one succeed), so the point is queued once.
+        """
+        if self.grid and params:
+            self.study.enqueue_trial(params, user_attrs={"retry_of": number})
 
-        visited = {
-            key(t.params or t.system_attrs.get("fixed_params", {}))
-            for t in trials
-            if not (t.state == TrialState.FAIL and t.user_attrs.get("reason") == INTERRUPTED)
-        }
-        points = self.info.space.grid()
-        random.Random(self.info.settings.seed).shuffle(points)
-        missing = [p for p in points if key(p) not in visited]
-        room = self.target - len(visited)
-        for params in missing[: max(room, 0)]:
-            self.study.enqueue_trial(params)
+    def _recover_stale(self) -> None:
+        """Trials left RUNNING by a process on this host that died (SIGKILL, power loss) become FAIL (interrupted).
+
+        For storages without heartbeat (the local journal); RDB storages use the heartbeat instead,
+        which also sees other machines.
+        """
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.number in self.running or not is_stale(t):
+                continue
+            try:
+                self.study._storage.set_trial_user_attr(t._trial_id, REASON_ATTR, INTERRUPTED)
+                if self.study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                    self._retry(t.number, t.params or t.system_attrs.get("fixed_params", {}))
+            except UpdateFinishedTrialError:
+                pass  # another coordinator recovered it first
+
+    def _beat(self) -> None:
+        """Heartbeat thread: record a heartbeat for each trial this coordinator runs, every interval."""
+        interval, _ = heartbeat_settings()
+        storage = self.study._storage  # the study's cached wrapper: it must see every trial we make
+        while not self._beating.wait(interval):
+            for job in list(self.running.values()):
+                try:
+                    storage.record_heartbeat(job.trial._trial_id)  # type: ignore[attr-defined]
+                except Exception:  # a database blip: the next beat retries; the grace period allows for it
+                    pass
 
     def _emit(self, kind: str, job: Job, **data: Any) -> None:
         if self.listener is not None:
@@ -541,26 +691,56 @@ def diverged(job: Job, metrics: dict[str, float]) -> str | None:
 
 
 def run_stage(
-    store: Store, info: StageInfo, executor: Any = None, listener: Listener | None = None, pruner: str = "none"
+    store: Store,
+    info: StageInfo,
+    executor: Any = None,
+    listener: Listener | None = None,
+    pruner: str = "none",
+    salt: int = 0,
 ) -> StageResult:
     """Run a stage until it has its number of finished trials; returns every trial and the border flags.
 
     `executor` runs the trials (dispatch.PoolExecutor, or by default
     InlineExecutor: one after another in this process); `pruner` is one of
-    pruner.PRUNERS. Raises StageFailed when trials ran and every one of them
-    failed. KeyboardInterrupt propagates after running trials are recorded
-    as interrupted.
+    pruner.PRUNERS; `salt` varies the sampler seed (see StageRun). Other
+    coordinators may run the same stage at the same time (see join_stage).
+    Raises StageFailed when trials ran and every one of them failed.
+    KeyboardInterrupt propagates after running trials are recorded as
+    interrupted.
     """
     from hpsearch.dispatch import InlineExecutor
 
-    run = StageRun(store, info, listener, pruner)
+    run = StageRun(store, info, listener, pruner, salt)
     executor = executor or InlineExecutor()
     try:
         executor.run(run)
     except BaseException:
         run.interrupt()
         raise
+    finally:
+        run.close()
     if run.failures and run.completed_now == 0:
         first = "; ".join(run.failures[:3])
         raise StageFailed(f"every trial of stage {info.name} failed ({len(run.failures)} tried): {first}")
     return run.result()
+
+
+def join_stage(
+    store: Store,
+    stage: str | None = None,
+    executor: Any = None,
+    listener: Listener | None = None,
+    pruner: str = "none",
+) -> StageResult:
+    """Run trials of an existing stage (None: the latest) until it has its number of finished trials.
+
+    Everything - space, settings, workload path - comes from the storage, so a
+    machine needs only the study name and the storage URL (and the workload
+    importable at the same path). Any number of coordinators may join and
+    leave at any time; this one returns when the stage is complete, also
+    waiting for trials other coordinators run, since they may fail and need
+    replacing. Raises StudyNotFound for an unknown study or stage.
+    """
+    info = store.stage(stage)
+    # Seed differs per joining process, so machines that join together do not draw the same points.
+    return run_stage(store, info, executor, listener, pruner, salt=zlib.crc32(owner_tag().encode()) % 1_000_000_007)

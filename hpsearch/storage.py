@@ -12,6 +12,15 @@ digits_mlp.refine-1), so Optuna's own tools read it:
         --storage-class JournalFileBackend --study-name digits_mlp.coarse
 The stage's settings, space, parent and the whole study spec are kept in the
 Optuna study's user attribute `hpsearch`, which is what makes the lineage.
+
+RDB URLs (postgresql://..., sqlite:///...) are opened with Optuna's heartbeat:
+every coordinator records a heartbeat for its running trials every
+HPSEARCH_HEARTBEAT_INTERVAL seconds (default 10), and a RUNNING trial whose
+last heartbeat is older than HPSEARCH_HEARTBEAT_GRACE seconds (default 60) is
+failed by whichever coordinator looks next, reason `worker died (heartbeat
+lost)`. That is how a machine that dies mid-trial is noticed from another one.
+The local journal keeps its own check instead: a RUNNING trial whose host:pid
+owner on this machine is gone.
 """
 
 from __future__ import annotations
@@ -19,11 +28,14 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
@@ -35,6 +47,14 @@ from hpsearch.spec import StageSpec, StudySpec
 JOURNAL_FILE = "optuna.journal"
 ATTR = "hpsearch"  # the Optuna study user attribute holding a stage's StageInfo
 OWNER_ATTR = "owner"  # "host:pid" of the process running a trial, to spot stale ones
+REASON_ATTR = "reason"  # why a trial was pruned or failed, shown in the leaderboard
+HEARTBEAT_LOST = "worker died (heartbeat lost)"
+# Why 10 s / 60 s: a heartbeat is one UPDATE, so every 10 s costs the database nothing; 60 s of silence
+# (six missed beats) survives a long GC pause or a short network blip, yet frees a dead machine's
+# trial within a minute. Optuna wants whole seconds.
+HEARTBEAT_INTERVAL_S = 10
+HEARTBEAT_GRACE_S = 60
+CREATE_TABLE_ATTEMPTS = 4
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # hpsearch prints its own progress
 
@@ -45,8 +65,32 @@ def results_dir(directory: str | Path | None = None) -> Path:
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***, for every message and log."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """The URL (or any text holding URLs) with every password replaced by ***, for messages and logs."""
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]*@", r"\1***@", url)
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(interval, grace period) in whole seconds: HPSEARCH_HEARTBEAT_INTERVAL / _GRACE, else 10 / 60.
+
+    Raises StorageError for a value that is not a positive whole number, or a
+    grace period not longer than the interval (every live trial would look dead).
+    """
+    values = []
+    for env, default in (("HPSEARCH_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL_S), ("HPSEARCH_HEARTBEAT_GRACE", HEARTBEAT_GRACE_S)):
+        raw = os.environ.get(env, "").strip()
+        if not raw:
+            values.append(default)
+            continue
+        if not raw.isdigit() or int(raw) <= 0:
+            raise StorageError(f"{env}={raw}: use a positive whole number of seconds")
+        values.append(int(raw))
+    interval, grace = values
+    if grace <= interval:
+        raise StorageError(
+            f"HPSEARCH_HEARTBEAT_GRACE={grace} must be longer than HPSEARCH_HEARTBEAT_INTERVAL={interval} "
+            "(several missed heartbeats before a trial counts as dead)"
+        )
+    return interval, grace
 
 
 @dataclass(frozen=True)
@@ -126,8 +170,22 @@ def _storage_from_url(url: str) -> BaseStorage:
             return JournalStorage(JournalFileBackend(url))
         except OSError as e:
             raise StorageError(f"--storage {shown}: cannot write it: {e.strerror}") from None
+    interval, grace = heartbeat_settings()
     try:
-        return RDBStorage(url)
+        for attempt in range(CREATE_TABLE_ATTEMPTS):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeat_interval: "experimental"
+                    return RDBStorage(url, heartbeat_interval=interval, grace_period=grace)
+            except Exception as e:
+                # Machines starting together on a fresh database race to create Optuna's tables, and
+                # PostgreSQL's CREATE TABLE is not idempotent under that race: the loser sees a
+                # duplicate key or "already exists"; the tables are there now, so try again.
+                text = str(e)
+                if attempt + 1 == CREATE_TABLE_ATTEMPTS or not ("duplicate key" in text or "already exists" in text):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
     except Exception as e:  # driver missing, server unreachable, bad URL: all one message
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StorageError(f"--storage {shown}: cannot open it: {mask_url(reason)}") from None
@@ -145,7 +203,9 @@ class Store:
     def stages(self) -> list[StageInfo]:
         """Every stage of the study, in the order they were created."""
         found = []
-        for summary in optuna.get_all_study_summaries(self.storage, include_best_trial=False):
+        # get_all_studies, not get_all_study_summaries: the summaries load (and deep-copy) every trial
+        # of every study in the storage, seconds for a large study on PostgreSQL.
+        for summary in self.storage.get_all_studies():
             attr = summary.user_attrs.get(ATTR)
             if attr and summary.study_name.startswith(self.name + "."):
                 info = StageInfo.from_dict(attr)
@@ -184,6 +244,53 @@ class Store:
 
     def trials(self, info: StageInfo, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
         return self.study(info).get_trials(deepcopy=False, states=states)
+
+    @property
+    def heartbeat(self) -> bool:
+        """Whether this storage records heartbeats (RDB URLs), so other machines can spot dead trials."""
+        return isinstance(self.storage, RDBStorage) and self.storage.heartbeat_interval is not None
+
+    def state_counts(self, study: optuna.Study) -> dict[TrialState, int]:
+        """How many trials of the study are in each state, without loading the trials.
+
+        On an RDB storage this is one COUNT query: the coordinator asks before
+        every trial, and loading a large study's trials (with their curves)
+        each time would cost seconds on PostgreSQL.
+        """
+        if isinstance(self.storage, RDBStorage):
+            import sqlalchemy
+
+            query = sqlalchemy.text("SELECT state, COUNT(*) FROM trials WHERE study_id = :study GROUP BY state")
+            with self.storage.engine.connect() as conn:
+                rows = conn.execute(query, {"study": study._study_id}).all()
+            return {TrialState[str(getattr(state, "name", state))]: int(n) for state, n in rows}
+        counts: dict[TrialState, int] = {}
+        for t in study.get_trials(deepcopy=False):
+            counts[t.state] = counts.get(t.state, 0) + 1
+        return counts
+
+    def fail_stale(self, study: optuna.Study) -> list[FrozenTrial]:
+        """Fail the trials whose heartbeat stopped (their machine died); returns the ones THIS call failed.
+
+        Like optuna.storages.fail_stale_trials, but the reason is set first:
+        Optuna refuses attributes on finished trials. Several coordinators may
+        race here; the storage lets exactly one of them move a trial to FAIL
+        (row lock on PostgreSQL), and only that one gets it back, so a caller
+        that re-enqueues what it failed never duplicates it.
+        """
+        if not self.heartbeat:
+            return []
+        # The study's own (cached) wrapper of our RDBStorage: writing past it would leave its cache stale.
+        storage: Any = study._storage
+        won = []
+        for trial_id in storage._get_stale_trial_ids(study._study_id):
+            try:
+                storage.set_trial_user_attr(trial_id, REASON_ATTR, HEARTBEAT_LOST)
+                if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                    won.append(storage.get_trial(trial_id))
+            except UpdateFinishedTrialError:
+                pass  # its owner finished it after all, or another coordinator failed it first
+        return won
 
 
 def list_study_names(directory: str | Path | None = None) -> list[str]:
