@@ -61,17 +61,17 @@ def cpu_bound(trial):  # type: ignore[no-untyped-def]
     import torch
 
     torch.manual_seed(trial.seed)
-    x, y = torch.randn(1024, 64), torch.randint(0, 10, (1024,))
+    x, y = torch.randn(4096, 64), torch.randint(0, 10, (4096,))
     model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
     opt = torch.optim.SGD(model.parameters(), lr=trial.params["lr"], momentum=0.9)
     loss = torch.tensor(0.0)
     for epoch in range(trial.epochs):
-        for i in range(0, 1024, 32):
+        for i in range(0, 4096, 32):
             loss = torch.nn.functional.cross_entropy(model(x[i : i + 32]), y[i : i + 32])
             opt.zero_grad()
             loss.backward()
             opt.step()
-        trial.report(epoch, iterations=32, train_loss=loss.item(), val_accuracy=1.0 - loss.item() / 10)
+        trial.report(epoch, iterations=128, train_loss=loss.item(), val_accuracy=1.0 - loss.item() / 10)
     return {"val_accuracy": 1.0 - loss.item() / 10}
 
 
@@ -145,7 +145,7 @@ def hpsearch_stage(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=200, help="trials of the tiny workload per measurement")
-    parser.add_argument("--cpu-trials", type=int, default=12, help="CPU-bound trials per worker count")
+    parser.add_argument("--cpu-trials", type=int, default=24, help="CPU-bound trials per worker count")
     args = parser.parse_args()
 
     import optuna
