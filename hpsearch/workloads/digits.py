@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 import torch
+from sklearn.datasets import load_digits  # imported with the workload: worker start-up, not the first trial
 from torch import nn
 
 SPLIT_SEED = 0  # fixed: every trial, every stage and every run see the same split
@@ -27,8 +28,6 @@ METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 @lru_cache(maxsize=None)
 def load_digits_split(device: str = "cpu") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """train/val/test tensors on `device`, loaded once per process."""
-    from sklearn.datasets import load_digits
-
     x, y = load_digits(return_X_y=True)
     x = torch.tensor(x, dtype=torch.float32) / 16.0  # pixel values are 0..16
     y = torch.tensor(y, dtype=torch.long)
