@@ -364,6 +364,7 @@ def worker(
     per_device: PerDeviceOpt = None,
     workers: WorkersOpt = None,
     trial_timeout: TrialTimeoutOpt = None,
+    population: PopulationOpt = None,
     pruner: PrunerOpt = PrunerChoice.none,
 ) -> None:
     """Join a running stage from another machine and run its trials until it has them all, then exit 0.
@@ -386,7 +387,7 @@ def worker(
     from hpsearch.render import make_console
     from hpsearch.storage import Store
 
-    executor = make_executor(DispatchConfig(devices, per_device, workers, trial_timeout))
+    executor = make_executor(DispatchConfig(devices, per_device, workers, trial_timeout, population))
     store = Store(name, directory, storage, create=False)
     info = store.stage(stage)
     if not quiet:
