@@ -16,6 +16,12 @@ returns what K calls of `digits.mlp` would return, member by member:
   zeroed (its weights freeze), its loss is kept out of everyone else's
   arithmetic, and it ends with reason 'diverged' after reporting its epoch.
 
+- shared-order mode (`shared_order=True` or HPSEARCH_POPULATION_SHARED_ORDER=1,
+  off by default): every member trains on the same batches, one shuffle per
+  epoch seeded by the first member's seed; a step then takes one broadcast
+  [B, 64] batch and no per-member copy of the data. Each member is still an
+  exact SGD run on those batches, but only the first equals its solo trial.
+
 Members agree with solo `digits.mlp` trials up to float32 rounding (tests:
 atol 1e-5, rtol 1e-4 on the weights after several steps). Members that
 differ in `hidden` or `batch_size` cannot share one stacked tensor: they are
@@ -25,6 +31,7 @@ trained as separate sub-populations, one after the other.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Sequence
 
 import torch
@@ -164,7 +171,12 @@ class PopulationSGD:
 
 
 class PopulationTrainer:
-    """Trains a StackedMLP on batches, with the hand-written backward pass. Holds per-step buffers."""
+    """Trains a StackedMLP on batches, with the hand-written backward pass.
+
+    Activations, logits and the hidden gradient live in buffers allocated once
+    per batch size and overwritten every step (out=, in place): a fresh
+    megabyte per step cost more in page faults than the ReLU backward itself.
+    """
 
     def __init__(self, model: StackedMLP, optimizer: PopulationSGD) -> None:
         self.model = model
@@ -193,10 +205,14 @@ class PopulationTrainer:
     def step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One SGD step on batches xb [K, B, 64], yb [K, B]; returns (loss [K], correct [K]) before the step.
 
-        Members whose loss is not finite are masked in the optimiser before
-        it steps, so their NaN never reaches their weights or anyone else's.
+        xb [B, 64], yb [B] is one batch shared by every member (shared-order
+        mode): it is broadcast, never copied. Members whose loss is not finite
+        are masked in the optimiser before it steps, so their NaN never
+        reaches their weights or anyone else's.
         """
         m = self.model
+        if xb.dim() == 2:
+            xb, yb = xb.expand(self.k, *xb.shape), yb.expand(self.k, -1)  # [K, B, 64], [K, B]: stride-0 views
         batch = xb.shape[1]
         buf = self._buffers(batch)
         x_t = xb.transpose(1, 2)  # [K, 64, B], a view: BLAS reads it transposed
@@ -253,13 +269,32 @@ def evaluate(model: StackedMLP, x: torch.Tensor, y: torch.Tensor) -> tuple[torch
     return (log_z - picked).mean(dim=1), accuracy
 
 
-def mlp_population(trials: list[Any], nesterov: bool = False) -> list[dict[str, float] | None]:
+SHARED_ORDER_ENV = "HPSEARCH_POPULATION_SHARED_ORDER"
+
+
+def shared_order_from_env() -> bool:
+    """True when HPSEARCH_POPULATION_SHARED_ORDER is 1/true/yes (case-insensitive); off when unset."""
+    return os.environ.get(SHARED_ORDER_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def mlp_population(
+    trials: list[Any], nesterov: bool = False, shared_order: bool | None = None
+) -> list[dict[str, float] | None]:
     """K trials of `digits.mlp` trained together; returns each member's last-epoch metrics.
 
     Members that differ in `hidden` or `batch_size` train as separate
     sub-populations. A stopped member's entry is None (run_population
     records it as pruned with its reason).
+
+    shared_order=True (None: read HPSEARCH_POPULATION_SHARED_ORDER, off by
+    default) gives every member of a sub-population the same batches: one
+    shuffle per epoch from a generator seeded with the sub-population's
+    first member's seed. Each member is still an exact SGD run on those
+    batches, but no longer equals the solo trial with its seed (whose data
+    order is its own).
     """
+    if shared_order is None:
+        shared_order = shared_order_from_env()
     members = as_members(trials)
     results: list[dict[str, float] | None] = [None] * len(members)
     groups: dict[tuple[int, int, bool], list[int]] = {}
@@ -269,12 +304,14 @@ def mlp_population(trials: list[Any], nesterov: bool = False) -> list[dict[str, 
         groups.setdefault(shape, []).append(i)
     for (hidden, batch_size, group_nesterov), indices in groups.items():
         group = [members[i] for i in indices]
-        for i, result in zip(indices, _fit_group(group, hidden, batch_size, group_nesterov)):
+        for i, result in zip(indices, _fit_group(group, hidden, batch_size, group_nesterov, shared_order)):
             results[i] = result
     return results
 
 
-def _fit_group(members: list[Member], hidden: int, batch_size: int, nesterov: bool) -> list[dict[str, float] | None]:
+def _fit_group(
+    members: list[Member], hidden: int, batch_size: int, nesterov: bool, shared_order: bool = False
+) -> list[dict[str, float] | None]:
     """Train members of one shape together for their (shared) number of epochs."""
     device = members[0].device
     data = load_digits_split(device)
@@ -290,23 +327,27 @@ def _fit_group(members: list[Member], hidden: int, batch_size: int, nesterov: bo
         nesterov=nesterov,
     )
     trainer = PopulationTrainer(model, optimizer)
-    generators = [torch.Generator(device="cpu").manual_seed(m.seed) for m in members]
+    # Each member's own shuffle, as digits.fit draws it; or (shared order) one, seeded by the first member.
+    generators = [torch.Generator(device="cpu").manual_seed(m.seed) for m in members[: 1 if shared_order else k]]
+    copies = len(generators)  # K, or 1 with a shared order
     last: list[dict[str, float] | None] = [None] * k
-    x_epoch = x_train.new_empty(k, n, N_IN)  # [K, N, 64]: each member's shuffled copy of the training set
-    y_epoch = y_train.new_empty(k, n)  # [K, N]
+    x_epoch = x_train.new_empty(copies, n, N_IN)  # [K or 1, N, 64]: shuffled copies of the training set
+    y_epoch = y_train.new_empty(copies, n)  # [K or 1, N]
     for epoch in range(members[0].epochs):
-        # Each member's own shuffle, as digits.fit draws it: one gather per epoch, not per step.
-        order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(x_train.device)  # [K, N]
+        # One gather per epoch, not per step.
+        order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(x_train.device)  # [K or 1, N]
         # index_select on the flat order into buffers reused every epoch: ~7x cheaper than x_train[order].
-        torch.index_select(x_train, 0, order.view(-1), out=x_epoch.view(k * n, N_IN))  # [K, N, 64]
-        torch.index_select(y_train, 0, order.view(-1), out=y_epoch.view(k * n))  # [K, N]
+        torch.index_select(x_train, 0, order.view(-1), out=x_epoch.view(copies * n, N_IN))  # [K or 1, N, 64]
+        torch.index_select(y_train, 0, order.view(-1), out=y_epoch.view(copies * n))  # [K or 1, N]
         loss_sum = torch.zeros(k, dtype=x_train.dtype, device=x_train.device)  # [K]
         correct = torch.zeros(k, dtype=torch.long, device=x_train.device)  # [K]
         for start in range(0, n, batch_size):
             xb = x_epoch[:, start : start + batch_size]  # [K, B, 64]
             yb = y_epoch[:, start : start + batch_size]  # [K, B]
+            if shared_order:
+                xb, yb = xb[0], yb[0]  # [B, 64], [B]: one batch for every member
             loss, right = trainer.step(xb, yb)
-            loss_sum.add_(loss * xb.shape[1])
+            loss_sum.add_(loss * xb.shape[-2])
             correct.add_(right)
         val_loss, val_acc = evaluate(model, x_val, y_val)
         alive = optimizer.alive.view(-1).tolist()
