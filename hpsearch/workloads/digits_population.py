@@ -357,19 +357,21 @@ def _fit_group(
     copies = len(generators)  # K, or 1 with a shared order
     last: list[dict[str, float] | None] = [None] * k
     eval_out = (x_val.new_empty(k, hidden, len(x_val)), x_val.new_empty(k, N_OUT, len(x_val)))  # [K, H, N], [K, 10, N]
-    x_epoch = x_train.new_empty(copies, n, N_IN)  # [K or 1, N, 64]: shuffled copies of the training set
-    y_epoch = y_train.new_empty(copies, n)  # [K or 1, N]
+    batches: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # B -> ([K or 1, B, 64], [K or 1, B]), reused
     for epoch in range(members[0].epochs):
-        # One gather per epoch, not per step.
         order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(x_train.device)  # [K or 1, N]
-        # index_select on the flat order into buffers reused every epoch: ~7x cheaper than x_train[order].
-        torch.index_select(x_train, 0, order.view(-1), out=x_epoch.view(copies * n, N_IN))  # [K or 1, N, 64]
-        torch.index_select(y_train, 0, order.view(-1), out=y_epoch.view(copies * n))  # [K or 1, N]
         loss_sum = torch.zeros(k, dtype=x_train.dtype, device=x_train.device)  # [K]
         correct = torch.zeros(k, dtype=torch.long, device=x_train.device)  # [K]
         for start in range(0, n, batch_size):
-            xb = x_epoch[:, start : start + batch_size]  # [K, B, 64]
-            yb = y_epoch[:, start : start + batch_size]  # [K, B]
+            # Gather this step's rows into a small reused buffer, not the epoch's K shuffled copies at once:
+            # the batch is then still in cache when both layer-1 matmuls read it.
+            idx = order[:, start : start + batch_size].reshape(-1)  # [K*B] or [B]
+            b = len(idx) // copies
+            if b not in batches:
+                batches[b] = (x_train.new_empty(copies, b, N_IN), y_train.new_empty(copies, b))
+            xb, yb = batches[b]  # [K or 1, B, 64], [K or 1, B]
+            torch.index_select(x_train, 0, idx, out=xb.view(copies * b, N_IN))
+            torch.index_select(y_train, 0, idx, out=yb.view(copies * b))
             if shared_order:
                 xb, yb = xb[0], yb[0]  # [B, 64], [B]: one batch for every member
             loss, right = trainer.step(xb, yb)
