@@ -9,13 +9,12 @@ returns what K calls of `digits.mlp` would return, member by member:
   `digits.fit` does, so it sees the same batches in the same order;
 - the forward and backward passes are written out by hand on stacked
   weights (batched matmuls, no autograd: its bookkeeping costs more than the
-  maths at this size);
+  maths at this size), into buffers allocated once and reused every step;
 - `PopulationSGD` is torch.optim.SGD (momentum, dampening 0, weight decay,
   optional Nesterov) with lr, weight_decay and momentum held per member;
 - a member whose batch loss turns NaN/inf is masked at once: its updates are
   zeroed (its weights freeze), its loss is kept out of everyone else's
-  arithmetic, and it ends with reason 'diverged' after reporting its epoch.
-
+  arithmetic, and it ends with reason 'diverged' after reporting its epoch;
 - shared-order mode (`shared_order=True` or HPSEARCH_POPULATION_SHARED_ORDER=1,
   off by default): every member trains on the same batches, one shuffle per
   epoch seeded by the first member's seed; a step then takes one broadcast
