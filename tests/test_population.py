@@ -239,3 +239,73 @@ def test_run_population_digits_diverged_member_pruned_others_complete() -> None:
     assert outcomes[0].metrics["val_accuracy"] > 0.5
     assert len(outcomes[1].curves["train_loss"]) == 1  # it reported the epoch it diverged in, then stopped
     assert len(outcomes[2].curves["train_loss"]) == 2
+
+
+@pytest.mark.torch
+def test_population_shared_batches_match_torch_sgd_per_member() -> None:
+    """Shared-order mode: one [B, 64] batch broadcast to every member; each is still torch.optim.SGD on it."""
+    from hpsearch.workloads.digits import load_digits_split
+    from hpsearch.workloads.digits_population import PopulationSGD, PopulationTrainer, StackedMLP
+
+    x, y = load_digits_split()["train"]
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(100))
+    batches = [(x[order[i * 64 : (i + 1) * 64]], y[order[i * 64 : (i + 1) * 64]]) for i in range(STEPS)]
+    model = StackedMLP.from_seeds(range(len(CONFIGS)), hidden=128)
+    opt = PopulationSGD(
+        model.flat,
+        lr=[c[0] for c in CONFIGS],
+        momentum=[c[1] for c in CONFIGS],
+        weight_decay=[c[2] for c in CONFIGS],
+        nesterov=[c[3] for c in CONFIGS],
+    )
+    trainer = PopulationTrainer(model, opt)
+    for xb, yb in batches:
+        trainer.step(xb, yb)  # [64, 64], [64]: the same batch for all
+    for k, (lr, momentum, wd, nesterov) in enumerate(CONFIGS):
+        solo = _solo_weights(k, lr, momentum, wd, nesterov, batches)
+        torch.testing.assert_close(model.flat[k], solo, atol=ATOL, rtol=RTOL, msg=f"member {k}")
+
+
+@pytest.mark.torch
+def test_stacked_mlp_from_seeds_equals_make_mlp_bit_for_bit() -> None:
+    from hpsearch.workloads.digits import make_mlp
+    from hpsearch.workloads.digits_population import StackedMLP
+
+    seeds = [0, 3, 12345]
+    nets = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        nets.append(make_mlp(32))
+    assert torch.equal(StackedMLP.from_seeds(seeds, 32).flat, StackedMLP.from_modules(nets).flat)
+
+
+def _shared_order_run(monkeypatch: pytest.MonkeyPatch, env: str | None, **kwargs: Any) -> list[dict[str, float]]:
+    from hpsearch.workloads.digits_population import SHARED_ORDER_ENV, mlp_population
+
+    if env is None:
+        monkeypatch.delenv(SHARED_ORDER_ENV, raising=False)
+    else:
+        monkeypatch.setenv(SHARED_ORDER_ENV, env)
+    params = [{"lr": 0.1, "momentum": 0.9}, {"lr": 0.05, "momentum": 0.5, "weight_decay": 1e-4}]
+    contexts = [TrialContext(number=i, params=p, epochs=1, seed=7 + i) for i, p in enumerate(params)]
+    return mlp_population(contexts, **kwargs)
+
+
+@pytest.mark.torch
+def test_mlp_population_shared_order_member_equals_solo_of_first_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hpsearch.workloads import digits
+
+    shared = _shared_order_run(monkeypatch, None, shared_order=True)
+    # Member 0 owns the shared seed, so it sees exactly its solo trial's batches.
+    solo = digits.mlp(TrialContext(number=0, params={"lr": 0.1, "momentum": 0.9}, epochs=1, seed=7))
+    for name in solo:
+        assert shared[0][name] == pytest.approx(solo[name], rel=1e-4, abs=1e-5), name
+    own = _shared_order_run(monkeypatch, None)  # default: each member its own order
+    assert shared[1]["train_loss"] != pytest.approx(own[1]["train_loss"], rel=1e-6)
+
+
+@pytest.mark.torch
+def test_mlp_population_shared_order_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    explicit = _shared_order_run(monkeypatch, None, shared_order=True)
+    assert _shared_order_run(monkeypatch, "1") == explicit
+    assert _shared_order_run(monkeypatch, "0") == _shared_order_run(monkeypatch, None, shared_order=False)
