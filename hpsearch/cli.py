@@ -19,6 +19,8 @@ import typer
 
 from hpsearch import __version__
 from hpsearch.errors import HpsearchError
+from hpsearch.pruner import Pruner
+from hpsearch.strategy import Strategy
 
 app = typer.Typer(
     name="hpsearch",
@@ -29,18 +31,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
-
-class StrategyChoice(str, Enum):
-    random = "random"
-    grid = "grid"
-    tpe = "tpe"
-
-
-class PrunerChoice(str, Enum):
-    none = "none"
-    median = "median"
-    hyperband = "hyperband"
 
 
 class Format(str, Enum):
@@ -66,7 +56,7 @@ StorageOpt = Annotated[
 TrialsOpt = Annotated[Optional[int], typer.Option("--trials", min=1, help="Trials of this stage (overrides the study file).")]
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs per trial (overrides the study file).")]
 StrategyOpt = Annotated[
-    Optional[StrategyChoice],
+    Optional[Strategy],
     typer.Option("--strategy", help="random (recipe default: beats grid when few params matter), grid, or tpe."),
 ]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed of the sampler and of every trial.")]
@@ -115,7 +105,7 @@ PopulationOpt = Annotated[
     ),
 ]
 PrunerOpt = Annotated[
-    PrunerChoice,
+    Pruner,
     typer.Option(
         "--pruner",
         help="Stop hopeless trials early from their per-epoch metric: none, median (worse than the median of "
@@ -164,7 +154,7 @@ def coarse(
     workers: WorkersOpt = None,
     trial_timeout: TrialTimeoutOpt = None,
     population: PopulationOpt = None,
-    pruner: PrunerOpt = PrunerChoice.none,
+    pruner: PrunerOpt = Pruner.none,
 ) -> None:
     """Run (or continue) a study's coarse stage: wide ranges, short trials.
 
@@ -212,7 +202,7 @@ def refine(
     workers: WorkersOpt = None,
     trial_timeout: TrialTimeoutOpt = None,
     population: PopulationOpt = None,
-    pruner: PrunerOpt = PrunerChoice.none,
+    pruner: PrunerOpt = Pruner.none,
 ) -> None:
     """Run the next refine stage: ranges narrowed around the best trials, longer trials.
 
@@ -365,7 +355,7 @@ def worker(
     workers: WorkersOpt = None,
     trial_timeout: TrialTimeoutOpt = None,
     population: PopulationOpt = None,
-    pruner: PrunerOpt = PrunerChoice.none,
+    pruner: PrunerOpt = Pruner.none,
 ) -> None:
     """Join a running stage from another machine and run its trials until it has them all, then exit 0.
 

@@ -12,15 +12,30 @@ ends as PRUNED with the reason `pruned by <name> pruner`.
 
 from __future__ import annotations
 
-import optuna
+from enum import Enum
+from typing import TYPE_CHECKING
 
-PRUNERS = ("none", "median", "hyperband")
+if TYPE_CHECKING:  # optuna loads when a pruner is made: the CLI imports this module at start-up
+    import optuna
+
+
+class Pruner(str, Enum):
+    """The pruners by name, as `--pruner` takes them."""
+
+    none = "none"
+    median = "median"
+    hyperband = "hyperband"
+
+
+PRUNERS = tuple(p.value for p in Pruner)
 MEDIAN_STARTUP_TRIALS = 5  # no pruning until this many trials give a median to compare with
 HYPERBAND_REDUCTION = 3  # Optuna's default: keep a third of the trials at each rung
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     """The Optuna pruner called `name` for trials of `epochs` epochs. Unknown names raise ValueError."""
+    import optuna
+
     if name == "none":
         return optuna.pruners.NopPruner()
     if name == "median":

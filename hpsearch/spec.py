@@ -18,14 +18,7 @@ from typing import Any
 
 from hpsearch.errors import SpecError
 from hpsearch.space import Choice, Param, Range, Space
-
-
-class Strategy(str, Enum):
-    """How a stage picks its trials. Random is the recipe's default (Bergstra & Bengio 2012)."""
-
-    random = "random"
-    grid = "grid"
-    tpe = "tpe"
+from hpsearch.strategy import Strategy
 
 
 class Direction(str, Enum):

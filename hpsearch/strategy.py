@@ -10,14 +10,26 @@
 
 from __future__ import annotations
 
-import optuna
+from enum import Enum
+from typing import TYPE_CHECKING
 
-from hpsearch.spec import Strategy
+if TYPE_CHECKING:  # optuna loads when a sampler is made: the CLI imports this module at start-up
+    import optuna
+
+
+class Strategy(str, Enum):
+    """How a stage picks its trials. Random is the recipe's default (Bergstra & Bengio 2012)."""
+
+    random = "random"
+    grid = "grid"
+    tpe = "tpe"
 
 
 def make_sampler(strategy: Strategy, seed: int) -> optuna.samplers.BaseSampler:
     """The Optuna sampler of a strategy. Grid points are enqueued by the stage, so grid samples randomly
     only if asked for more trials than it has points (it never is)."""
+    import optuna
+
     if strategy == Strategy.tpe:
         return optuna.samplers.TPESampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
