@@ -264,8 +264,7 @@ def leaderboard(
     """
     from hpsearch.leaderboard import frame, select_stages, to_text
     from hpsearch.render import leaderboard_table, make_console, print_flags
-    from hpsearch.stages import ranked_trials
-    from hpsearch.border import check_borders
+    from hpsearch.stages import ranked_trials, stage_flags
     from hpsearch.storage import Store
 
     store = Store(name, directory, storage, create=False)
@@ -292,8 +291,7 @@ def leaderboard(
         title = f"{name}: {', '.join(s.name for s in stages)} ({spec.direction.value} {spec.metric})"
         out.print(leaderboard_table(shown, spec.metric, names, title))
     for info, stage_trials in zip(stages, trials):
-        ranked = ranked_trials(stage_trials, info.spec.direction.value)
-        print_flags(err, check_borders(info.space, [t.params for t in ranked], info.settings.top_k), info.name)
+        print_flags(err, stage_flags(info, ranked_trials(stage_trials, info.spec.direction.value)), info.name)
     if csv:
         err.print(f"wrote {len(df)} rows to {csv}")
 

@@ -16,11 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hpsearch.border import check_borders
 from hpsearch.errors import HpsearchError
 from hpsearch.leaderboard import frame
 from hpsearch.space import fmt
-from hpsearch.stages import ranked_trials
+from hpsearch.stages import ranked_trials, stage_flags
 from hpsearch.storage import StageInfo, Store, results_dir
 
 REPORT_FILE = "report.html"
@@ -87,7 +86,7 @@ def _stage_section(store: Store, info: StageInfo, tmp: Path, top: int) -> str:
         out.append(_table(("param", "old range", "new range", "why"), rows))
     else:
         out.append(_table(("param", "range"), [(p.name, p.describe()) for p in info.space]))
-    flags = check_borders(info.space, [t.params for t in ranked], s.top_k)
+    flags = stage_flags(info, ranked)
     out += [f"<div class='flag'>⚠ {_e(f.message())}</div>" for f in flags]
     if not flags and ranked:
         out.append("<p class='muted'>No best value on a border.</p>")

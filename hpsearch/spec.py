@@ -8,7 +8,6 @@ format; `load_spec` is the only way in.
 from __future__ import annotations
 
 import difflib
-import math
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
@@ -261,6 +260,3 @@ def _resolve_workload(text: str, file: Path) -> str:
         raise SpecError(file, "workload", str(e)) from None
     return f"{module}:{function}"
 
-
-def is_finite_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -322,6 +322,11 @@ def ranked_trials(trials: Sequence[FrozenTrial], direction: str) -> list[FrozenT
     return sorted(done, key=lambda t: t.value, reverse=direction == "maximize")  # type: ignore[arg-type,return-value]
 
 
+def stage_flags(info: StageInfo, ranked: Sequence[FrozenTrial]) -> list[BorderFlag]:
+    """A stage's border flags: its own space and top_k, over its completed trials ranked best first."""
+    return check_borders(info.space, [t.params for t in ranked], info.settings.top_k)
+
+
 def stage_target(info: StageInfo) -> int:
     """How many finished trials the stage wants: its trials, or the whole grid if smaller."""
     if info.settings.strategy == Strategy.grid:
@@ -433,7 +438,6 @@ class StageRun:
         self.completed_now = 0
         self.failures: list[str] = []
         self.fail_streak = 0
-        self.metric_checked = False
         self.done, self.failed_total, self.running_total = 0, 0, 0
         self._refresh()
         self._beating = threading.Event()
@@ -584,8 +588,7 @@ class StageRun:
 
     def result(self) -> StageResult:
         trials = self.study.get_trials(deepcopy=False)
-        ranked = ranked_trials(trials, self.direction)
-        flags = check_borders(self.info.space, [t.params for t in ranked], self.info.settings.top_k)
+        flags = stage_flags(self.info, ranked_trials(trials, self.direction))
         return StageResult(self.info, trials, self.ran, flags, self.failures)
 
     def best(self) -> FrozenTrial | None:
