@@ -11,6 +11,10 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The oldest Optuna pyproject.toml allows (keep the two equal: tests/test_packaging.py checks).
+# `make test` runs the suite on it too, from a folder that shadows the venv's newest Optuna.
+OLDEST_OPTUNA ?= 4.3.0
+OLDEST := $(VENV)/optuna-$(OLDEST_OPTUNA)
 DEMO_DIR ?= demo
 
 .PHONY: install demo test bench clean postgres-server
@@ -35,8 +39,15 @@ demo: install
 
 # The postgres tests start their own server on loopback; they need Debian's
 # PostgreSQL server binaries (installed here when missing and we may).
-test: install postgres-server
+test: install postgres-server $(OLDEST)/.installed
 	$(BIN)/python -m pytest
+	@echo "== the suite again, on the oldest Optuna that pyproject.toml allows ($(OLDEST_OPTUNA))"
+	PYTHONPATH=$(OLDEST) $(BIN)/python -m pytest -q
+
+$(OLDEST)/.installed: $(STAMP)
+	rm -rf $(OLDEST)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(OLDEST) "optuna==$(OLDEST_OPTUNA)"
+	touch $@
 
 postgres-server:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \

@@ -82,15 +82,15 @@ def bare_optuna(n: int, epochs: int, storage: object | None) -> float:
     """Seconds per trial of a bare Optuna loop running `tiny` in this process."""
     import optuna
 
-    from hpsearch.workload import TrialContext
+    from hpsearch.workloads.api import TrialContext, TrialRecord
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
 
     def objective(trial: optuna.Trial) -> float:
-        ctx = TrialContext(trial.number, {"lr": trial.suggest_float("lr", 1e-4, 1.0, log=True)}, epochs, trial.number)
+        ctx = TrialContext(TrialRecord(trial.number, {"lr": trial.suggest_float("lr", 1e-4, 1.0, log=True)}, epochs, trial.number))
 
-        def report(epoch: int, metrics: dict[str, float]) -> None:
+        def report(epoch: int, metrics: dict[str, float], timing: object = None) -> None:
             trial.report(metrics["val_accuracy"], epoch)
             return None
 
@@ -109,7 +109,8 @@ def hpsearch_stage(
     """(steady-state seconds per trial, seconds before the first trial started) for an hpsearch stage."""
     from hpsearch.dispatch import DispatchConfig, PoolExecutor, plan_workers
     from hpsearch.spec import load_spec
-    from hpsearch.stages import TrialEvent, run_stage, start_coarse
+    from hpsearch.coordinator import TrialEvent
+    from hpsearch.stages import run_stage, start_coarse
     from hpsearch.storage import Store
 
     name = f"bench_{function}_{workers}_{threads}"

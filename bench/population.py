@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from hpsearch.workload import TrialContext
+from hpsearch.workloads.api import TrialContext, TrialRecord
 from hpsearch.workloads import digits
 from hpsearch.workloads.digits_population import mlp_population
 
@@ -40,7 +40,7 @@ def draw_params(rng: random.Random) -> dict[str, Any]:
 
 def contexts(n: int, seed: int) -> list[TrialContext]:
     rng = random.Random(seed)
-    return [TrialContext(number=i, params=draw_params(rng), epochs=EPOCHS, seed=seed + i) for i in range(n)]
+    return [TrialContext(TrialRecord(i, draw_params(rng), EPOCHS, seed + i)) for i in range(n)]
 
 
 def sequential(n: int, seed: int, threads: int | None = None) -> float:

@@ -33,9 +33,10 @@ from optuna.trial import TrialState, create_trial  # noqa: E402
 
 from hpsearch.leaderboard import leaderboard  # noqa: E402
 from hpsearch.spec import parse_spec  # noqa: E402
-from hpsearch.stages import StageRun, start_coarse  # noqa: E402
+from hpsearch.coordinator import Coordinator  # noqa: E402
+from hpsearch.stages import start_coarse  # noqa: E402
 from hpsearch.storage import Store  # noqa: E402
-from hpsearch.workload import TrialOutcome  # noqa: E402
+from hpsearch.workloads.api import TrialOutcome  # noqa: E402
 
 SPEC = {
     "name": "bench",
@@ -54,7 +55,7 @@ def per_trial_ms(store: Store, n: int) -> float:
     """ms of coordinator/storage work per trial, the workload doing nothing."""
     spec = parse_spec({**SPEC, "coarse": {"trials": n, "epochs": EPOCHS}}, "bench.toml")
     info = start_coarse(store, spec, {})
-    run = StageRun(store, info)
+    run = Coordinator(store, info)
     start = time.perf_counter()
     while (job := run.next_job()) is not None:
         curves: dict[str, list[float]] = {"train_loss": [], "val_accuracy": []}

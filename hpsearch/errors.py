@@ -1,6 +1,23 @@
-"""The errors hpsearch raises. The CLI turns each into one `Error: ...` line."""
+"""The errors hpsearch raises. The CLI turns each into one `Error: ...` line.
+
+Library errors name the settings they are about in library terms: a message
+writes `$workers`, `$storage` or `$per_device` where a setting belongs, and
+`str(error)` reads "workers", "storage", "per_device". The CLI renders the same
+message with its flags instead (`--workers`, `--storage`, `--per-device`),
+so no library module has to know the command line.
+"""
 
 from __future__ import annotations
+
+import re
+from typing import Callable
+
+SETTING = re.compile(r"\$([a-z][a-z_]*)")
+
+
+def setting_name(name: str) -> str:
+    """How the library spells a setting in a message: its own name."""
+    return name
 
 
 class HpsearchError(Exception):
@@ -8,9 +25,17 @@ class HpsearchError(Exception):
 
     exit_code = 2
 
+    def __init__(self, message: str) -> None:
+        self.template = message
+        super().__init__(self.render(setting_name))
+
+    def render(self, name_of: Callable[[str], str]) -> str:
+        """The message with every `$setting` spelled by `name_of` (the CLI passes its flag names)."""
+        return SETTING.sub(lambda m: name_of(m.group(1)), self.template)
+
 
 class SpecError(HpsearchError):
-    """A study file (or a flag overriding it) is invalid: names the file, the key and the fix."""
+    """A study file (or a setting overriding it) is invalid: names the file, the key and the fix."""
 
     def __init__(self, file: object, key: str, message: str) -> None:
         self.file = str(file)
@@ -28,7 +53,11 @@ class StorageError(HpsearchError):
 
 
 class StudyNotFound(HpsearchError):
-    """No study or stage of that name exists in the storage."""
+    """No study of that name exists in the storage (the CLI adds how to create one)."""
+
+
+class StageNotFound(StudyNotFound):
+    """The study exists but has no stage of that name."""
 
 
 class StageFailed(HpsearchError):
@@ -50,4 +79,4 @@ class TrialStopped(Exception):
 
 
 class DispatchError(HpsearchError):
-    """Devices or worker options that this machine cannot satisfy (no GPU, bad --devices, ...)."""
+    """Devices or worker settings that this machine cannot satisfy (no GPU, bad devices, ...)."""

@@ -1,8 +1,8 @@
-"""Leaderboards: every trial of one stage (or all) as a ranked pandas DataFrame.
+"""Leaderboards: every trial of one stage (or all) as a ranked pandas DataFrame, and its files.
 
-One row per trial; completed trials first, best first (by the study's
-direction), ranked 1..n; then pruned, failed and running ones, unranked, with
-their reason. Columns: rank, trial, stage, state, reason, <metric>, <each
+One row per trial, in trials.display_order: completed trials first, best
+first (trials.ranked_trials, the one ranking), ranked 1..n; then pruned,
+failed and running ones, unranked, with their reason. Columns: rank, trial, stage, state, reason, <metric>, <each
 param>, epochs, duration_s, border, then any other metric the workload returned,
 then the diagnostics (see diagnostics.py): update_ratio (the last per-epoch
 update:weight ratio, when the workload calls trial.watch), lr_hint ('lr too
@@ -11,17 +11,19 @@ low?' below 1e-4, 'lr too high?' above 1e-2) and notes (loss-curve shape tags).
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.border import row_flags
-from hpsearch.diagnostics import curve_notes, last_ratio, ratio_hint
-from hpsearch.storage import StageInfo, Store
+from hpsearch.errors import HpsearchError
+from hpsearch.instruments.diagnostics import curve_notes, last_ratio, ratio_hint
+from hpsearch.storage import StageInfo, Store, study_names
+from hpsearch.trials import CURVES_ATTR, DURATION_ATTR, EPOCHS_ATTR, METRICS_ATTR, REASON_ATTR, display_order, ranked_trials
 
-STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2, TrialState.RUNNING: 3}
 ALL = "all"
 
 
@@ -42,45 +44,44 @@ def leaderboard(store: Store, stage: str | None = None, top: int | None = None) 
 def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], top: int | None = None) -> pd.DataFrame:
     """Build the leaderboard from stages and their trials (no storage access: easy to test)."""
     spec = stages[0].spec
-    metric, maximize = spec.metric, spec.direction.value == "maximize"
+    metric = spec.metric
     param_names: list[str] = []
     for s in stages:
         param_names += [n for n in s.space.names if n not in param_names]
     rows, extra_metrics = [], []
-    for info, stage_trials in zip(stages, trials):
-        for t in stage_trials:
-            if t.state not in STATE_ORDER:
-                continue  # WAITING grid points have not run yet
-            metrics = t.user_attrs.get("metrics", {})
-            extra_metrics += [m for m in metrics if m != metric and m not in extra_metrics]
-            value = t.value if t.value is not None else metrics.get(metric)
-            duration = t.user_attrs.get("duration_s")
-            if duration is None and t.duration is not None:
-                duration = t.duration.total_seconds()
-            row = {
+    stage_of = {id(t): info for info, stage_trials in zip(stages, trials) for t in stage_trials}
+    every = [t for stage_trials in trials for t in stage_trials]
+    for rank, t in display_order(every, spec.direction.value):
+        info = stage_of[id(t)]
+        metrics = t.user_attrs.get(METRICS_ATTR, {})
+        extra_metrics += [m for m in metrics if m != metric and m not in extra_metrics]
+        value = t.value if t.value is not None else metrics.get(metric)
+        duration = t.user_attrs.get(DURATION_ATTR)
+        if duration is None and t.duration is not None:
+            duration = t.duration.total_seconds()
+        rows.append(
+            {
+                "rank": rank,
                 "trial": t.number,
                 "stage": info.name,
                 "state": t.state.name,
-                "reason": t.user_attrs.get("reason", ""),
+                "reason": t.user_attrs.get(REASON_ATTR, ""),
                 metric: value,
                 **{n: t.params.get(n) for n in param_names},
-                "epochs": t.user_attrs.get("epochs", info.settings.epochs),
+                "epochs": t.user_attrs.get(EPOCHS_ATTR, info.settings.epochs),
                 "duration_s": round(duration, 3) if duration is not None else None,
                 "border": ", ".join(row_flags(info.space, t.params)),
                 **{m: v for m, v in metrics.items() if m != metric},
-                **_diagnostics(t.user_attrs.get("curves") or {}),
-                "_order": STATE_ORDER[t.state],
-                "_key": _sort_key(value, maximize),
+                **_diagnostics(t.user_attrs.get(CURVES_ATTR) or {}),
             }
-            rows.append(row)
+        )
     columns = ["rank", "trial", "stage", "state", "reason", metric, *param_names, "epochs", "duration_s", "border"]
     columns += [m for m in extra_metrics if m not in columns]
     columns += [c for c in DIAGNOSTIC_COLUMNS if c not in columns]
     if not rows:
         return pd.DataFrame(columns=columns)
-    df = pd.DataFrame(rows).sort_values(["_order", "_key", "stage", "trial"], kind="stable").reset_index(drop=True)
-    completed = df["_order"] == 0
-    df["rank"] = pd.array([i + 1 if c else None for i, c in enumerate(completed)], dtype="Int64")
+    df = pd.DataFrame(rows)
+    df["rank"] = df["rank"].astype("Int64")
     df = df.reindex(columns=columns)
     return df.head(top) if top else df
 
@@ -97,12 +98,6 @@ def _diagnostics(curves: dict[str, list[float]]) -> dict[str, object]:
     }
 
 
-def _sort_key(value: float | None, maximize: bool) -> float:
-    if value is None or not math.isfinite(value):
-        return math.inf
-    return -value if maximize else value
-
-
 def to_text(df: pd.DataFrame, fmt: str) -> str:
     """The leaderboard as csv, json (records) or markdown text."""
     if fmt == "csv":
@@ -112,3 +107,51 @@ def to_text(df: pd.DataFrame, fmt: str) -> str:
     if fmt == "markdown":
         return df.to_markdown(index=False) + "\n"
     raise ValueError(f"unknown format {fmt!r}")
+
+
+def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write the leaderboard as CSV to `path` (its folder made); raises HpsearchError naming the file."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(path, index=False)
+    except OSError as e:
+        raise HpsearchError(f"{path}: cannot write the CSV: {e.strerror}") from None
+    return path
+
+
+@dataclass(frozen=True)
+class StageSummary:
+    """One stage of one study, as `hpsearch studies` lists it."""
+
+    study: str
+    stage: str
+    strategy: str
+    trials: int
+    complete: int
+    failed: int
+    metric: str
+    best: float | None
+
+
+def study_summaries(directory: str | Path | None = None, url: str | None = None) -> list[StageSummary]:
+    """Every stage of every study under `directory` (or in the storage at `url`), with counts and best."""
+    out = []
+    for name in study_names(directory, url):
+        store = Store(name, directory, url, create=False)
+        for info in store.stages():
+            trials = store.trials(info)
+            ranked = ranked_trials(trials, info.spec.direction.value)
+            out.append(
+                StageSummary(
+                    name,
+                    info.name,
+                    info.settings.strategy.value,
+                    len(trials),
+                    sum(t.state == TrialState.COMPLETE for t in trials),
+                    sum(t.state == TrialState.FAIL for t in trials),
+                    info.spec.metric,
+                    ranked[0].value if ranked else None,
+                )
+            )
+    return out

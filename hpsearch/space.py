@@ -20,6 +20,7 @@ from optuna.distributions import (
 )
 
 Value = Union[int, float, str, bool]
+LOG_SPACED_RATIO = 2.0  # consecutive values at least this far apart: a geometric set
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,14 @@ class Range:
         lo, hi = self.scale(self.low), self.scale(self.high)
         return (self.scale(value) - lo) / (hi - lo)
 
+    def midpoint(self) -> Value:
+        """The middle of the range (in log space for log ranges), an int for int ranges."""
+        value = self.unscale((self.scale(self.low) + self.scale(self.high)) / 2)
+        return int(round(value)) if self.is_int else value
+
+    def lowest(self) -> Value:
+        return self.low
+
     def describe(self) -> str:
         scale = "log" if self.log else "linear"
         kind = ", int" if self.is_int else ""
@@ -110,6 +119,24 @@ class Choice:
     @property
     def ordered(self) -> tuple[Value, ...]:
         return tuple(sorted(self.values)) if self.numeric else self.values  # type: ignore[type-var]
+
+    @property
+    def log_spaced(self) -> bool:
+        """True for a numeric set whose positive values grow by a factor of 2 or more at every step
+        (1e-4, 1e-3, 1e-2 or 16, 32, 64), so it extends and plots geometrically; 0 is left out
+        (weight decay {0, 1e-5, 1e-4}). Momentum {0.5, 0.9, 0.95, 0.99} is not."""
+        if not self.numeric:
+            return False
+        positive = [float(v) for v in self.ordered if float(v) > 0]  # type: ignore[arg-type]
+        return len(positive) >= 2 and all(b / a >= LOG_SPACED_RATIO for a, b in zip(positive, positive[1:]))
+
+    def midpoint(self) -> Value:
+        """The middle value: of the sorted values for a numeric set, of the listed order otherwise."""
+        ordered = self.ordered
+        return ordered[len(ordered) // 2]
+
+    def lowest(self) -> Value:
+        return self.ordered[0]
 
     def distribution(self) -> BaseDistribution:
         return CategoricalDistribution(list(self.values))
@@ -151,6 +178,10 @@ class Space:
     @property
     def names(self) -> list[str]:
         return [p.name for p in self.params]
+
+    def midpoint(self) -> dict[str, Value]:
+        """One plausible point: every param's midpoint (what probes and instruments train with)."""
+        return {p.name: p.midpoint() for p in self.params}
 
     def distributions(self) -> dict[str, BaseDistribution]:
         return {p.name: p.distribution() for p in self.params}

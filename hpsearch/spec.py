@@ -67,26 +67,30 @@ class StudySpec:
     refine: StageSpec = REFINE_DEFAULTS
     path: str = "<memory>"  # the study file it came from, for messages
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, with_space: bool = True) -> dict[str, Any]:
+        """As stored; a stage stores its space once, beside the spec (with_space=False)."""
+        d: dict[str, Any] = {
             "name": self.name,
             "workload": self.workload,
             "metric": self.metric,
             "direction": self.direction.value,
-            "space": self.space.to_dict(),
             "coarse": self.coarse.to_dict(),
             "refine": self.refine.to_dict(),
             "path": self.path,
         }
+        if with_space:
+            d["space"] = self.space.to_dict()
+        return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StudySpec:
+    def from_dict(cls, d: dict[str, Any], space: Space | None = None) -> StudySpec:
+        """Read a stored spec; `space` replaces (or stands in for) the stored one."""
         return cls(
             name=d["name"],
             workload=d["workload"],
             metric=d["metric"],
             direction=Direction(d["direction"]),
-            space=Space.from_dict(d["space"]),
+            space=space if space is not None else Space.from_dict(d["space"]),
             coarse=StageSpec.from_dict(d["coarse"]),
             refine=StageSpec.from_dict(d["refine"]),
             path=d.get("path", "<storage>"),
@@ -244,7 +248,7 @@ def _reject_unknown(data: dict[str, Any], allowed: set[str], file: Path, where: 
 
 def _resolve_workload(text: str, file: Path) -> str:
     """Make a file workload path absolute (it is relative to the study file) and check it exists."""
-    from hpsearch.workload import check_workload
+    from hpsearch.workloads.loader import check_workload
 
     module, sep, function = text.rpartition(":")
     if not sep or not module or not function:

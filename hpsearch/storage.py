@@ -35,26 +35,41 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.errors import StorageError, StudyNotFound
+from hpsearch.errors import StageNotFound, StorageError, StudyNotFound
 from hpsearch.space import Space
 from hpsearch.spec import StageSpec, StudySpec
 
 JOURNAL_FILE = "optuna.journal"
 ATTR = "hpsearch"  # the Optuna study user attribute holding a stage's StageInfo
-OWNER_ATTR = "owner"  # "host:pid" of the process running a trial, to spot stale ones
-REASON_ATTR = "reason"  # why a trial was pruned or failed, shown in the leaderboard
-HEARTBEAT_LOST = "worker died (heartbeat lost)"
+# Version of the StageInfo record. 1 (no "format" key): the study spec stored with its own copy of
+# the space. 2: the space once, as the stage's; the spec read back carries the stage's space.
+STAGE_FORMAT = 2
 # Why 10 s / 60 s: a heartbeat is one UPDATE, so every 10 s costs the database nothing; 60 s of silence
 # (six missed beats) survives a long GC pause or a short network blip, yet frees a dead machine's
 # trial within a minute. Optuna wants whole seconds.
 HEARTBEAT_INTERVAL_S = 10
 HEARTBEAT_GRACE_S = 60
 CREATE_TABLE_ATTEMPTS = 4
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """What a storage raises when the database is briefly unreachable (not a bug): worth a retry."""
+    from optuna.exceptions import StorageInternalError
+
+    errors: tuple[type[BaseException], ...] = (OSError, TimeoutError, StorageInternalError)
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+    except ImportError:  # the journal needs no SQLAlchemy
+        return errors
+    return (*errors, SQLAlchemyError)
+
+
+TRANSIENT_ERRORS = _transient_errors()
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # hpsearch prints its own progress
 
@@ -111,24 +126,32 @@ class StageInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "format": STAGE_FORMAT,
             "name": self.name,
             "index": self.index,
             "parent": self.parent,
             "settings": self.settings.to_dict(),
             "space": self.space.to_dict(),
-            "spec": self.spec.to_dict(),
+            "spec": self.spec.to_dict(with_space=False),
             "changes": list(self.changes),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StageInfo:
+        """Read a stored stage, of any format version (see STAGE_FORMAT)."""
+        version = d.get("format", 1)
+        if version > STAGE_FORMAT:
+            raise StorageError(
+                f"stage {d.get('name')!r} was written by a newer hpsearch (stage format {version}); upgrade hpsearch"
+            )
+        space = Space.from_dict(d["space"])
         return cls(
             name=d["name"],
             index=d["index"],
             parent=d["parent"],
             settings=StageSpec.from_dict(d["settings"]),
-            space=Space.from_dict(d["space"]),
-            spec=StudySpec.from_dict(d["spec"]),
+            space=space,
+            spec=StudySpec.from_dict(d["spec"], space),
             changes=tuple(d.get("changes", ())),
         )
 
@@ -147,16 +170,13 @@ def open_storage(
     folder = results_dir(directory) / name
     if not create and not (folder / JOURNAL_FILE).is_file():
         known = ", ".join(list_study_names(directory)) or "none"
-        raise StudyNotFound(
-            f"no study {name!r} in {results_dir(directory)} (studies there: {known}); "
-            "run `hpsearch coarse STUDY_FILE` first, or pass --dir/--storage"
-        )
+        raise StudyNotFound(f"no study {name!r} in {results_dir(directory)} (studies there: {known})")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         journal = folder / JOURNAL_FILE
         backend = JournalFileBackend(str(journal))
     except OSError as e:
-        raise StorageError(f"cannot write the study folder {folder}: {e.strerror}; pass --dir to a writable folder") from None
+        raise StorageError(f"cannot write the study folder {folder}: {e.strerror}; set $directory to a writable folder") from None
     return JournalStorage(backend), str(journal)
 
 
@@ -164,12 +184,12 @@ def _storage_from_url(url: str) -> BaseStorage:
     shown = mask_url(url)
     if "://" not in url:
         if not url.endswith(".journal"):
-            raise StorageError(f"--storage {shown}: use an Optuna RDB URL (sqlite:///x.db, postgresql://...) or a .journal file")
+            raise StorageError(f"$storage {shown}: use an Optuna RDB URL (sqlite:///x.db, postgresql://...) or a .journal file")
         try:
             Path(url).parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(url))
         except OSError as e:
-            raise StorageError(f"--storage {shown}: cannot write it: {e.strerror}") from None
+            raise StorageError(f"$storage {shown}: cannot write it: {e.strerror}") from None
     interval, grace = heartbeat_settings()
     try:
         for attempt in range(CREATE_TABLE_ATTEMPTS):
@@ -188,7 +208,7 @@ def _storage_from_url(url: str) -> BaseStorage:
         raise AssertionError("unreachable")
     except Exception as e:  # driver missing, server unreachable, bad URL: all one message
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StorageError(f"--storage {shown}: cannot open it: {mask_url(reason)}") from None
+        raise StorageError(f"$storage {shown}: cannot open it: {mask_url(reason)}") from None
 
 
 class Store:
@@ -217,22 +237,24 @@ class Store:
         """A stage by name, or the latest one when name is None."""
         stages = self.stages()
         if not stages:
-            raise StudyNotFound(
-                f"no study {self.name!r} in {self.location}; run `hpsearch coarse STUDY_FILE` first, or pass --dir/--storage"
-            )
+            raise StudyNotFound(f"no study {self.name!r} in {self.location}")
         if name is None:
             return stages[-1]
         for s in stages:
             if s.name == name:
                 return s
         names = ", ".join(s.name for s in stages)
-        raise StudyNotFound(f"study {self.name!r} has no stage {name!r}; its stages: {names}")
+        raise StageNotFound(f"study {self.name!r} has no stage {name!r}; its stages: {names}")
 
     def create(self, info: StageInfo) -> None:
         study = optuna.create_study(
             storage=self.storage, study_name=info.optuna_name, direction=info.spec.direction.value
         )
         study.set_user_attr(ATTR, info.to_dict())
+
+    def update(self, info: StageInfo) -> None:
+        """Store changed settings of an existing stage (a raised target)."""
+        self.study(info).set_user_attr(ATTR, info.to_dict())
 
     def study(
         self,
@@ -248,49 +270,7 @@ class Store:
     @property
     def heartbeat(self) -> bool:
         """Whether this storage records heartbeats (RDB URLs), so other machines can spot dead trials."""
-        return isinstance(self.storage, RDBStorage) and self.storage.heartbeat_interval is not None
-
-    def state_counts(self, study: optuna.Study) -> dict[TrialState, int]:
-        """How many trials of the study are in each state, without loading the trials.
-
-        On an RDB storage this is one COUNT query: the coordinator asks before
-        every trial, and loading a large study's trials (with their curves)
-        each time would cost seconds on PostgreSQL.
-        """
-        if isinstance(self.storage, RDBStorage):
-            import sqlalchemy
-
-            query = sqlalchemy.text("SELECT state, COUNT(*) FROM trials WHERE study_id = :study GROUP BY state")
-            with self.storage.engine.connect() as conn:
-                rows = conn.execute(query, {"study": study._study_id}).all()
-            return {TrialState[str(getattr(state, "name", state))]: int(n) for state, n in rows}
-        counts: dict[TrialState, int] = {}
-        for t in study.get_trials(deepcopy=False):
-            counts[t.state] = counts.get(t.state, 0) + 1
-        return counts
-
-    def fail_stale(self, study: optuna.Study) -> list[FrozenTrial]:
-        """Fail the trials whose heartbeat stopped (their machine died); returns the ones THIS call failed.
-
-        Like optuna.storages.fail_stale_trials, but the reason is set first:
-        Optuna refuses attributes on finished trials. Several coordinators may
-        race here; the storage lets exactly one of them move a trial to FAIL
-        (row lock on PostgreSQL), and only that one gets it back, so a caller
-        that re-enqueues what it failed never duplicates it.
-        """
-        if not self.heartbeat:
-            return []
-        # The study's own (cached) wrapper of our RDBStorage: writing past it would leave its cache stale.
-        storage: Any = study._storage
-        won = []
-        for trial_id in storage._get_stale_trial_ids(study._study_id):
-            try:
-                storage.set_trial_user_attr(trial_id, REASON_ATTR, HEARTBEAT_LOST)
-                if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                    won.append(storage.get_trial(trial_id))
-            except UpdateFinishedTrialError:
-                pass  # its owner finished it after all, or another coordinator failed it first
-        return won
+        return isinstance(self.storage, RDBStorage) and self.storage.get_heartbeat_interval() is not None
 
 
 def list_study_names(directory: str | Path | None = None) -> list[str]:
@@ -301,14 +281,22 @@ def list_study_names(directory: str | Path | None = None) -> list[str]:
     return sorted(p.parent.name for p in root.glob(f"*/{JOURNAL_FILE}"))
 
 
+def study_names(directory: str | Path | None = None, url: str | None = None) -> list[str]:
+    """Every hpsearch study: the results folders under `directory`, or the studies in the storage at `url`."""
+    url = url or os.environ.get("HPSEARCH_STORAGE") or None
+    if not url:
+        return list_study_names(directory)
+    storage, _ = open_storage("", directory, url)
+    return sorted({s.study_name.rsplit(".", 1)[0] for s in storage.get_all_studies() if ATTR in s.user_attrs})
+
+
 def owner_tag() -> str:
     """Identifies this process as the one running a trial (host:pid)."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def is_stale(trial: FrozenTrial) -> bool:
-    """A RUNNING trial whose owning process on this host is gone (killed, crashed)."""
-    owner = trial.user_attrs.get(OWNER_ATTR, "")
+def is_stale(owner: str) -> bool:
+    """Whether the process `owner` ("host:pid", a trial's owner tag) is provably gone: on this host, no such pid."""
     host, _, pid = owner.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False

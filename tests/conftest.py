@@ -70,3 +70,9 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str,
         return code, out, err
 
     return invoke
+
+
+def pytest_report_header() -> str:
+    import optuna
+
+    return f"optuna {optuna.__version__} ({optuna.__file__})"

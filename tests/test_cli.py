@@ -142,11 +142,40 @@ def test_cli_debug_shows_traceback(run_cli, monkeypatch):
     assert code == 2 and "Traceback" in err and err.strip().endswith("first, or pass --dir/--storage")
 
 
+def _commands() -> list[str]:
+    return [c.name or c.callback.__name__ for c in app.registered_commands]
+
+
 def test_cli_every_command_has_help_with_example(run_cli):
-    for name in [c.name or c.callback.__name__ for c in app.registered_commands]:
+    assert len(_commands()) >= 9
+    for name in _commands():
         code, out, _ = run_cli(name, "--help")
         assert code == 0
         assert "Example: hpsearch " + name in out, name
+        assert "%%" not in out, f"{name} --help prints a doubled %"
+
+
+def test_cli_every_command_is_documented_in_the_readme():
+    """As sqlite-utils' suite does: each command has its own README heading with an example."""
+    readme = (ROOT / "README.md").read_text()
+    for name in _commands():
+        assert re.search(rf"^### `hpsearch {re.escape(name)}\b", readme, re.M), f"README has no section for {name}"
+        assert f"hpsearch {name} " in readme.split(f"### `hpsearch {name}", 1)[1][:3000], f"no example of {name}"
+
+
+def test_cli_shared_options_are_one_definition_in_three_commands(run_cli):
+    """coarse, refine and worker take the same dispatch options (written once in cli/options.py)."""
+    helps = {name: run_cli(name, "--help")[1] for name in ("coarse", "refine", "worker")}
+    for option in ("--devices", "--per-device", "--workers", "--trial-timeout", "--population", "--pruner", "--quiet"):
+        assert all(option in text for text in helps.values()), option
+    assert "--trials" in helps["coarse"] and "--trials" in helps["refine"] and "--trials" not in helps["worker"]
+
+
+def test_cli_library_errors_are_spelled_with_flags(run_cli, study_file):
+    code, _, err = run_cli("coarse", study_file(), "--population", "0")
+    _one_error_line(code, err, "--population 0: must be 1 or more")
+    code, _, err = run_cli("coarse", study_file(), "--per-device", "2", "--devices", "cpu")
+    _one_error_line(code, err, "--per-device counts trials per GPU", "use --workers N")
 
 
 def test_cli_version(run_cli):

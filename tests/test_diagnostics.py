@@ -8,7 +8,7 @@ from typing import Callable
 
 import pytest
 
-from hpsearch.diagnostics import curve_notes, last_ratio, ratio_hint
+from hpsearch.instruments.diagnostics import curve_notes, last_ratio, ratio_hint
 from hpsearch.leaderboard import leaderboard
 from hpsearch.storage import Store
 
@@ -60,12 +60,14 @@ def test_leaderboard_appends_diagnostics_after_existing_columns(
 def test_watch_records_update_ratio_per_epoch_and_grows_with_lr() -> None:
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
-    from hpsearch.workload import TrialContext, load_workload, run_trial
+    from hpsearch.workloads.api import TrialContext, TrialRecord
+    from hpsearch.workloads.function import run_trial
+    from hpsearch.workloads.loader import load_workload
 
     fn = load_workload(f"{BROKEN}:good")
     ratios = {}
     for lr in (1e-4, 1e-1):
-        outcome = run_trial(fn, TrialContext(0, {"lr": lr}, 3, 0), "val_accuracy")
+        outcome = run_trial(fn, TrialContext(TrialRecord(0, {"lr": lr}, 3, 0)), "val_accuracy")
         assert outcome.state == "complete"
         ratios[lr] = outcome.curves["update_ratio"]
         assert len(ratios[lr]) == 3 and all(r > 0 for r in ratios[lr])
@@ -77,9 +79,11 @@ def test_watch_records_update_ratio_per_epoch_and_grows_with_lr() -> None:
 def test_plain_workload_without_watch_records_no_ratio() -> None:
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
-    from hpsearch.workload import TrialContext, load_workload, run_trial
+    from hpsearch.workloads.api import TrialContext, TrialRecord
+    from hpsearch.workloads.function import run_trial
+    from hpsearch.workloads.loader import load_workload
 
-    outcome = run_trial(load_workload(f"{BROKEN}:no_watch"), TrialContext(0, {"lr": 0.1}, 2, 0), "val_accuracy")
+    outcome = run_trial(load_workload(f"{BROKEN}:no_watch"), TrialContext(TrialRecord(0, {"lr": 0.1}, 2, 0)), "val_accuracy")
     assert outcome.state == "complete"
     assert "update_ratio" not in outcome.curves
     assert len(outcome.curves["train_loss"]) == 2

@@ -22,8 +22,9 @@ from rich.console import Console
 
 from hpsearch.dispatch import DispatchConfig, PoolExecutor, cpu_cores, make_executor, plan_workers, visible_gpus
 from hpsearch.errors import DispatchError
-from hpsearch.render import ProgressDisplay
-from hpsearch.stages import Job, TrialEvent
+from hpsearch.cli.progress import ProgressDisplay
+from hpsearch.coordinator import Job, TrialEvent
+from hpsearch.workloads.api import TrialRecord
 from hpsearch.spec import load_spec
 from hpsearch.storage import StageInfo, Store
 
@@ -55,7 +56,7 @@ def worker_children() -> list[int]:
             cmdline = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == os.getpid() and b"hpsearch.worker" in cmdline and fields[0] != "Z":
+        if int(fields[1]) == os.getpid() and b"hpsearch.dispatch.worker" in cmdline and fields[0] != "Z":
             found.append(int(stat.parent.name))
     return found
 
@@ -97,8 +98,8 @@ def test_plan_workers_cpu_splits_threads_between_workers() -> None:
         (DispatchConfig("cuda"), [], "no CUDA GPU is visible"),
         (DispatchConfig("cuda:2"), ["0", "1"], "cuda:2 does not exist"),
         (DispatchConfig("gpu0"), ["0"], "is not cuda:N"),
-        (DispatchConfig("cpu", per_device=2), [], "--per-device"),
-        (DispatchConfig("cuda", workers=3), ["0"], "--workers"),
+        (DispatchConfig("cpu", per_device=2), [], "per_device counts trials per GPU"),
+        (DispatchConfig("cuda", workers=3), ["0"], "workers sets CPU workers; on GPUs use per_device"),
     ],
 )
 def test_plan_workers_impossible_options_raise(config: DispatchConfig, gpus: list[str], message: str) -> None:
@@ -121,8 +122,12 @@ def test_cli_devices_cuda_without_gpu_is_one_line_error(
 
 
 def test_trial_timeout_needs_workers() -> None:
-    with pytest.raises(DispatchError, match="--workers 0"):
+    with pytest.raises(DispatchError, match="trial_timeout needs worker processes; workers 0") as raised:
         make_executor(DispatchConfig(workers=0, trial_timeout=5))
+    # The library names settings; the command line names the flags that set them.
+    from hpsearch.cli.app import message
+
+    assert message(raised.value) == "--trial-timeout needs worker processes; --workers 0 runs trials in this process"
 
 
 # ----------------------------------------------------------------------------- the pool
@@ -305,7 +310,7 @@ def test_pool_rejects_zero_slots() -> None:
 
 
 def _event(kind: str, epoch_seconds: float | None = None, iterations: int | None = None) -> TrialEvent:
-    job = Job(trial=None, number=7, params={"lr": 0.1}, epochs=3, seed=0, stage="coarse", study="s", workload="w", metric="m")  # type: ignore[arg-type]
+    job = Job(trial=None, record=TrialRecord(7, {"lr": 0.1}, 3, 0, stage="coarse", study="s", metric="m"))  # type: ignore[arg-type]
     return TrialEvent(kind, job, epoch=0, metrics={}, epoch_seconds=epoch_seconds, iterations=iterations, target=3)
 
 

@@ -10,7 +10,7 @@ from typing import Callable
 import pytest
 
 from hpsearch.errors import HpsearchError, SpecError
-from hpsearch.lr_range import apply_range, find_lr_range, suggest
+from hpsearch.instruments.lr_range import apply_range, find_lr_range, suggest
 from hpsearch.spec import load_spec
 
 ROOT = Path(__file__).parent.parent
@@ -24,20 +24,24 @@ def _one_thread() -> None:
 
 
 def _val_accuracy(lr: float) -> float:
-    from hpsearch.workload import TrialContext, load_workload, run_trial
+    from hpsearch.workloads.api import TrialContext, TrialRecord
+    from hpsearch.workloads.function import run_trial
+    from hpsearch.workloads.loader import load_workload
 
     fn = load_workload("hpsearch.workloads.digits:mlp")
-    outcome = run_trial(fn, TrialContext(0, {"lr": lr, "momentum": 0.9, "weight_decay": 0.0}, 2, 0), "val_accuracy")
+    outcome = run_trial(fn, TrialContext(TrialRecord(0, {"lr": lr, "momentum": 0.9, "weight_decay": 0.0}, 2, 0)), "val_accuracy")
     value = outcome.metrics.get("val_accuracy", math.nan)
     return value if math.isfinite(value) else 0.0
 
 
 @pytest.mark.torch
 def test_lr_find_digits_suggests_a_range_that_trains(tmp_path: Path) -> None:
-    found = find_lr_range(load_spec(ROOT / "studies" / "digits_mlp.toml"), tmp_path)
+    from hpsearch.report.plots import plot_lr_range
+
+    found = find_lr_range(load_spec(ROOT / "studies" / "digits_mlp.toml"))
     assert 1e-6 < found.low < found.high < 10
-    assert found.plot is not None and found.plot.stat().st_size > 10_000
-    assert found.plot == tmp_path / "digits_mlp" / "lr_find.png"
+    plot = plot_lr_range(found, tmp_path / "lr_find.png")
+    assert plot.stat().st_size > 10_000
     middle = math.sqrt(found.low * found.high)
     good = _val_accuracy(middle)
     assert good > _val_accuracy(1e-6)
@@ -62,7 +66,7 @@ def test_lr_find_cli_applies_the_range_with_a_backup(tmp_path: Path, run_cli: Ca
 @pytest.mark.torch
 def test_lr_find_plain_workload_without_watch_is_an_error(study_file: Callable[..., Path]) -> None:
     with pytest.raises(HpsearchError, match="trial.watch"):
-        find_lr_range(load_spec(study_file(workload=f"{BROKEN}:no_watch")), plot=False)
+        find_lr_range(load_spec(study_file(workload=f"{BROKEN}:no_watch")))
 
 
 def test_suggest_spans_steep_fall_to_minimum() -> None:
@@ -100,6 +104,6 @@ def test_apply_range_refuses_a_value_set(study_file: Callable[..., Path]) -> Non
 
 @pytest.mark.torch
 def test_lr_find_keeps_the_sweep_when_the_workload_raises_on_nan(study_file: Callable[..., Path]) -> None:
-    found = find_lr_range(load_spec(study_file(workload=f"{BROKEN}:raises_on_nan")), plot=False)
+    found = find_lr_range(load_spec(study_file(workload=f"{BROKEN}:raises_on_nan")))
     assert found.low < found.high
     assert len(found.lrs) >= 10

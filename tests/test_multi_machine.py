@@ -26,9 +26,11 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.spec import load_spec
-from hpsearch.stages import StageRun, run_stage, start_coarse
-from hpsearch.storage import HEARTBEAT_LOST, Store
-from hpsearch.workload import TrialOutcome
+from hpsearch.coordinator import Coordinator
+from hpsearch.stages import run_stage, start_coarse
+from hpsearch.storage import Store
+from hpsearch.trials import HEARTBEAT_LOST
+from hpsearch.workloads.api import TrialOutcome
 
 pytestmark = pytest.mark.postgres
 
@@ -174,7 +176,7 @@ def test_multi_machine_two_coordinators_random_stage_stop_at_target(study_file, 
     spec = load_spec(study_file("peak_inside", coarse="trials = 7\nepochs = 1"))
     store = Store(spec.name, url=postgres_db)
     info = start_coarse(store, spec, {})
-    runs = [StageRun(store, info, salt=0), StageRun(store, info, salt=1)]
+    runs = [Coordinator(store, info, salt=0), Coordinator(store, info, salt=1)]
     try:
         while True:
             jobs = [(r, r.next_job()) for r in runs]
@@ -199,12 +201,12 @@ def test_multi_machine_stale_grid_trial_is_requeued_once(study_file, postgres_db
     spec = load_spec(study_file("peak_inside", coarse='strategy = "grid"\ntrials = 4\nepochs = 1', params=GRID))
     store = Store(spec.name, url=postgres_db)
     info = start_coarse(store, spec, {})
-    ghost = StageRun(store, info)
+    ghost = Coordinator(store, info)
     job = ghost.next_job()  # a machine takes a point ... and dies: no more heartbeats
     assert job is not None
-    ghost._beating.set()
+    ghost.heartbeat.close()  # type: ignore[union-attr]
     time.sleep(3.5)
-    others = [StageRun(store, info, salt=s) for s in (1, 2)]  # both look at the stale trial
+    others = [Coordinator(store, info, salt=s) for s in (1, 2)]  # both look at the stale trial
     for r in others:
         r.close()
     trials = store.trials(info)

@@ -10,7 +10,7 @@ from typing import Callable
 import pytest
 
 from hpsearch import cli
-from hpsearch.plots import TrialCurves, plot_curves, sparkline
+from hpsearch.report.plots import TrialCurves, plot_curves, sparkline
 
 RunCli = Callable[..., tuple[int, str, str]]
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from hpsearch.errors import TrialStopped
-from hpsearch.population import (
+from hpsearch.workloads.population import (
     Member,
     as_members,
     choose_k,
@@ -22,7 +22,7 @@ from hpsearch.population import (
     report_population,
     run_population,
 )
-from hpsearch.workload import TrialContext
+from hpsearch.workloads.api import TrialContext, TrialRecord
 
 ATOL, RTOL = 1e-5, 1e-4
 STEPS = 6
@@ -41,7 +41,7 @@ CONFIGS = [
 
 
 def _ctx(number: int, params: dict[str, Any] | None = None, epochs: int = 2, hook: Any = None) -> TrialContext:
-    return TrialContext(number=number, params=params or {"lr": 0.1}, epochs=epochs, seed=number, _on_report=hook)
+    return TrialContext(TrialRecord(number, params or {"lr": 0.1}, epochs, number), _on_report=hook)
 
 
 def test_population_entry_none_without_attribute() -> None:
@@ -54,7 +54,7 @@ def test_population_entry_none_without_attribute() -> None:
 
 
 def test_report_population_masks_stopped_member() -> None:
-    def hook(epoch: int, metrics: dict[str, float]) -> str | None:
+    def hook(epoch: int, metrics: dict[str, float], timing: Any = None) -> str | None:
         return "diverged" if metrics["train_loss"] > 10 else None
 
     members = as_members([_ctx(i, hook=hook) for i in range(3)])
@@ -71,7 +71,7 @@ def test_report_population_masks_stopped_member() -> None:
 
 
 def test_run_population_classifies_each_member() -> None:
-    def hook(epoch: int, metrics: dict[str, float]) -> str | None:
+    def hook(epoch: int, metrics: dict[str, float], timing: Any = None) -> str | None:
         return "pruned by rule" if metrics["val_accuracy"] < 0.2 else None
 
     def pop(trials: list[Member]) -> list[Any]:
@@ -136,7 +136,7 @@ def test_choose_k_stops_at_memory_and_max_k() -> None:
 
 
 def test_import_population_does_not_import_torch() -> None:
-    code = "import sys, hpsearch.population; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, hpsearch.workloads.population; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -215,8 +215,8 @@ def test_mlp_population_reports_like_solo_mlp() -> None:
         {"lr": 0.02, "momentum": 0.5, "weight_decay": 0.0},
         {"lr": 0.5, "momentum": 0.0, "weight_decay": 1e-3},
     ]
-    solo = [digits.mlp(TrialContext(number=i, params=p, epochs=2, seed=7 + i)) for i, p in enumerate(params)]
-    contexts = [TrialContext(number=i, params=p, epochs=2, seed=7 + i) for i, p in enumerate(params)]
+    solo = [digits.mlp(TrialContext(TrialRecord(i, p, 2, 7 + i))) for i, p in enumerate(params)]
+    contexts = [TrialContext(TrialRecord(i, p, 2, 7 + i)) for i, p in enumerate(params)]
     together = mlp_population(contexts)
     for k in range(len(params)):
         assert together[k] is not None
@@ -287,7 +287,7 @@ def _shared_order_run(monkeypatch: pytest.MonkeyPatch, env: str | None, **kwargs
     else:
         monkeypatch.setenv(SHARED_ORDER_ENV, env)
     params = [{"lr": 0.1, "momentum": 0.9}, {"lr": 0.05, "momentum": 0.5, "weight_decay": 1e-4}]
-    contexts = [TrialContext(number=i, params=p, epochs=1, seed=7 + i) for i, p in enumerate(params)]
+    contexts = [TrialContext(TrialRecord(i, p, 1, 7 + i)) for i, p in enumerate(params)]
     return mlp_population(contexts, **kwargs)
 
 
@@ -297,7 +297,7 @@ def test_mlp_population_shared_order_member_equals_solo_of_first_seed(monkeypatc
 
     shared = _shared_order_run(monkeypatch, None, shared_order=True)
     # Member 0 owns the shared seed, so it sees exactly its solo trial's batches.
-    solo = digits.mlp(TrialContext(number=0, params={"lr": 0.1, "momentum": 0.9}, epochs=1, seed=7))
+    solo = digits.mlp(TrialContext(TrialRecord(0, {"lr": 0.1, "momentum": 0.9}, 1, 7)))
     for name in solo:
         assert shared[0][name] == pytest.approx(solo[name], rel=1e-4, abs=1e-5), name
     own = _shared_order_run(monkeypatch, None)  # default: each member its own order

@@ -7,7 +7,7 @@ from typing import Callable
 
 import pytest
 
-from hpsearch.sanity import FAIL, PASS, SKIP, WARN, candidate_lrs, run_sanity
+from hpsearch.instruments.sanity import FAIL, PASS, SKIP, WARN, candidate_lrs, run_sanity
 from hpsearch.spec import load_spec
 
 pytestmark = pytest.mark.torch

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from hpsearch.space import Choice, Range, Space, fmt
 
 
@@ -44,3 +46,19 @@ def test_space_fmt_reads_like_a_person_writes():
     assert fmt(0) == "0"
     assert fmt(64) == "64"
     assert fmt("relu") == "relu"
+
+
+def test_space_midpoint_is_one_rule_and_sorts_value_sets() -> None:
+    space = Space((Range("lr", 1e-4, 1.0, log=True), Range("n", 1, 9, type="int"), Choice("m", (0.99, 0.5, 0.9))))
+    mid = space.midpoint()
+    assert mid["lr"] == pytest.approx(1e-2) and mid["n"] == 5 and isinstance(mid["n"], int)
+    assert mid["m"] == 0.9  # the middle of the sorted set, not of the order written
+
+
+def test_space_log_spaced_value_sets() -> None:
+    assert Choice("wd", (0, 1e-5, 1e-4)).log_spaced
+    assert Choice("bs", (16, 32, 64, 128, 256)).log_spaced
+    assert Choice("lr", (1e-1, 1e-3, 1e-2)).log_spaced
+    assert not Choice("momentum", (0.5, 0.9, 0.95, 0.99)).log_spaced
+    assert not Choice("n", (1, 2, 3, 4)).log_spaced
+    assert not Choice("act", ("relu", "tanh")).log_spaced

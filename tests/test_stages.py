@@ -11,7 +11,8 @@ from hpsearch.border import check_borders
 from hpsearch.errors import SpecError, StageFailed
 from hpsearch.space import Choice, Range, Space
 from hpsearch.spec import Strategy, load_spec
-from hpsearch.stages import derive_space, plan_refine, run_stage, start_coarse
+from hpsearch.refine import derive_space
+from hpsearch.stages import plan_refine, run_stage, start_coarse
 from hpsearch.storage import Store
 
 LR = Range("lr", 1e-4, 1.0, log=True)
@@ -198,9 +199,9 @@ def test_stages_interrupted_stage_resumes_without_redoing(study_file, monkeypatc
             raise KeyboardInterrupt
         return original(trial)
 
-    from hpsearch import dispatch
+    from hpsearch.dispatch import inline
 
-    monkeypatch.setattr(dispatch, "load_workload", lambda path: interrupt_on_fifth)
+    monkeypatch.setattr(inline, "load_workload", lambda path: interrupt_on_fifth)
     with pytest.raises(KeyboardInterrupt):
         run_stage(store, info)
     trials = store.trials(info)
@@ -208,7 +209,7 @@ def test_stages_interrupted_stage_resumes_without_redoing(study_file, monkeypatc
     [interrupted] = [t for t in trials if t.state == TrialState.FAIL]
     assert interrupted.user_attrs["reason"] == "interrupted"
 
-    monkeypatch.setattr(dispatch, "load_workload", lambda path: original)
+    monkeypatch.setattr(inline, "load_workload", lambda path: original)
     before = {t.number: t.params for t in trials if t.state == TrialState.COMPLETE}
     result = run_stage(store, info)
     complete = {t.number: t.params for t in result.trials if t.state == TrialState.COMPLETE}

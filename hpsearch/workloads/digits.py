@@ -13,50 +13,16 @@ Both call `trial.watch(...)` and honour `trial.subset`, so every instrument
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import torch
-from sklearn.datasets import load_digits  # imported with the workload: worker start-up, not the first trial
 from torch import nn
 
-SPLIT_SEED = 0  # fixed: every trial, every stage and every run see the same split
-BATCH_SIZE = 64  # default; a study may search `batch_size` too
+from hpsearch.workloads.digits_data import BATCH_SIZE, SPLIT_SEED, load_digits_split, make_cnn, make_mlp
+
+__all__ = ["BATCH_SIZE", "SPLIT_SEED", "METRICS", "cnn", "fit", "load_digits_split", "make_cnn", "make_mlp", "mlp"]
+
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
-
-
-@lru_cache(maxsize=None)
-def load_digits_split(device: str = "cpu") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """train/val/test tensors on `device`, loaded once per process."""
-    x, y = load_digits(return_X_y=True)
-    x = torch.tensor(x, dtype=torch.float32) / 16.0  # pixel values are 0..16
-    y = torch.tensor(y, dtype=torch.long)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    x, y = x[order], y[order]
-    n_train, n_val = int(0.6 * len(x)), int(0.2 * len(x))
-    parts = {
-        "train": (x[:n_train], y[:n_train]),
-        "val": (x[n_train : n_train + n_val], y[n_train : n_train + n_val]),
-        "test": (x[n_train + n_val :], y[n_train + n_val :]),
-    }
-    return {k: (a.to(device), b.to(device)) for k, (a, b) in parts.items()}
-
-
-def make_mlp(hidden: int = 128) -> nn.Module:
-    return nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
-
-
-def make_cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Unflatten(1, (1, 8, 8)),  # [B, 64] -> [B, 1, 8, 8]
-        nn.Conv2d(1, 16, 3, padding=1),  # -> [B, 16, 8, 8]
-        nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1),  # -> [B, 32, 8, 8]
-        nn.ReLU(),
-        nn.MaxPool2d(2),  # -> [B, 32, 4, 4]
-        nn.Flatten(),  # -> [B, 512]
-        nn.Linear(512, 10),
-    )
 
 
 def mlp(trial: Any) -> dict[str, float]:

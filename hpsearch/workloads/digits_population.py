@@ -35,8 +35,9 @@ from typing import Any, Sequence
 
 import torch
 
-from hpsearch.population import Member, as_members, report_population
-from hpsearch.workloads.digits import BATCH_SIZE, load_digits_split, make_mlp
+from hpsearch.divergence import DIVERGED
+from hpsearch.workloads.digits_data import BATCH_SIZE, load_digits_split
+from hpsearch.workloads.population import Member, as_members, report_population
 
 N_IN, N_OUT = 64, 10
 
@@ -387,7 +388,7 @@ def _fit_group(
         report_population(members, epoch, metrics)
         for i, member in enumerate(members):
             if not alive[i]:
-                member.stop("diverged")  # its epoch is on record; masked members train no further
+                member.stop(DIVERGED)  # its epoch is on record; masked members train no further
             if member.alive:
                 last[i] = {name: values[i] for name, values in metrics.items()}
         if not any(m.alive for m in members):

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.errors import HpsearchError, SpecError, TrialStopped
-from hpsearch.probe import WATCH_HINT, base_params, lr_bounds, lr_param, run_probe
+from hpsearch.instruments.probe import WATCH_HINT, base_params, lr_bounds, lr_param, run_probe
 from hpsearch.space import Range
 from hpsearch.spec import StudySpec, load_spec
-from hpsearch.storage import results_dir
 
 START_LR = 1e-7  # far below any useful SGD lr: the loss must look flat here
 END_LR = 10.0  # far above: the loss must blow up before this
@@ -33,7 +32,6 @@ ITERATIONS = 300  # the recipe's "a few hundred iterations"
 EXPLODE = 4.0  # smoothed loss above this multiple of its minimum: exploded, stop
 SMOOTHING = 0.9  # EMA factor of the loss (about a 10-step window): single batches are noisy
 FALL_START = 0.05  # the range starts where the loss has fallen by 5% of its total drop
-PLOT_FILE = "lr_find.png"
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,6 @@ class LrRange:
     low: float  # suggested range for the coarse stage
     high: float
     stopped: str  # why the sweep ended
-    plot: Path | None = None
 
 
 class _Done(TrialStopped):
@@ -56,13 +53,13 @@ class _Done(TrialStopped):
 
 def find_lr_range(
     spec: StudySpec,
-    directory: str | Path | None = None,
     iterations: int = ITERATIONS,
     device: str = "cpu",
     seed: int = 0,
-    plot: bool = True,
 ) -> LrRange:
-    """Run the LR range test on the study's workload; save the plot under the study's results folder.
+    """Run the LR range test on the study's workload and return what it recorded and suggests.
+
+    Draws nothing: report.plots.plot_lr_range draws the returned LrRange.
 
     Raises HpsearchError when the workload does not call trial.watch with a
     loss module, or when the loss never fell (nothing to suggest).
@@ -101,7 +98,7 @@ def find_lr_range(
         state["watcher"] = watcher
         watcher.on_step = on_step
 
-    def on_report(epoch: int, metrics: dict[str, float]) -> str | None:
+    def on_report(epoch: int, metrics: dict[str, float], timing: Any = None) -> str | None:
         return None if state["watcher"] is not None else "the workload does not call trial.watch"
 
     params = {**base_params(spec.space, decay="low"), param.name: start}
@@ -117,15 +114,7 @@ def find_lr_range(
         raise HpsearchError(f"lr-find recorded only {len(losses)} steps ({state['stopped']}); the workload trained too few steps")
     smoothed = _smooth(losses)
     low_s, high_s = suggest(lrs, smoothed)
-    found = LrRange(spec.name, tuple(lrs), tuple(losses), tuple(smoothed), low_s, high_s, state["stopped"])
-    if plot:
-        from hpsearch.plots import plot_lr_range
-
-        folder = results_dir(directory) / spec.name
-        folder.mkdir(parents=True, exist_ok=True)
-        path = plot_lr_range(found, folder / PLOT_FILE)
-        found = LrRange(**{**found.__dict__, "plot": path})
-    return found
+    return LrRange(spec.name, tuple(lrs), tuple(losses), tuple(smoothed), low_s, high_s, state["stopped"])
 
 
 def _smooth(losses: list[float]) -> list[float]:
@@ -175,7 +164,7 @@ def apply_range(spec_file: str | Path, low: float, high: float) -> Path:
     param = lr_param(spec)
     key = f"params.{param.name}"
     if not isinstance(param, Range):
-        raise SpecError(path, key, "is a value set; --apply writes low/high ranges only: edit the values by hand")
+        raise SpecError(path, key, "is a value set; only low/high ranges can be written: edit the values by hand")
     text = path.read_text()
     header = re.search(rf"^[ \t]*\[[ \t]*params\.{re.escape(param.name)}[ \t]*\][^\n]*$", text, re.M)
     if header is None:

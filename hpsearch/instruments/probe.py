@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from hpsearch.errors import SpecError, WorkloadError
-from hpsearch.space import Choice, Param, Range, Space
+from hpsearch.space import Param, Range, Space
 from hpsearch.spec import StudySpec
-from hpsearch.workload import ReportHook, TrialContext, TrialOutcome, load_workload, run_trial
+from hpsearch.workloads.api import ReportHook, TrialContext, TrialOutcome, TrialRecord
+from hpsearch.workloads.function import run_trial
+from hpsearch.workloads.loader import load_workload
 
 LR_NAMES = ("lr", "learning_rate")  # the parameter the instruments steer
 DECAY_NAMES = ("weight_decay", "wd", "l2", "decay")  # parameters the instruments switch off (or down)
@@ -51,29 +53,13 @@ def lr_bounds(param: Param) -> tuple[float, float]:
 
 
 def base_params(space: Space, decay: str = "zero") -> dict[str, Any]:
-    """One plausible point of the space: the middle of each range (in log space for log ranges),
-    the middle value of each set. Weight decay is 0 (decay="zero") or its smallest value ("low")."""
-    params: dict[str, Any] = {}
+    """One plausible point of the space (Space.midpoint), with weight decay 0 (decay="zero") or its
+    smallest value ("low")."""
+    params = space.midpoint()
     for p in space:
-        params[p.name] = _middle(p)
         if p.name in DECAY_NAMES:
-            params[p.name] = 0.0 if decay == "zero" else _lowest(p)
+            params[p.name] = 0.0 if decay == "zero" else p.lowest()
     return params
-
-
-def _middle(p: Param) -> Any:
-    if isinstance(p, Range):
-        value = p.unscale((p.scale(p.low) + p.scale(p.high)) / 2)
-        return int(round(value)) if p.is_int else value
-    assert isinstance(p, Choice)
-    ordered = p.ordered if p.numeric else p.values
-    return ordered[len(ordered) // 2]
-
-
-def _lowest(p: Param) -> Any:
-    if isinstance(p, Range):
-        return p.low
-    return p.ordered[0] if p.numeric else p.values[0]
 
 
 def run_probe(
@@ -94,19 +80,8 @@ def run_probe(
     finding), unless `allow_fail` (the caller judges what was recorded).
     """
     fn = load_workload(spec.workload)
-    ctx = TrialContext(
-        number=0,
-        params=dict(params),
-        epochs=epochs,
-        seed=seed,
-        device=device,
-        stage=mode,
-        study=spec.name,
-        mode=mode,
-        subset=subset,
-        _on_report=on_report,
-        _on_watch=on_watch,
-    )
+    record = TrialRecord(0, dict(params), epochs, seed, stage=mode, study=spec.name, metric=spec.metric, mode=mode, subset=subset)
+    ctx = TrialContext.open(record, device, on_report, on_watch)
     outcome = run_trial(fn, ctx, spec.metric)
     if outcome.state == "fail" and not allow_fail:
         raise WorkloadError(f"workload {spec.workload} crashed in {mode} mode: {outcome.reason}")

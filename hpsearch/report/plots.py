@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from hpsearch.divergence import loss_keys
 from hpsearch.errors import HpsearchError
 from hpsearch.space import fmt
 
 if TYPE_CHECKING:
-    from hpsearch.lr_range import LrRange
+    from hpsearch.instruments.lr_range import LrRange
     from hpsearch.storage import Store
 
 DPI = 100
@@ -44,7 +45,7 @@ def top_curves(store: Store, stage: str | None = None, top: int = 5) -> list[Tri
     Raises HpsearchError when no completed trial recorded curves.
     """
     from hpsearch.leaderboard import select_stages
-    from hpsearch.stages import ranked_trials
+    from hpsearch.trials import ranked_trials
 
     found: list[tuple[Any, str]] = []
     stages = select_stages(store, stage)
@@ -73,13 +74,6 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def loss_keys(curves: dict[str, list[float]]) -> tuple[str | None, str | None]:
-    """(train loss key, val loss key) of a trial's curves, when it reported them."""
-    train = "train_loss" if "train_loss" in curves else ("loss" if "loss" in curves else None)
-    val = "val_loss" if "val_loss" in curves else None
-    return train, val
 
 
 def plot_curves(trials: Sequence[TrialCurves], path: str | Path, title: str = "") -> Path:
@@ -151,7 +145,7 @@ def plot_scatter(
         else:
             values = [float(v) for v in p.ordered]
             positive = [v for v in values if v > 0]
-            log = len(positive) >= 2 and positive[-1] / positive[0] >= 100
+            log = p.log_spaced
             floor = positive[0] / 3 if positive else 0.0
             lo, hi = (floor if values[0] <= 0 and log else values[0]), values[-1]
             pts = [(x if not (log and x <= 0) else floor, y) for x, y in pts]

@@ -3,7 +3,8 @@
 - update:weight ratio (the `update_ratio` curve, recorded when the workload
   calls trial.watch): around 1e-3 is healthy; below 1e-4 hints "lr too low?",
   above 1e-2 "lr too high?".
-- loss-curve shapes (train_loss / val_loss), at least 3 epochs:
+- loss-curve shapes (the training and validation losses that
+  divergence.loss_keys names), at least 3 epochs:
   `undertrained` (train loss still falling steeply in the last epoch),
   `overfitting` (val loss rising from its minimum while train loss keeps
   falling), `flat: lr too low or dead` (train loss barely moved),
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import math
 from typing import Sequence
+
+from hpsearch.divergence import loss_keys
 
 RATIO_LOW = 1e-4  # a decade below the recipe's ~1e-3: updates too small to learn in time
 RATIO_HIGH = 1e-2  # a decade above: each step rewrites 1% of the weights, unstable
@@ -43,8 +46,9 @@ def ratio_hint(ratio: float | None) -> str:
 
 def curve_notes(curves: dict[str, list[float]]) -> list[str]:
     """Shape tags of one trial's loss curves (see the module docstring); [] when it looks fine."""
-    train = _finite(curves.get("train_loss") or curves.get("loss") or [])
-    val = _finite(curves.get("val_loss") or [])
+    train_key, val_key = loss_keys(curves)
+    train = _finite(curves.get(train_key, []) if train_key else [])
+    val = _finite(curves.get(val_key, []) if val_key else [])
     notes: list[str] = []
     if len(train) >= MIN_EPOCHS:
         first, last = train[0], train[-1]

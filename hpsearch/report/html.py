@@ -16,11 +16,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hpsearch.coordinator import stage_flags
 from hpsearch.errors import HpsearchError
 from hpsearch.leaderboard import frame
 from hpsearch.space import fmt
-from hpsearch.stages import ranked_trials, stage_flags
 from hpsearch.storage import StageInfo, Store, results_dir
+from hpsearch.trials import ranked_trials
 
 REPORT_FILE = "report.html"
 CURVES_TOP = 5  # more lines than this make the curves plot unreadable
@@ -69,7 +70,7 @@ def build_report(store: Store, directory: str | Path | None = None, top: int = 1
 
 
 def _stage_section(store: Store, info: StageInfo, tmp: Path, top: int) -> str:
-    from hpsearch.plots import TrialCurves, plot_curves, plot_scatter
+    from hpsearch.report.plots import TrialCurves, plot_curves, plot_scatter
 
     spec = info.spec
     trials = store.trials(info)

@@ -1,6 +1,6 @@
 """The worker process: loads a workload once, then runs the trials the coordinator sends it.
 
-Started by dispatch.PoolExecutor as `python -m hpsearch.worker FD WORKLOAD
+Started by dispatch.PoolExecutor as `python -m hpsearch.dispatch.worker FD WORKLOAD
 DEVICE THREADS PARENT_PID`, with CUDA_VISIBLE_DEVICES already in its
 environment (so torch, imported here by the workload, sees only its GPU).
 It never touches the storage: per-epoch reports go to the coordinator over
@@ -8,8 +8,8 @@ the connection on FD, which answers go on or stop, and each trial's
 TrialOutcome goes back the same way.
 
 Messages (pickled tuples), coordinator -> worker:
-    ("trial", {number, params, epochs, seed, stage, study, metric})
-    ("population", [{...}, ...])         K trials to train together (the workload's fn.population)
+    ("trial", TrialRecord)               one trial to run
+    ("population", [TrialRecord, ...])   K trials to train together (the workload's fn.population)
     ("choose_k", params)                 measure the best population size (--population auto)
     ("reply", reason | None)             answer to a report
 worker -> coordinator:
@@ -29,10 +29,11 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection
-from typing import Any
 
 from hpsearch.errors import WorkloadError
-from hpsearch.workload import TrialContext, load_workload, run_trial
+from hpsearch.workloads.api import EpochTiming, TrialContext, TrialRecord
+from hpsearch.workloads.function import run_trial
+from hpsearch.workloads.loader import load_workload
 
 PARENT_POLL_S = 1.0  # how soon a worker notices its coordinator vanished, where prctl is unavailable
 
@@ -46,11 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fn = load_workload(workload)
     except WorkloadError as e:
-        conn.send(("load_failed", str(e)))
+        conn.send(("load_failed", e.template))  # the coordinator renders its settings
         return 2
     if "torch" in sys.modules:  # OMP_NUM_THREADS covers a workload that imports torch later
         sys.modules["torch"].set_num_threads(int(threads))
-    from hpsearch.population import choose_population_size, population_entry, run_population
+    from hpsearch.workloads.population import choose_population_size, population_entry, run_population
 
     entry = population_entry(fn)
     conn.send(("ready", os.getpid(), entry is not None))
@@ -67,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if kind not in ("trial", "population"):
             continue
-        jobs: list[dict[str, Any]] = [message[1]] if kind == "trial" else message[1]
-        contexts = [_context(conn, job, device) for job in jobs]
+        records: list[TrialRecord] = [message[1]] if kind == "trial" else message[1]
+        contexts = [_context(conn, record, device) for record in records]
         if kind == "trial" or entry is None:
-            outcomes = [run_trial(fn, ctx, job["metric"]) for ctx, job in zip(contexts, jobs)]
+            outcomes = [run_trial(fn, ctx, ctx.record.metric) for ctx in contexts]
         else:
-            outcomes = run_population(entry, contexts, jobs[0]["metric"])
+            outcomes = run_population(entry, contexts, records[0].metric)
         try:
             for ctx, outcome in zip(contexts, outcomes):
                 conn.send(("done", ctx.number, outcome))
@@ -80,25 +81,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
 
 
-def _context(conn: Connection, job: dict[str, Any], device: str) -> TrialContext:
+def _context(conn: Connection, record: TrialRecord, device: str) -> TrialContext:
     """The trial object a workload sees; its reports travel to the coordinator, which answers go on/stop."""
-    ctx = TrialContext(
-        number=job["number"],
-        params=job["params"],
-        epochs=job["epochs"],
-        seed=job["seed"],
-        device=device,
-        stage=job["stage"],
-        study=job["study"],
-    )
 
-    def on_report(epoch: int, metrics: dict[str, float]) -> str | None:
-        conn.send(("report", ctx.number, epoch, metrics, ctx.epoch_seconds, ctx.iterations))
+    def on_report(epoch: int, metrics: dict[str, float], timing: EpochTiming) -> str | None:
+        conn.send(("report", record.number, epoch, metrics, timing.seconds, timing.iterations))
         reply = conn.recv()
         return reply[1]
 
-    ctx._on_report = on_report
-    return ctx
+    return TrialContext.open(record, device, on_report)
 
 
 def _die_with_parent(parent: int) -> None:

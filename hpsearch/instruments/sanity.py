@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpsearch.errors import TrialStopped
-from hpsearch.probe import WATCH_HINT, base_params, lr_bounds, lr_param, run_probe
+from hpsearch.instruments.probe import WATCH_HINT, base_params, lr_bounds, lr_param, run_probe
 from hpsearch.space import fmt
 from hpsearch.spec import StudySpec
-from hpsearch.watch import LossRecord
+from hpsearch.workloads.watch import LossRecord
 
 SUBSET = 20  # the recipe's "about 20 examples"
 MAX_STEPS = 300  # bounded: a model that cannot memorise 20 examples in 300 steps has a bug
@@ -114,7 +114,7 @@ def _overfit(spec: StudySpec, lr: float, device: str, seed: int) -> _Attempt:
         watcher.on_loss = on_loss
         watcher.on_step = on_step
 
-    def on_report(epoch: int, metrics: dict[str, float]) -> str | None:
+    def on_report(epoch: int, metrics: dict[str, float], timing: Any = None) -> str | None:
         watcher = state["watcher"]
         if watcher is None:
             return "the workload does not call trial.watch"

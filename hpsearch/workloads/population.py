@@ -15,7 +15,7 @@ own per-epoch metrics; a member whose report raises TrialStopped (diverged,
 pruned) is masked out from then on while the others go on. `report_population`
 does that bookkeeping so trainers need no try/except.
 
-`run_population` is the population twin of `workload.run_trial`: it runs the
+`run_population` is the population twin of `workloads.function.run_trial`: it runs the
 entry point and turns each member's ending into a TrialOutcome.
 `choose_population_size` picks K for `--population auto` by measuring.
 
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from hpsearch.errors import TrialStopped
-from hpsearch.workload import TrialContext, TrialOutcome, exception_reason, result_outcome
+from hpsearch.workloads.api import TrialContext, TrialOutcome, TrialRecord, exception_reason, result_outcome
 
 PopulationFn = Callable[[list[Any]], list[Any]]
 
@@ -225,7 +225,7 @@ def _rate(time_k: Callable[[int], float], k: int) -> float:
 
 def probe_contexts(params: Mapping[str, Any], k: int, epochs: int = PROBE_EPOCHS, device: str = "cpu") -> list[TrialContext]:
     """k throwaway trials with the same params and seeds 0..k-1, for timing probes (no reports kept)."""
-    return [TrialContext(number=i, params=dict(params), epochs=epochs, seed=i, device=device) for i in range(k)]
+    return [TrialContext.open(TrialRecord(i, dict(params), epochs, i, stage="probe"), device) for i in range(k)]
 
 
 def choose_population_size(

@@ -1,0 +1,109 @@
+"""The hpsearch command line: registers the commands and turns every error into one line at the edge.
+
+Each command parses, calls one core function and renders. Usage and input
+errors become one `Error: ...` line on stderr with exit code 2 (no traceback
+unless --debug); data goes to stdout, progress and warnings to stderr. The
+library's errors name settings (`$workers`); here they are spelled as flags.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+
+from hpsearch import __version__
+from hpsearch.cli import instruments, results, search
+from hpsearch.cli.options import flag
+from hpsearch.errors import HpsearchError, StageNotFound, StudyNotFound
+
+app = typer.Typer(
+    name="hpsearch",
+    help="Coarse-to-fine hyperparameter search for PyTorch models.\n\n"
+    "Example: hpsearch coarse studies/digits_mlp.toml && hpsearch refine digits_mlp",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+for command in (search.coarse, search.refine, results.leaderboard, results.studies, search.worker, instruments.sanity):
+    app.command()(command)
+app.command("lr-find")(instruments.lr_find)
+for command in (results.curves, results.report):
+    app.command()(command)
+
+_state = {"debug": False}
+NO_STUDY_ADVICE = "run `hpsearch coarse STUDY_FILE` first, or pass --dir/--storage"
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"hpsearch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Coarse-to-fine hyperparameter search for PyTorch models.
+
+    Example: hpsearch coarse studies/digits_mlp.toml && hpsearch refine digits_mlp
+    """
+    _state["debug"] = debug or _state["debug"]
+
+
+def message(error: HpsearchError) -> str:
+    """A library error as the command line says it: settings as flags, plus what to run next."""
+    text = error.render(flag)
+    if isinstance(error, StudyNotFound) and not isinstance(error, StageNotFound):
+        text += f"; {NO_STUDY_ADVICE}"
+    return text
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on `argv` and return the exit code; every error becomes one line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _state["debug"] = "--debug" in argv or os.environ.get("HPSEARCH_DEBUG") == "1"
+    try:
+        result = app(args=argv, prog_name="hpsearch", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except typer.Exit as e:
+        return e.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print(search.INTERRUPTED_MESSAGE, file=sys.stderr)
+        return 130
+    except HpsearchError as e:
+        _error(message(e))
+        return e.exit_code
+    except typer.TyperException as e:  # usage errors: unknown flag, bad value, missing argument
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help())
+            return 0
+        command = ctx.command_path if ctx is not None else "hpsearch"
+        _error(f"{e.format_message()} (see `{command} --help`)")
+        return 2
+    except Exception as e:
+        _error(f"unexpected {type(e).__name__}: {e} (run with --debug for the traceback)")
+        return 1
+
+
+def _error(text: str) -> None:
+    from hpsearch.storage import mask_url
+
+    if _state["debug"]:
+        # A driver's traceback can quote the storage URL: mask it there too.
+        print(mask_url(traceback.format_exc()), file=sys.stderr, end="")
+    print(f"Error: {mask_url(text)}", file=sys.stderr)
+
+
+def main() -> None:
+    sys.exit(run())

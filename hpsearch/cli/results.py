@@ -1,0 +1,146 @@
+"""The commands that read a study: leaderboard, studies, curves, report."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hpsearch.cli.options import DirOpt, NameArg, StageOpt, StorageOpt
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    markdown = "markdown"
+
+
+def leaderboard(
+    name: NameArg,
+    stage: StageOpt = None,
+    top: Annotated[
+        Optional[int], typer.Option("--top", min=1, help="Print only the N best rows (the CSV keeps every trial) [default: all].")
+    ] = None,
+    csv: Annotated[
+        Optional[str], typer.Option("--csv", help="Also write every trial as CSV to PATH ('-' = stdout, instead of the table).")
+    ] = None,
+    output_format: Annotated[Format, typer.Option("--format", help="How to print it on stdout.")] = Format.table,
+    directory: DirOpt = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Show the ranked trials of a stage (or all stages), with border flags.
+
+    One row per trial: completed ones ranked by the study's metric and
+    direction, then pruned and failed ones with their reason. The CSV has the
+    columns rank, trial, stage, state, reason, <metric>, <params>, epochs,
+    duration_s, border, and the other metrics the workload returned, then
+    update_ratio (last per-epoch update:weight ratio; the recipe wants ~1e-3),
+    lr_hint ('lr too low?' below 1e-4, 'lr too high?' above 1e-2) and notes
+    (undertrained, overfitting, flat: lr too low or dead, unstable: lr too high?).
+
+    Example: hpsearch leaderboard digits_mlp --stage all --csv leaderboard.csv
+    """
+    from hpsearch.cli.render import leaderboard_table, make_console, print_flags
+    from hpsearch.coordinator import stage_flags
+    from hpsearch.leaderboard import frame, select_stages, to_text, write_csv
+    from hpsearch.storage import Store
+    from hpsearch.trials import ranked_trials
+
+    store = Store(name, directory, storage, create=False)
+    # Read each stage's trials once: on PostgreSQL reading a large stage is most of the command's time.
+    stages = select_stages(store, stage)
+    trials = [store.trials(s) for s in stages]
+    df = frame(stages, trials)
+    out, err = make_console(), make_console(stderr=True)
+    if csv == "-":
+        sys.stdout.write(to_text(df, "csv"))
+        return
+    if csv:
+        write_csv(df, csv)
+    shown = df.head(top) if top else df
+    if output_format != Format.table:
+        sys.stdout.write(to_text(shown, output_format.value))
+    else:
+        spec = stages[0].spec
+        names = list(dict.fromkeys(n for s in stages for n in s.space.names))
+        title = f"{name}: {', '.join(s.name for s in stages)} ({spec.direction.value} {spec.metric})"
+        out.print(leaderboard_table(shown, spec.metric, names, title))
+    for info, stage_trials in zip(stages, trials):
+        print_flags(err, stage_flags(info, ranked_trials(stage_trials, info.spec.direction.value)), info.name)
+    if csv:
+        err.print(f"wrote {len(df)} rows to {csv}")
+
+
+def studies(directory: DirOpt = None, storage: StorageOpt = None) -> None:
+    """List the studies with their stages, trial counts and best metric.
+
+    Example: hpsearch studies --dir studies
+    """
+    from hpsearch.cli.render import make_console, studies_table
+    from hpsearch.leaderboard import study_summaries
+    from hpsearch.storage import results_dir
+
+    rows = study_summaries(directory, storage)
+    if not rows:
+        make_console(stderr=True).print(f"no studies under {results_dir(directory)}; run `hpsearch coarse STUDY_FILE` first")
+        return
+    make_console().print(studies_table(rows))
+
+
+def curves(
+    name: NameArg,
+    stage: StageOpt = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="How many of the best trials to draw.")] = 5,
+    out_path: Annotated[
+        Optional[Path], typer.Option("--out", help="PNG to write [default: <results>/<name>/curves-<stage>.png].")
+    ] = None,
+    directory: DirOpt = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Loss curves of the top trials: train solid, val dashed, one colour per trial (PNG + terminal sketch).
+
+    Good lr: falls fast then flattens. Too low: falls almost linearly. Too
+    high: explodes, or plateaus early at a high value. Val rising while train
+    falls: overfitting. Also prints each curve as a sparkline (one log scale).
+
+    Example: hpsearch curves digits_mlp --stage refine-1 --top 5 --out curves.png
+    """
+    from hpsearch.cli.render import curves_text, make_console
+    from hpsearch.report.plots import plot_curves, top_curves
+    from hpsearch.storage import Store, results_dir
+
+    store = Store(name, directory, storage, create=False)
+    found = top_curves(store, stage, top)
+    label = stage or store.stage(None).name
+    path = plot_curves(found, out_path or results_dir(directory) / name / f"curves-{label}.png", f"{name} {label}: loss curves of the top {len(found)}")
+    out = make_console()
+    for line in curves_text(found):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    make_console(stderr=True).print(f"wrote {path}", soft_wrap=True)
+
+
+def report(
+    name: NameArg,
+    top: Annotated[int, typer.Option("--top", min=1, help="Leaderboard rows per stage.")] = 10,
+    directory: DirOpt = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Write a self-contained HTML report of a study: lineage, spaces, leaderboards, borders, plots.
+
+    One file (images embedded) in the study's results folder: each stage with
+    its space and how refine derived it, border flags, leaderboard with the
+    diagnostics, metric vs each parameter (log axes, searched range and the
+    border zone - outer 10% - marked), and the top trials' loss curves.
+
+    Example: hpsearch report digits_mlp && chromium studies/digits_mlp/report.html
+    """
+    from hpsearch.cli.render import make_console
+    from hpsearch.report.html import build_report
+    from hpsearch.storage import Store
+
+    path = build_report(Store(name, directory, storage, create=False), directory, top)
+    make_console().print(str(path), soft_wrap=True)

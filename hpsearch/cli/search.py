@@ -1,0 +1,156 @@
+"""The commands that run stages: coarse, refine, and worker (one more machine on a stage)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Any, Optional
+
+import typer
+
+from hpsearch.cli.options import DirOpt, NameArg, RunOptions, SpecArg, StageOverrides, StorageOpt, grouped
+
+INTERRUPTED_MESSAGE = "\nInterrupted: completed trials are kept; run the same command again to continue."
+
+
+@grouped
+def coarse(
+    spec_file: SpecArg, overrides: StageOverrides, run: RunOptions, directory: DirOpt = None, storage: StorageOpt = None
+) -> None:
+    """Run (or continue) a study's coarse stage: wide ranges, short trials.
+
+    Creates the study from the study file, or continues its coarse stage until
+    it has its number of finished trials. Prints the leaderboard and flags
+    parameters whose best value lies on the border of their range.
+
+    Trials run in worker processes over every visible GPU (else one per CPU
+    core); live progress goes to stderr. A trial that crashes, dies, times
+    out or diverges is recorded with its reason and the search goes on;
+    Ctrl-C keeps every finished trial, and the same command continues.
+
+    Example: hpsearch coarse studies/digits_mlp.toml --trials 40 --epochs 2 --workers 2
+    """
+    from hpsearch.spec import load_spec
+    from hpsearch.stages import start_coarse
+    from hpsearch.storage import Store
+
+    executor = _executor(run)
+    spec = load_spec(spec_file)
+    store = Store(spec.name, directory, storage)
+    info = start_coarse(store, spec, overrides.as_dict())
+    _run_and_show(store, info, run, executor)
+
+
+@grouped
+def refine(
+    name: NameArg,
+    overrides: StageOverrides,
+    run: RunOptions,
+    from_stage: Annotated[
+        Optional[str], typer.Option("--from", help="Parent stage to refine from [default: the latest stage].")
+    ] = None,
+    directory: DirOpt = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Run the next refine stage: ranges narrowed around the best trials, longer trials.
+
+    Takes the top-k completed trials of the latest stage (or --from), narrows
+    each range around them in log space (padded by a quarter of their span,
+    at least 0.1 decade), widens it a decade past any border the best values
+    sit on, prints old -> new range per parameter and why, and runs the stage
+    (refine-1, refine-2, ...). An unfinished refine stage is continued instead.
+
+    Trials are dispatched as in `coarse` (--devices, --workers, --pruner, ...).
+
+    Example: hpsearch refine digits_mlp --epochs 15 --top-k 5 --pruner median
+    """
+    from hpsearch.cli.render import changes_table, make_console, print_flags
+    from hpsearch.stages import plan_refine
+    from hpsearch.storage import Store
+
+    executor = _executor(run)
+    store = Store(name, directory, storage, create=False)
+    info, flags, resumed = plan_refine(store, from_stage, overrides.as_dict())
+    out, err = make_console(), make_console(stderr=True)
+    if resumed:
+        err.print(f"continuing unfinished stage {info.name}")
+    else:
+        print_flags(err, flags, info.parent or "")
+    out.print(changes_table(info))
+    _run_and_show(store, info, run, executor)
+
+
+@grouped
+def worker(
+    name: NameArg,
+    run: RunOptions,
+    stage: Annotated[
+        Optional[str], typer.Option("--stage", help="The stage to join: coarse, refine-1, ... [default: the latest stage].")
+    ] = None,
+    storage: StorageOpt = None,
+    directory: DirOpt = None,
+) -> None:
+    """Join a running stage from another machine and run its trials until it has them all, then exit 0.
+
+    The space, settings and workload path come from the storage (a shared
+    PostgreSQL database: --storage or $HPSEARCH_STORAGE), so only the study's
+    name is needed; the workload must be importable here at the same path.
+    Any number of workers may join and leave at any time: each counts the
+    stage's finished and running trials in the database before starting one,
+    and grid points are taken from one shared queue, never run twice. A
+    machine that dies mid-trial stops sending heartbeats; after the grace
+    period ($HPSEARCH_HEARTBEAT_GRACE, default 60 s) its trial is recorded as
+    FAIL `worker died (heartbeat lost)` and a live worker runs a replacement.
+
+    Trials are dispatched on this machine as in `coarse` (--devices, --workers, ...).
+
+    Example: hpsearch worker digits_mlp --stage coarse --storage postgresql://user:pw@db-host/hpsearch --devices auto
+    """
+    from hpsearch.cli.render import make_console
+    from hpsearch.storage import Store
+
+    executor = _executor(run)
+    store = Store(name, directory, storage, create=False)
+    info = store.stage(stage)
+    if not run.quiet:
+        make_console(stderr=True).print(f"joining {name} {info.name} in {store.location}", soft_wrap=True, markup=False)
+    _run_and_show(store, info, run, executor, join=True)
+
+
+def _executor(run: RunOptions) -> Any:
+    from hpsearch.dispatch import DispatchConfig, make_executor
+
+    return make_executor(DispatchConfig(run.devices, run.per_device, run.workers, run.trial_timeout, run.population))
+
+
+def _run_and_show(store: Any, info: Any, run: RunOptions, executor: Any, join: bool = False) -> None:
+    """Run a stage with live progress, then print its leaderboard and border warnings.
+
+    join=True runs it as one more coordinator (stages.join_stage: `hpsearch worker`).
+    """
+    from hpsearch.cli.progress import ProgressDisplay
+    from hpsearch.cli.render import leaderboard_table, make_console, print_flags, stage_summary
+    from hpsearch.leaderboard import frame
+    from hpsearch.stages import join_stage, run_stage
+
+    out, err = make_console(), make_console(stderr=True)
+    start = time.perf_counter()
+    pruner = run.pruner.value
+    try:
+        with ProgressDisplay(err, info, run.quiet) as progress:
+            if join:
+                result = join_stage(store, info.name, executor, listener=progress, pruner=pruner)
+            else:
+                result = run_stage(store, info, executor, listener=progress, pruner=pruner)
+    except KeyboardInterrupt:
+        # Typer turns a KeyboardInterrupt into a silent exit 130; say what was kept.
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
+        raise typer.Exit(130) from None
+    for notice in getattr(executor, "notices", []):
+        err.print(notice, soft_wrap=True, markup=False)
+    if not run.quiet:
+        err.print(stage_summary(result, time.perf_counter() - start))
+    df = frame([info], [result.trials], run.top)
+    title = f"{info.spec.name} {info.name}: top {min(run.top, len(df))} ({info.spec.direction.value} {info.spec.metric})"
+    out.print(leaderboard_table(df, info.spec.metric, info.space.names, title))
+    print_flags(err, result.flags, info.name)

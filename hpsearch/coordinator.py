@@ -1,0 +1,397 @@
+"""The coordinator of one stage on this machine: hands out trials, hears reports, records outcomes.
+
+It is the only part of a process that talks to the storage. An executor
+(handed in: see dispatch/) calls `next_job` for a trial to run, `report` with
+each epoch's metrics (the answer is a reason to stop the trial, or None) and
+`finish` with the outcome; the coordinator never picks an executor.
+
+Several coordinators may run one stage at once (one per machine). What keeps
+them consistent lives in the storage, not in any one process:
+- before each trial a coordinator counts the stage's finished and RUNNING
+  trials in the storage; it starts one only while finished + running is
+  below the target, so the stage overshoots only when coordinators ask at the
+  same instant (by at most the trials asked in that instant), and every
+  coordinator stops once the target is reached;
+- grid points are enqueued once, when the stage is created (stages.py), as
+  WAITING trials; coordinators pop them, and the storage lets one pop win;
+- a grid point whose trial was interrupted (Ctrl-C, its process gone, its
+  machine's heartbeat lost) is enqueued again by the one coordinator whose
+  move of that trial to FAIL succeeded, so the retry is never duplicated.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch import optuna_compat as compat
+from hpsearch.border import BorderFlag, check_borders
+from hpsearch.divergence import DivergenceCheck
+from hpsearch.errors import SpecError
+from hpsearch.pruner import make_pruner, prune_reason
+from hpsearch.storage import TRANSIENT_ERRORS, StageInfo, Store, heartbeat_settings, is_stale, owner_tag
+from hpsearch.strategy import Strategy, make_sampler
+from hpsearch.trials import (
+    CURVES_ATTR,
+    DURATION_ATTR,
+    EPOCHS_ATTR,
+    HEARTBEAT_LOST,
+    INTERRUPTED,
+    METRICS_ATTR,
+    OWNER_ATTR,
+    REASON_ATTR,
+    RETRY_OF_ATTR,
+    RETRYABLE,
+    SEED_ATTR,
+    counts,
+    ranked_trials,
+    stage_target,
+    trial_params,
+)
+from hpsearch.workloads.api import TrialOutcome, TrialRecord
+
+FAIL_FAST = 5  # this many failures in a row with no success: the workload is broken, stop the stage
+log = logging.getLogger("hpsearch.coordinator")
+
+
+@dataclass
+class Job:
+    """One trial handed to an executor: its Optuna trial (kept here) and its record (sent to the worker)."""
+
+    trial: optuna.Trial
+    record: TrialRecord
+    check: DivergenceCheck = field(default_factory=DivergenceCheck)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def number(self) -> int:
+        return self.record.number
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.record.params
+
+    @property
+    def epochs(self) -> int:
+        return self.record.epochs
+
+    @property
+    def metric(self) -> str:
+        return self.record.metric
+
+
+@dataclass
+class TrialEvent:
+    """What progress displays hear about: a trial started, reported an epoch, or finished."""
+
+    kind: str  # "start" | "report" | "finish"
+    job: Job
+    epoch: int | None = None
+    metrics: dict[str, float] | None = None
+    outcome: TrialOutcome | None = None
+    done: int = 0
+    target: int = 0
+    failed: int = 0
+    best: FrozenTrial | None = None
+    running: int = 0
+    epoch_seconds: float | None = None  # wall time of the reported epoch, measured in the trial's process
+    iterations: int | None = None  # optimiser steps in that epoch, when the workload says
+
+
+Listener = Callable[[TrialEvent], None]
+
+
+@dataclass
+class StageResult:
+    stage: StageInfo
+    trials: list[FrozenTrial]
+    ran: int  # trials this invocation ran
+    flags: list[BorderFlag]
+    failures: list[str]  # reasons of the trials that failed in this invocation
+
+
+def stage_flags(info: StageInfo, ranked: list[FrozenTrial]) -> list[BorderFlag]:
+    """A stage's border flags: its own space and top_k, over its completed trials ranked best first."""
+    return check_borders(info.space, [t.params for t in ranked], info.settings.top_k)
+
+
+class Heartbeat:
+    """Records a heartbeat for each running trial every interval (RDB storages), in a thread.
+
+    Database hiccups (a dropped connection, a timeout) are logged once and retried at the
+    next beat (the grace period allows several missed beats). Any other exception is a bug:
+    the thread stops and keeps it; the coordinator raises it at its next call (`check`).
+    """
+
+    def __init__(self, study: optuna.Study, running: Callable[[], list[Job]]) -> None:
+        self.study = study
+        self.running = running
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._failing = False
+        self._thread = threading.Thread(target=self._loop, name="hpsearch-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        interval, _ = heartbeat_settings()
+        while not self._stop.wait(interval):
+            try:
+                for job in self.running():
+                    compat.record_heartbeat(self.study, job.trial)
+            except TRANSIENT_ERRORS as e:
+                if not self._failing:
+                    log.warning("heartbeat not recorded (%s: %s); retrying every %s s", type(e).__name__, e, interval)
+                self._failing = True
+                continue
+            except BaseException as e:  # a programming error: never hidden
+                self.error = e
+                return
+            if self._failing:
+                log.warning("heartbeat recorded again")
+                self._failing = False
+
+    def check(self) -> None:
+        """Raise, on the caller's thread, the error that stopped the heartbeat thread, if any."""
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise RuntimeError(f"the heartbeat thread stopped: {type(error).__name__}: {error}") from error
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+
+class Coordinator:
+    """Hands out one stage's trials on this machine and records how each ended (see the module docstring).
+
+    When `next_job` says None, `waiting_on_others` says whether to look again
+    later (other coordinators still run trials that may fail and need
+    replacing) or to stop. Call `close` at the end: it stops the heartbeat.
+    `salt` (an int) varies the sampler's seed between coordinators joining
+    the same stage, so two machines starting together draw different points.
+    """
+
+    def __init__(
+        self, store: Store, info: StageInfo, listener: Listener | None = None, pruner: str = "none", salt: int = 0
+    ) -> None:
+        self.store, self.info, self.listener, self.pruner = store, info, listener, pruner
+        self.metric = info.spec.metric
+        self.direction = info.spec.direction.value
+        self.target = stage_target(info.settings, info.space)
+        self.grid = info.settings.strategy == Strategy.grid
+        existing = store.trials(info)
+        # Seeded by the history too, so a resumed stage draws new points, not the first ones again.
+        seed = info.settings.seed + 10_000 * info.index + len(existing) + salt
+        self.study = store.study(
+            info, sampler=make_sampler(info.settings.strategy, seed), pruner=make_pruner(pruner, info.settings.epochs)
+        )
+        self.distributions = info.space.distributions()
+        self.running: dict[int, Job] = {}
+        self.ran = self.completed_now = self.fail_streak = 0
+        self.failures: list[str] = []
+        self.done, self.failed_total, self.running_total = 0, 0, 0
+        self.heartbeat = Heartbeat(self.study, lambda: list(self.running.values())) if store.heartbeat else None
+        self._refresh()
+
+    # -- what executors call
+
+    def next_job(self) -> Job | None:
+        """The next trial to run, or None when the stage needs no more trials started now."""
+        self._check_heartbeat()
+        if self._failing():
+            return None
+        self._refresh()
+        if self.done + self.running_total >= self.target:
+            return None
+        trial = compat.pop_waiting(self.study, self.distributions)
+        if trial is None:
+            if self.grid:
+                return None  # every point is taken; one that fails for a retryable reason comes back
+            trial = compat.ask(self.study, self.distributions)
+        if self.heartbeat is not None:
+            compat.record_heartbeat(self.study, trial)
+        seed = self.info.settings.seed + 10_000 * self.info.index + trial.number
+        for key, value in ((OWNER_ATTR, owner_tag()), (SEED_ATTR, seed), (EPOCHS_ATTR, self.info.settings.epochs)):
+            trial.set_user_attr(key, value)
+        record = TrialRecord(
+            number=trial.number,
+            params=dict(trial.params),
+            epochs=self.info.settings.epochs,
+            seed=seed,
+            stage=self.info.name,
+            study=self.info.spec.name,
+            metric=self.metric,
+        )
+        job = Job(trial, record)
+        self.running[job.number] = job
+        self.running_total += 1
+        self._emit("start", job)
+        return job
+
+    def waiting_on_others(self) -> bool:
+        """True while the stage is short of its target only by trials other coordinators are running.
+
+        Those may still fail (their machine dies) and need replacing, so a
+        coordinator with nothing to start waits instead of leaving. Uses the
+        counts of the last `next_job` call.
+        """
+        others = self.running_total - len(self.running)
+        return not self._failing() and self.done < self.target and others > 0
+
+    def report(
+        self, job: Job, epoch: int, metrics: dict[str, float], epoch_seconds: float | None = None, iterations: int | None = None
+    ) -> str | None:
+        """Per-epoch metrics of a running trial: the reason to stop it (diverged, pruned), or None.
+
+        `epoch_seconds` and `iterations` (optional) only feed the progress display.
+        """
+        self._check_heartbeat()
+        self._emit("report", job, epoch=epoch, metrics=metrics, epoch_seconds=epoch_seconds, iterations=iterations)
+        reported = self.metric in metrics and math.isfinite(metrics[self.metric])
+        try:
+            if reported:
+                job.trial.report(metrics[self.metric], epoch)
+            reason = job.check(metrics)
+            if reason is None and reported and self.pruner != "none" and job.trial.should_prune():
+                reason = prune_reason(self.pruner)
+        except UpdateFinishedTrialError:
+            return HEARTBEAT_LOST  # failed by another machine (our heartbeat stalled): stop wasting the worker
+        return reason
+
+    def finish(self, job: Job, outcome: TrialOutcome) -> None:
+        """Record how a trial ended. A crash is data: it never stops the stage by itself."""
+        self.running.pop(job.number, None)
+        self.running_total = max(self.running_total - 1, 0)
+        self.ran += 1
+        try:
+            self._record(job, outcome)
+        except UpdateFinishedTrialError:
+            # Another coordinator failed it as stale (our heartbeats stopped reaching the database,
+            # e.g. a network split); its verdict stands, and a grid point was re-queued by it.
+            self.failures.append(f"trial {job.number}: {HEARTBEAT_LOST}")
+        self._emit("finish", job, outcome=outcome)
+
+    def interrupt(self) -> None:
+        """Record every running trial as FAIL (interrupted); completed trials stay."""
+        for job in list(self.running.values()):
+            self.finish(job, TrialOutcome("fail", reason=INTERRUPTED, duration_s=time.perf_counter() - job.started))
+
+    def close(self) -> None:
+        """Stop the heartbeat thread (RDB storages). Idempotent."""
+        if self.heartbeat is not None:
+            self.heartbeat.close()
+            self.heartbeat = None
+
+    # -- results
+
+    def result(self) -> StageResult:
+        trials = self.study.get_trials(deepcopy=False)
+        flags = stage_flags(self.info, ranked_trials(trials, self.direction))
+        return StageResult(self.info, trials, self.ran, flags, self.failures)
+
+    def best(self) -> FrozenTrial | None:
+        ranked = ranked_trials(self.study.get_trials(deepcopy=False), self.direction)
+        return ranked[0] if ranked else None
+
+    # -- internals
+
+    def _record(self, job: Job, outcome: TrialOutcome) -> None:
+        trial = job.trial
+        if outcome.curves:
+            trial.set_user_attr(CURVES_ATTR, outcome.curves)
+        if outcome.metrics:
+            trial.set_user_attr(METRICS_ATTR, outcome.metrics)
+        trial.set_user_attr(DURATION_ATTR, round(outcome.duration_s, 4))
+        if outcome.reason:
+            trial.set_user_attr(REASON_ATTR, outcome.reason)
+        if outcome.state == "complete" and self.metric not in outcome.metrics:
+            self.study.tell(trial, state=TrialState.FAIL)
+            returned = ", ".join(outcome.metrics) or "nothing"
+            raise SpecError(
+                self.info.spec.path,
+                "metric",
+                f"the workload never returns {self.metric!r} (it returned: {returned}); "
+                "set metric to one of those, or return it from the workload",
+            )
+        if outcome.state == "complete":
+            self.study.tell(trial, outcome.metrics[self.metric])
+            self.done += 1
+            self.completed_now += 1
+            self.fail_streak = 0
+        elif outcome.state == "pruned":
+            self.study.tell(trial, state=TrialState.PRUNED)
+            self.done += 1
+            self.fail_streak = 0
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.failed_total += 1
+            if outcome.reason in RETRYABLE:
+                self._retry(trial.number, dict(trial.params))
+            else:
+                self.failures.append(f"trial {job.number}: {outcome.reason}")
+                self.fail_streak += 1
+                if self.grid:
+                    self.done += 1
+
+    def _failing(self) -> bool:
+        return self.fail_streak >= FAIL_FAST and self.completed_now == 0 or len(self.failures) >= self.target
+
+    def _check_heartbeat(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.check()
+
+    def _refresh(self) -> None:
+        """Fail dead trials, then count the stage's trials by state from the storage (all coordinators)."""
+        for t in fail_dead_trials(self.study, self.store.heartbeat, set(self.running)):
+            self._retry(t.number, trial_params(t))
+        self.done, self.failed_total, self.running_total = storage_counts(self.study, self.store, self.grid)
+
+    def _retry(self, number: int, params: dict[str, Any]) -> None:
+        """Queue a grid point again after a retryable failure that THIS coordinator recorded."""
+        if self.grid and params:
+            self.study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: number})
+
+    def _emit(self, kind: str, job: Job, **data: Any) -> None:
+        if self.listener is not None:
+            best = self.best() if kind == "finish" else None
+            counts_now = dict(done=self.done, target=self.target, failed=self.failed_total, running=len(self.running))
+            self.listener(TrialEvent(kind, job, best=best, **counts_now, **data))
+
+
+def storage_counts(study: optuna.Study, store: Store, grid: bool) -> tuple[int, int, int]:
+    """(finished trials that count toward the target, failed, running) of a stage, from the storage."""
+    by_state = compat.state_counts(study, store.storage)
+    finished = by_state.get(TrialState.COMPLETE, 0) + by_state.get(TrialState.PRUNED, 0)
+    failed = by_state.get(TrialState.FAIL, 0)
+    if grid and failed:
+        finished += counts(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)), Strategy.grid)[0]
+    return finished, failed, by_state.get(TrialState.RUNNING, 0)
+
+
+def fail_dead_trials(study: optuna.Study, heartbeat: bool, ours: set[int]) -> list[FrozenTrial]:
+    """Fail the RUNNING trials whose process is gone; returns those THIS call failed (one caller wins each).
+
+    With a heartbeat (RDB storages, which see other machines too): the trials
+    whose heartbeat stopped, reason `worker died (heartbeat lost)`. The local
+    journal: trials (not among `ours`, the numbers this coordinator runs)
+    whose host:pid owner on this machine is gone (SIGKILL, power loss),
+    reason `interrupted`.
+    """
+    if heartbeat:
+        stale = compat.stale_trial_ids(study)
+        return [t for t in (compat.fail_trial(study, i, REASON_ATTR, HEARTBEAT_LOST) for i in stale) if t]
+    won = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.number not in ours and is_stale(t.user_attrs.get(OWNER_ATTR, "")):
+            failed = compat.fail_trial(study, t, REASON_ATTR, INTERRUPTED)
+            if failed is not None:
+                won.append(failed)
+    return won

@@ -1,0 +1,53 @@
+"""Dispatch: who runs the trials a stage's coordinator hands out.
+
+- plan.py: which worker processes to start (devices -> slots);
+- pool.py: `PoolExecutor`, long-lived worker processes (what the CLI uses);
+- inline.py: `InlineExecutor`, trials one after another in this process;
+- worker.py: the worker process itself.
+
+See docs/dispatch.md for the design and the measured costs.
+"""
+
+from __future__ import annotations
+
+from hpsearch.dispatch.inline import InlineExecutor, pick_device
+from hpsearch.dispatch.plan import (
+    AUTO,
+    DispatchConfig,
+    WorkerSlot,
+    cpu_cores,
+    no_population_notice,
+    parse_population,
+    plan_workers,
+    visible_gpus,
+)
+from hpsearch.dispatch.pool import TIMEOUT_REASON, PoolExecutor
+from hpsearch.errors import DispatchError
+
+__all__ = [
+    "AUTO",
+    "TIMEOUT_REASON",
+    "DispatchConfig",
+    "InlineExecutor",
+    "PoolExecutor",
+    "WorkerSlot",
+    "cpu_cores",
+    "make_executor",
+    "no_population_notice",
+    "parse_population",
+    "pick_device",
+    "plan_workers",
+    "visible_gpus",
+]
+
+
+def make_executor(config: DispatchConfig) -> InlineExecutor | PoolExecutor:
+    """The executor for `config`: a worker pool, or InlineExecutor for workers = 0."""
+    if config.trial_timeout is not None and config.trial_timeout <= 0:
+        raise DispatchError("$trial_timeout must be a positive number of seconds")
+    population = parse_population(config.population)
+    if config.workers == 0 and config.per_device is None:
+        if config.trial_timeout is not None:
+            raise DispatchError("$trial_timeout needs worker processes; $workers 0 runs trials in this process")
+        return InlineExecutor("cpu" if config.devices == "cpu" else "auto", population)
+    return PoolExecutor(plan_workers(config), config.trial_timeout, population)

@@ -1,0 +1,82 @@
+"""In-process execution: the stage's trials one after another in the calling process (--workers 0).
+
+Simplest, with no process boundary: used by the tests of the search logic
+and by library callers that pass no executor. A workload with a population
+entry point may train K trials at a time here too.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from hpsearch.dispatch.plan import AUTO, no_population_notice
+from hpsearch.workloads.api import EpochTiming, TrialContext
+from hpsearch.workloads.function import run_trial
+from hpsearch.workloads.loader import load_workload
+
+if TYPE_CHECKING:
+    from hpsearch.coordinator import Coordinator, Job
+
+IDLE_POLL_S = 1.0  # how often a coordinator with nothing to start looks again while others run trials
+
+
+def pick_device(requested: str = "auto") -> str:
+    """'cuda:0' when a GPU is visible (and asked for), else 'cpu'.
+
+    Call it after loading the workload: one that did not import torch trains
+    on no accelerator, and torch is not imported just to ask.
+    """
+    if requested != "auto":
+        return requested
+    if "torch" not in sys.modules:
+        return "cpu"
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+class InlineExecutor:
+    """Runs the stage's trials in the calling process: one after another, or K at a time as a population."""
+
+    def __init__(self, device: str = "auto", population: int | str = 1) -> None:
+        self.device = device
+        self.population = population
+        self.notices: list[str] = []
+
+    def run(self, run: Coordinator) -> None:
+        from hpsearch.workloads.population import choose_population_size, population_entry, run_population
+
+        fn = load_workload(run.info.spec.workload)
+        device = pick_device(self.device)
+        entry = population_entry(fn)
+        k = self.population
+        if k != 1 and entry is None:
+            self.notices.append(no_population_notice(run.info.spec.workload))
+            k = 1
+        if k == AUTO:
+            k = choose_population_size(entry, run.info.space.midpoint(), device).k  # type: ignore[arg-type]
+            self.notices.append(f"population: K = {k} (measured)")
+        while True:
+            jobs = []
+            while len(jobs) < int(k) and (job := run.next_job()) is not None:
+                jobs.append(job)
+            if not jobs:
+                if not run.waiting_on_others():
+                    return
+                time.sleep(IDLE_POLL_S)  # other machines' trials may fail and need replacing
+                continue
+            if entry is None or int(k) == 1:
+                run.finish(jobs[0], run_trial(fn, self._context(run, jobs[0], device), jobs[0].metric))
+                continue
+            contexts = [self._context(run, job, device) for job in jobs]
+            for job, outcome in zip(jobs, run_population(entry, contexts, run.metric)):
+                run.finish(job, outcome)
+
+    @staticmethod
+    def _context(run: Coordinator, job: Job, device: str) -> TrialContext:
+        def on_report(epoch: int, metrics: dict[str, float], timing: EpochTiming) -> str | None:
+            return run.report(job, epoch, metrics, timing.seconds, timing.iterations)
+
+        return TrialContext.open(job.record, device, on_report)

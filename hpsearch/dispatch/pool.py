@@ -1,0 +1,292 @@
+"""The worker pool: a stage's trials on long-lived worker processes (what the CLI uses).
+
+`PoolExecutor` keeps worker processes, one or more per device (plan.py),
+started once per stage: torch import, CUDA context and dataset loading happen
+once per worker, so a short trial costs its training time plus a few
+milliseconds. The calling process stays the coordinator: the only one that
+talks to the storage, which keeps grid stages free of duplicates and avoids
+storage locks between workers. Workers send each epoch's report and get back
+go on / stop (divergence, pruning); their outcomes come back as TrialOutcome.
+
+Faults are data: a worker that dies mid-trial (segfault, OOM kill,
+os._exit) fails its trial with `worker died (signal N)` / `worker died (exit
+code N)` and is replaced; a trial past the trial timeout has its worker's
+process group killed and the worker replaced, reason `timeout`. SIGINT/SIGTERM
+stop every worker before the stage records its running trials as
+interrupted; a second signal during that clean-up exits at once, workers
+killed first.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection, wait
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from hpsearch.dispatch.plan import AUTO, WorkerSlot, no_population_notice
+from hpsearch.errors import DispatchError, WorkloadError
+from hpsearch.procs import end_group, signal_group, spawn
+from hpsearch.workloads.api import TrialOutcome
+
+if TYPE_CHECKING:
+    from hpsearch.coordinator import Coordinator, Job
+
+TIMEOUT_REASON = "timeout"
+EXIT_WAIT_S = 1.0  # an idle worker asked to exit gets this long before SIGKILL: it holds no pending work
+DEATH_WAIT_S = 5.0  # a worker whose connection broke gets this long to be reaped before SIGKILL
+IDLE_POLL_S = 1.0  # longest wait for a message when no deadline is near: keeps signals and deaths prompt
+
+
+class _Worker:
+    """The coordinator's handle on one worker process."""
+
+    def __init__(self, slot: WorkerSlot, workload: str) -> None:
+        self.slot = slot
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        # Set before the child starts, hence before torch is imported there.
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(slot.threads)
+        if slot.visible is not None:
+            env["CUDA_VISIBLE_DEVICES"] = slot.visible
+        # The child finds what this process finds (tests' and users' workload packages).
+        env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+        args = [str(theirs.fileno()), workload, slot.device, str(slot.threads), str(os.getpid())]
+        try:
+            # Own session and group: a terminal's Ctrl-C goes to the coordinator, which stops workers itself.
+            self.proc = spawn(
+                [sys.executable, "-m", "hpsearch.dispatch.worker", *args],
+                pass_fds=(theirs.fileno(),),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=2,  # a workload's prints must not mix with the data hpsearch writes to stdout
+            )
+        finally:
+            theirs.close()
+        self.conn = Connection(ours.detach())
+        self.ready = False
+        self.has_population = False  # told by the worker once its workload is loaded
+        self.jobs: dict[int, Job] = {}  # trial number -> job: one, or a population of them
+        self.deadline: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def give(self, jobs: list[Job], timeout: float | None) -> None:
+        """Send one trial, or several to train together as a population (one deadline for all)."""
+        self.jobs = {job.number: job for job in jobs}
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        records = [job.record for job in jobs]
+        if len(records) == 1:
+            self.conn.send(("trial", records[0]))
+        else:
+            self.conn.send(("population", records))
+
+    def kill(self) -> None:
+        """SIGKILL its whole process group and reap it: for timeouts and interrupts, when the trial is
+        abandoned anyway (whatever the trial started goes too)."""
+        end_group(self.proc)
+        if not self.conn.closed:
+            self.conn.close()
+
+    def close(self, deadline: float) -> None:
+        """Ask the worker to exit (by closing its connection); SIGKILL it if still there at `deadline`."""
+        if not self.conn.closed:
+            self.conn.close()
+        try:
+            self.proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def death_reason(self) -> str:
+        """Why the worker is gone, once its connection closed: 'worker died (signal 9)'."""
+        try:
+            self.proc.wait(timeout=DEATH_WAIT_S)
+        except subprocess.TimeoutExpired:  # connection broke but the process lingers: finish it
+            pass
+        code = end_group(self.proc)  # and whatever its trial started, which may outlive it
+        self.conn.close()
+        return f"worker died (signal {-code})" if code < 0 else f"worker died (exit code {code})"
+
+
+class PoolExecutor:
+    """Runs a stage's trials on long-lived worker processes, one trial per worker at a time.
+
+    `slots` says which workers to start (see plan_workers); `trial_timeout`
+    (seconds) kills and replaces a worker whose trial runs longer, recording
+    the trial as FAIL `timeout`. Every worker is gone when `run` returns or
+    raises.
+    """
+
+    def __init__(self, slots: list[WorkerSlot], trial_timeout: float | None = None, population: int | str = 1) -> None:
+        if not slots:
+            raise DispatchError("no worker to start; set $workers to 1 or more")
+        self.slots = slots
+        self.trial_timeout = trial_timeout
+        self.population = population  # K trials per worker at once; AUTO until a worker measured it
+        self.notices: list[str] = []
+        self.workers: list[_Worker] = []
+        self.workload = ""
+        self.space: Any = None
+
+    def run(self, run: Coordinator) -> None:
+        self.workload = run.info.spec.workload
+        self.space = run.info.space
+        with self._signals():
+            try:
+                self.workers = [_Worker(slot, self.workload) for slot in self.slots]
+                self._loop(run)
+            except BaseException:
+                self._kill_all()
+                raise
+            else:
+                # Close every connection first, so workers shut down in parallel.
+                for w in self.workers:
+                    w.conn.close()
+                deadline = time.monotonic() + EXIT_WAIT_S
+                for w in self.workers:
+                    w.close(deadline)
+            finally:
+                self.workers = []
+
+    # -- the event loop
+
+    def _loop(self, run: Coordinator) -> None:
+        while True:
+            self._hand_out(run)
+            busy = [w for w in self.workers if w.jobs]
+            starting = [w for w in self.workers if not w.ready]
+            if not busy and not starting and not run.waiting_on_others():
+                return  # every worker idle and the stage wants no more trials
+            for conn in wait([w.conn for w in self.workers], timeout=self._wait_time()):
+                worker = next(w for w in self.workers if w.conn is conn)
+                self._receive(run, worker)
+            self._enforce_timeouts(run)
+
+    def _hand_out(self, run: Coordinator) -> None:
+        if self.population == AUTO:
+            return  # waiting for the first ready worker's measurement
+        for w in self.workers:
+            if w.ready and not w.jobs:
+                jobs: list[Job] = []
+                while len(jobs) < int(self.population) and (job := run.next_job()) is not None:
+                    jobs.append(job)
+                if not jobs:
+                    return
+                try:
+                    w.give(jobs, self.trial_timeout)
+                except OSError:  # died while idle: its death is read from the connection next
+                    pass
+
+    def _on_ready(self, worker: _Worker, has_population: bool) -> None:
+        """A worker loaded the workload: settle K (fall back to 1, or have this worker measure it)."""
+        worker.ready, worker.has_population = True, has_population
+        if self.population == 1:
+            return
+        if not has_population:
+            self.notices.append(no_population_notice(self.workload))
+            self.population = 1
+        elif self.population == AUTO and not any(w.jobs for w in self.workers):
+            worker.jobs = {-1: None}  # type: ignore[dict-item]  # busy measuring
+            worker.conn.send(("choose_k", self.space.midpoint()))
+
+    def _receive(self, run: Coordinator, worker: _Worker) -> None:
+        try:
+            message = worker.conn.recv()
+        except (EOFError, OSError):
+            self._replace(run, worker, worker.death_reason())
+            return
+        kind = message[0]
+        if kind == "ready":
+            self._on_ready(worker, bool(message[2]) if len(message) > 2 else False)
+        elif kind == "load_failed":
+            raise WorkloadError(message[1])
+        elif kind == "k":
+            worker.jobs = {}
+            self.population = max(int(message[1]), 1)
+            self.notices.append(f"population: K = {self.population} (measured: {message[2]})")
+        elif kind == "report" and message[1] in worker.jobs:
+            _, number, epoch, metrics, seconds, iterations = message
+            reason = run.report(worker.jobs[number], epoch, metrics, seconds, iterations)
+            try:
+                worker.conn.send(("reply", reason))
+            except OSError:
+                pass  # it died meanwhile: the next read says how
+        elif kind == "done" and message[1] in worker.jobs:
+            outcome: TrialOutcome = message[2]
+            job = worker.jobs.pop(message[1])
+            if not worker.jobs:
+                worker.deadline = None
+            run.finish(job, outcome)
+
+    def _replace(self, run: Coordinator, worker: _Worker, reason: str) -> None:
+        """Fail the dead (or killed) worker's trial with `reason` and start a fresh worker in its place."""
+        index = self.workers.index(worker)
+        if not worker.ready:
+            # Never got as far as loading the workload: a replacement would die the same way.
+            raise WorkloadError(
+                f"workload {self.workload}: the worker process {reason} while loading it; "
+                "run with $workers 0 to see the error in this process"
+            )
+        self.workers[index] = _Worker(worker.slot, self.workload)
+        for job in worker.jobs.values():
+            if job is not None:  # None: it was measuring K, no trial of the stage
+                run.finish(job, TrialOutcome("fail", reason=reason, duration_s=time.perf_counter() - job.started))
+
+    def _enforce_timeouts(self, run: Coordinator) -> None:
+        now = time.monotonic()
+        for w in list(self.workers):
+            if w.jobs and w.deadline is not None and now >= w.deadline:
+                w.kill()
+                self._replace(run, w, TIMEOUT_REASON)
+
+    def _wait_time(self) -> float:
+        deadlines = [w.deadline for w in self.workers if w.jobs and w.deadline is not None]
+        if not deadlines:
+            return IDLE_POLL_S
+        return min(max(min(deadlines) - time.monotonic(), 0.0), IDLE_POLL_S)
+
+    # -- stopping
+
+    def _kill_all(self) -> None:
+        for w in self.workers:
+            w.kill()
+
+    def _signals(self) -> Any:
+        return _InterruptSignals(self)
+
+
+class _InterruptSignals:
+    """While the pool runs: SIGTERM acts like Ctrl-C (KeyboardInterrupt, so clean-up runs), and once
+    one arrived, another SIGINT/SIGTERM kills the workers and exits at once (exit code 130)."""
+
+    def __init__(self, pool: PoolExecutor) -> None:
+        self.pool = pool
+        self.saved: dict[int, Any] = {}
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread; the caller handles its own
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.saved[sig] = signal.signal(sig, self._first)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+    def _first(self, signum: int, frame: FrameType | None) -> None:
+        for sig in self.saved:
+            signal.signal(sig, self._again)
+        raise KeyboardInterrupt
+
+    def _again(self, signum: int, frame: FrameType | None) -> None:
+        for w in self.pool.workers:
+            signal_group(w.proc, signal.SIGKILL)
+        os._exit(130)

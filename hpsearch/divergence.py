@@ -1,0 +1,68 @@
+"""When a trial has diverged, and which of its metrics is the training loss: each decided here, once.
+
+The recipe: stop a trial early when its loss explodes (NaN, or several times
+the initial loss); it is a wasted trial, not a result. The rule, used for
+every workload, every executor and every population member:
+
+- any reported metric whose name ends in `loss` is NaN or infinite; or
+- the training loss (see `loss_keys`) exceeds DIVERGE_FACTOR times its first
+  report; or
+- the trial's final value of the study's metric is not finite.
+
+A diverged trial ends PRUNED with the reason `diverged`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping
+
+DIVERGED = "diverged"
+DIVERGE_FACTOR = 3.0  # a training loss above 3x its first report has exploded (recipe: "several times")
+
+
+def loss_keys(names: Iterable[str]) -> tuple[str | None, str | None]:
+    """(training loss key, validation loss key) among metric names, each None when absent.
+
+    Training: `train_loss`, else `loss`, else the first (sorted) name ending in
+    `loss` that is not a val_/test_ one. Validation: `val_loss`.
+    """
+    names = sorted(set(names))
+    if "train_loss" in names:
+        train: str | None = "train_loss"
+    elif "loss" in names:
+        train = "loss"
+    else:
+        train = next((n for n in names if n.endswith("loss") and not n.startswith(("val", "test"))), None)
+    return train, "val_loss" if "val_loss" in names else None
+
+
+def is_finite(value: Any) -> bool:
+    """A real, finite number (bools are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class DivergenceCheck:
+    """The rule above for one running trial: call it with each epoch's metrics."""
+
+    def __init__(self) -> None:
+        self.first_loss: float | None = None
+
+    def __call__(self, metrics: Mapping[str, float]) -> str | None:
+        """'diverged' when this epoch's metrics show divergence, else None."""
+        losses = {k: v for k, v in metrics.items() if k.endswith("loss")}
+        if any(not math.isfinite(v) for v in losses.values()):
+            return DIVERGED
+        key = loss_keys(losses)[0]
+        if key is None:
+            return None
+        if self.first_loss is None:
+            self.first_loss = losses[key]
+        elif losses[key] > DIVERGE_FACTOR * self.first_loss:
+            return DIVERGED
+        return None
+
+
+def final_value_diverged(value: float | None) -> bool:
+    """A trial that ended with a NaN/inf value of the study's metric diverged (no value at all did not)."""
+    return value is not None and not math.isfinite(value)

@@ -1,0 +1,122 @@
+"""The one door to Optuna's internals: every private Optuna call and every raw SQL query of hpsearch.
+
+Everything else in hpsearch uses Optuna's public API (create/load/ask/tell/
+enqueue_trial, get_trials, set_user_attr, the samplers, pruners and storage
+classes). What is here has no public equivalent that does the job:
+
+- `pop_waiting`: take one queued (WAITING) trial, or none. `Study.ask` pops
+  one too, but when the queue is empty it makes a fresh trial instead, and a
+  grid stage must never run a point that is not on its grid (another
+  coordinator may win the last queued point at any moment).
+- `record_heartbeat`, `stale_trial_ids`: Optuna's heartbeat is built for
+  `Study.optimize`, which hpsearch does not use (it asks and tells from its
+  own loop and runs trials in other processes).
+- `fail_trial`: set a trial's reason, then move it to FAIL, on a trial this
+  process may not own (a dead process's, a dead machine's). Optuna's
+  `fail_stale_trials` cannot record the reason: attributes are refused once
+  a trial is finished, so the reason must be written first.
+- `state_counts`: how many trials of a study are in each state, as one COUNT
+  query on RDB storages (Optuna's `get_n_trials` loads every trial, seconds
+  for a large study on PostgreSQL, and the coordinator asks before each trial).
+
+tests/test_optuna_compat.py pins the behaviour relied on here against the
+installed Optuna (CI runs it on the newest and on the oldest release that
+pyproject.toml allows), and tests/test_architecture.py fails if a private
+Optuna name appears in any other module.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+HEARTBEAT_WARNING = "Heartbeat of storage is supposed to be used with Study.optimize"
+
+
+def ask(study: optuna.Study, distributions: dict[str, BaseDistribution]) -> optuna.Trial:
+    """`Study.ask` (public), without its warning that heartbeats belong to `Study.optimize`: hpsearch
+    records them itself beside ask/tell (coordinator.Heartbeat), which is what the warning asks for."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=HEARTBEAT_WARNING)
+        return study.ask(distributions)
+
+
+def study_id(study: optuna.Study) -> int:
+    """The storage's id of a study."""
+    return study._study_id
+
+
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
+    """The storage's id of a trial (not its number, which counts within the study)."""
+    return trial._trial_id
+
+
+def pop_waiting(study: optuna.Study, distributions: dict[str, BaseDistribution]) -> optuna.Trial | None:
+    """Take one WAITING trial of the study and return it RUNNING with its params set, or None.
+
+    The storage lets exactly one caller move a trial from WAITING to RUNNING
+    (a row lock on PostgreSQL, the journal's lock), so two coordinators
+    never pop the same trial. Unlike `Study.ask`, never creates a trial.
+    """
+    storage = study._storage
+    for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
+                trial = optuna.Trial(study, waiting._trial_id)
+                for name, distribution in distributions.items():
+                    trial._suggest(name, distribution)  # the queued value, checked against the distribution
+                return trial
+        except UpdateFinishedTrialError:
+            continue  # another coordinator popped and finished it meanwhile
+    return None
+
+
+def record_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Record that `trial` is alive now (RDB storages opened with a heartbeat interval)."""
+    study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+
+
+def stale_trial_ids(study: optuna.Study) -> list[int]:
+    """Ids of the study's RUNNING trials whose last heartbeat is older than the storage's grace period."""
+    return list(study._storage._get_stale_trial_ids(study._study_id))  # type: ignore[attr-defined]
+
+
+def fail_trial(study: optuna.Study, trial: int | FrozenTrial, key: str, reason: str) -> FrozenTrial | None:
+    """Record `reason` under user attribute `key`, then move the trial to FAIL.
+
+    Returns the failed trial when THIS call moved it to FAIL, None when it was
+    already finished (its owner finished it after all, or another coordinator
+    failed it first): the storage lets exactly one caller succeed, so a caller
+    that re-queues what it failed never duplicates it. Writes through the
+    study's own storage wrapper, whose cache would otherwise go stale.
+    """
+    storage: Any = study._storage
+    ident = trial if isinstance(trial, int) else trial._trial_id
+    try:
+        storage.set_trial_user_attr(ident, key, reason)
+        if storage.set_trial_state_values(ident, state=TrialState.FAIL):
+            return storage.get_trial(ident)
+    except UpdateFinishedTrialError:
+        pass
+    return None
+
+
+def state_counts(study: optuna.Study, storage: Any) -> dict[TrialState, int]:
+    """How many of the study's trials are in each state; one COUNT query when `storage` is an RDBStorage."""
+    if isinstance(storage, RDBStorage):
+        import sqlalchemy
+
+        query = sqlalchemy.text("SELECT state, COUNT(*) FROM trials WHERE study_id = :study GROUP BY state")
+        with storage.engine.connect() as conn:
+            rows = conn.execute(query, {"study": study._study_id}).all()
+        return {TrialState[str(getattr(state, "name", state))]: int(n) for state, n in rows}
+    found: dict[TrialState, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        found[t.state] = found.get(t.state, 0) + 1
+    return found

@@ -1,0 +1,1 @@
+"""Reports: plots.py (matplotlib PNGs) and html.py (the self-contained study report)."""

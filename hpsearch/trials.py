@@ -1,0 +1,87 @@
+"""What a trial leaves in storage, and the one ranking of trials.
+
+Every attribute hpsearch writes on an Optuna trial is named here (the keys
+below), so the coordinator that writes them and the leaderboard, report and
+plots that read them agree. `ranked_trials` is THE ranking: completed trials
+with a finite value, best first by the study's direction, ties in the order
+given (stage order, then trial number). Everything that says "best"
+(refine, border flags, leaderboards, curves, the report, `studies`) uses it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch.space import Space
+from hpsearch.spec import StageSpec
+from hpsearch.strategy import Strategy
+
+# User attributes of a trial.
+OWNER_ATTR = "owner"  # "host:pid" of the process running it, to spot stale ones
+REASON_ATTR = "reason"  # why it was pruned or failed
+SEED_ATTR = "seed"  # the seed its workload was given
+EPOCHS_ATTR = "epochs"  # the epochs it was asked to train
+CURVES_ATTR = "curves"  # every reported metric, one value per epoch
+METRICS_ATTR = "metrics"  # the final metrics it returned
+DURATION_ATTR = "duration_s"  # its run time, measured where it trained
+RETRY_OF_ATTR = "retry_of"  # a re-queued grid point: the number of the trial it replaces
+FIXED_PARAMS = "fixed_params"  # Optuna's system attribute holding an enqueued trial's params
+
+# Reasons of failures that say nothing about the parameters (the run was stopped, or its machine
+# died): a grid point that failed so is retried, and does not count as tried.
+INTERRUPTED = "interrupted"
+HEARTBEAT_LOST = "worker died (heartbeat lost)"
+RETRYABLE = (INTERRUPTED, HEARTBEAT_LOST)
+
+# How a leaderboard lists the trials that are not ranked: pruned, then failed, then running.
+STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2, TrialState.RUNNING: 3}
+
+
+def ranked_trials(trials: Sequence[FrozenTrial], direction: str) -> list[FrozenTrial]:
+    """Completed trials with a finite value, best first; ties keep the order of `trials`."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
+    return sorted(done, key=lambda t: t.value, reverse=direction == "maximize")  # type: ignore[arg-type,return-value]
+
+
+def display_order(trials: Sequence[FrozenTrial], direction: str) -> list[tuple[int | None, FrozenTrial]]:
+    """Every trial that ran, as a leaderboard lists them: (rank, trial) for the ranked ones, best
+    first, then the others (rank None) pruned, failed and running, each in the order given.
+    WAITING trials (queued grid points) have not run and are left out."""
+    ranked = ranked_trials(trials, direction)
+    seen = {id(t) for t in ranked}
+    rest = [t for t in trials if id(t) not in seen and t.state in STATE_ORDER]
+    rest.sort(key=lambda t: STATE_ORDER[t.state])  # stable: the given order within each state
+    return [(i, t) for i, t in enumerate(ranked, 1)] + [(None, t) for t in rest]
+
+
+def trial_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The params of a trial, also of one that never started (a queued grid point holds them aside)."""
+    return dict(trial.params or trial.system_attrs.get(FIXED_PARAMS, {}))
+
+
+def point_key(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A hashable identity of a parameter point (grid points are compared by it)."""
+    return tuple(sorted((k, repr(v)) for k, v in params.items()))
+
+
+def stage_target(settings: StageSpec, space: Space) -> int:
+    """How many finished trials a stage wants: its trials, or the whole grid if smaller."""
+    if settings.strategy == Strategy.grid:
+        return min(settings.trials, len(space.grid()))
+    return settings.trials
+
+
+def counts(trials: Sequence[FrozenTrial], strategy: Strategy) -> tuple[int, int]:
+    """(finished trials that count toward the stage's target, failed trials).
+
+    COMPLETE and PRUNED trials count; on a grid, so does a point whose trial
+    failed for a reason of its own (retrying the same point would fail again).
+    """
+    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    if strategy == Strategy.grid:
+        finished += sum(t.user_attrs.get(REASON_ATTR) not in RETRYABLE for t in failed)
+    return finished, len(failed)

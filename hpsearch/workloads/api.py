@@ -1,0 +1,213 @@
+"""The workload API: what a user's training code receives, and how a trial's ending is told.
+
+A workload is a plain function `train(trial)`; it needs no import of hpsearch.
+It reads `trial.params`, `trial.epochs`, `trial.device`, `trial.seed`, calls
+`trial.report(epoch, **metrics)` once per epoch and returns a dict of metrics
+(or one float, the study's metric). Optionally it calls
+`trial.watch(model, optimizer, loss_fn)` once and honours `trial.subset`: that
+is all the instruments (sanity checks, LR range test, update:weight ratios)
+need; see docs/instruments.md.
+
+One `TrialRecord` describes a trial from the coordinator to the workload: it
+is made once, when the coordinator asks Optuna for the trial, travels as is
+(pickled) to whichever process trains it, and `TrialContext.open` turns it
+into the object the workload sees. The ending comes back as a TrialOutcome.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple
+
+from hpsearch.divergence import DIVERGED, final_value_diverged
+from hpsearch.errors import TrialStopped
+
+
+class EpochTiming(NamedTuple):
+    """How long a reported epoch took, measured in the trial's process (feeds the progress display)."""
+
+    seconds: float | None
+    iterations: int | None  # optimiser steps in the epoch, when the workload says
+
+
+# Called by trial.report with (epoch, metrics, timing): returns None to go on, or the reason to stop.
+ReportHook = Callable[[int, dict[str, float], EpochTiming], "str | None"]
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial, as the coordinator hands it out: everything a workload needs to run it."""
+
+    number: int
+    params: dict[str, Any]
+    epochs: int
+    seed: int
+    stage: str = "coarse"
+    study: str = ""
+    metric: str = ""  # the study's metric: what a bare float returned by the workload stands for
+    # "search" for trials of a stage; "sanity" and "lr_find" when an instrument
+    # runs the workload. Workloads may ignore it: the instruments steer through watch().
+    mode: str = "search"
+    # When set, train on only the first `subset` training examples (the sanity
+    # check's overfit-a-tiny-subset); None means all of them.
+    subset: int | None = None
+
+
+@dataclass
+class TrialContext:
+    """What a workload's `train(trial)` receives: its record's fields, the device, report and watch."""
+
+    record: TrialRecord
+    device: str = "cpu"
+    _on_report: ReportHook | None = field(default=None, repr=False)
+    _curves: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    _last_report: float = field(default_factory=time.perf_counter, repr=False)
+    _watcher: Any = field(default=None, repr=False)
+    # Set by an instrument to steer the watcher it gets (learning rate, early stops).
+    _on_watch: Callable[[Any], None] | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(
+        cls,
+        record: TrialRecord,
+        device: str,
+        on_report: ReportHook | None = None,
+        on_watch: Callable[[Any], None] | None = None,
+    ) -> TrialContext:
+        """The trial object for `record` on `device`: the one place a TrialContext is made for a run.
+
+        `on_report(epoch, metrics)` hears each report and returns a reason to
+        stop (or None); `on_watch(watcher)` lets an instrument steer the loop.
+        """
+        return cls(record, device, _on_report=on_report, _on_watch=on_watch)
+
+    # The record's fields, read as the workload API documents them.
+    @property
+    def number(self) -> int:
+        return self.record.number
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.record.params
+
+    @property
+    def epochs(self) -> int:
+        return self.record.epochs
+
+    @property
+    def seed(self) -> int:
+        return self.record.seed
+
+    @property
+    def stage(self) -> str:
+        return self.record.stage
+
+    @property
+    def study(self) -> str:
+        return self.record.study
+
+    @property
+    def mode(self) -> str:
+        return self.record.mode
+
+    @property
+    def subset(self) -> int | None:
+        return self.record.subset
+
+    def watch(self, model: Any, optimizer: Any, loss_fn: Any = None) -> None:
+        """Let hpsearch look inside the training loop; call once, after building them.
+
+        `optimizer` must be a torch.optim.Optimizer; `loss_fn` the loss module the
+        loop calls on (logits, targets), e.g. nn.CrossEntropyLoss() (optional,
+        but the sanity checks and the LR range test need it). The trial then
+        records the per-epoch update:weight ratio as the curve `update_ratio`.
+        Calling it again replaces the previous hooks.
+        """
+        from hpsearch.workloads.watch import Watcher
+
+        self.close()
+        self._watcher = Watcher(model, optimizer, loss_fn)
+        if self._on_watch is not None:
+            self._on_watch(self._watcher)
+
+    @property
+    def watcher(self) -> Any:
+        """The Watcher of the last `watch` call, or None when the workload never called it."""
+        return self._watcher
+
+    def close(self) -> None:
+        """Remove the watcher's hooks (run_trial calls it when the trial ends)."""
+        if self._watcher is not None:
+            self._watcher.close()
+
+    def report(self, epoch: int, iterations: int | None = None, **metrics: float) -> None:
+        """Record this epoch's metrics (losses, accuracies). May end the trial early.
+
+        `iterations`, optional, is how many optimiser steps the epoch took:
+        with it, progress shows the time per iteration (and warns above the
+        recipe's 500 ms); without it, only the time per epoch is known.
+        When the loss diverges or a pruner gives up on the trial, this raises
+        an exception that ends `train`; workloads need not catch it.
+        """
+        now = time.perf_counter()
+        timing = EpochTiming(now - self._last_report, int(iterations) if iterations else None)
+        self._last_report = now
+        values = {k: float(v) for k, v in metrics.items()}
+        for k, v in values.items():
+            self._curves.setdefault(k, []).append(v)
+        if self._watcher is not None:
+            ratio = self._watcher.end_epoch()
+            if ratio is not None and "update_ratio" not in values:
+                self._curves.setdefault("update_ratio", []).append(ratio)
+        if self._on_report is not None:
+            reason = self._on_report(epoch, values, timing)
+            if reason is not None:
+                raise TrialStopped(reason)
+
+    @property
+    def curves(self) -> dict[str, list[float]]:
+        """Every metric reported so far, one value per report (per epoch)."""
+        return self._curves
+
+
+@dataclass
+class TrialOutcome:
+    """How one trial ended: state is 'complete', 'pruned' or 'fail'."""
+
+    state: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+
+def result_outcome(result: Any, metric: str, curves: dict[str, list[float]], duration_s: float) -> TrialOutcome:
+    """How a trial that returned `result` ended: complete, pruned ('diverged': non-finite metric) or
+    fail (a result that is neither a dict of numbers nor a number)."""
+    try:
+        metrics = normalize_result(result, metric)
+    except ValueError as e:
+        return TrialOutcome("fail", {}, str(e), curves, duration_s)
+    if final_value_diverged(metrics.get(metric)):
+        return TrialOutcome("pruned", metrics, DIVERGED, curves, duration_s)
+    return TrialOutcome("complete", metrics, "", curves, duration_s)
+
+
+def normalize_result(result: Any, metric: str) -> dict[str, float]:
+    """A workload returns a dict of metrics or a single number (= the study's metric)."""
+    if isinstance(result, dict):
+        try:
+            return {str(k): float(v) for k, v in result.items()}
+        except (TypeError, ValueError):
+            raise ValueError(f"workload returned non-numeric metrics: {result!r}") from None
+    if isinstance(result, (int, float)) and not isinstance(result, bool):
+        return {metric: float(result)}
+    raise ValueError(f"workload returned {type(result).__name__}; return a dict of metrics or a float")
+
+
+def exception_reason(e: BaseException) -> str:
+    """The exception's last line, as a trial's reason: 'ValueError: lr too large'."""
+    text = "".join(traceback.format_exception_only(type(e), e)).strip().splitlines()
+    return text[-1] if text else type(e).__name__

@@ -1,0 +1,33 @@
+"""Function workloads: the user's `train(trial)`, run in this process, its ending classified.
+
+Whatever happens (a result, an exception, an early stop) becomes a
+TrialOutcome: failed trials are data, never a crash of the search.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from hpsearch.errors import TrialStopped
+from hpsearch.workloads.api import TrialContext, TrialOutcome, exception_reason, result_outcome
+
+
+def run_trial(fn: Callable[[TrialContext], Any], ctx: TrialContext, metric: str) -> TrialOutcome:
+    """Run `fn(ctx)` and classify the ending. KeyboardInterrupt propagates (the caller records it)."""
+    start = time.perf_counter()
+
+    def outcome(state: str, metrics: dict[str, float] | None = None, reason: str = "") -> TrialOutcome:
+        return TrialOutcome(state, metrics or {}, reason, ctx.curves, time.perf_counter() - start)
+
+    try:
+        result = fn(ctx)
+    except TrialStopped as stop:
+        return outcome("pruned", reason=stop.reason)
+    except Exception as e:  # a crashing trial is a result, not the end of the search
+        return outcome("fail", reason=exception_reason(e))
+    finally:
+        ctx.close()
+    return result_outcome(result, metric, ctx.curves, time.perf_counter() - start)
+
+

@@ -1,0 +1,98 @@
+"""The behaviour of Optuna that hpsearch relies on, pinned through optuna_compat against the installed Optuna.
+
+CI runs this (with the whole suite) on the newest Optuna and on the oldest
+release pyproject.toml allows: a release that changes any of it fails here,
+not on a user's machine.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from hpsearch import optuna_compat as compat
+
+DISTRIBUTIONS = {"lr": FloatDistribution(1e-4, 1.0, log=True), "m": CategoricalDistribution([0.5, 0.9])}
+
+
+@pytest.fixture(params=["journal", "sqlite"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "journal":
+        return JournalStorage(JournalFileBackend(str(tmp_path / "optuna.journal")))
+    return RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
+def _two_views(storage) -> tuple[optuna.Study, optuna.Study]:
+    """One study seen by two coordinators (two Study objects on one storage)."""
+    optuna.create_study(storage=storage, study_name="s")
+    return optuna.load_study(study_name="s", storage=storage), optuna.load_study(study_name="s", storage=storage)
+
+
+def test_compat_pop_waiting_hands_each_queued_trial_out_once_with_its_params(storage) -> None:
+    a, b = _two_views(storage)
+    for lr in (0.1, 0.01):
+        a.enqueue_trial({"lr": lr, "m": 0.9})
+    first = compat.pop_waiting(a, DISTRIBUTIONS)
+    second = compat.pop_waiting(b, DISTRIBUTIONS)
+    assert first is not None and second is not None
+    assert {first.params["lr"], second.params["lr"]} == {0.1, 0.01}
+    assert first.params["m"] == 0.9
+    assert compat.pop_waiting(a, DISTRIBUTIONS) is None  # the queue is empty: no trial is made
+    assert compat.pop_waiting(b, DISTRIBUTIONS) is None
+    assert len(a.get_trials()) == 2
+    a.tell(first, 0.5)
+    assert {t.state for t in b.get_trials()} == {TrialState.COMPLETE, TrialState.RUNNING}
+
+
+def test_compat_ask_samples_the_distributions_without_a_warning(storage) -> None:
+    a, _ = _two_views(storage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trial = compat.ask(a, DISTRIBUTIONS)
+    assert 1e-4 <= trial.params["lr"] <= 1.0 and trial.params["m"] in (0.5, 0.9)
+    assert compat.trial_id(trial) == compat.trial_id(a.get_trials()[0])
+
+
+def test_compat_fail_trial_sets_the_reason_and_exactly_one_caller_wins(storage) -> None:
+    a, b = _two_views(storage)
+    trial = compat.ask(a, DISTRIBUTIONS)
+    won = compat.fail_trial(a, compat.trial_id(trial), "reason", "interrupted")
+    lost = compat.fail_trial(b, compat.trial_id(trial), "reason", "worker died (heartbeat lost)")
+    assert won is not None and won.state == TrialState.FAIL and won.user_attrs["reason"] == "interrupted"
+    assert lost is None
+    [stored] = b.get_trials()
+    assert stored.state == TrialState.FAIL and stored.user_attrs["reason"] == "interrupted"
+
+
+def test_compat_state_counts_match_the_trials(storage) -> None:
+    a, _ = _two_views(storage)
+    for value in (0.1, 0.2):
+        a.tell(compat.ask(a, DISTRIBUTIONS), value)
+    a.tell(compat.ask(a, DISTRIBUTIONS), state=TrialState.PRUNED)
+    compat.ask(a, DISTRIBUTIONS)  # still running
+    a.enqueue_trial({"lr": 0.1, "m": 0.5})
+    counts = compat.state_counts(a, storage)
+    assert counts == {TrialState.COMPLETE: 2, TrialState.PRUNED: 1, TrialState.RUNNING: 1, TrialState.WAITING: 1}
+    assert compat.study_id(a) == storage.get_study_id_from_name("s")
+
+
+def test_compat_stale_trial_ids_after_the_grace_period(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = RDBStorage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_interval=1, grace_period=1)
+    a, _ = _two_views(storage)
+    alive, dead = compat.ask(a, DISTRIBUTIONS), compat.ask(a, DISTRIBUTIONS)
+    compat.record_heartbeat(a, alive)
+    compat.record_heartbeat(a, dead)
+    assert compat.stale_trial_ids(a) == []
+    time.sleep(1.5)
+    compat.record_heartbeat(a, alive)
+    assert compat.stale_trial_ids(a) == [compat.trial_id(dead)]

@@ -1,0 +1,46 @@
+"""Stored stage records: format versions load, the space is stored once."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from hpsearch.errors import StorageError
+from hpsearch.leaderboard import leaderboard
+from hpsearch.spec import load_spec
+from hpsearch.stages import run_stage, start_coarse
+from hpsearch.storage import ATTR, STAGE_FORMAT, StageInfo, Store
+
+
+def test_storage_stage_record_stores_the_space_once_with_a_format_version(study_file) -> None:
+    spec = load_spec(study_file())
+    info = StageInfo("coarse", 0, None, spec.coarse, spec.space, spec)
+    d = info.to_dict()
+    assert d["format"] == STAGE_FORMAT == 2
+    assert "space" in d and "space" not in d["spec"]
+    assert StageInfo.from_dict(d) == info
+
+
+def test_storage_format_1_stage_written_by_an_older_hpsearch_still_loads_and_resumes(study_file) -> None:
+    spec = load_spec(study_file(coarse="trials = 4\nepochs = 1"))
+    store = Store(spec.name)
+    info = StageInfo("coarse", 0, None, spec.coarse, spec.space, spec)
+    old = info.to_dict()
+    del old["format"]
+    old["spec"]["space"] = spec.space.to_dict()  # format 1 kept a second copy of the space in the spec
+    study = optuna.create_study(storage=store.storage, study_name=info.optuna_name, direction="maximize")
+    study.set_user_attr(ATTR, old)
+
+    [loaded] = store.stages()
+    assert loaded == info
+    resumed = start_coarse(store, spec, {})  # the same study file continues the old stage
+    run_stage(store, resumed)
+    assert len(leaderboard(store)) == 4
+
+
+def test_storage_newer_format_is_refused_with_advice(study_file) -> None:
+    spec = load_spec(study_file())
+    d = StageInfo("coarse", 0, None, spec.coarse, spec.space, spec).to_dict()
+    d["format"] = STAGE_FORMAT + 1
+    with pytest.raises(StorageError, match="newer hpsearch"):
+        StageInfo.from_dict(d)
