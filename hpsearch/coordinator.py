@@ -56,36 +56,20 @@ from hpsearch.trials import (
     stage_target,
     trial_params,
 )
-from hpsearch.workloads.api import TrialOutcome, TrialRecord
+from hpsearch.workloads.api import RecordFields, TrialOutcome, TrialRecord
 
 FAIL_FAST = 5  # this many failures in a row with no success: the workload is broken, stop the stage
 log = logging.getLogger("hpsearch.coordinator")
 
 
 @dataclass
-class Job:
+class Job(RecordFields):
     """One trial handed to an executor: its Optuna trial (kept here) and its record (sent to the worker)."""
 
     trial: optuna.Trial
     record: TrialRecord
     check: DivergenceCheck = field(default_factory=DivergenceCheck)
     started: float = field(default_factory=time.perf_counter)
-
-    @property
-    def number(self) -> int:
-        return self.record.number
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return self.record.params
-
-    @property
-    def epochs(self) -> int:
-        return self.record.epochs
-
-    @property
-    def metric(self) -> str:
-        return self.record.metric
 
 
 @dataclass

@@ -87,12 +87,12 @@ def test_compat_state_counts_match_the_trials(storage) -> None:
 def test_compat_stale_trial_ids_after_the_grace_period(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = RDBStorage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_interval=1, grace_period=1)
+        storage = RDBStorage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_interval=1, grace_period=2)
     a, _ = _two_views(storage)
     alive, dead = compat.ask(a, DISTRIBUTIONS), compat.ask(a, DISTRIBUTIONS)
     compat.record_heartbeat(a, alive)
     compat.record_heartbeat(a, dead)
     assert compat.stale_trial_ids(a) == []
-    time.sleep(1.5)
+    time.sleep(3.5)  # past the grace period, with a second to spare: the heartbeat table keeps whole seconds
     compat.record_heartbeat(a, alive)
     assert compat.stale_trial_ids(a) == [compat.trial_id(dead)]

@@ -177,7 +177,7 @@ def _overfit_check(attempts: list[_Attempt]) -> Check:
     if last.ignored_subset:
         return Check(
             name, FAIL, expected, "trained on more examples",
-            f"the workload ignores trial.subset: when it is set, train on only the first trial.subset examples",
+            "the workload ignores trial.subset: when it is set, train on only the first trial.subset examples",
         )
     acc = "?" if last.final_accuracy is None else f"{last.final_accuracy:.0%}"
     tried = ", ".join(fmt(a.lr) for a in attempts)

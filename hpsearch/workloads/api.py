@@ -55,35 +55,11 @@ class TrialRecord:
     subset: int | None = None
 
 
-@dataclass
-class TrialContext:
-    """What a workload's `train(trial)` receives: its record's fields, the device, report and watch."""
+class RecordFields:
+    """A TrialRecord's fields, read through `self.record` (the trial object and the coordinator's job)."""
 
     record: TrialRecord
-    device: str = "cpu"
-    _on_report: ReportHook | None = field(default=None, repr=False)
-    _curves: dict[str, list[float]] = field(default_factory=dict, repr=False)
-    _last_report: float = field(default_factory=time.perf_counter, repr=False)
-    _watcher: Any = field(default=None, repr=False)
-    # Set by an instrument to steer the watcher it gets (learning rate, early stops).
-    _on_watch: Callable[[Any], None] | None = field(default=None, repr=False)
 
-    @classmethod
-    def open(
-        cls,
-        record: TrialRecord,
-        device: str,
-        on_report: ReportHook | None = None,
-        on_watch: Callable[[Any], None] | None = None,
-    ) -> TrialContext:
-        """The trial object for `record` on `device`: the one place a TrialContext is made for a run.
-
-        `on_report(epoch, metrics)` hears each report and returns a reason to
-        stop (or None); `on_watch(watcher)` lets an instrument steer the loop.
-        """
-        return cls(record, device, _on_report=on_report, _on_watch=on_watch)
-
-    # The record's fields, read as the workload API documents them.
     @property
     def number(self) -> int:
         return self.record.number
@@ -109,12 +85,45 @@ class TrialContext:
         return self.record.study
 
     @property
+    def metric(self) -> str:
+        return self.record.metric
+
+    @property
     def mode(self) -> str:
         return self.record.mode
 
     @property
     def subset(self) -> int | None:
         return self.record.subset
+
+
+@dataclass
+class TrialContext(RecordFields):
+    """What a workload's `train(trial)` receives: its record's fields, the device, report and watch."""
+
+    record: TrialRecord
+    device: str = "cpu"
+    _on_report: ReportHook | None = field(default=None, repr=False)
+    _curves: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    _last_report: float = field(default_factory=time.perf_counter, repr=False)
+    _watcher: Any = field(default=None, repr=False)
+    # Set by an instrument to steer the watcher it gets (learning rate, early stops).
+    _on_watch: Callable[[Any], None] | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(
+        cls,
+        record: TrialRecord,
+        device: str,
+        on_report: ReportHook | None = None,
+        on_watch: Callable[[Any], None] | None = None,
+    ) -> TrialContext:
+        """The trial object for `record` on `device`: the one place a TrialContext is made for a run.
+
+        `on_report(epoch, metrics)` hears each report and returns a reason to
+        stop (or None); `on_watch(watcher)` lets an instrument steer the loop.
+        """
+        return cls(record, device, _on_report=on_report, _on_watch=on_watch)
 
     def watch(self, model: Any, optimizer: Any, loss_fn: Any = None) -> None:
         """Let hpsearch look inside the training loop; call once, after building them.
