@@ -45,6 +45,8 @@ from hpsearch.trials import (
     EPOCHS_ATTR,
     HEARTBEAT_LOST,
     INTERRUPTED,
+    LOG_ATTR,
+    LOG_TAIL_ATTR,
     METRICS_ATTR,
     OWNER_ATTR,
     REASON_ATTR,
@@ -178,6 +180,7 @@ class Coordinator:
             info, sampler=make_sampler(info.settings.strategy, seed), pruner=make_pruner(pruner, info.settings.epochs)
         )
         self.distributions = info.space.distributions()
+        self.logs = store.logs_dir(info)
         self.running: dict[int, Job] = {}
         self.ran = self.completed_now = self.fail_streak = 0
         self.failures: list[str] = []
@@ -213,6 +216,8 @@ class Coordinator:
             stage=self.info.name,
             study=self.info.spec.name,
             metric=self.metric,
+            log_path=str(self.logs / f"trial-{trial.number}.log"),
+            workdir=self.info.spec.folder,
         )
         job = Job(trial, record)
         self.running[job.number] = job
@@ -296,6 +301,9 @@ class Coordinator:
         trial.set_user_attr(DURATION_ATTR, round(outcome.duration_s, 4))
         if outcome.reason:
             trial.set_user_attr(REASON_ATTR, outcome.reason)
+        if outcome.log:
+            trial.set_user_attr(LOG_ATTR, outcome.log)
+            trial.set_user_attr(LOG_TAIL_ATTR, outcome.log_tail)
         if outcome.state == "complete" and self.metric not in outcome.metrics:
             self.study.tell(trial, state=TrialState.FAIL)
             returned = ", ".join(outcome.metrics) or "nothing"

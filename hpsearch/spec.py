@@ -65,7 +65,9 @@ class StudySpec:
     space: Space
     coarse: StageSpec = field(default_factory=StageSpec)
     refine: StageSpec = REFINE_DEFAULTS
-    path: str = "<memory>"  # the study file it came from, for messages
+    path: str = "<memory>"  # the study file it came from, as given, for messages
+    # The study file's folder, absolute: trials run there, and relative paths resolve from it. "" = none.
+    folder: str = ""
 
     def to_dict(self, with_space: bool = True) -> dict[str, Any]:
         """As stored; a stage stores its space once, beside the spec (with_space=False)."""
@@ -77,6 +79,7 @@ class StudySpec:
             "coarse": self.coarse.to_dict(),
             "refine": self.refine.to_dict(),
             "path": self.path,
+            "folder": self.folder,
         }
         if with_space:
             d["space"] = self.space.to_dict()
@@ -94,6 +97,7 @@ class StudySpec:
             coarse=StageSpec.from_dict(d["coarse"]),
             refine=StageSpec.from_dict(d["refine"]),
             path=d.get("path", "<storage>"),
+            folder=d.get("folder", ""),
         )
 
 
@@ -138,7 +142,8 @@ def parse_spec(data: dict[str, Any], path: str | Path = "<memory>") -> StudySpec
     if not isinstance(params, dict) or not params:
         raise SpecError(file, "params", "no parameters to search; add e.g. [params.lr] with low, high and log = true")
     space = Space(tuple(_param(pname, pdata, file) for pname, pdata in params.items()))
-    return StudySpec(name, workload, metric, direction, space, coarse, refine, str(path))
+    folder = str(file.resolve().parent) if file.is_file() else ""
+    return StudySpec(name, workload, metric, direction, space, coarse, refine, str(path), folder)
 
 
 def check_stage(stage: StageSpec, where: str, file: str | Path) -> StageSpec:

@@ -45,6 +45,7 @@ from hpsearch.space import Space
 from hpsearch.spec import StageSpec, StudySpec
 
 JOURNAL_FILE = "optuna.journal"
+LOGS_DIR = "logs"  # <results>/<study>/logs/<stage>/trial-<n>.log: each trial's stdout and stderr
 ATTR = "hpsearch"  # the Optuna study user attribute holding a stage's StageInfo
 # Version of the StageInfo record. 1 (no "format" key): the study spec stored with its own copy of
 # the space. 2: the space once, as the stage's; the spec read back carries the stage's space.
@@ -174,7 +175,8 @@ def open_storage(
     try:
         folder.mkdir(parents=True, exist_ok=True)
         journal = folder / JOURNAL_FILE
-        backend = JournalFileBackend(str(journal))
+        # Absolute: a trial may run in another folder (its study file's) while this process writes.
+        backend = JournalFileBackend(str(journal.resolve()))
     except OSError as e:
         raise StorageError(f"cannot write the study folder {folder}: {e.strerror}; set $directory to a writable folder") from None
     return JournalStorage(backend), str(journal)
@@ -187,7 +189,7 @@ def _storage_from_url(url: str) -> BaseStorage:
             raise StorageError(f"$storage {shown}: use an Optuna RDB URL (sqlite:///x.db, postgresql://...) or a .journal file")
         try:
             Path(url).parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(url))
+            return JournalStorage(JournalFileBackend(str(Path(url).resolve())))
         except OSError as e:
             raise StorageError(f"$storage {shown}: cannot write it: {e.strerror}") from None
     interval, grace = heartbeat_settings()
@@ -218,7 +220,13 @@ class Store:
         self, name: str, directory: str | Path | None = None, url: str | None = None, create: bool = True
     ) -> None:
         self.name = name
+        self.directory = directory
         self.storage, self.location = open_storage(name, directory, url, create)
+
+    def logs_dir(self, info: StageInfo) -> Path:
+        """Where this machine keeps the logs of the trials it runs of a stage (absolute):
+        <results>/<study>/logs/<stage>/, whatever the storage (a shared database keeps only their paths)."""
+        return (results_dir(self.directory) / self.name / LOGS_DIR / info.name).resolve()
 
     def stages(self) -> list[StageInfo]:
         """Every stage of the study, in the order they were created."""

@@ -27,6 +27,8 @@ EPOCHS_ATTR = "epochs"  # the epochs it was asked to train
 CURVES_ATTR = "curves"  # every reported metric, one value per epoch
 METRICS_ATTR = "metrics"  # the final metrics it returned
 DURATION_ATTR = "duration_s"  # its run time, measured where it trained
+LOG_ATTR = "log"  # "host:path" of the trial's captured stdout/stderr
+LOG_TAIL_ATTR = "log_tail"  # the last lines of that log
 RETRY_OF_ATTR = "retry_of"  # a re-queued grid point: the number of the trial it replaces
 FIXED_PARAMS = "fixed_params"  # Optuna's system attribute holding an enqueued trial's params
 

@@ -152,3 +152,16 @@ def test_architecture_public_api_is_exported() -> None:
         assert getattr(hpsearch, name) is not None, name
     with pytest.raises(AttributeError):
         hpsearch.no_such_thing  # noqa: B018
+
+
+def test_architecture_library_errors_name_settings_not_flags() -> None:
+    """Outside cli/, no raised message mentions a command-line flag: the CLI adds those ($setting -> --flag)."""
+    flag = re.compile(r"(?<![\w-])--[a-z]")
+    for name, path in _modules().items():
+        if name.startswith("cli"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                texts = [c.value for c in ast.walk(node.exc) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+                bad = [t for t in texts if flag.search(t)]
+                assert not bad, f"{name}:{node.lineno} raises a message naming a flag: {bad}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 from typing import Any, Sequence
 
 import pandas as pd
@@ -22,10 +23,15 @@ from hpsearch.storage import StageInfo
 
 
 def make_console(stderr: bool = False) -> Console:
-    """A console that stays readable when piped: wide tables, no colours or cursor tricks."""
-    console = Console(stderr=stderr, highlight=False)
+    """A console that stays readable when piped: wide tables, no colours or cursor tricks.
+
+    Bound to the stream of the moment it is made, so a trial that redirects
+    sys.stdout/sys.stderr into its log (--workers 0) never swallows the live view.
+    """
+    stream = sys.stderr if stderr else sys.stdout
+    console = Console(file=stream, highlight=False)
     if not console.is_terminal:
-        console = Console(stderr=stderr, highlight=False, width=max(140, shutil.get_terminal_size().columns))
+        console = Console(file=stream, highlight=False, width=max(140, shutil.get_terminal_size().columns))
     return console
 
 

@@ -53,6 +53,10 @@ class TrialRecord:
     # When set, train on only the first `subset` training examples (the sanity
     # check's overfit-a-tiny-subset); None means all of them.
     subset: int | None = None
+    # Where the trial's stdout and stderr go (absolute path on the machine that runs it); "" = not captured.
+    log_path: str = ""
+    # The folder the trial runs in (its study file's, absolute); "" = wherever the process is.
+    workdir: str = ""
 
 
 class RecordFields:
@@ -190,6 +194,8 @@ class TrialOutcome:
     reason: str = ""
     curves: dict[str, list[float]] = field(default_factory=dict)
     duration_s: float = 0.0
+    log: str = ""  # "host:path" of the trial's captured output, when it was captured
+    log_tail: str = ""  # its last lines, kept with the trial (shown for failed trials, also from other machines)
 
 
 def result_outcome(result: Any, metric: str, curves: dict[str, list[float]], duration_s: float) -> TrialOutcome:
