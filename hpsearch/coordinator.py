@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 import threading
 import time
 from dataclasses import dataclass, field
@@ -101,7 +102,21 @@ class StageResult:
     trials: list[FrozenTrial]
     ran: int  # trials this invocation ran
     flags: list[BorderFlag]
-    failures: list[str]  # reasons of the trials that failed in this invocation
+    failures: list[str]  # "trial N: reason" of the trials that failed in this invocation
+    finished: int = 0  # trials that count toward the target (complete, pruned; on a grid, tried points)
+    target: int = 0
+    reasons: list[str] = field(default_factory=list)  # the reasons alone, one per failure
+
+    @property
+    def shortfall(self) -> str | None:
+        """Why the stage ended before its target, or None when it reached it."""
+        if self.finished >= self.target:
+            return None
+        counted = Counter(self.reasons)
+        why = ", ".join(f"{reason} ×{n}" for reason, n in counted.most_common(3))
+        more = f", {len(counted) - 3} other reasons" if len(counted) > 3 else ""
+        failed = f", {len(self.reasons)} failed ({why}{more})" if self.reasons else ""
+        return f"stage {self.stage.name} stopped short: {self.finished} of {self.target} trials completed{failed}"
 
 
 def stage_flags(info: StageInfo, ranked: list[FrozenTrial]) -> list[BorderFlag]:
@@ -172,6 +187,7 @@ class Coordinator:
         self.metric = info.spec.metric
         self.direction = info.spec.direction.value
         self.target = stage_target(info.settings, info.space)
+        self.max_failures = info.settings.max_failures or self.target
         self.grid = info.settings.strategy == Strategy.grid
         existing = store.trials(info)
         # Seeded by the history too, so a resumed stage draws new points, not the first ones again.
@@ -184,6 +200,7 @@ class Coordinator:
         self.running: dict[int, Job] = {}
         self.ran = self.completed_now = self.fail_streak = 0
         self.failures: list[str] = []
+        self.reasons: list[str] = []
         self.done, self.failed_total, self.running_total = 0, 0, 0
         self.heartbeat = Heartbeat(self.study, lambda: list(self.running.values())) if store.heartbeat else None
         self._refresh()
@@ -284,7 +301,8 @@ class Coordinator:
     def result(self) -> StageResult:
         trials = self.study.get_trials(deepcopy=False)
         flags = stage_flags(self.info, ranked_trials(trials, self.direction))
-        return StageResult(self.info, trials, self.ran, flags, self.failures)
+        self._refresh()
+        return StageResult(self.info, trials, self.ran, flags, self.failures, self.done, self.target, self.reasons)
 
     def best(self) -> FrozenTrial | None:
         ranked = ranked_trials(self.study.get_trials(deepcopy=False), self.direction)
@@ -329,12 +347,14 @@ class Coordinator:
                 self._retry(trial.number, dict(trial.params))
             else:
                 self.failures.append(f"trial {job.number}: {outcome.reason}")
+                self.reasons.append(outcome.reason)
                 self.fail_streak += 1
                 if self.grid:
                     self.done += 1
 
     def _failing(self) -> bool:
-        return self.fail_streak >= FAIL_FAST and self.completed_now == 0 or len(self.failures) >= self.target
+        """The broken-workload rule (FAIL_FAST failures in a row, none completed) or the failure cap."""
+        return self.fail_streak >= FAIL_FAST and self.completed_now == 0 or len(self.failures) >= self.max_failures
 
     def _check_heartbeat(self) -> None:
         if self.heartbeat is not None:

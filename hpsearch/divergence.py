@@ -5,8 +5,11 @@ the initial loss); it is a wasted trial, not a result. The rule, used for
 every workload, every executor and every population member:
 
 - any reported metric whose name ends in `loss` is NaN or infinite; or
-- the training loss (see `loss_keys`) exceeds DIVERGE_FACTOR times its first
-  report; or
+- the training loss (see `loss_keys`) has grown far above where it started:
+  by more than (DIVERGE_FACTOR - 1) times the size of its first report, i.e.
+  above 3x a positive first loss (2.3 -> 6.9), and for a loss that can be
+  negative (a Gaussian NLL, a negative log-likelihood) above first + 2 |first|
+  (-2.0 -> 2.0); a loss that falls, however far below zero, never diverges; or
 - the trial's final value of the study's metric is not finite.
 
 A diverged trial ends PRUNED with the reason `diverged`.
@@ -19,6 +22,7 @@ from typing import Any, Iterable, Mapping
 
 DIVERGED = "diverged"
 DIVERGE_FACTOR = 3.0  # a training loss above 3x its first report has exploded (recipe: "several times")
+MIN_SCALE = 1e-3  # a first loss of (almost) exactly 0 still gets a margin: the size of the rise it may take
 
 
 def loss_keys(names: Iterable[str]) -> tuple[str | None, str | None]:
@@ -58,9 +62,14 @@ class DivergenceCheck:
             return None
         if self.first_loss is None:
             self.first_loss = losses[key]
-        elif losses[key] > DIVERGE_FACTOR * self.first_loss:
+        elif losses[key] > divergence_threshold(self.first_loss):
             return DIVERGED
         return None
+
+
+def divergence_threshold(first: float) -> float:
+    """The training loss above which a trial that started at `first` has diverged (either sign)."""
+    return first + (DIVERGE_FACTOR - 1.0) * max(abs(first), MIN_SCALE)
 
 
 def final_value_diverged(value: float | None) -> bool:

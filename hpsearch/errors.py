@@ -44,6 +44,10 @@ class SpecError(HpsearchError):
         super().__init__(f"{self.file}: {key}: {message}")
 
 
+class StageExists(SpecError):
+    """The study file no longer matches a stored stage that has results (the CLI says how to delete it)."""
+
+
 class WorkloadError(HpsearchError):
     """A workload path or function cannot be found or loaded."""
 
@@ -62,6 +66,12 @@ class StageNotFound(StudyNotFound):
 
 class StageFailed(HpsearchError):
     """Every trial of a stage failed: the search itself is broken, not the parameters."""
+
+    exit_code = 1
+
+
+class StageStoppedShort(HpsearchError):
+    """A stage ended before its target (its failure cap, or the broken-workload rule): finished trials stay."""
 
     exit_code = 1
 

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.border import row_flags
 from hpsearch.errors import HpsearchError
+from hpsearch.space import Range
 from hpsearch.instruments.diagnostics import curve_notes, last_ratio, ratio_hint
 from hpsearch.storage import StageInfo, Store, study_names
 from hpsearch.trials import CURVES_ATTR, DURATION_ATTR, EPOCHS_ATTR, METRICS_ATTR, REASON_ATTR, display_order, ranked_trials
@@ -41,6 +42,23 @@ def leaderboard(store: Store, stage: str | None = None, top: int | None = None) 
     return frame(stages, [store.trials(s) for s in stages], top)
 
 
+OWN_COLUMNS = ("rank", "trial", "stage", "state", "reason", "epochs", "duration_s", "border", "update_ratio", "lr_hint", "notes")
+DIAGNOSTIC_COLUMNS = ("update_ratio", "lr_hint", "notes")
+OWN_PREFIX = "hpsearch_"  # the leaderboard's own column, moved aside for a param or metric of the same name
+METRIC_PREFIX = "metric_"  # a returned metric named like a param
+
+
+def own_columns(user_names: Sequence[str]) -> dict[str, str]:
+    """The leaderboard's own columns -> their names in this leaderboard.
+
+    Params and metrics keep their names; an own column whose name a param or
+    metric uses (a LoRA `rank`, a `state`, an `epochs` param) becomes
+    `hpsearch_<name>`. The mapping is in `df.attrs["columns"]` of every frame.
+    """
+    taken = set(user_names)
+    return {c: OWN_PREFIX + c if c in taken else c for c in OWN_COLUMNS}
+
+
 def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], top: int | None = None) -> pd.DataFrame:
     """Build the leaderboard from stages and their trials (no storage access: easy to test)."""
     spec = stages[0].spec
@@ -48,45 +66,59 @@ def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], 
     param_names: list[str] = []
     for s in stages:
         param_names += [n for n in s.space.names if n not in param_names]
-    rows, extra_metrics = [], []
     stage_of = {id(t): info for info, stage_trials in zip(stages, trials) for t in stage_trials}
     every = [t for stage_trials in trials for t in stage_trials]
+    extra: list[str] = []  # other metrics the workload returned, as named in the frame
+    for t in every:
+        for m in t.user_attrs.get(METRICS_ATTR, {}):
+            name = _metric_column(m, param_names)
+            if m != metric and name not in extra:
+                extra.append(name)
+    col = own_columns([metric, *param_names, *extra])
+    rows = []
     for rank, t in display_order(every, spec.direction.value):
         info = stage_of[id(t)]
         metrics = t.user_attrs.get(METRICS_ATTR, {})
-        extra_metrics += [m for m in metrics if m != metric and m not in extra_metrics]
         value = t.value if t.value is not None else metrics.get(metric)
         duration = t.user_attrs.get(DURATION_ATTR)
         if duration is None and t.duration is not None:
             duration = t.duration.total_seconds()
-        rows.append(
-            {
-                "rank": rank,
-                "trial": t.number,
-                "stage": info.name,
-                "state": t.state.name,
-                "reason": t.user_attrs.get(REASON_ATTR, ""),
-                metric: value,
-                **{n: t.params.get(n) for n in param_names},
-                "epochs": t.user_attrs.get(EPOCHS_ATTR, info.settings.epochs),
-                "duration_s": round(duration, 3) if duration is not None else None,
-                "border": ", ".join(row_flags(info.space, t.params)),
-                **{m: v for m, v in metrics.items() if m != metric},
-                **_diagnostics(t.user_attrs.get(CURVES_ATTR) or {}),
-            }
-        )
-    columns = ["rank", "trial", "stage", "state", "reason", metric, *param_names, "epochs", "duration_s", "border"]
-    columns += [m for m in extra_metrics if m not in columns]
-    columns += [c for c in DIAGNOSTIC_COLUMNS if c not in columns]
-    if not rows:
-        return pd.DataFrame(columns=columns)
-    df = pd.DataFrame(rows)
-    df["rank"] = df["rank"].astype("Int64")
-    df = df.reindex(columns=columns)
+        row: dict[str, object] = {
+            col["rank"]: rank,
+            col["trial"]: t.number,
+            col["stage"]: info.name,
+            col["state"]: t.state.name,
+            col["reason"]: t.user_attrs.get(REASON_ATTR, ""),
+            metric: value,
+        }
+        row.update({n: t.params.get(n) for n in param_names})
+        row[col["epochs"]] = t.user_attrs.get(EPOCHS_ATTR, info.settings.epochs)
+        row[col["duration_s"]] = round(duration, 3) if duration is not None else None
+        row[col["border"]] = ", ".join(row_flags(info.space, t.params))
+        row.update({_metric_column(m, param_names): v for m, v in metrics.items() if m != metric})
+        row.update({col[k]: v for k, v in _diagnostics(t.user_attrs.get(CURVES_ATTR) or {}).items()})
+        rows.append(row)
+    head = [col[c] for c in ("rank", "trial", "stage", "state", "reason")]
+    columns = [*head, metric, *param_names, col["epochs"], col["duration_s"], col["border"], *extra]
+    columns += [col[c] for c in DIAGNOSTIC_COLUMNS]
+    df = pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
+    df[col["rank"]] = df[col["rank"]].astype("Int64")
+    for name in param_names:
+        if all(_int_param(s, name) for s in stages if name in s.space.names):
+            df[name] = df[name].astype("Int64")  # ints stay ints, also beside the empty cells of failed trials
+    df.attrs["columns"] = col
     return df.head(top) if top else df
 
 
-DIAGNOSTIC_COLUMNS = ("update_ratio", "lr_hint", "notes")
+def _metric_column(name: str, param_names: Sequence[str]) -> str:
+    return METRIC_PREFIX + name if name in param_names else name
+
+
+def _int_param(info: StageInfo, name: str) -> bool:
+    p = info.space[name]
+    if isinstance(p, Range):
+        return p.is_int
+    return p.numeric and all(isinstance(v, int) and not isinstance(v, bool) for v in p.values)
 
 
 def _diagnostics(curves: dict[str, list[float]]) -> dict[str, object]:

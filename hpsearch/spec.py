@@ -34,6 +34,9 @@ class StageSpec:
     epochs: int = 2  # a few epochs are informative enough to rank settings coarsely
     seed: int = 0  # every random choice takes an explicit seed
     top_k: int = 5  # best trials the border check and the next refine look at
+    # Failed trials are replaced until `trials` finished; a run gives up after this many failures
+    # (None: as many as `trials`), so a broken workload cannot burn the machine forever.
+    max_failures: int | None = None
 
     def with_overrides(self, **overrides: Any) -> StageSpec:
         """This stage with CLI flags applied (None means 'not given')."""
@@ -102,7 +105,7 @@ class StudySpec:
 
 
 TOP_KEYS = {"name", "workload", "metric", "direction", "coarse", "refine", "params", "description"}
-STAGE_KEYS = {"strategy", "trials", "epochs", "seed", "top_k"}
+STAGE_KEYS = {"strategy", "trials", "epochs", "seed", "top_k", "max_failures"}
 RANGE_KEYS = {"low", "high", "log", "type", "grid_points", "limits"}
 CHOICE_KEYS = {"values", "limits"}
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -141,6 +144,8 @@ def parse_spec(data: dict[str, Any], path: str | Path = "<memory>") -> StudySpec
     params = data.get("params")
     if not isinstance(params, dict) or not params:
         raise SpecError(file, "params", "no parameters to search; add e.g. [params.lr] with low, high and log = true")
+    for pname in params:
+        _check_param_name(pname, metric, file)
     space = Space(tuple(_param(pname, pdata, file) for pname, pdata in params.items()))
     folder = str(file.resolve().parent) if file.is_file() else ""
     return StudySpec(name, workload, metric, direction, space, coarse, refine, str(path), folder)
@@ -152,6 +157,9 @@ def check_stage(stage: StageSpec, where: str, file: str | Path) -> StageSpec:
         value = getattr(stage, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise SpecError(file, f"{where}.{key}", f"must be a positive integer, got {value!r}")
+    mf = stage.max_failures
+    if mf is not None and (isinstance(mf, bool) or not isinstance(mf, int) or mf < 1):
+        raise SpecError(file, f"{where}.max_failures", f"must be a positive integer, got {mf!r}")
     if isinstance(stage.seed, bool) or not isinstance(stage.seed, int):
         raise SpecError(file, f"{where}.seed", f"must be an integer, got {stage.seed!r}")
     return stage
@@ -218,6 +226,15 @@ def _param(name: str, data: Any, file: Path) -> Param:
     if (lo_limit is not None and low < lo_limit) or (hi_limit is not None and high > hi_limit):
         raise SpecError(file, f"{key}.limits", f"the range [{low}, {high}] must lie within limits {list(limits)}")
     return Range(name, low, high, log=log, type=ptype, grid_points=grid_points, limits=limits)
+
+
+def _check_param_name(name: str, metric: str, file: Path) -> None:
+    """Any name TOML allows works (rank, state, epochs, "batch size", ...), except the few that cannot:
+    the leaderboard holds params and the metric side by side, under their own names."""
+    if not name.strip():
+        raise SpecError(file, "params", "a parameter has an empty name; give it a name, e.g. [params.lr]")
+    if name == metric:
+        raise SpecError(file, f"params.{name}", f"has the name of the metric ({metric!r}); rename the parameter or the metric")
 
 
 def _limits(data: Any, key: str, file: Path) -> tuple[float | None, float | None]:

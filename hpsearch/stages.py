@@ -15,13 +15,13 @@ from __future__ import annotations
 import random
 import zlib
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 from optuna.trial import TrialState
 
 from hpsearch.border import BorderFlag, check_borders
 from hpsearch.coordinator import Coordinator, Listener, StageResult
-from hpsearch.errors import HpsearchError, SpecError, StageFailed
+from hpsearch.errors import HpsearchError, SpecError, StageExists, StageFailed
 from hpsearch.refine import derive_space
 from hpsearch.spec import StudySpec, check_stage
 from hpsearch.storage import StageInfo, Store, owner_tag
@@ -29,36 +29,52 @@ from hpsearch.strategy import Strategy
 from hpsearch.trials import REASON_ATTR, RETRYABLE, counts, point_key, ranked_trials, stage_target, trial_params
 
 
-def start_coarse(store: Store, spec: StudySpec, overrides: dict[str, Any]) -> StageInfo:
-    """The study's coarse stage: created from `spec`, or the stored one when it exists (resume)."""
+def start_coarse(
+    store: Store, spec: StudySpec, overrides: dict[str, Any], notify: Callable[[str], None] | None = None
+) -> StageInfo:
+    """The study's coarse stage: created from `spec`, or the stored one when it exists (resume).
+
+    A stored coarse stage that no longer matches the study file (params,
+    workload, metric, direction) is replaced while it has no completed trial
+    (a first mistake must not lock the study; `notify` hears one line about
+    it); after that the study file may not change under it (StageExists).
+    """
     settings = check_stage(spec.coarse.with_overrides(**overrides), "coarse", spec.path)
     existing = [s for s in store.stages() if s.name == "coarse"]
-    if not existing:
-        info = StageInfo("coarse", 0, None, settings, spec.space, spec)
-        create_stage(store, info)
-        return info
-    stored = existing[0]
-    for key, mine, theirs in (
-        ("params", spec.space, stored.space),
-        ("workload", spec.workload, stored.spec.workload),
-        ("metric", spec.metric, stored.spec.metric),
-        ("direction", spec.direction, stored.spec.direction),
-    ):
-        if mine != theirs:
-            raise SpecError(
-                spec.path,
-                key,
-                f"differs from the coarse stage already stored in {store.location}; "
-                "rename the study (name = ...) or remove its results folder to start over",
+    if existing:
+        stored = existing[0]
+        changed = [
+            key
+            for key, mine, theirs in (
+                ("params", spec.space, stored.space),
+                ("workload", spec.workload, stored.spec.workload),
+                ("metric", spec.metric, stored.spec.metric),
+                ("direction", spec.direction, stored.spec.direction),
             )
-    return _resume(store, stored, overrides, spec.path)
+            if mine != theirs
+        ]
+        if not changed:
+            return _resume(store, stored, overrides, spec.path)
+        if any(t.state == TrialState.COMPLETE for t in store.trials(stored)) or len(store.stages()) > 1:
+            raise StageExists(
+                spec.path,
+                changed[0],
+                f"differs from the coarse stage already stored in {store.location}, which has completed trials; "
+                "rename the study (name = ...) to keep both, or delete the stored stages to start over",
+            )
+        store.delete(stored)
+        if notify is not None:
+            notify(f"the stored coarse stage had no completed trial: replaced it with {spec.path} ({', '.join(changed)} changed)")
+    info = StageInfo("coarse", 0, None, settings, spec.space, spec)
+    create_stage(store, info)
+    return info
 
 
 def _resume(store: Store, stored: StageInfo, overrides: dict[str, Any], file: str) -> StageInfo:
     """A stage that already exists: a new `trials` may raise its target, other settings must agree."""
     given = {k: v for k, v in overrides.items() if v is not None}
     for key, value in given.items():
-        if key in ("trials", "top_k"):
+        if key in ("trials", "top_k", "max_failures"):
             continue
         old = getattr(stored.settings, key)
         old = old.value if isinstance(old, Strategy) else old
@@ -69,7 +85,9 @@ def _resume(store: Store, stored: StageInfo, overrides: dict[str, Any], file: st
                 f"stage {stored.name} already ran with {key} = {old}; leave it out to continue the stage, "
                 "or start a new study to change it",
             )
-    settings = stored.settings.with_overrides(trials=given.get("trials"), top_k=given.get("top_k"))
+    settings = stored.settings.with_overrides(
+        trials=given.get("trials"), top_k=given.get("top_k"), max_failures=given.get("max_failures")
+    )
     if settings != stored.settings:
         stored = replace(stored, settings=settings)
         store.update(stored)

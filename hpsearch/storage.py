@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import time
 import warnings
@@ -221,6 +222,7 @@ class Store:
     ) -> None:
         self.name = name
         self.directory = directory
+        self.url = url or os.environ.get("HPSEARCH_STORAGE") or None
         self.storage, self.location = open_storage(name, directory, url, create)
 
     def logs_dir(self, info: StageInfo) -> Path:
@@ -259,6 +261,30 @@ class Store:
             storage=self.storage, study_name=info.optuna_name, direction=info.spec.direction.value
         )
         study.set_user_attr(ATTR, info.to_dict())
+
+    def delete(self, info: StageInfo) -> None:
+        """Remove one stage (its Optuna study and every trial of it) from the storage."""
+        optuna.delete_study(study_name=info.optuna_name, storage=self.storage)
+
+    def delete_stages(self, stage: str | None = None) -> list[str]:
+        """Remove `stage` and every later stage (None: the whole study); returns the names removed.
+
+        Works on any storage (journal, PostgreSQL, SQLite). When the whole
+        study goes from its default results folder, the folder (journal,
+        logs, plots, report) goes too. Raises StageNotFound for an unknown stage.
+        """
+        stages = self.stages()
+        first = self.stage(stage).index if stage is not None else -1
+        if stage is None and not stages:
+            self.stage(None)  # raises StudyNotFound
+        gone = [s for s in stages if s.index >= first]
+        for info in reversed(gone):
+            self.delete(info)
+        if len(gone) == len(stages) and self.url is None:
+            folder = results_dir(self.directory) / self.name
+            if (folder / JOURNAL_FILE).is_file():
+                shutil.rmtree(folder, ignore_errors=True)
+        return [s.name for s in gone]
 
     def update(self, info: StageInfo) -> None:
         """Store changed settings of an existing stage (a raised target)."""

@@ -27,3 +27,14 @@ def test_divergence_nan_or_three_times_the_first_training_loss() -> None:
 def test_divergence_final_value() -> None:
     assert final_value_diverged(math.inf) and final_value_diverged(math.nan)
     assert not final_value_diverged(0.5) and not final_value_diverged(None)
+
+
+def test_divergence_either_sign_a_falling_negative_loss_never_diverges() -> None:
+    falling = DivergenceCheck()
+    assert all(falling({"train_loss": -1.0 - 3 * epoch}) is None for epoch in range(10))  # -1 -> -28
+    rising = DivergenceCheck()
+    assert rising({"train_loss": -2.0}) is None
+    assert rising({"train_loss": 1.9}) is None  # below -2 + 2 * |-2| = 2
+    assert rising({"train_loss": 2.1}) == DIVERGED
+    near_zero = DivergenceCheck()
+    assert near_zero({"train_loss": 0.0}) is None and near_zero({"train_loss": 0.001}) is None

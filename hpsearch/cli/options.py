@@ -66,6 +66,15 @@ class StageOverrides:
     top_k: Annotated[
         Optional[int], typer.Option("--top-k", min=1, help="Best trials the border check and the next refine look at.")
     ] = None
+    max_failures: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-failures",
+            min=1,
+            help="Failed trials are replaced until the stage has its trials; give up after this many failures "
+            "in one run (then exit 1; the same command continues) [default: the stage's trials].",
+        ),
+    ] = None
 
     def as_dict(self) -> dict[str, Any]:
         """What stages.start_coarse / plan_refine take: plain values, None where not given."""

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from hpsearch.cli.options import DirOpt, NameArg, RunOptions, SpecArg, StageOverrides, StorageOpt, grouped
+from hpsearch.errors import StageStoppedShort
 
 INTERRUPTED_MESSAGE = "\nInterrupted: completed trials are kept; run the same command again to continue."
 
@@ -30,6 +31,7 @@ def coarse(
 
     Example: hpsearch coarse studies/digits_mlp.toml --trials 40 --epochs 2 --workers 2
     """
+    from hpsearch.cli.render import make_console
     from hpsearch.spec import load_spec
     from hpsearch.stages import start_coarse
     from hpsearch.storage import Store
@@ -37,7 +39,8 @@ def coarse(
     executor = _executor(run)
     spec = load_spec(spec_file)
     store = Store(spec.name, directory, storage)
-    info = start_coarse(store, spec, overrides.as_dict())
+    notice = make_console(stderr=True)
+    info = start_coarse(store, spec, overrides.as_dict(), notify=lambda line: notice.print(line, soft_wrap=True, markup=False))
     _run_and_show(store, info, run, executor)
 
 
@@ -154,3 +157,5 @@ def _run_and_show(store: Any, info: Any, run: RunOptions, executor: Any, join: b
     title = f"{info.spec.name} {info.name}: top {min(run.top, len(df))} ({info.spec.direction.value} {info.spec.metric})"
     out.print(leaderboard_table(df, info.spec.metric, info.space.names, title))
     print_flags(err, result.flags, info.name)
+    if result.shortfall:
+        raise StageStoppedShort(f"{result.shortfall}; run the same command again to continue")

@@ -167,7 +167,7 @@ class TrialContext(RecordFields):
         now = time.perf_counter()
         timing = EpochTiming(now - self._last_report, int(iterations) if iterations else None)
         self._last_report = now
-        values = {k: float(v) for k, v in metrics.items()}
+        values = {k: as_number(v) for k, v in metrics.items()}
         for k, v in values.items():
             self._curves.setdefault(k, []).append(v)
         if self._watcher is not None:
@@ -210,16 +210,35 @@ def result_outcome(result: Any, metric: str, curves: dict[str, list[float]], dur
     return TrialOutcome("complete", metrics, "", curves, duration_s)
 
 
+def as_number(value: Any) -> float:
+    """A reported or returned value as a float: Python and numpy numbers, 0-d tensors and arrays
+    (anything with __float__, or a one-element .item()). Raises ValueError for anything else."""
+    if isinstance(value, (bool, str, bytes)) or value is None:
+        raise ValueError(f"{value!r} is not a number")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        item = getattr(value, "item", None)
+        if callable(item):
+            try:
+                return float(item())
+            except (TypeError, ValueError, RuntimeError):
+                pass
+    raise ValueError(f"{type(value).__name__} {value!r} is not a number")
+
+
 def normalize_result(result: Any, metric: str) -> dict[str, float]:
-    """A workload returns a dict of metrics or a single number (= the study's metric)."""
+    """A workload returns a dict of metrics or a single number (= the study's metric): Python or
+    numpy numbers, 0-d tensors."""
     if isinstance(result, dict):
         try:
-            return {str(k): float(v) for k, v in result.items()}
-        except (TypeError, ValueError):
+            return {str(k): as_number(v) for k, v in result.items()}
+        except ValueError:
             raise ValueError(f"workload returned non-numeric metrics: {result!r}") from None
-    if isinstance(result, (int, float)) and not isinstance(result, bool):
-        return {metric: float(result)}
-    raise ValueError(f"workload returned {type(result).__name__}; return a dict of metrics or a float")
+    try:
+        return {metric: as_number(result)}
+    except ValueError:
+        raise ValueError(f"workload returned {type(result).__name__}; return a dict of metrics or a number") from None
 
 
 def exception_reason(e: BaseException) -> str:

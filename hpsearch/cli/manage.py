@@ -1,0 +1,47 @@
+"""Managing stored studies: delete a study or its latest stages."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from hpsearch.cli.options import DirOpt, NameArg, StorageOpt
+from hpsearch.errors import HpsearchError
+
+
+def delete(
+    name: NameArg,
+    stage: Annotated[
+        Optional[str],
+        typer.Option("--stage", help="Delete this stage and every later one [default: the whole study]."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask (needed when not on a terminal).")] = False,
+    directory: DirOpt = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Delete a study, or a stage and the stages after it, from its storage (journal or database).
+
+    Every trial of those stages goes; with the whole study from its default
+    results folder, the folder goes too (journal, logs, plots, report). Asks
+    first on a terminal; elsewhere pass --yes. Use it to start over after
+    changing a study file whose coarse stage already has results.
+
+    Example: hpsearch delete digits_mlp --stage refine-2 --yes
+    """
+    from hpsearch.cli.render import make_console
+    from hpsearch.storage import Store
+
+    store = Store(name, directory, storage, create=False)
+    stages = store.stages()
+    first = store.stage(stage).index if stage is not None else -1
+    doomed = [s.name for s in stages if s.index >= first]
+    what = f"study {name!r}" if stage is None else f"stage{'s' if len(doomed) > 1 else ''} {', '.join(doomed)} of {name!r}"
+    trials = sum(len(store.trials(s)) for s in stages if s.name in doomed)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise HpsearchError(f"deleting {what} ({trials} trials) needs confirmation: pass --yes")
+        typer.confirm(f"Delete {what} ({trials} trials) from {store.location}?", abort=True, err=True)
+    gone = store.delete_stages(stage)
+    make_console(stderr=True).print(f"deleted {', '.join(gone)} of {name} ({trials} trials) from {store.location}", soft_wrap=True, markup=False)
