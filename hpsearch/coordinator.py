@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
-import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -38,7 +37,8 @@ from hpsearch.border import BorderFlag, check_borders
 from hpsearch.divergence import DivergenceCheck
 from hpsearch.errors import SpecError
 from hpsearch.pruner import make_pruner, prune_reason
-from hpsearch.storage import TRANSIENT_ERRORS, StageInfo, Store, heartbeat_settings, is_stale, owner_tag
+from hpsearch.liveness import Heartbeat, fail_dead_trials
+from hpsearch.storage import StageInfo, Store, owner_tag
 from hpsearch.strategy import Strategy, make_sampler
 from hpsearch.trials import (
     CURVES_ATTR,
@@ -124,52 +124,6 @@ def stage_flags(info: StageInfo, ranked: list[FrozenTrial]) -> list[BorderFlag]:
     return check_borders(info.space, [t.params for t in ranked], info.settings.top_k)
 
 
-class Heartbeat:
-    """Records a heartbeat for each running trial every interval (RDB storages), in a thread.
-
-    Database hiccups (a dropped connection, a timeout) are logged once and retried at the
-    next beat (the grace period allows several missed beats). Any other exception is a bug:
-    the thread stops and keeps it; the coordinator raises it at its next call (`check`).
-    """
-
-    def __init__(self, study: optuna.Study, running: Callable[[], list[Job]]) -> None:
-        self.study = study
-        self.running = running
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._failing = False
-        self._thread = threading.Thread(target=self._loop, name="hpsearch-heartbeat", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        interval, _ = heartbeat_settings()
-        while not self._stop.wait(interval):
-            try:
-                for job in self.running():
-                    compat.record_heartbeat(self.study, job.trial)
-            except TRANSIENT_ERRORS as e:
-                if not self._failing:
-                    log.warning("heartbeat not recorded (%s: %s); retrying every %s s", type(e).__name__, e, interval)
-                self._failing = True
-                continue
-            except BaseException as e:  # a programming error: never hidden
-                self.error = e
-                return
-            if self._failing:
-                log.warning("heartbeat recorded again")
-                self._failing = False
-
-    def check(self) -> None:
-        """Raise, on the caller's thread, the error that stopped the heartbeat thread, if any."""
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise RuntimeError(f"the heartbeat thread stopped: {type(error).__name__}: {error}") from error
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5.0)
-
-
 class Coordinator:
     """Hands out one stage's trials on this machine and records how each ended (see the module docstring).
 
@@ -202,7 +156,8 @@ class Coordinator:
         self.failures: list[str] = []
         self.reasons: list[str] = []
         self.done, self.failed_total, self.running_total = 0, 0, 0
-        self.heartbeat = Heartbeat(self.study, lambda: list(self.running.values())) if store.heartbeat else None
+        self._said_waiting = False
+        self.heartbeat = Heartbeat(self.study, lambda: [job.trial for job in self.running.values()]) if store.heartbeat else None
         self._refresh()
 
     # -- what executors call
@@ -215,15 +170,19 @@ class Coordinator:
         self._refresh()
         if self.done + self.running_total >= self.target:
             return None
-        trial = compat.pop_waiting(self.study, self.distributions)
+        trial = compat.pop_waiting(self.study)
         if trial is None:
             if self.grid:
                 return None  # every point is taken; one that fails for a retryable reason comes back
-            trial = compat.ask(self.study, self.distributions)
+            trial = compat.ask(self.study)
+        # The owner first, in the write right after the trial's creation: a trial is ownerless only
+        # if its coordinator dies within those milliseconds (and then counts as stale, see fail_dead_trials).
+        trial.set_user_attr(OWNER_ATTR, owner_tag())
         if self.heartbeat is not None:
             compat.record_heartbeat(self.study, trial)
+        compat.suggest(trial, self.distributions)
         seed = self.info.settings.seed + 10_000 * self.info.index + trial.number
-        for key, value in ((OWNER_ATTR, owner_tag()), (SEED_ATTR, seed), (EPOCHS_ATTR, self.info.settings.epochs)):
+        for key, value in ((SEED_ATTR, seed), (EPOCHS_ATTR, self.info.settings.epochs)):
             trial.set_user_attr(key, value)
         record = TrialRecord(
             number=trial.number,
@@ -250,7 +209,16 @@ class Coordinator:
         counts of the last `next_job` call.
         """
         others = self.running_total - len(self.running)
-        return not self._failing() and self.done < self.target and others > 0
+        waiting = not self._failing() and self.done < self.target and others > 0
+        if waiting and not self._said_waiting:
+            self._said_waiting = True
+            elsewhere = [
+                f"{t.number} ({t.user_attrs.get(OWNER_ATTR, 'no owner yet')})"
+                for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if t.number not in self.running
+            ]
+            log.warning("stage %s: waiting for trials running elsewhere: %s", self.info.name, ", ".join(elsewhere))
+        return waiting
 
     def report(
         self, job: Job, epoch: int, metrics: dict[str, float], epoch_seconds: float | None = None, iterations: int | None = None
@@ -386,24 +354,3 @@ def storage_counts(study: optuna.Study, store: Store, grid: bool) -> tuple[int, 
     if grid and failed:
         finished += counts(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)), Strategy.grid)[0]
     return finished, failed, by_state.get(TrialState.RUNNING, 0)
-
-
-def fail_dead_trials(study: optuna.Study, heartbeat: bool, ours: set[int]) -> list[FrozenTrial]:
-    """Fail the RUNNING trials whose process is gone; returns those THIS call failed (one caller wins each).
-
-    With a heartbeat (RDB storages, which see other machines too): the trials
-    whose heartbeat stopped, reason `worker died (heartbeat lost)`. The local
-    journal: trials (not among `ours`, the numbers this coordinator runs)
-    whose host:pid owner on this machine is gone (SIGKILL, power loss),
-    reason `interrupted`.
-    """
-    if heartbeat:
-        stale = compat.stale_trial_ids(study)
-        return [t for t in (compat.fail_trial(study, i, REASON_ATTR, HEARTBEAT_LOST) for i in stale) if t]
-    won = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.number not in ours and is_stale(t.user_attrs.get(OWNER_ATTR, "")):
-            failed = compat.fail_trial(study, t, REASON_ATTR, INTERRUPTED)
-            if failed is not None:
-                won.append(failed)
-    return won

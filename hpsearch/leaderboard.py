@@ -130,23 +130,40 @@ def _diagnostics(curves: dict[str, list[float]]) -> dict[str, object]:
     }
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as a formula (OWASP: CSV injection)
+
+
+def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells cannot run as spreadsheet formulas: a string that starts with
+    = + - @ tab or CR gets a leading ' (OWASP's advice). Numbers stay numbers: a negative loss is
+    a float column, untouched, and reads back as a float."""
+    out = df.copy()
+    for name in out.columns:
+        if out[name].dtype == object or pd.api.types.is_string_dtype(out[name]):
+            out[name] = out[name].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v)
+    return out
+
+
 def to_text(df: pd.DataFrame, fmt: str) -> str:
-    """The leaderboard as csv, json (records) or markdown text."""
+    """The leaderboard as csv (spreadsheet-safe), json (records) or markdown text ('|' escaped)."""
     if fmt == "csv":
-        return df.to_csv(index=False)
+        return spreadsheet_safe(df).to_csv(index=False)
     if fmt == "json":
         return df.to_json(orient="records", indent=2) + "\n"
     if fmt == "markdown":
-        return df.to_markdown(index=False) + "\n"
+        escaped = df.map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v)
+        escaped.columns = [str(c).replace("|", "\\|") for c in df.columns]
+        return escaped.to_markdown(index=False) + "\n"
     raise ValueError(f"unknown format {fmt!r}")
 
 
 def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write the leaderboard as CSV to `path` (its folder made); raises HpsearchError naming the file."""
+    """Write the leaderboard as spreadsheet-safe CSV to `path` (its folder made); raises HpsearchError
+    naming the file."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(path, index=False)
+        spreadsheet_safe(df).to_csv(path, index=False)
     except OSError as e:
         raise HpsearchError(f"{path}: cannot write the CSV: {e.strerror}") from None
     return path

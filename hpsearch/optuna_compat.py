@@ -39,12 +39,19 @@ from optuna.trial import FrozenTrial, TrialState
 HEARTBEAT_WARNING = "Heartbeat of storage is supposed to be used with Study.optimize"
 
 
-def ask(study: optuna.Study, distributions: dict[str, BaseDistribution]) -> optuna.Trial:
-    """`Study.ask` (public), without its warning that heartbeats belong to `Study.optimize`: hpsearch
-    records them itself beside ask/tell (coordinator.Heartbeat), which is what the warning asks for."""
+def ask(study: optuna.Study) -> optuna.Trial:
+    """A new RUNNING trial, no params yet: `Study.ask` (public), without its warning that heartbeats
+    belong to `Study.optimize` (hpsearch records them itself beside ask/tell, coordinator.Heartbeat).
+    The caller tags its owner first, then `suggest`s: the trial is never ownerless for long."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=HEARTBEAT_WARNING)
-        return study.ask(distributions)
+        return study.ask()
+
+
+def suggest(trial: optuna.Trial, distributions: dict[str, BaseDistribution]) -> None:
+    """Draw (or, for a popped queued trial, take) every param from its distribution, as Study.ask does."""
+    for name, distribution in distributions.items():
+        trial._suggest(name, distribution)
 
 
 def study_id(study: optuna.Study) -> int:
@@ -57,8 +64,8 @@ def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     return trial._trial_id
 
 
-def pop_waiting(study: optuna.Study, distributions: dict[str, BaseDistribution]) -> optuna.Trial | None:
-    """Take one WAITING trial of the study and return it RUNNING with its params set, or None.
+def pop_waiting(study: optuna.Study) -> optuna.Trial | None:
+    """Take one WAITING trial of the study and return it RUNNING (its params: `suggest`), or None.
 
     The storage lets exactly one caller move a trial from WAITING to RUNNING
     (a row lock on PostgreSQL, the journal's lock), so two coordinators
@@ -68,10 +75,7 @@ def pop_waiting(study: optuna.Study, distributions: dict[str, BaseDistribution])
     for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         try:
             if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
-                trial = optuna.Trial(study, waiting._trial_id)
-                for name, distribution in distributions.items():
-                    trial._suggest(name, distribution)  # the queued value, checked against the distribution
-                return trial
+                return optuna.Trial(study, waiting._trial_id)
         except UpdateFinishedTrialError:
             continue  # another coordinator popped and finished it meanwhile
     return None

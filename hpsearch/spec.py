@@ -114,10 +114,18 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a study file. Raises SpecError naming the file, key and fix."""
     path = Path(path)
+    if path.is_dir():
+        raise SpecError(path, "file", "is a folder, not a study file; pass the .toml study file itself")
     if not path.is_file():
         raise SpecError(path, "file", "no such study file; pass the path of a .toml study file (see studies/)")
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(path, "file", f"is not a text file (not UTF-8 at byte {e.start}); pass a .toml study file") from None
+    except OSError as e:
+        raise SpecError(path, "file", f"cannot be read: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError(path, "toml", f"not valid TOML ({e}); fix the syntax") from e
     return parse_spec(data, path)

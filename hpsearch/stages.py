@@ -66,8 +66,8 @@ def start_coarse(
         if notify is not None:
             notify(f"the stored coarse stage had no completed trial: replaced it with {spec.path} ({', '.join(changed)} changed)")
     info = StageInfo("coarse", 0, None, settings, spec.space, spec)
-    create_stage(store, info)
-    return info
+    stored = create_stage(store, info)
+    return info if stored is info else _resume(store, stored, overrides, spec.path)
 
 
 def _resume(store: Store, stored: StageInfo, overrides: dict[str, Any], file: str) -> StageInfo:
@@ -120,15 +120,17 @@ def plan_refine(store: Store, source: str | None, overrides: dict[str, Any]) -> 
     space, changes = derive_space(parent.space, top, flags, parent.settings.strategy)
     index = max(s.index for s in stages) + 1
     info = StageInfo(f"refine-{index}", index, parent.name, settings, space, parent.spec, tuple(changes))
-    create_stage(store, info)
-    return info, flags, False
+    stored = create_stage(store, info)
+    return (info, flags, False) if stored is info else (_resume(store, stored, overrides, "refine"), [], True)
 
 
-def create_stage(store: Store, info: StageInfo) -> None:
-    """Create the stage's Optuna study; a grid stage gets its points enqueued here, once."""
-    store.create(info)
-    if info.settings.strategy == Strategy.grid:
+def create_stage(store: Store, info: StageInfo) -> StageInfo:
+    """Create the stage's Optuna study; a grid stage gets its points enqueued here, once (by the
+    command that won the creation, when several create it at once). Returns the stage as stored."""
+    stored = store.create(info)
+    if stored is info and info.settings.strategy == Strategy.grid:
         enqueue_grid(store, info)
+    return stored
 
 
 def enqueue_grid(store: Store, info: StageInfo) -> int:

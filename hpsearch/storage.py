@@ -57,6 +57,7 @@ STAGE_FORMAT = 2
 HEARTBEAT_INTERVAL_S = 10
 HEARTBEAT_GRACE_S = 60
 CREATE_TABLE_ATTEMPTS = 4
+CREATE_WAIT_S = 10.0  # how long a command that lost a creation race waits for the winner's stage record
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
@@ -81,9 +82,22 @@ def results_dir(directory: str | Path | None = None) -> Path:
     return Path(directory or os.environ.get("HPSEARCH_DIR") or "studies")
 
 
+# user:password@ in a URL: the password runs to the LAST '@' before the host (an unencoded '@' in a
+# password is common, and SQLAlchemy itself splits there), never past a '/', '?' or whitespace.
+_URL_PASSWORD = re.compile(r"(://[^:/?#@\s]*:)[^/?#\s]*@")
+# password=... as a query parameter (?password=x, &password=x), quoted or not, and DSN-style key=value text.
+_QUERY_PASSWORD = re.compile(r"((?:[?&]|\b)(?:password|passwd|pwd)=)(\"[^\"]*\"|'[^']*'|[^&\s]*)", re.IGNORECASE)
+
+
 def mask_url(url: str) -> str:
-    """The URL (or any text holding URLs) with every password replaced by ***, for messages and logs."""
-    return re.sub(r"(://[^:/@\s]+:)[^@\s]*@", r"\1***@", url)
+    """The URL (or any text holding URLs) with every password replaced by ***, for messages and logs.
+
+    Covers every form SQLAlchemy accepts: `scheme://user:pw@host` (also with
+    an unencoded '@' or ':' in pw), `?password=pw` / `&password=pw` query
+    parameters, and libpq's `password=pw` key-value form in driver messages.
+    """
+    masked = _URL_PASSWORD.sub(r"\1***@", url)
+    return _QUERY_PASSWORD.sub(r"\1***", masked)
 
 
 def heartbeat_settings() -> tuple[int, int]:
@@ -256,11 +270,35 @@ class Store:
         names = ", ".join(s.name for s in stages)
         raise StageNotFound(f"study {self.name!r} has no stage {name!r}; its stages: {names}")
 
-    def create(self, info: StageInfo) -> None:
-        study = optuna.create_study(
-            storage=self.storage, study_name=info.optuna_name, direction=info.spec.direction.value
-        )
+    def create(self, info: StageInfo) -> StageInfo:
+        """Create the stage's Optuna study; returns the stage as stored.
+
+        Race-free: when another command creates the same stage at the same
+        moment (two machines starting one study), the storage lets one create
+        it; the other waits until the winner's record is readable and returns
+        that one (its settings win), so both then run the same stage.
+        """
+        from optuna.exceptions import DuplicatedStudyError
+
+        try:
+            study = optuna.create_study(storage=self.storage, study_name=info.optuna_name, direction=info.spec.direction.value)
+        except DuplicatedStudyError:
+            return self._wait_for_record(info)
         study.set_user_attr(ATTR, info.to_dict())
+        return info
+
+    def _wait_for_record(self, info: StageInfo) -> StageInfo:
+        deadline = time.monotonic() + CREATE_WAIT_S
+        while True:
+            for stored in self.stages():
+                if stored.name == info.name:
+                    return stored
+            if time.monotonic() > deadline:
+                raise StorageError(
+                    f"stage {info.optuna_name} exists in {self.location} without an hpsearch record "
+                    "(made by another tool, or its creator died at once); delete that Optuna study"
+                )
+            time.sleep(0.05)
 
     def delete(self, info: StageInfo) -> None:
         """Remove one stage (its Optuna study and every trial of it) from the storage."""

@@ -79,3 +79,23 @@ def test_leaderboard_empty_stage_has_columns(study_file):
     info = start_coarse(store, spec, {})
     df = frame([info], [[]])
     assert list(df.columns[:5]) == ["rank", "trial", "stage", "state", "reason"] and df.empty
+
+
+def test_leaderboard_csv_neutralises_formulas_and_numbers_stay_numbers(tmp_path) -> None:
+    import io
+
+    import pandas as pd
+
+    from hpsearch.leaderboard import to_text, write_csv
+
+    df = pd.DataFrame(
+        {"reason": ["=cmd|' /C calc'!A0", "=HYPERLINK(\"http://x\")", "+1", "@SUM(A1)", "\tx", "ok"],
+         "val_loss": [-1.5, 0.25, -3.0, 1.0, 2.0, -0.5]}
+    )
+    for text in (to_text(df, "csv"), write_csv(df, tmp_path / "b.csv").read_text()):
+        back = pd.read_csv(io.StringIO(text))
+        assert all(not str(v).startswith(("=", "+", "@", "\t")) for v in back["reason"])
+        assert back["reason"][0] == "'=cmd|' /C calc'!A0" and back["reason"][5] == "ok"
+        assert back["val_loss"].dtype.kind == "f" and back["val_loss"][0] == -1.5
+    md = to_text(pd.DataFrame({"a|b": ["x|y"]}), "markdown")
+    assert "x\\|y" in md and "a\\|b" in md

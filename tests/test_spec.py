@@ -126,3 +126,12 @@ def test_spec_workload_without_function_part(tmp_path):
     path.write_text('name = "s"\nworkload = "hpsearch.workloads.digits"\nmetric = "m"\n[params.lr]\nlow = 0.001\nhigh = 0.1\n')
     with pytest.raises(SpecError, match=r"workload: .*must be \"package.module:function\""):
         load_spec(path)
+
+
+def test_spec_binary_file_and_folder_are_clear_errors(run_cli, tmp_path) -> None:
+    binary = tmp_path / "x.toml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    code, _, err = run_cli("coarse", binary)
+    assert code == 2 and "x.toml: file: is not a text file" in err and "Traceback" not in err
+    code, _, err = run_cli("coarse", tmp_path)
+    assert code == 2 and "file: is a folder, not a study file" in err

@@ -1,0 +1,103 @@
+"""Liveness: which RUNNING trials are still alive. The heartbeat thread, and failing the dead ones.
+
+A trial's process can die without a word (SIGKILL, a power cut, a machine
+gone). Each coordinator looks before it starts a trial (coordinator._refresh)
+and fails the dead ones, so the stage replaces them:
+- on every storage: a trial whose `host:pid` owner on this machine is gone,
+  or one that never got an owner (its coordinator died the moment it was
+  created), reason `interrupted`;
+- on RDB storages (many machines), also a trial whose heartbeat stopped
+  for longer than the grace period, reason `worker died (heartbeat lost)`:
+  `Heartbeat` records one per running trial every interval.
+The storage lets exactly one coordinator fail each trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime
+from typing import Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch import optuna_compat as compat
+from hpsearch.storage import TRANSIENT_ERRORS, heartbeat_settings, is_stale
+from hpsearch.trials import HEARTBEAT_LOST, INTERRUPTED, OWNER_ATTR, REASON_ATTR
+
+OWNERLESS_GRACE_S = 10.0  # a RUNNING trial still without an owner after this long lost its coordinator at birth
+log = logging.getLogger("hpsearch.coordinator")
+
+
+class Heartbeat:
+    """Records a heartbeat for each running trial every interval (RDB storages), in a thread.
+
+    Database hiccups (a dropped connection, a timeout) are logged once and retried at the
+    next beat (the grace period allows several missed beats). Any other exception is a bug:
+    the thread stops and keeps it; the coordinator raises it at its next call (`check`).
+    """
+
+    def __init__(self, study: optuna.Study, running: Callable[[], list[optuna.Trial]]) -> None:
+        self.study = study
+        self.running = running
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._failing = False
+        self._thread = threading.Thread(target=self._loop, name="hpsearch-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        interval, _ = heartbeat_settings()
+        while not self._stop.wait(interval):
+            try:
+                for trial in self.running():
+                    compat.record_heartbeat(self.study, trial)
+            except TRANSIENT_ERRORS as e:
+                if not self._failing:
+                    log.warning("heartbeat not recorded (%s: %s); retrying every %s s", type(e).__name__, e, interval)
+                self._failing = True
+                continue
+            except BaseException as e:  # a programming error: never hidden
+                self.error = e
+                return
+            if self._failing:
+                log.warning("heartbeat recorded again")
+                self._failing = False
+
+    def check(self) -> None:
+        """Raise, on the caller's thread, the error that stopped the heartbeat thread, if any."""
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise RuntimeError(f"the heartbeat thread stopped: {type(error).__name__}: {error}") from error
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+
+def fail_dead_trials(study: optuna.Study, heartbeat: bool, ours: set[int]) -> list[FrozenTrial]:
+    """Fail the RUNNING trials whose process is gone; returns those THIS call failed (one caller wins each).
+
+    On every storage: trials (not among `ours`, the numbers this coordinator
+    runs) whose host:pid owner on this machine is gone (SIGKILL, power loss),
+    and trials that never got an owner within OWNERLESS_GRACE_S of their
+    start (their coordinator died at once), reason `interrupted`. With a
+    heartbeat (RDB storages, which see other machines too) also the trials
+    whose heartbeat stopped, reason `worker died (heartbeat lost)`.
+    """
+    won = []
+    if heartbeat:
+        stale = compat.stale_trial_ids(study)
+        won += [t for t in (compat.fail_trial(study, i, REASON_ATTR, HEARTBEAT_LOST) for i in stale) if t]
+    now = datetime.now()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.number in ours:
+            continue
+        owner = t.user_attrs.get(OWNER_ATTR)
+        ownerless = owner is None and t.datetime_start is not None and (now - t.datetime_start).total_seconds() > OWNERLESS_GRACE_S
+        if ownerless or (owner is not None and is_stale(owner)):
+            failed = compat.fail_trial(study, t, REASON_ATTR, INTERRUPTED)
+            if failed is not None:
+                won.append(failed)
+    return won
