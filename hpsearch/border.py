@@ -6,6 +6,11 @@ narrowing. A numeric parameter is flagged when the best trial's value, or the
 majority of the top-k trials' values, lies in the outer 10% of its range
 (measured in log space for log ranges), or is the first/last value of a
 numeric value set (or grid). Sets of strings have no order and no border.
+
+A flag on a side where the range already ends at its domain's bound (dropout
+best at 0 in [0, 0.5]: a fraction cannot go below 0; see `Range.domain()` in
+space.py) is still a flag - the leaderboard's border column shows it - but it
+is `at_limit`: its message says so, and refine does not widen that way.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ class BorderFlag:
     top_count: int  # how many of the top-k trials are in the border zone on this side
     top_k: int
     range_text: str
+    at_limit: bool = False  # the range ends at its domain's bound on this side: it cannot widen that way
+    limit_text: str = ""  # that bound, as '0 (inferred: a fraction: inside [0, 1])'
 
     def message(self) -> str:
         direction = "above" if self.side == "high" else "below"
@@ -39,6 +46,9 @@ class BorderFlag:
                 what += f" (with {self.top_count} of the top {self.top_k})"
         else:
             what = f"{self.top_count} of the top {self.top_k} values are at the {self.side.upper()} border of {self.range_text}"
+        if self.at_limit:
+            limit = f" {self.limit_text}" if self.limit_text else ""
+            return f"{self.param}: {what} — the range is at its limit{limit}; refine cannot widen it {way}"
         return f"{self.param}: {what} — the optimum may lie {direction}; refine will widen the range {way}"
 
 
@@ -97,6 +107,8 @@ def check_borders(space: Space, ranked_params: Sequence[dict[str, Any]], top_k: 
         for side in ("low", "high"):
             majority = len(top) >= 2 and counts[side] > len(top) / 2
             if best_side == side or majority:
+                bound = p.domain().bound(side)
+                at_limit = p.at_limit(side)
                 flags.append(
                     BorderFlag(
                         param=p.name,
@@ -106,6 +118,8 @@ def check_borders(space: Space, ranked_params: Sequence[dict[str, Any]], top_k: 
                         top_count=counts[side],
                         top_k=len(top),
                         range_text=_range_text(p),
+                        at_limit=at_limit,
+                        limit_text=bound.note() if at_limit and bound is not None else "",
                     )
                 )
     return flags

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -37,8 +38,8 @@ from hpsearch.border import BorderFlag, check_borders
 from hpsearch.divergence import DivergenceCheck
 from hpsearch.errors import SpecError
 from hpsearch.pruner import make_pruner, prune_reason
-from hpsearch.liveness import Heartbeat, fail_dead_trials
-from hpsearch.storage import StageInfo, Store, owner_tag
+from hpsearch.liveness import LIVE_COORDINATORS, Heartbeat, fail_dead_trials, owner_tag
+from hpsearch.storage import StageInfo, Store
 from hpsearch.strategy import Strategy, make_sampler
 from hpsearch.trials import (
     CURVES_ATTR,
@@ -157,6 +158,8 @@ class Coordinator:
         self.reasons: list[str] = []
         self.done, self.failed_total, self.running_total = 0, 0, 0
         self._said_waiting = False
+        self.token = uuid.uuid4().hex[:12]  # this coordinator, among others in the same process
+        LIVE_COORDINATORS.add(self.token)
         self.heartbeat = Heartbeat(self.study, lambda: [job.trial for job in self.running.values()]) if store.heartbeat else None
         self._refresh()
 
@@ -177,7 +180,7 @@ class Coordinator:
             trial = compat.ask(self.study)
         # The owner first, in the write right after the trial's creation: a trial is ownerless only
         # if its coordinator dies within those milliseconds (and then counts as stale, see fail_dead_trials).
-        trial.set_user_attr(OWNER_ATTR, owner_tag())
+        trial.set_user_attr(OWNER_ATTR, owner_tag(self.token))
         if self.heartbeat is not None:
             compat.record_heartbeat(self.study, trial)
         compat.suggest(trial, self.distributions)
@@ -259,7 +262,8 @@ class Coordinator:
             self.finish(job, TrialOutcome("fail", reason=INTERRUPTED, duration_s=time.perf_counter() - job.started))
 
     def close(self) -> None:
-        """Stop the heartbeat thread (RDB storages). Idempotent."""
+        """Stop the heartbeat thread (RDB storages); trials it still owns now count as stale. Idempotent."""
+        LIVE_COORDINATORS.discard(self.token)
         if self.heartbeat is not None:
             self.heartbeat.close()
             self.heartbeat = None

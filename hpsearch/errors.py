@@ -10,7 +10,7 @@ so no library module has to know the command line.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Any, Callable
 
 SETTING = re.compile(r"\$([a-z][a-z_]*)")
 
@@ -18,6 +18,11 @@ SETTING = re.compile(r"\$([a-z][a-z_]*)")
 def setting_name(name: str) -> str:
     """How the library spells a setting in a message: its own name."""
     return name
+
+
+def render_settings(text: str, name_of: Callable[[str], str] = setting_name) -> str:
+    """`text` with every `$setting` spelled by `name_of` (errors, and notices such as a capped worker count)."""
+    return SETTING.sub(lambda m: name_of(m.group(1)), text)
 
 
 class HpsearchError(Exception):
@@ -31,7 +36,7 @@ class HpsearchError(Exception):
 
     def render(self, name_of: Callable[[str], str]) -> str:
         """The message with every `$setting` spelled by `name_of` (the CLI passes its flag names)."""
-        return SETTING.sub(lambda m: name_of(m.group(1)), self.template)
+        return render_settings(self.template, name_of)
 
 
 class SpecError(HpsearchError):
@@ -56,12 +61,34 @@ class StorageError(HpsearchError):
     """The study storage cannot be opened or written."""
 
 
+class JournalDamaged(StorageError):
+    """A record in the middle of a journal cannot be read (the CLI says how to repair it)."""
+
+    def __init__(self, path: Any, line: int) -> None:
+        self.path, self.line = path, line
+        super().__init__(f"{path}: damaged record at line {line}; repair the study (every other record is kept, with a backup)")
+
+
+class JournalWriteError(StorageError):
+    """Appending to the journal failed (a full disk): nothing was half-written."""
+
+    exit_code = 1
+
+
 class StudyNotFound(HpsearchError):
     """No study of that name exists in the storage (the CLI adds how to create one)."""
 
 
 class StageNotFound(StudyNotFound):
     """The study exists but has no stage of that name."""
+
+
+class TrialNotFound(StageNotFound):
+    """The stage exists but has no trial of that number."""
+
+
+class NoTrialLog(HpsearchError):
+    """The trial exists but left no log."""
 
 
 class StageFailed(HpsearchError):

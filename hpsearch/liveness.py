@@ -15,6 +15,8 @@ The storage lets exactly one coordinator fail each trial.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from datetime import datetime
 from typing import Callable
@@ -23,11 +25,39 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import optuna_compat as compat
-from hpsearch.storage import TRANSIENT_ERRORS, heartbeat_settings, is_stale
+from hpsearch.storage import TRANSIENT_ERRORS, heartbeat_settings
 from hpsearch.trials import HEARTBEAT_LOST, INTERRUPTED, OWNER_ATTR, REASON_ATTR
 
 OWNERLESS_GRACE_S = 10.0  # a RUNNING trial still without an owner after this long lost its coordinator at birth
 log = logging.getLogger("hpsearch.coordinator")
+
+# The coordinators alive in this process (their tokens): a trial owned by this very process whose
+# coordinator is gone (a library caller's earlier run, an interrupted command in a notebook) is stale.
+LIVE_COORDINATORS: set[str] = set()
+
+
+def owner_tag(coordinator: str = "") -> str:
+    """Identifies the process (and coordinator) running a trial: "host:pid", or "host:pid#token"."""
+    tag = f"{socket.gethostname()}:{os.getpid()}"
+    return f"{tag}#{coordinator}" if coordinator else tag
+
+
+def is_stale(owner: str) -> bool:
+    """Whether the owner of a trial ("host:pid[#token]") is provably gone: on this host, no such pid, or
+    this very process with that coordinator no longer alive in it."""
+    process, _, token = owner.partition("#")
+    host, _, pid = process.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return bool(token) and token not in LIVE_COORDINATORS
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class Heartbeat:

@@ -3,8 +3,16 @@
 A worker process (dispatch/pool.py) is started as the leader of a new session
 and process group, so a terminal's Ctrl-C reaches only the coordinator (which
 stops its workers itself), and everything a trial starts (a data-loader
-child, a launcher) belongs to that group: `end_group` ends them all, never
-leaving an orphan under PID 1.
+child, a launcher) belongs to that group. Ending a group is always the same
+steps: SIGTERM to every member, a grace for them to leave, SIGKILL to the
+rest, never leaving an orphan under PID 1. `end_groups` does it from outside
+(the pool, for a worker and its trial's processes); `end_group_members` from
+inside (a worker, after each trial, for the processes its trial left behind,
+itself excluded).
+
+Membership is read from /proc (Linux). Elsewhere a group counts as gone once
+its leader is, and `end_group_members` has nothing to go on and does nothing.
+A zombie counts as gone: it has exited, and only its parent's wait is missing.
 """
 
 from __future__ import annotations
@@ -13,9 +21,12 @@ import os
 import signal
 import subprocess
 import time
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Collection, Iterable, Sequence
 
-KILL_POLL_S = 0.01  # how often end_group looks whether the group left after SIGTERM
+KILL_POLL_S = 0.01  # how often a wait looks whether the processes left
+KILLED_WAIT_S = 1.0  # after SIGKILL, the longest wait for the kernel to finish them off
+PROC = Path("/proc")
 
 
 def spawn(args: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
@@ -25,23 +36,134 @@ def spawn(args: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
 
 def signal_group(proc: subprocess.Popen[Any], sig: int) -> None:
     """Send `sig` to every process of `proc`'s group (gone already: nothing to do). Does not wait."""
+    _killpg(proc.pid, sig)
+
+
+def group_members(pgid: int) -> list[int] | None:
+    """The pids of the live (not zombie) processes of group `pgid`; None where /proc is unavailable."""
+    if not PROC.is_dir():
+        return None
+    found = []
+    for entry in os.scandir(PROC):
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+            state, _, pgrp = stat
+            if pgrp == pgid and state not in "ZX":
+                found.append(int(entry.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process: not a zombie, not gone (needs /proc; elsewhere asks the kernel)."""
+    if PROC.is_dir():
+        stat = _stat(pid)
+        return stat is not None and stat[0] not in "ZX"
     try:
-        os.killpg(proc.pid, sig)  # the leader's pid is the group's id
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def end_groups(procs: Iterable[subprocess.Popen[Any]], grace: float = 0.0) -> list[int]:
+    """End each of `procs` with every process of its group: SIGTERM, up to `grace` seconds for the
+    groups to leave, then SIGKILL to what is left (grace=0: SIGKILL at once).
+
+    The groups are signalled together, so ending N of them costs one grace,
+    not N. Works when the leader has exited already (its trial's children may
+    outlive it). Reaps each leader and returns their exit codes (negative:
+    the signal that ended it).
+    """
+    procs = list(procs)
+    if grace > 0:
+        live = [p for p in procs if _group_alive(p)]
+        for p in live:
+            signal_group(p, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while live and time.monotonic() < deadline:
+            time.sleep(KILL_POLL_S)
+            live = [p for p in live if _group_alive(p)]
+    for p in procs:  # cheap, and a member that slipped in since the last look goes too
+        signal_group(p, signal.SIGKILL)
+    codes = [p.wait() for p in procs]
+    deadline = time.monotonic() + KILLED_WAIT_S  # SIGKILL is asynchronous: wait until they are gone
+    while any(_group_alive(p) for p in procs) and time.monotonic() < deadline:
+        time.sleep(KILL_POLL_S)
+    return codes
+
+
+def end_group(proc: subprocess.Popen[Any], grace: float = 0.0) -> int:
+    """End `proc` and every process of its group (see end_groups); returns its exit code."""
+    return end_groups([proc], grace)[0]
+
+
+def end_group_members(grace: float, spare: Collection[int] = ()) -> list[int]:
+    """From a group leader: end every other process of its own group, except the pids in `spare`.
+
+    SIGTERM, up to `grace` seconds, SIGKILL; then reaps those that were its
+    own children. Returns the pids it signalled (none: it cost one scan of
+    /proc). The caller survives; in a process that does not lead its group
+    (the group is someone else's), or where /proc is unavailable, nothing happens.
+    """
+    me = os.getpid()
+    if os.getpgrp() != me:
+        return []
+    members = group_members(me)
+    if not members:
+        return []
+    targets = [pid for pid in members if pid != me and pid not in spare]
+    for pid in targets:
+        _kill(pid, signal.SIGTERM)
+    live = _wait_gone(targets, grace)
+    for pid in live:
+        _kill(pid, signal.SIGKILL)
+    _wait_gone(live, KILLED_WAIT_S)
+    for pid in targets:  # our own children would stay zombies until the workload's Popen looked
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass  # not ours (a grandchild, reaped by its parent or by init)
+    return targets
+
+
+def _group_alive(proc: subprocess.Popen[Any]) -> bool:
+    members = group_members(proc.pid)  # the leader's pid is the group's id
+    if members is None:
+        return proc.poll() is None
+    return bool(members)
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait up to `timeout` seconds for `pids` to exit; returns those still running."""
+    deadline = time.monotonic() + timeout
+    live = [pid for pid in pids if running(pid)]
+    while live and time.monotonic() < deadline:
+        time.sleep(KILL_POLL_S)
+        live = [pid for pid in live if running(pid)]
+    return live
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, pgrp) of `pid` from /proc/<pid>/stat, or None when it is gone."""
+    try:
+        with open(f"{PROC}/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data.rsplit(b")", 1)[1].split(maxsplit=3)  # the command name, in parentheses, may hold spaces
+    return fields[0].decode(), int(fields[1]), int(fields[2])
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
 
 
-def end_group(proc: subprocess.Popen[Any], grace: float = 0.0) -> int:
-    """End `proc` and every process of its group: SIGTERM, up to `grace` seconds, then SIGKILL.
-
-    grace=0 sends SIGKILL at once (the trial is abandoned anyway). Reaps
-    `proc` and returns its exit code (negative: the signal that ended it).
-    """
-    if grace > 0 and proc.poll() is None:
-        signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(KILL_POLL_S)
-    # Children may outlive their leader: the group is killed even when proc itself has exited.
-    signal_group(proc, signal.SIGKILL)
-    return proc.wait()
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -4,6 +4,10 @@ Each parameter is narrowed around the values the top-k completed trials
 used, and widened past a border the best values sit on (the recipe: the
 optimum may lie outside the range searched). See `derive_space` for the
 rule; the CLI prints each parameter's old and new range with the why.
+
+Nothing leaves a param's domain (`Range.domain()` / `Choice.domain()` in
+space.py: its `limits`, else the natural bounds inferred from it) or its
+type: int ranges and int value sets stay Python ints.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import replace
 from typing import Any, Sequence
 
 from hpsearch.border import BorderFlag
-from hpsearch.space import Choice, Param, Range, Space, Value, fmt
+from hpsearch.space import Bound, Choice, Domain, Param, Range, Space, Value, fmt
 from hpsearch.strategy import Strategy
 
 LOG_MARGIN_MIN = 0.1  # decades of padding around the top-k, at least
@@ -34,7 +38,14 @@ def derive_space(
     flagged side, which moves one decade past the old bound. Linear ranges
     likewise, in units of the old width. Value sets keep the values the top
     trials used plus their neighbours, and gain one value beyond a flagged end.
-    `limits` are never crossed. Returns the new space and one note per param.
+
+    The param's domain is never crossed: a widening that would cross a bound
+    the range may touch (`limits`, 0 of a non-negative range or fraction, 1
+    of an int range) stops at it, one it may not touch (1 of a fraction that
+    excludes 1, 0 of a log range) halfway to it; a value set's new value goes
+    halfway to the bound when its step would reach or cross it. A flagged
+    side already at its bound is not widened ("at its limit" in the why).
+    Returns the new space and one note per param.
     """
     flagged = {(f.param, f.side) for f in flags}
     params: list[Param] = []
@@ -51,9 +62,13 @@ def derive_space(
     return Space(tuple(params)), changes
 
 
+_WAY = {"low": "below", "high": "above"}
+
+
 def _narrow_range(p: Range, values: list[Any], sides: set[str], parent_strategy: Strategy) -> tuple[Range, str]:
     if not values:
         return p, "kept: no top trial has a value"
+    domain = p.domain()
     xs = [p.scale(v) for v in values]
     lo, hi = p.scale(p.low), p.scale(p.high)
     a, b = min(xs), max(xs)
@@ -64,31 +79,68 @@ def _narrow_range(p: Range, values: list[Any], sides: set[str], parent_strategy:
     margin = max(MARGIN_FRACTION * (b - a), min_margin)
     unit = "decade" if p.log else ""
     why = [f"top-{len(values)} span [{fmt(p.unscale(a))}, {fmt(p.unscale(b))}] padded by {margin:.2g} {unit}".rstrip()]
-    new_lo, new_hi = max(a - margin, lo), min(b + margin, hi)
+    # Narrowed sides stay inside the old range; clipped ones keep the old bound exactly (no log round trip).
+    ends = {
+        "low": p.low if a - margin <= lo else p.unscale(a - margin),
+        "high": p.high if b + margin >= hi else p.unscale(b + margin),
+    }
+    widened: set[str] = set()
     widen = WIDEN_LOG if p.log else WIDEN_LINEAR * width
-    if "low" in sides:
-        new_lo = lo - widen
-        why.append(f"widened {'a decade' if p.log else 'by half the width'} below: best on the LOW border")
-    if "high" in sides:
-        new_hi = hi + widen
-        why.append(f"widened {'a decade' if p.log else 'by half the width'} above: best on the HIGH border")
-    low, high = p.unscale(new_lo), p.unscale(new_hi)
-    lim_lo, lim_hi = p.limits
-    if lim_lo is not None and low < lim_lo:
-        low = lim_lo
-        why.append(f"held at the limit {fmt(lim_lo)}")
-    if lim_hi is not None and high > lim_hi:
-        high = lim_hi
-        why.append(f"held at the limit {fmt(lim_hi)}")
-    if p.is_int:
-        low, high = math.floor(low), math.ceil(high)
-        if p.log:
-            low = max(low, 1)
-        if low >= high:
-            high = low + 1
-    else:
-        low, high = _round_sig(low, "down"), _round_sig(high, "up")
-    return replace(p, low=low, high=high), "; ".join(why)
+    how = "a decade" if p.log else "by half the width"
+    for side in ("low", "high"):
+        if side not in sides:
+            continue
+        bound = domain.bound(side)
+        if p.at_limit(side):
+            why.append(f"cannot widen {_WAY[side]}: at its limit {bound.note()}")  # type: ignore[union-attr]
+            continue
+        old = p.low if side == "low" else p.high
+        target = p.unscale(lo - widen) if side == "low" else p.unscale(hi + widen)
+        why.append(f"widened {how} {_WAY[side]}: best on the {side.upper()} border")
+        ends[side], note = _stop_inside(old, target, bound, side)
+        if note:
+            why.append(note)
+        widened.add(side)
+    low, high = _finish_range(p, domain, ends["low"], ends["high"], widened)
+    return replace(p, low=low, high=high, origin=p.span()), "; ".join(why)
+
+
+def _stop_inside(old: float, target: float, bound: Bound | None, side: str) -> tuple[float, str]:
+    """A range's widened end: `target` when inside the domain, else the bound (when the range may touch
+    it) or halfway from the old end to it (when it may not)."""
+    if bound is None:
+        return target, ""
+    crosses = target < bound.value if side == "low" else target > bound.value
+    if not crosses and (target != bound.value or bound.closed):
+        return target, ""
+    if bound.closed:
+        return bound.value, f"held at its limit {bound.note()}"
+    return (old + bound.value) / 2, f"stopped halfway to its limit {bound.note()}"
+
+
+def _finish_range(p: Range, domain: Domain, low: float, high: float, widened: set[str]) -> tuple[Value, Value]:
+    """Round the new ends outward (ints to ints, floats to a few digits) without leaving the domain, nor
+    the old range on a side that was not widened."""
+
+    def ok_low(x: float) -> bool:
+        return domain.allows("low", x) and ("low" in widened or x >= p.low)
+
+    def ok_high(x: float) -> bool:
+        return domain.allows("high", x) and ("high" in widened or x <= p.high)
+
+    if not p.is_int:
+        return _round_out(low, "down", ok_low), _round_out(high, "up", ok_high)
+    int_low, int_high = math.floor(low + 1e-9), math.ceil(high - 1e-9)
+    if not ok_low(int_low):
+        int_low = math.ceil(low - 1e-9)
+    if not ok_high(int_high):
+        int_high = math.floor(high + 1e-9)
+    if int_high <= int_low:  # an int range keeps two values at least
+        if ok_high(int_low + 1):
+            int_high = int_low + 1
+        elif ok_low(int_high - 1):
+            int_low = int_high - 1
+    return int(int_low), int(int_high)
 
 
 def _round_sig(x: float, way: str, digits: int = 3) -> float:
@@ -102,59 +154,114 @@ def _round_sig(x: float, way: str, digits: int = 3) -> float:
     return float(f"{units * scale:.{digits}g}")
 
 
+def _round_out(x: float, way: str, ok: Any) -> float:
+    """`_round_sig` with as few digits as keep the result acceptable to `ok` (inside the domain)."""
+    for digits in range(3, 16):
+        rounded = _round_sig(x, way, digits)
+        if ok(rounded):
+            return rounded
+    return float(x)
+
+
 def _narrow_choice(p: Choice, values: list[Any], sides: set[str]) -> tuple[Choice, str]:
     used = [v for v in p.values if v in values]
     if not used:
         return p, "kept: no top trial has a value"
     if not p.numeric:
         return replace(p, values=tuple(used)), f"the values the top-{len(values)} used"
+    domain = p.domain()
     ordered = list(p.ordered)
     idx = [ordered.index(v) for v in used]
     keep = ordered[max(min(idx) - 1, 0) : max(idx) + 2]
     why = [f"values the top-{len(values)} used, with their neighbours"]
-    if "high" in sides:
-        extra = _extend(ordered, "high", p.limits, p.log_spaced)
-        if extra is not None:
-            keep.append(extra)
-            why.append(f"added {fmt(extra)} above: best on the HIGH border")
-        else:
-            why.append("cannot extend above: at its limit")
-    if "low" in sides:
-        extra = _extend(ordered, "low", p.limits, p.log_spaced)
-        if extra is not None:
-            keep.append(extra)
-            why.append(f"added {fmt(extra)} below: best on the LOW border")
-        else:
-            why.append("cannot extend below: at its limit")
-    return replace(p, values=tuple(sorted(keep))), "; ".join(why)
+    for side in ("high", "low"):
+        if side not in sides:
+            continue
+        bound = domain.bound(side)
+        if p.at_limit(side):
+            why.append(f"cannot extend {_WAY[side]}: at its limit {bound.note()}")  # type: ignore[union-attr]
+            extra = _between_zero(ordered, p.log_spaced, p.is_int) if side == "low" and ordered[0] == 0 else None
+            if extra is not None:
+                keep.append(extra)
+                why.append(f"added {fmt(extra)} between 0 and {fmt(ordered[1])}")
+            continue
+        extra, note = _extend(ordered, side, domain, p.log_spaced, p.is_int)
+        if extra is None:
+            room = f"no room before its limit {bound.note()}" if bound is not None else "too few values to continue"
+            why.append(f"cannot extend {_WAY[side]}: {room}")
+            continue
+        keep.append(extra)
+        why.append(f"added {fmt(extra)} {_WAY[side]}: best on the {side.upper()} border")
+        if note:
+            why.append(note)
+    return replace(p, values=tuple(sorted(dict.fromkeys(keep))), origin=p.span()), "; ".join(why)  # type: ignore[type-var]
 
 
 def _extend(
-    ordered: list[Value], side: str, limits: tuple[float | None, float | None], geometric: bool
-) -> Value | None:
-    """One more value past the end of a numeric set, continuing its spacing.
+    ordered: list[Value], side: str, domain: Domain, geometric: bool, is_int: bool = False
+) -> tuple[Value | None, str]:
+    """One more value past the end of a numeric set, continuing its spacing, and a note when the domain
+    moved it.
 
-    Geometric when the set is log-spaced (Choice.log_spaced, e.g. 1e-4 -> 1e-3),
-    arithmetic otherwise; halfway to a limit when the step would cross it
-    (momentum 0.99 with limits [0, 1] -> 0.995). Below a set that starts at
-    0, the natural floor, adds a value between 0 and the next one instead.
+    Geometric when the set is log-spaced (Choice.log_spaced, e.g. 1e-4 -> 1e-3,
+    256 -> 512), arithmetic otherwise; an int set gains an int. A float step
+    that would reach or cross the domain's bound goes halfway to it instead
+    (momentum 0.99 in a fraction, or with limits [0, 1] -> 0.995); an int step
+    may reach a bound, one that crosses goes halfway (rounded toward the bound).
+    None when no value fits between the end and the bound.
     """
     if len(ordered) < 2:
-        return None
+        return None, ""
     if side == "high":
-        a, b = float(ordered[-2]), float(ordered[-1])
+        a, b = float(ordered[-2]), float(ordered[-1])  # type: ignore[arg-type]
         step = b * (b / a) if geometric and a > 0 else b + (b - a)
-        limit = limits[1]
-        if limit is not None and step >= limit:
-            step = (b + limit) / 2 if b < limit else None  # type: ignore[assignment]
-        return None if step is None else float(f"{step:.6g}")
-    a, b = float(ordered[0]), float(ordered[1])
-    if a == 0:
-        c = float(ordered[2]) if len(ordered) > 2 else None
-        step = b / (c / b) if geometric and c and b > 0 else b / 2
     else:
-        step = a / (b / a) if geometric and a > 0 else a - (b - a)
-    limit = limits[0]
-    if limit is not None and step <= limit:
-        step = (a + limit) / 2 if a > limit else None  # type: ignore[assignment]
-    return None if step is None else float(f"{step:.6g}")
+        b, a = float(ordered[0]), float(ordered[1])  # type: ignore[arg-type]  # b: the end, a: its neighbour
+        step = b / (a / b) if geometric and b > 0 else b - (a - b)
+    end = b
+    bound = domain.bound(side)
+
+    def beyond(x: float, y: float) -> bool:
+        """x lies further out than y on `side`."""
+        return x > y if side == "high" else x < y
+
+    if is_int:
+        value = round(step)
+        if bound is not None and (beyond(value, bound.value) or (value == bound.value and not bound.closed)):
+            half = (end + bound.value) / 2
+            value = math.ceil(half) if side == "high" else math.floor(half)
+            if not domain.contains(value):
+                value = value - 1 if side == "high" else value + 1
+            note = f"stopped halfway to its limit {bound.note()}"
+        else:
+            note = ""
+        return (value, note) if beyond(value, end) and domain.contains(value) else (None, "")
+    note = ""
+    if bound is not None and not beyond(bound.value, step):  # the step reaches or crosses the bound
+        step = (end + bound.value) / 2
+        note = f"stopped halfway to its limit {bound.note()}"
+    value = _short(step, lambda x: beyond(x, end) and domain.contains(x) and (bound is None or x != bound.value))
+    return (value, note) if value is not None else (None, "")
+
+
+def _between_zero(ordered: list[Value], geometric: bool, is_int: bool) -> Value | None:
+    """Below a set that starts at 0, its natural floor: a value between 0 and the next one
+    (weight decay {0, 1e-5, 1e-4} best at 0 -> 1e-6), continuing the set's spacing."""
+    if len(ordered) < 2:
+        return None
+    b = float(ordered[1])  # type: ignore[arg-type]
+    c = float(ordered[2]) if len(ordered) > 2 else None  # type: ignore[arg-type]
+    step = b / (c / b) if geometric and c and b > 0 else b / 2
+    if is_int:
+        value = round(step)
+        return value if 0 < value < b else None
+    return _short(step, lambda x: 0 < x < b)
+
+
+def _short(x: float, ok: Any) -> float | None:
+    """`x` with as few significant digits (6 at least) as keep it acceptable to `ok`; None if none does."""
+    for digits in range(6, 18):
+        value = float(f"{x:.{digits}g}")
+        if ok(value):
+            return value
+    return None

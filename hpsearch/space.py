@@ -3,6 +3,19 @@
 A space is plain data. It knows how to become Optuna distributions (for
 sampling), grid points (for grid stages), and where a value sits inside a
 range (for the border check), always measured in log space for log params.
+
+Every numeric param has a domain (`Range.domain()` / `Choice.domain()`): the
+bounds a refine stage never crosses, decided here once for border.py and
+refine.py. A side of `limits`, when given, is that side's bound. A side left
+out is inferred:
+
+- a log range is > 0 (always, whatever the limits say);
+- a float linear range, or a value set that is not log-spaced, inside [0, 1]
+  is a fraction: never below 0, never 1 or above unless it includes 1;
+- a log-spaced value set (1e-4, 1e-3, 1e-2) is > 0 like a log range, never a
+  fraction (>= 0 when it holds 0, weight decay {0, 1e-5, 1e-4});
+- a range or set that starts at 0 or above is non-negative;
+- an int range or int set that starts at 1 or above stays >= 1.
 """
 
 from __future__ import annotations
@@ -21,6 +34,86 @@ from optuna.distributions import (
 
 Value = Union[int, float, str, bool]
 LOG_SPACED_RATIO = 2.0  # consecutive values at least this far apart: a geometric set
+FRACTION, NON_NEGATIVE, INT_MIN_1, LOG_POSITIVE = "a fraction: inside [0, 1]", "non-negative", "int >= 1", "log: > 0"
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One end of a domain: `value`, and whether the value itself belongs to it (`closed`)."""
+
+    value: float
+    closed: bool
+    why: str  # "limits [0, 1]", "a fraction: inside [0, 1]", "non-negative", "int >= 1", "log: > 0"
+    explicit: bool = False  # from the study's `limits`, not inferred
+
+    def note(self) -> str:
+        """'0 (inferred: non-negative)' or '1 (limits [0, 1])': the bound as refine and border print it."""
+        return f"{fmt(self.value)} ({self.why if self.explicit else 'inferred: ' + self.why})"
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Where a param's values may go: `low`/`high` are None where unbounded."""
+
+    low: Bound | None = None
+    high: Bound | None = None
+
+    def bound(self, side: str) -> Bound | None:
+        return self.low if side == "low" else self.high
+
+    def allows(self, side: str, x: float) -> bool:
+        """True when `x` is on the inside of the bound on `side` (or on it, for a closed bound)."""
+        bound = self.bound(side)
+        if bound is None:
+            return True
+        if x == bound.value:
+            return bound.closed
+        return x > bound.value if side == "low" else x < bound.value
+
+    def contains(self, x: float) -> bool:
+        return self.allows("low", x) and self.allows("high", x)
+
+    @property
+    def why(self) -> str:
+        """How the bounds were decided, each reason once: 'a fraction: inside [0, 1]'."""
+        return "; ".join(dict.fromkeys(b.why for b in (self.low, self.high) if b is not None))
+
+    def describe(self) -> str:
+        lo = "(-inf" if self.low is None else ("[" if self.low.closed else "(") + fmt(self.low.value)
+        hi = "inf)" if self.high is None else fmt(self.high.value) + ("]" if self.high.closed else ")")
+        return f"{lo}, {hi}"
+
+
+def _tightest(side: str, bounds: list[Bound | None]) -> Bound | None:
+    """The bound that allows least on `side` (an open bound beats a closed one at the same value)."""
+    found = [b for b in bounds if b is not None]
+    if not found:
+        return None
+    sign = 1 if side == "low" else -1
+    return max(found, key=lambda b: (sign * b.value, not b.closed))
+
+
+def _make_domain(
+    limits: tuple[float | None, float | None], lowest: float, highest: float, *, log: bool, is_int: bool, fraction: bool
+) -> Domain:
+    """The one rule (module docstring): explicit limits per side, else the natural bounds; log > 0 always."""
+    text = f"limits [{', '.join('-' if v is None else fmt(v) for v in limits)}]"
+    sides: dict[str, Bound | None] = {}
+    for i, side in enumerate(("low", "high")):
+        if limits[i] is not None:
+            candidates: list[Bound | None] = [Bound(float(limits[i]), True, text, explicit=True)]  # type: ignore[arg-type]
+        elif side == "low":
+            candidates = [
+                Bound(0.0, True, FRACTION) if fraction else None,
+                Bound(0.0, True, NON_NEGATIVE) if lowest >= 0 else None,
+                Bound(1.0, True, INT_MIN_1) if is_int and lowest >= 1 else None,
+            ]
+        else:
+            candidates = [Bound(1.0, highest >= 1, FRACTION) if fraction else None]
+        if side == "low" and log:
+            candidates.append(Bound(0.0, False, LOG_POSITIVE))
+        sides[side] = _tightest(side, candidates)
+    return Domain(sides["low"], sides["high"])
 
 
 @dataclass(frozen=True)
@@ -38,10 +131,37 @@ class Range:
     type: str = "float"  # "float" | "int"
     grid_points: int = 5  # five points per range is the classic lecture grid
     limits: tuple[float | None, float | None] = (None, None)
+    # The study file's span (lowest, highest, geometric) this param was derived from by refine: its
+    # domain is inferred from that, so narrowing never turns a [0.1, 5] range into a "fraction".
+    origin: tuple[float, float, bool] | None = None
+
+    def __post_init__(self) -> None:
+        # An int range holds Python ints, so every value derived from it (grid, refine, CSV) stays an int.
+        if self.is_int:
+            for bound in ("low", "high"):
+                value = getattr(self, bound)
+                if not isinstance(value, int) or isinstance(value, bool):
+                    if float(value) != int(float(value)):
+                        raise ValueError(f"{self.name}: an int range needs whole-number bounds, got {bound} = {value!r}")
+                    object.__setattr__(self, bound, int(float(value)))
 
     @property
     def is_int(self) -> bool:
         return self.type == "int"
+
+    def domain(self) -> Domain:
+        """The bounds refine never crosses (see the module docstring): `limits`, else inferred."""
+        lowest, highest, _ = self.span()
+        fraction = not self.is_int and not self.log and 0 <= lowest and highest <= 1
+        return _make_domain(self.limits, lowest, highest, log=self.log, is_int=self.is_int, fraction=fraction)
+
+    def span(self) -> tuple[float, float, bool]:
+        """(lowest, highest, geometric) of the study file's range: what the domain is inferred from."""
+        return self.origin or (float(self.low), float(self.high), self.log)
+
+    def at_limit(self, side: str) -> bool:
+        """True when the range already ends at its domain's bound on `side`: it cannot widen that way."""
+        return _at_limit(self.domain().bound(side), self.low if side == "low" else self.high, side)
 
     @property
     def numeric(self) -> bool:
@@ -97,6 +217,8 @@ class Range:
         d["grid_points"] = self.grid_points
         if self.limits != (None, None):
             d["limits"] = list(self.limits)
+        if self.origin is not None:
+            d["origin"] = list(self.origin)
         return d
 
 
@@ -111,6 +233,9 @@ class Choice:
     name: str
     values: tuple[Value, ...]
     limits: tuple[float | None, float | None] = (None, None)
+    # The study file's span (lowest, highest, geometric) this param was derived from by refine: its
+    # domain is inferred from that, so narrowing never turns a [0.1, 5] range into a "fraction".
+    origin: tuple[float, float, bool] | None = None
 
     @property
     def numeric(self) -> bool:
@@ -129,6 +254,34 @@ class Choice:
             return False
         positive = [float(v) for v in self.ordered if float(v) > 0]  # type: ignore[arg-type]
         return len(positive) >= 2 and all(b / a >= LOG_SPACED_RATIO for a, b in zip(positive, positive[1:]))
+
+    @property
+    def is_int(self) -> bool:
+        """A numeric set of Python ints only (batch sizes): it widens to ints."""
+        return self.numeric and all(isinstance(v, int) for v in self.values)
+
+    def domain(self) -> Domain:
+        """The bounds refine never crosses (see the module docstring); unbounded for string sets."""
+        if not self.numeric or not self.values:
+            return Domain()
+        lowest, highest, geometric = self.span()
+        fraction = not self.is_int and not geometric and 0 <= lowest and highest <= 1
+        return _make_domain(
+            self.limits, lowest, highest, log=geometric and lowest > 0, is_int=self.is_int, fraction=fraction
+        )
+
+    def span(self) -> tuple[float, float, bool]:
+        """(lowest, highest, geometric) of the study file's set: what the domain is inferred from."""
+        if self.origin is not None:
+            return self.origin
+        ordered = [float(v) for v in self.ordered]  # type: ignore[arg-type]
+        return ordered[0], ordered[-1], self.log_spaced
+
+    def at_limit(self, side: str) -> bool:
+        """True when the set's end value on `side` is its domain's bound: it cannot widen that way."""
+        if not self.numeric or len(self.values) < 2:
+            return False
+        return _at_limit(self.domain().bound(side), self.ordered[0 if side == "low" else -1], side)  # type: ignore[arg-type]
 
     def midpoint(self) -> Value:
         """The middle value: of the sorted values for a numeric set, of the listed order otherwise."""
@@ -151,10 +304,18 @@ class Choice:
         d: dict[str, Any] = {"values": list(self.values)}
         if self.limits != (None, None):
             d["limits"] = list(self.limits)
+        if self.origin is not None:
+            d["origin"] = list(self.origin)
         return d
 
 
 Param = Union[Range, Choice]
+
+
+def _at_limit(bound: Bound | None, end: float, side: str) -> bool:
+    if bound is None:
+        return False
+    return end <= bound.value if side == "low" else end >= bound.value
 
 
 @dataclass(frozen=True)
@@ -202,8 +363,9 @@ class Space:
         params: list[Param] = []
         for name, d in data.items():
             limits = tuple(d.get("limits", (None, None)))
+            origin = tuple(d["origin"]) if "origin" in d else None
             if "values" in d:
-                params.append(Choice(name, tuple(d["values"]), limits))  # type: ignore[arg-type]
+                params.append(Choice(name, tuple(d["values"]), limits, origin=origin))  # type: ignore[arg-type]
             else:
                 params.append(
                     Range(
@@ -214,6 +376,7 @@ class Space:
                         type=d.get("type", "float"),
                         grid_points=int(d.get("grid_points", 5)),
                         limits=limits,  # type: ignore[arg-type]
+                        origin=origin,  # type: ignore[arg-type]
                     )
                 )
         return cls(tuple(params))

@@ -24,7 +24,8 @@ from hpsearch.coordinator import Coordinator, Listener, StageResult
 from hpsearch.errors import HpsearchError, SpecError, StageExists, StageFailed
 from hpsearch.refine import derive_space
 from hpsearch.spec import StudySpec, check_stage
-from hpsearch.storage import StageInfo, Store, owner_tag
+from hpsearch.liveness import owner_tag
+from hpsearch.storage import StageInfo, Store
 from hpsearch.strategy import Strategy
 from hpsearch.trials import REASON_ATTR, RETRYABLE, counts, point_key, ranked_trials, stage_target, trial_params
 

@@ -13,6 +13,11 @@ digits_mlp.refine-1), so Optuna's own tools read it:
 The stage's settings, space, parent and the whole study spec are kept in the
 Optuna study's user attribute `hpsearch`, which is what makes the lineage.
 
+The journal is written by journal.RepairingJournalBackend (Optuna's format):
+a torn final record is set aside before the next write, a full disk is an
+error naming the file with nothing half-written, and a damaged record in the
+middle is reported by line (`hpsearch repair NAME` keeps the rest).
+
 RDB URLs (postgresql://..., sqlite:///...) are opened with Optuna's heartbeat:
 every coordinator records a heartbeat for its running trials every
 HPSEARCH_HEARTBEAT_INTERVAL seconds (default 10), and a RUNNING trial whose
@@ -28,7 +33,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -38,10 +42,10 @@ from typing import Any
 import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import StageNotFound, StorageError, StudyNotFound
+from hpsearch.journal import RepairingJournalBackend
 from hpsearch.space import Space
 from hpsearch.spec import StageSpec, StudySpec
 
@@ -191,7 +195,7 @@ def open_storage(
         folder.mkdir(parents=True, exist_ok=True)
         journal = folder / JOURNAL_FILE
         # Absolute: a trial may run in another folder (its study file's) while this process writes.
-        backend = JournalFileBackend(str(journal.resolve()))
+        backend = RepairingJournalBackend(journal.resolve(), shown=journal)
     except OSError as e:
         raise StorageError(f"cannot write the study folder {folder}: {e.strerror}; set $directory to a writable folder") from None
     return JournalStorage(backend), str(journal)
@@ -204,7 +208,7 @@ def _storage_from_url(url: str) -> BaseStorage:
             raise StorageError(f"$storage {shown}: use an Optuna RDB URL (sqlite:///x.db, postgresql://...) or a .journal file")
         try:
             Path(url).parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(str(Path(url).resolve())))
+            return JournalStorage(RepairingJournalBackend(Path(url).resolve(), shown=url))
         except OSError as e:
             raise StorageError(f"$storage {shown}: cannot write it: {e.strerror}") from None
     interval, grace = heartbeat_settings()
@@ -345,6 +349,18 @@ class Store:
         return isinstance(self.storage, RDBStorage) and self.storage.get_heartbeat_interval() is not None
 
 
+def journal_path(name: str, directory: str | Path | None = None, url: str | None = None) -> Path:
+    """The journal file of study `name`: its results folder's, or a `.journal` storage URL.
+    Raises StorageError for a database URL (it has no journal to repair)."""
+    url = url or os.environ.get("HPSEARCH_STORAGE") or None
+    if url and "://" in url:
+        raise StorageError(f"$storage {mask_url(url)}: a database has no journal file to repair")
+    path = Path(url) if url else results_dir(directory) / name / JOURNAL_FILE
+    if not path.is_file():
+        raise StudyNotFound(f"no journal {path}")
+    return path
+
+
 def list_study_names(directory: str | Path | None = None) -> list[str]:
     """The studies that have a results folder under the results directory."""
     root = results_dir(directory)
@@ -360,22 +376,3 @@ def study_names(directory: str | Path | None = None, url: str | None = None) -> 
         return list_study_names(directory)
     storage, _ = open_storage("", directory, url)
     return sorted({s.study_name.rsplit(".", 1)[0] for s in storage.get_all_studies() if ATTR in s.user_attrs})
-
-
-def owner_tag() -> str:
-    """Identifies this process as the one running a trial (host:pid)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def is_stale(owner: str) -> bool:
-    """Whether the process `owner` ("host:pid", a trial's owner tag) is provably gone: on this host, no such pid."""
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False

@@ -65,3 +65,27 @@ def test_border_row_flags_name_param_and_side():
 
 def test_border_no_trials_no_flags():
     assert check_borders(SPACE, [], top_k=5) == []
+
+
+def test_border_flag_at_a_domain_bound_says_at_its_limit_not_widen():
+    # dropout [0, 0.5] is a fraction (inferred): best at 0 cannot go lower.
+    flags = check_borders(SPACE, _trials(0.01, dropout=0.0), top_k=1)
+    [flag] = [f for f in flags if f.param == "dropout"]
+    assert flag.side == "low" and flag.at_limit
+    message = flag.message()
+    assert "at its limit 0" in message and "a fraction" in message and "cannot widen" in message
+    assert "will widen" not in message
+    # The leaderboard's border column keeps it.
+    assert row_flags(SPACE, {"lr": 0.01, "dropout": 0.0, "momentum": 0.9, "act": "relu"}) == ["dropout:low"]
+
+
+def test_border_flag_with_room_to_widen_is_not_at_limit():
+    [flag] = [f for f in check_borders(SPACE, _trials(0.01, dropout=0.48), top_k=1) if f.param == "dropout"]
+    assert not flag.at_limit and "will widen the range upward" in flag.message()
+    # momentum {0.5, ..., 0.99} is a fraction below 1: 0.99 still has room (halfway to 1).
+    [flag] = [f for f in check_borders(SPACE, _trials(0.01, momentum=0.99), top_k=1) if f.param == "momentum"]
+    assert not flag.at_limit
+    # int >= 1: a set starting at 1 is at its limit below.
+    space = Space((Choice("layers", (1, 2, 3)),))
+    [flag] = check_borders(space, [{"layers": 1}], top_k=1)
+    assert flag.at_limit and "int >= 1" in flag.message()

@@ -29,6 +29,8 @@ from hpsearch.spec import load_spec
 from hpsearch.storage import StageInfo, Store
 
 FAULTY = Path(__file__).parent / "workloads" / "faulty.py"
+SPAWNER = Path(__file__).parent / "workloads" / "spawner.py"
+RELATIVE = Path(__file__).parent / "workloads" / "relative.py"
 LR_ONLY = "[params.lr]\nlow = 1e-4\nhigh = 1.0\nlog = true\n"
 
 Cli = Callable[..., tuple[int, str, str]]
@@ -67,6 +69,15 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie: a zombie of another parent (init not reaping yet) has exited, it counts as gone."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return alive(pid) if not Path("/proc").is_dir() else False
+    return state not in "ZX"
 
 
 # ----------------------------------------------------------------------------- device planning
@@ -218,6 +229,58 @@ def test_trial_timeout_kills_and_replaces_worker(study_file: Callable[..., Path]
     assert worker_children() == []
 
 
+def test_trial_timeout_ends_what_the_trial_started_sigterm_first(
+    study_file: Callable[..., Path], run_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    monkeypatch.setenv("HPSEARCH_TEST_MARKERS", str(markers))
+    path = study_file(f"{SPAWNER}:spawns_and_hangs_on_1", coarse="trials = 3\nepochs = 1", params=LR_ONLY)
+    code, _, err = run_cli("coarse", path, "--workers", "1", "--trial-timeout", "4")
+    assert code == 0, err
+    [failed] = by_state(stored(), "FAIL")
+    assert failed.number == 1 and failed.user_attrs["reason"] == "timeout"
+    child = int((markers / "child-1.pid").read_text())
+    assert not running(child)  # not left under PID 1
+    assert (markers / "term-1").read_text() == "SIGTERM"  # asked to stop before SIGKILL
+    assert f"child {child} runs" in failed.user_attrs["log_tail"]  # a timed-out trial keeps its log
+    assert worker_children() == []
+
+
+def test_trial_that_returns_leaves_no_process_and_keeps_its_worker(
+    study_file: Callable[..., Path], run_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    monkeypatch.setenv("HPSEARCH_TEST_MARKERS", str(markers))
+    path = study_file(f"{SPAWNER}:spawns_and_returns", coarse="trials = 3\nepochs = 1", params=LR_ONLY)
+    code, _, err = run_cli("coarse", path, "--workers", "1")
+    assert code == 0, err
+    metrics = [t.user_attrs["metrics"] for t in by_state(stored(), "COMPLETE")]
+    assert len(metrics) == 3
+    assert [m["stale_children"] for m in metrics] == [0.0, 0.0, 0.0]  # each trial's child ended with it
+    assert len({m["pid"] for m in metrics}) == 1  # and one worker ran them all
+    assert not any(running(int(p.read_text())) for p in markers.glob("child-*.pid"))
+    assert worker_children() == []
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_trials_run_in_the_study_files_folder(
+    study_file: Callable[..., Path], run_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: str
+) -> None:
+    path = study_file(f"{RELATIVE}:reads_relative", coarse="trials = 2\nepochs = 1", params=LR_ONLY)
+    (tmp_path / "data.txt").write_text("0.75")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, _, err = run_cli("coarse", path, "--workers", workers)
+    assert code == 0, err
+    trials = stored()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert {t.value for t in trials} == {0.75}
+    assert os.getcwd() == str(elsewhere)  # --workers 0 changed folder for the trials only
+
+
 @pytest.mark.parametrize("function", ["nan_on_odd", "explodes_on_odd"])
 def test_divergence_through_pool_is_pruned(study_file: Callable[..., Path], run_cli: Cli, function: str) -> None:
     path = study_file(faulty(function), coarse="trials = 4\nepochs = 4", params=LR_ONLY)
@@ -301,6 +364,43 @@ def test_interrupt_stops_workers_keeps_trials_and_rerun_continues(
     assert len(by_state(stored(), "COMPLETE")) == 4
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_stopped_coordinator_ends_what_a_running_trial_started(
+    study_file: Callable[..., Path], tmp_path: Path, sig: int
+) -> None:
+    """SIGTERM: the pool ends each worker's group. SIGKILL: the kernel tells the worker, which ends its group."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    path = study_file(f"{SPAWNER}:spawns_and_hangs_on_1", coarse="trials = 3\nepochs = 1", params=LR_ONLY)
+    env = {**os.environ, "HPSEARCH_TEST_MARKERS": str(markers)}
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", "coarse", str(path), "--workers", "1", "-q"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(600):  # trial 1's child runs (a bound, not a timing assertion)
+            if (markers / "child-1.pid").exists() or cli.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert (markers / "child-1.pid").exists(), cli.stderr.read() if cli.poll() is not None else "no child"
+        cli.send_signal(sig)
+        _, err = cli.communicate(timeout=60)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert cli.returncode == (130 if sig == signal.SIGTERM else -signal.SIGKILL), err
+    child = int((markers / "child-1.pid").read_text())
+    for _ in range(300):  # after SIGKILL, the orphaned worker ends it on its own (a bound, not a timing assertion)
+        if not running(child):
+            break
+        time.sleep(0.1)
+    assert not running(child)
+    assert (markers / "term-1").exists()  # SIGTERM reached it before SIGKILL
+
+
 def test_pool_rejects_zero_slots() -> None:
     with pytest.raises(DispatchError):
         PoolExecutor([])
@@ -337,3 +437,13 @@ def test_progress_not_a_terminal_is_plain_lines(study_file: Callable[..., Path],
     assert sum(line.startswith("[coarse] trial ") for line in err.splitlines()) == 2
     code, _, err = run_cli("coarse", path, "--workers", "2", "--trials", "3", "--quiet")
     assert code == 0 and "[coarse] trial" not in err
+
+
+def test_workers_are_capped_at_the_cores_and_the_trials_left(run_cli, study_file):
+    cores = cpu_cores()
+    code, _, err = run_cli("coarse", study_file(coarse="trials = 1\nepochs = 1"), "-q", "--workers", "1000")
+    assert code == 0, err
+    assert f"note: --workers 1000 capped at {cores}, the cores this process may use" in err
+    if cores >= 2:
+        assert f"note: started 1 of {cores} workers: the stage has 1 trial(s) left" in err
+    assert len(plan_workers(DispatchConfig(workers=1000), gpus=[], cores=2)) == 2

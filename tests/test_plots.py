@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
@@ -65,3 +65,53 @@ def test_instrument_commands_have_help_with_example(command: str, run_cli: RunCl
     code, out, _ = run_cli(command, "--help")
     assert code == 0
     assert "Example: hpsearch " + command in out
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_plot_scatter_wraps_params_into_rows_and_draws_string_params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from hpsearch.report import plots
+    from hpsearch.space import Choice, Range, Space
+
+    space = Space((
+        Range("lr", 1e-4, 1.0, log=True), Choice("momentum", (0.5, 0.9, 0.99)), Range("weight_decay", 1e-6, 1e-2, log=True),
+        Choice("activation", ("relu", "tanh", "gelu")), Choice("batch_size", (16, 32, 64)), Range("dropout", 0.0, 0.5),
+        Range("warmup", 0, 10, type="int"),
+    ))
+    rows = [
+        {"val_accuracy": 0.5 + i / 20, "lr": 10 ** (-4 + i / 2), "momentum": 0.9, "weight_decay": 1e-4, "activation": ("relu", "tanh", "gelu")[i % 3],
+         "batch_size": np.int64((16, 32, 64)[i % 3]), "dropout": 0.1, "warmup": np.int64(i)}  # an Int64 column's ints are numpy's
+        for i in range(8)
+    ]
+    seen: dict[str, Any] = {}
+    save = plots._save
+
+    def spy(fig: Any, path: str | Path) -> Path:
+        seen["axes"] = {ax.get_xlabel(): ax for ax in fig.axes if ax.get_visible()}
+        seen["hidden"] = sum(not ax.get_visible() for ax in fig.axes)
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    path = plots.plot_scatter(rows, space, "val_accuracy", tmp_path / "s.png", title="7 params")
+    axes = seen["axes"]
+    assert len(axes) == 7 and seen["hidden"] == 2  # a 3 x 3 grid, two places left empty
+    activation = axes["activation"]
+    assert [t.get_text() for t in activation.get_xticklabels()] == ["relu", "tanh", "gelu"]
+    assert sum(len(c.get_offsets()) for c in activation.collections) == 8 + 1  # every trial, and the best starred
+    assert len(axes["batch_size (log)"].collections[0].get_offsets()) == 8  # numpy ints are numbers
+    width, height = _png_size(path)
+    assert width < 1600 and height > 900, (width, height)  # three plots to a row, not seven in one
+
+
+def test_plot_scatter_of_string_params_only(tmp_path: Path) -> None:
+    from hpsearch.report.plots import plot_scatter
+    from hpsearch.space import Choice, Space
+
+    rows = [{"loss": 1.0 / (i + 1), "optimizer": ("sgd", "adam")[i % 2]} for i in range(4)]
+    path = plot_scatter(rows, Space((Choice("optimizer", ("sgd", "adam")),)), "loss", tmp_path / "s.png", maximize=False)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,12 +7,13 @@ from typing import Callable
 
 import pytest
 
-from hpsearch.instruments.sanity import FAIL, PASS, SKIP, WARN, candidate_lrs, run_sanity
+from hpsearch.instruments.sanity import FAIL, NA, PASS, SKIP, WARN, _regression_fell, candidate_lrs, run_sanity
 from hpsearch.spec import load_spec
 
 pytestmark = pytest.mark.torch
 ROOT = Path(__file__).parent.parent
 BROKEN = Path(__file__).parent / "workloads" / "broken.py"
+REGRESSION = Path(__file__).parent / "workloads" / "regression.py"
 
 
 @pytest.fixture(autouse=True)
@@ -78,3 +79,47 @@ def test_candidate_lrs_stay_inside_the_study_range() -> None:
     assert candidate_lrs(1e-4, 1.0) == [1e-1, 1e-2, 1e-3]
     assert candidate_lrs(1e-5, 5e-3) == [1e-3]
     assert candidate_lrs(2.0, 8.0) == [pytest.approx(4.0)]
+
+
+# ---------------------------------------------------------------- regression workloads
+
+
+def _regression(study_file: Callable[..., Path], name: str) -> Path:
+    return study_file(workload=f"{REGRESSION}:{name}", metric="val_loss", direction="minimize")
+
+
+def test_sanity_regression_initial_loss_is_not_applicable_and_counts_as_passed(study_file: Callable[..., Path]) -> None:
+    report = run_sanity(load_spec(_regression(study_file, "mlp")))
+    initial, overfit = report.checks
+    assert initial.status == NA and "not applicable" in initial.advice and "regression" in initial.advice
+    assert "log(2)" not in initial.expected  # a [B, 1] prediction is no 2-class logit
+    assert overfit.status == PASS and "1% of its initial value" in overfit.expected
+    assert "accuracy" not in overfit.measured
+    assert report.passed
+
+
+def test_sanity_regression_gaussian_nll_passes_by_an_absolute_fall(study_file: Callable[..., Path]) -> None:
+    report = run_sanity(load_spec(_regression(study_file, "gaussian")))
+    initial, overfit = report.checks
+    assert initial.status == NA and overfit.status == PASS
+    assert float(overfit.measured.split()[1]) < 0  # the NLL went negative: the ratio test cannot apply
+    assert report.passed
+
+
+def test_sanity_regression_model_that_cannot_fit_fails(study_file: Callable[..., Path]) -> None:
+    report = run_sanity(load_spec(_regression(study_file, "linear_on_noise")))
+    overfit = report.checks[1]
+    assert overfit.status == FAIL and "targets" in overfit.advice and "accuracy" not in overfit.advice
+    assert not report.passed
+
+
+def test_sanity_regression_cli_exits_0(study_file: Callable[..., Path], run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    code, out, _ = run_cli("sanity", _regression(study_file, "mlp"))
+    assert code == 0 and "N/A" in out and "PASS" in out
+
+
+def test_sanity_regression_fall_rule() -> None:
+    assert _regression_fell(2.0, 0.019, False) and not _regression_fell(2.0, 0.021, False)  # to 1%
+    assert not _regression_fell(0.2, -0.05, True)  # barely negative: no 1% ratio for a loss of either sign
+    assert _regression_fell(0.2, -2.2, True) and not _regression_fell(0.2, -2.0, True)  # a fall of log(10)
+    assert not _regression_fell(1.0, float("nan"), False)

@@ -62,3 +62,42 @@ def test_space_log_spaced_value_sets() -> None:
     assert not Choice("momentum", (0.5, 0.9, 0.95, 0.99)).log_spaced
     assert not Choice("n", (1, 2, 3, 4)).log_spaced
     assert not Choice("act", ("relu", "tanh")).log_spaced
+
+
+def test_space_domain_infers_natural_bounds_with_a_reason() -> None:
+    cases = {
+        Range("dropout", 0.0, 0.5): ("[0, 1)", "a fraction: inside [0, 1]"),
+        Range("keep", 0.5, 1.0): ("[0, 1]", "a fraction: inside [0, 1]"),
+        Range("lr", 1e-5, 0.1, log=True): ("(0, inf)", "log: > 0"),
+        Range("scale", 2.0, 10.0): ("[0, inf)", "non-negative"),
+        Range("hidden", 8, 256, log=True, type="int"): ("[1, inf)", "int >= 1"),
+        Range("shift", -1.0, 1.0): ("(-inf, inf)", ""),
+        Choice("momentum", (0.5, 0.9, 0.95, 0.99)): ("[0, 1)", "a fraction: inside [0, 1]"),
+        Choice("batch_size", (16, 32, 64)): ("[1, inf)", "int >= 1"),
+        Choice("wd", (0, 1e-5, 1e-4)): ("[0, inf)", "non-negative"),  # log-spaced: never a fraction
+        Choice("lr", (1e-3, 1e-2, 1e-1)): ("(0, inf)", "log: > 0"),
+        Choice("act", ("relu", "tanh")): ("(-inf, inf)", ""),
+    }
+    for param, (text, why) in cases.items():
+        domain = param.domain()
+        assert (domain.describe(), domain.why) == (text, why), param
+
+
+def test_space_explicit_limits_decide_their_side_but_log_stays_positive() -> None:
+    domain = Range("m", 0.5, 0.99, limits=(0.0, 1.0)).domain()
+    assert domain.describe() == "[0, 1]" and domain.why == "limits [0, 1]" and domain.low.explicit
+    log = Range("lr", 1e-4, 1.0, log=True, limits=(0.0, 10.0)).domain()
+    assert not log.contains(0.0) and log.contains(10.0)
+
+
+def test_space_at_limit_when_an_end_is_on_its_domain_bound() -> None:
+    assert Range("dropout", 0.0, 0.5).at_limit("low") and not Range("dropout", 0.0, 0.5).at_limit("high")
+    assert Range("keep", 0.5, 1.0).at_limit("high")
+    assert Choice("layers", (1, 2, 3)).at_limit("low") and not Choice("bs", (16, 32)).at_limit("low")
+    assert not Range("lr", 1e-4, 1.0, log=True).at_limit("low")
+    assert not Choice("act", ("relu", "tanh")).at_limit("low")
+
+
+def test_space_int_range_bounds_are_python_ints() -> None:
+    r = Range("n", 2.0, 16.0, log=True, type="int")
+    assert type(r.low) is int and type(r.high) is int and all(type(v) is int for v in r.grid())

@@ -16,9 +16,9 @@ from typing import Annotated
 import typer
 
 from hpsearch import __version__
-from hpsearch.cli import instruments, manage, results, search
+from hpsearch.cli import instruments, logs, manage, results, search
 from hpsearch.cli.options import flag
-from hpsearch.errors import HpsearchError, StageExists, StageNotFound, StudyNotFound
+from hpsearch.errors import HpsearchError, JournalDamaged, StageExists, StageNotFound, StudyNotFound
 
 app = typer.Typer(
     name="hpsearch",
@@ -33,7 +33,7 @@ app = typer.Typer(
 for command in (search.coarse, search.refine, results.leaderboard, results.studies, search.worker, instruments.sanity):
     app.command()(command)
 app.command("lr-find")(instruments.lr_find)
-for command in (results.curves, results.report, manage.delete):
+for command in (results.curves, results.report, logs.logs, manage.delete, manage.repair):
     app.command()(command)
 
 _state = {"debug": False}
@@ -65,6 +65,8 @@ def message(error: HpsearchError) -> str:
     text = error.render(flag)
     if isinstance(error, StudyNotFound) and not isinstance(error, StageNotFound):
         text += f"; {NO_STUDY_ADVICE}"
+    if isinstance(error, JournalDamaged):
+        text += f"; run `hpsearch repair {error.path.parent.name}` (with --storage {error.path} for a .journal storage)"
     if isinstance(error, StageExists):
         text += "; to start over: hpsearch delete NAME (or --stage STAGE for the latest stages)"
     return text

@@ -18,14 +18,18 @@ def sanity(spec_file: SpecArg, device: DeviceOpt = "cpu") -> None:
     trial.subset = 20: the workload must call trial.watch(model, optimizer,
     loss_fn) and, when trial.subset is set, train on only that many examples.
 
-    Initial loss: the first training loss against log(C) for C classes; PASS
-    within 20%, else WARN (labels, init scale, softmax before the loss).
+    Initial loss (classification): the first training loss against log(C) for
+    C classes; PASS within 20%, else WARN (labels, init scale, softmax before
+    the loss). For regression losses (MSE, L1, Huber, Gaussian/Poisson NLL)
+    there is no chance level: N/A, which counts as passed.
 
     Overfit: weight decay 0, lr 0.1, 0.01, 0.001 (those inside the study's
     range, largest first), at most 300 steps each; PASS when the loss on the
-    20 examples falls below 0.05 with 100% accuracy, else FAIL: do not search.
+    20 examples falls below 0.05 with 100% accuracy (classification), or to
+    1% of its first value (regression; a loss that goes negative must fall by
+    log(10) nats), else FAIL: do not search.
 
-    Exits 0 when every check passes, 1 otherwise (WARN, FAIL or SKIP).
+    Exits 0 when every check passes (PASS or N/A), 1 otherwise (WARN, FAIL or SKIP).
 
     Example: hpsearch sanity studies/digits_mlp.toml
     """

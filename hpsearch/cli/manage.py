@@ -45,3 +45,36 @@ def delete(
         typer.confirm(f"Delete {what} ({trials} trials) from {store.location}?", abort=True, err=True)
     gone = store.delete_stages(stage)
     make_console(stderr=True).print(f"deleted {', '.join(gone)} of {name} ({trials} trials) from {store.location}", soft_wrap=True, markup=False)
+
+
+def repair(
+    name: NameArg,
+    directory: DirOpt = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Repair a damaged study journal: keep every readable record, before and after the damage.
+
+    A journal line that is not a record (a garbage line, a record cut off by
+    a power loss or a full disk and glued to the next one) is dropped; a
+    whole record glued behind a torn one is recovered. The original file is
+    kept beside the journal (optuna.journal.damaged-<time>). A torn final
+    record needs no repair: the next write sets it aside by itself.
+
+    Example: hpsearch repair digits_mlp
+    """
+    from hpsearch.cli.render import make_console
+    from hpsearch.journal import repair_journal
+    from hpsearch.storage import journal_path
+
+    report = repair_journal(journal_path(name, directory, storage))
+    err = make_console(stderr=True)
+    if report.backup is None:
+        err.print(f"{report.path}: no damaged record ({report.kept} records); nothing changed", soft_wrap=True, markup=False)
+        return
+    lines = ", ".join(map(str, report.dropped_lines[:10])) + (" ..." if len(report.dropped_lines) > 10 else "")
+    salvaged = f", recovered {report.salvaged} whole record(s) glued behind torn ones" if report.salvaged else ""
+    err.print(
+        f"{report.path}: kept {report.kept} records, dropped line(s) {lines}{salvaged}; original kept as {report.backup}",
+        soft_wrap=True,
+        markup=False,
+    )

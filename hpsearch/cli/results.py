@@ -29,13 +29,24 @@ def leaderboard(
         Optional[str], typer.Option("--csv", help="Also write every trial as CSV to PATH ('-' = stdout, instead of the table).")
     ] = None,
     output_format: Annotated[Format, typer.Option("--format", help="How to print it on stdout.")] = Format.table,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Every column at full width, full names (may be wider than the terminal: pipe to `less -S`).")
+    ] = False,
+    columns: Annotated[
+        Optional[str],
+        typer.Option("--columns", metavar="NAME,...", help="The table shows rank, trial and these CSV columns, e.g. lr,border,reason,duration_s."),
+    ] = None,
     directory: DirOpt = None,
     storage: StorageOpt = None,
 ) -> None:
     """Show the ranked trials of a stage (or all stages), with border flags.
 
     One row per trial: completed ones ranked by the study's metric and
-    direction, then pruned and failed ones with their reason. The CSV has the
+    direction, then pruned and failed ones with their reason. The table fits
+    the terminal (or $COLUMNS): params, metric and state, more columns as
+    room allows; long names abbreviated, a value on a border marked ↑ (high)
+    or ↓ (low), and a legend line below it saying so. --wide or --columns
+    show more; CSV and JSON always hold every column. The CSV has the
     columns rank, trial, stage, state, reason, <metric>, <params>, epochs,
     duration_s, border, and the other metrics the workload returned, then
     update_ratio (last per-epoch update:weight ratio; the recipe wants ~1e-3),
@@ -46,6 +57,7 @@ def leaderboard(
     """
     from hpsearch.cli.render import leaderboard_table, make_console, print_flags
     from hpsearch.coordinator import stage_flags
+    from hpsearch.errors import HpsearchError
     from hpsearch.leaderboard import frame, select_stages, to_text, write_csv
     from hpsearch.storage import Store
     from hpsearch.trials import ranked_trials
@@ -55,6 +67,12 @@ def leaderboard(
     stages = select_stages(store, stage)
     trials = [store.trials(s) for s in stages]
     df = frame(stages, trials)
+    if wide and columns:
+        raise HpsearchError("--wide shows every column, --columns the ones named: pass one of them")
+    chosen = list(dict.fromkeys(c.strip() for c in columns.split(",") if c.strip())) if columns else None
+    unknown = [c for c in chosen or [] if c not in df.columns]
+    if unknown:
+        raise HpsearchError(f"--columns: no column {', '.join(map(repr, unknown))}; the columns are: {', '.join(map(str, df.columns))}")
     out, err = make_console(), make_console(stderr=True)
     if csv == "-":
         sys.stdout.write(to_text(df, "csv"))
@@ -68,7 +86,8 @@ def leaderboard(
         spec = stages[0].spec
         names = list(dict.fromkeys(n for s in stages for n in s.space.names))
         title = f"{name}: {', '.join(s.name for s in stages)} ({spec.direction.value} {spec.metric})"
-        out.print(leaderboard_table(shown, spec.metric, names, title))
+        # Only --wide and --columns can be wider than the terminal: their lines are kept whole.
+        out.print(leaderboard_table(shown, spec.metric, names, title, wide=wide, columns=chosen), crop=not (wide or chosen))
     for info, stage_trials in zip(stages, trials):
         print_flags(err, stage_flags(info, ranked_trials(stage_trials, info.spec.direction.value)), info.name)
     if csv:

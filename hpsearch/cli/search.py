@@ -9,7 +9,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from hpsearch.cli.options import DirOpt, NameArg, RunOptions, SpecArg, StageOverrides, StorageOpt, grouped
-from hpsearch.errors import StageStoppedShort
+from hpsearch.cli.options import flag
+from hpsearch.errors import StageStoppedShort, render_settings
 
 INTERRUPTED_MESSAGE = "\nInterrupted: completed trials are kept; run the same command again to continue."
 
@@ -150,7 +151,7 @@ def _run_and_show(store: Any, info: Any, run: RunOptions, executor: Any, join: b
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
         raise typer.Exit(130) from None
     for notice in getattr(executor, "notices", []):
-        err.print(notice, soft_wrap=True, markup=False)
+        err.print(render_settings(notice, flag), soft_wrap=True, markup=False)
     if not run.quiet:
         err.print(stage_summary(result, time.perf_counter() - start))
     df = frame([info], [result.trials], run.top)

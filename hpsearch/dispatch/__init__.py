@@ -15,6 +15,7 @@ from hpsearch.dispatch.plan import (
     AUTO,
     DispatchConfig,
     WorkerSlot,
+    capped_note,
     cpu_cores,
     no_population_notice,
     parse_population,
@@ -50,4 +51,9 @@ def make_executor(config: DispatchConfig) -> InlineExecutor | PoolExecutor:
         if config.trial_timeout is not None:
             raise DispatchError("$trial_timeout needs worker processes; $workers 0 runs trials in this process")
         return InlineExecutor("cpu" if config.devices == "cpu" else "auto", population)
-    return PoolExecutor(plan_workers(config), config.trial_timeout, population)
+    slots = plan_workers(config)
+    pool = PoolExecutor(slots, config.trial_timeout, population)
+    note = capped_note(config, slots)
+    if note:
+        pool.notices.append(note)
+    return pool

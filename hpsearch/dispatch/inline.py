@@ -2,7 +2,12 @@
 
 Simplest, with no process boundary: used by the tests of the search logic
 and by library callers that pass no executor. A workload with a population
-entry point may train K trials at a time here too.
+entry point may train K trials at a time here too. Each trial runs in its
+study's folder (the current folder is restored after it) and prints into its
+log: sys.stdout, sys.stderr and fd 1 are redirected for the duration, fd 2
+stays the live view's (workloads/capture.py). Processes a trial leaves
+running are its own business here: only worker processes lead a process
+group to end them with.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from hpsearch.dispatch.plan import AUTO, no_population_notice
 from hpsearch.workloads.api import EpochTiming, TrialContext
+from hpsearch.workloads.capture import run_captured
 from hpsearch.workloads.function import run_trial
 from hpsearch.workloads.loader import load_workload
 
@@ -67,11 +73,14 @@ class InlineExecutor:
                     return
                 time.sleep(IDLE_POLL_S)  # other machines' trials may fail and need replacing
                 continue
-            if entry is None or int(k) == 1:
-                run.finish(jobs[0], run_trial(fn, self._context(run, jobs[0], device), jobs[0].metric))
-                continue
+            records = [job.record for job in jobs]
             contexts = [self._context(run, job, device) for job in jobs]
-            for job, outcome in zip(jobs, run_population(entry, contexts, run.metric)):
+            if entry is None or int(k) == 1:
+                [outcome] = run_captured(records, False, lambda: [run_trial(fn, contexts[0], jobs[0].metric)])
+                run.finish(jobs[0], outcome)
+                continue
+            outcomes = run_captured(records, False, lambda: run_population(entry, contexts, run.metric))
+            for job, outcome in zip(jobs, outcomes):
                 run.finish(job, outcome)
 
     @staticmethod

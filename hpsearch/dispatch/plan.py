@@ -90,9 +90,19 @@ def plan_workers(config: DispatchConfig, gpus: list[str] | None = None, cores: i
         ]
     if config.per_device is not None:
         raise DispatchError("$per_device counts trials per GPU and no GPU is in use; on CPU use $workers N")
-    workers = cores if config.workers is None else config.workers
+    workers = cores if config.workers is None else min(config.workers, cores)
     threads = max(cores // max(workers, 1), 1)
     return [WorkerSlot("cpu", None, threads, "cpu") for _ in range(workers)]
+
+
+def capped_note(config: DispatchConfig, slots: list[WorkerSlot], cores: int | None = None) -> str:
+    """One line when the CPU workers asked for were more than the cores (CPU-bound trials gain nothing
+    from more processes than cores: each would get a slice of one), else ''."""
+    cores = cpu_cores() if cores is None else cores
+    asked = config.workers
+    if asked is None or asked <= len(slots) or any(s.visible is not None for s in slots):
+        return ""
+    return f"note: $workers {asked} capped at {len(slots)}, the cores this process may use"
 
 
 def _choose_gpus(devices: str, gpus: list[str]) -> list[int]:

@@ -11,10 +11,20 @@ go on / stop (divergence, pruning); their outcomes come back as TrialOutcome.
 Faults are data: a worker that dies mid-trial (segfault, OOM kill,
 os._exit) fails its trial with `worker died (signal N)` / `worker died (exit
 code N)` and is replaced; a trial past the trial timeout has its worker's
-process group killed and the worker replaced, reason `timeout`. SIGINT/SIGTERM
+process group ended and the worker replaced, reason `timeout`. SIGINT/SIGTERM
 stop every worker before the stage records its running trials as
 interrupted; a second signal during that clean-up exits at once, workers
 killed first.
+
+Processes: each worker leads its own process group, which is the trial's
+(everything it starts joins it). Ending a worker always ends its group:
+SIGTERM, TERM_GRACE_S for them to leave, then SIGKILL (procs.end_groups), on
+a timeout, an interrupt, a death, and at the end of the stage, so no process
+a stage started outlives it. A trial that ends by itself keeps its worker:
+the worker ends what the trial left behind (see worker.py).
+
+A trial's stdout and stderr go to its log file (record.log_path), written by
+the worker; a trial failed here (timeout, worker died) still points at it.
 """
 
 from __future__ import annotations
@@ -32,14 +42,16 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.dispatch.plan import AUTO, WorkerSlot, no_population_notice
 from hpsearch.errors import DispatchError, WorkloadError
-from hpsearch.procs import end_group, signal_group, spawn
+from hpsearch.procs import end_group, end_groups, signal_group, spawn
 from hpsearch.workloads.api import TrialOutcome
+from hpsearch.workloads.capture import log_fields
 
 if TYPE_CHECKING:
     from hpsearch.coordinator import Coordinator, Job
 
 TIMEOUT_REASON = "timeout"
-EXIT_WAIT_S = 1.0  # an idle worker asked to exit gets this long before SIGKILL: it holds no pending work
+EXIT_WAIT_S = 1.0  # an idle worker asked to exit gets this long before its group is ended: it holds no pending work
+TERM_GRACE_S = 2.0  # an ended worker's group gets this long between SIGTERM and SIGKILL
 DEATH_WAIT_S = 5.0  # a worker whose connection broke gets this long to be reaped before SIGKILL
 IDLE_POLL_S = 1.0  # longest wait for a message when no deadline is near: keeps signals and deaths prompt
 
@@ -90,20 +102,20 @@ class _Worker:
             self.conn.send(("population", records))
 
     def kill(self) -> None:
-        """SIGKILL its whole process group and reap it: for timeouts and interrupts, when the trial is
-        abandoned anyway (whatever the trial started goes too)."""
-        end_group(self.proc)
+        """End its whole process group (SIGTERM, grace, SIGKILL) and reap it: for timeouts, when the
+        trial is abandoned anyway (whatever the trial started goes too)."""
+        end_group(self.proc, TERM_GRACE_S)
         if not self.conn.closed:
             self.conn.close()
 
-    def close(self, deadline: float) -> None:
-        """Ask the worker to exit (by closing its connection); SIGKILL it if still there at `deadline`."""
+    def wait_exit(self, deadline: float) -> None:
+        """Ask the worker to exit (by closing its connection) and give it until `deadline`."""
         if not self.conn.closed:
             self.conn.close()
         try:
             self.proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
         except subprocess.TimeoutExpired:
-            self.kill()
+            pass  # ended with its group by the caller
 
     def death_reason(self) -> str:
         """Why the worker is gone, once its connection closed: 'worker died (signal 9)'."""
@@ -111,7 +123,7 @@ class _Worker:
             self.proc.wait(timeout=DEATH_WAIT_S)
         except subprocess.TimeoutExpired:  # connection broke but the process lingers: finish it
             pass
-        code = end_group(self.proc)  # and whatever its trial started, which may outlive it
+        code = end_group(self.proc, TERM_GRACE_S)  # and whatever its trial started, which may outlive it
         self.conn.close()
         return f"worker died (signal {-code})" if code < 0 else f"worker died (exit code {code})"
 
@@ -139,9 +151,14 @@ class PoolExecutor:
     def run(self, run: Coordinator) -> None:
         self.workload = run.info.spec.workload
         self.space = run.info.space
+        # Never more workers than trials left to start: each costs a process and its start-up.
+        left = max(run.target - run.done - run.running_total, 1)
+        slots = self.slots[:left]
+        if len(slots) < len(self.slots):
+            self.notices.append(f"note: started {len(slots)} of {len(self.slots)} workers: the stage has {left} trial(s) left")
         with self._signals():
             try:
-                self.workers = [_Worker(slot, self.workload) for slot in self.slots]
+                self.workers = [_Worker(slot, self.workload) for slot in slots]
                 self._loop(run)
             except BaseException:
                 self._kill_all()
@@ -152,7 +169,9 @@ class PoolExecutor:
                     w.conn.close()
                 deadline = time.monotonic() + EXIT_WAIT_S
                 for w in self.workers:
-                    w.close(deadline)
+                    w.wait_exit(deadline)
+                # Whatever is left in their groups (a straggler, a workload's own process) goes with them.
+                end_groups([w.proc for w in self.workers], TERM_GRACE_S)
             finally:
                 self.workers = []
 
@@ -236,9 +255,12 @@ class PoolExecutor:
                 "run with $workers 0 to see the error in this process"
             )
         self.workers[index] = _Worker(worker.slot, self.workload)
-        for job in worker.jobs.values():
-            if job is not None:  # None: it was measuring K, no trial of the stage
-                run.finish(job, TrialOutcome("fail", reason=reason, duration_s=time.perf_counter() - job.started))
+        jobs = [job for job in worker.jobs.values() if job is not None]  # None: it was measuring K
+        log, tail = log_fields([job.record for job in jobs])  # what it printed until then
+        for job in jobs:
+            outcome = TrialOutcome("fail", reason=reason, duration_s=time.perf_counter() - job.started)
+            outcome.log, outcome.log_tail = log, tail
+            run.finish(job, outcome)
 
     def _enforce_timeouts(self, run: Coordinator) -> None:
         now = time.monotonic()
@@ -256,8 +278,11 @@ class PoolExecutor:
     # -- stopping
 
     def _kill_all(self) -> None:
+        """End every worker's group at once (one grace for all), for interrupts and errors."""
+        end_groups([w.proc for w in self.workers], TERM_GRACE_S)
         for w in self.workers:
-            w.kill()
+            if not w.conn.closed:
+                w.conn.close()
 
     def _signals(self) -> Any:
         return _InterruptSignals(self)

@@ -19,6 +19,17 @@ worker -> coordinator:
     ("report", number, epoch, metrics, epoch_seconds, iterations)   one per member and epoch
     ("done", number, TrialOutcome)       one per member
 The worker exits when the connection closes.
+
+Each trial (or population) runs in its study's folder (record.workdir) with
+file descriptors 1 and 2 pointing at its log (record.log_path; see
+workloads/capture.py), so its outcome comes back with `log` and `log_tail`.
+The worker leads its own process group, which everything the trial starts
+joins: when the trial ends, however it ends, the worker ends every other
+process of its group (procs.end_group_members) and stays, ready for the next.
+Processes the workload started while it was imported are spared. On
+SIGTERM (sent by the coordinator on a timeout or an interrupt, and by the
+kernel when the coordinator dies) the worker ends the trial's processes
+before it dies.
 """
 
 from __future__ import annotations
@@ -29,13 +40,17 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection
+from typing import Any, Callable
 
 from hpsearch.errors import WorkloadError
-from hpsearch.workloads.api import EpochTiming, TrialContext, TrialRecord
+from hpsearch.procs import end_group_members, group_members
+from hpsearch.workloads.api import EpochTiming, TrialContext, TrialOutcome, TrialRecord
+from hpsearch.workloads.capture import run_captured
 from hpsearch.workloads.function import run_trial
 from hpsearch.workloads.loader import load_workload
 
 PARENT_POLL_S = 1.0  # how soon a worker notices its coordinator vanished, where prctl is unavailable
+CHILD_GRACE_S = 1.0  # after a trial, what it started gets this long between SIGTERM and SIGKILL
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,9 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if "torch" in sys.modules:  # OMP_NUM_THREADS covers a workload that imports torch later
         sys.modules["torch"].set_num_threads(int(threads))
-    from hpsearch.workloads.population import choose_population_size, population_entry, run_population
+    from hpsearch.workloads.population import choose_population_size, population_entry
 
     entry = population_entry(fn)
+    own = set(group_members(os.getpid()) or ())  # processes the workload started on import stay
     conn.send(("ready", os.getpid(), entry is not None))
     while True:
         try:
@@ -70,15 +86,26 @@ def main(argv: list[str] | None = None) -> int:
             continue
         records: list[TrialRecord] = [message[1]] if kind == "trial" else message[1]
         contexts = [_context(conn, record, device) for record in records]
-        if kind == "trial" or entry is None:
-            outcomes = [run_trial(fn, ctx, ctx.record.metric) for ctx in contexts]
-        else:
-            outcomes = run_population(entry, contexts, records[0].metric)
+        together = entry if kind == "population" else None
+        outcomes = run_captured(records, True, lambda: _train(fn, together, contexts, own))
         try:
             for ctx, outcome in zip(contexts, outcomes):
                 conn.send(("done", ctx.number, outcome))
         except OSError:
             return 0
+
+
+def _train(fn: Callable[..., Any], together: Any, contexts: list[TrialContext], own: set[int]) -> list[TrialOutcome]:
+    """Run one trial, or a population with the entry point `together`; then end what they started."""
+    from hpsearch.workloads.population import run_population
+
+    if together is None:
+        outcomes = [run_trial(fn, ctx, ctx.record.metric) for ctx in contexts]
+    else:
+        outcomes = run_population(together, contexts, contexts[0].record.metric)
+    # Nothing a trial started outlives it (inside the capture: their last words go to its log).
+    end_group_members(CHILD_GRACE_S, spare=own)
+    return outcomes
 
 
 def _context(conn: Connection, record: TrialRecord, device: str) -> TrialContext:
@@ -93,25 +120,40 @@ def _context(conn: Connection, record: TrialRecord, device: str) -> TrialContext
 
 
 def _die_with_parent(parent: int) -> None:
-    """End this worker when its coordinator dies, however it dies (even SIGKILL): no orphans."""
+    """End this worker when its coordinator dies, however it dies (even SIGKILL), and what its trial
+    started with it: no orphans. The kernel sends SIGTERM (prctl), which ends the group first."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
     if sys.platform.startswith("linux"):
         try:
             import ctypes
 
             PR_SET_PDEATHSIG = 1
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         except (OSError, AttributeError):
             pass
     if os.getppid() != parent:  # the coordinator died before prctl took effect
-        os._exit(1)
+        _leave()
 
     def watch() -> None:
         while True:
             time.sleep(PARENT_POLL_S)
             if os.getppid() != parent:
-                os._exit(1)
+                _leave()
 
     threading.Thread(target=watch, name="hpsearch-parent-watch", daemon=True).start()
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (a timeout, an interrupt, the coordinator's death): end the trial's processes, then die
+    of the signal as the default action would (the coordinator reads 'signal 15')."""
+    end_group_members(CHILD_GRACE_S)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _leave() -> None:
+    end_group_members(CHILD_GRACE_S)
+    os._exit(1)
 
 
 if __name__ == "__main__":

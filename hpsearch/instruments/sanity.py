@@ -14,6 +14,22 @@ the watcher (`trial.watch(model, optimizer, loss_fn)`):
    study's range are tried, largest first, until one succeeds; else FAIL.
 
 A workload that does not call trial.watch gets SKIP for both, with what to add.
+
+Regression workloads (the watched loss module is one of torch's regression
+losses: nn.MSELoss, L1Loss, SmoothL1Loss, HuberLoss, GaussianNLLLoss,
+PoissonNLLLoss, or a subclass; and no loss record carries class accuracy)
+have no chance level and no accuracy, so:
+
+1. initial loss: N/A, with why. N/A counts as passed (`SanityReport.passed`),
+   unlike SKIP, which means the check could not run on a workload it applies to.
+2. overfit: the loss on the 20 examples must fall to 1% of its initial value
+   (the first training loss, before any update) within the same 300 steps: a
+   relative test, as a regression loss has the scale of its targets (an
+   absolute "< 0.05" would pass targets in [0, 0.1] untrained). A loss that
+   goes negative (a Gaussian NLL with a learned variance) has no meaningful
+   ratio: it must instead fall by at least log(10) = 2.3 nats, what shrinking
+   the predicted spread tenfold (the variance to 1%) gives. Learning rates are
+   tried as for classifiers; else FAIL.
 """
 
 from __future__ import annotations
@@ -33,8 +49,12 @@ MAX_STEPS = 300  # bounded: a model that cannot memorise 20 examples in 300 step
 NEAR_ZERO = 0.05  # nats; against ~2.3 at the start for 10 classes
 INIT_TOLERANCE = 0.20  # relative distance from log(C) still counted as "at chance"
 RECIPE_LRS = (1e-1, 1e-2, 1e-3)  # the recipe's good first learning rates, largest first
+REGRESSION_FALL = 0.01  # regression: the subset's loss must fall to 1% of its initial value
+NLL_FALL = math.log(10)  # nats; a regression loss that goes negative must fall by this much instead
+REGRESSION_LOSSES = frozenset({"MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "GaussianNLLLoss", "PoissonNLLLoss"})
 
-PASS, WARN, FAIL, SKIP = "PASS", "WARN", "FAIL", "SKIP"
+# N/A: the check does not apply to this workload (log(C) for a regression loss); it counts as passed.
+PASS, WARN, FAIL, SKIP, NA = "PASS", "WARN", "FAIL", "SKIP", "N/A"
 
 
 @dataclass(frozen=True)
@@ -42,7 +62,7 @@ class Check:
     """One check's verdict, with what was expected and measured, and what to look at when not PASS."""
 
     name: str
-    status: str  # PASS | WARN | FAIL | SKIP
+    status: str  # PASS | WARN | FAIL | SKIP | N/A
     expected: str
     measured: str
     advice: str = ""
@@ -55,8 +75,8 @@ class SanityReport:
 
     @property
     def passed(self) -> bool:
-        """True only when every check is PASS (`hpsearch sanity` exits 0 then, else 1)."""
-        return all(c.status == PASS for c in self.checks)
+        """True only when every check is PASS or N/A (`hpsearch sanity` exits 0 then, else 1)."""
+        return all(c.status in (PASS, NA) for c in self.checks)
 
 
 @dataclass(frozen=True)
@@ -68,6 +88,8 @@ class _Attempt:
     steps: int
     ignored_subset: bool
     watched: bool
+    regression: bool = False  # a regression loss module, no class accuracy (module docstring)
+    went_negative: bool = False  # some training loss was below 0 (a Gaussian NLL)
 
 
 class _Stop(TrialStopped):
@@ -122,7 +144,11 @@ def _overfit(spec: StudySpec, lr: float, device: str, seed: int) -> _Attempt:
         last = watcher.losses[state["epoch_start"] :]
         state["epoch_start"], state["last_epoch"] = len(watcher.losses), last
         loss, acc = _summary(last)
-        if loss < NEAR_ZERO and acc == 1.0:
+        if is_regression(watcher):
+            initial = _initial_loss(watcher.losses)
+            if _regression_fell(initial, loss, any(r.loss < 0 for r in watcher.losses)):
+                return "subset memorised"
+        elif loss < NEAR_ZERO and acc == 1.0:
             return "subset memorised"
         return None
 
@@ -133,7 +159,30 @@ def _overfit(spec: StudySpec, lr: float, device: str, seed: int) -> _Attempt:
     # The last completed epoch is the verdict's data (a stop may have cut the next one short).
     loss, acc = _summary(state["last_epoch"] or watcher.losses[state["epoch_start"] :])
     first = watcher.losses[0] if watcher.losses[0].step == 0 else None
-    return _Attempt(lr, first, loss, acc, watcher.steps, state["ignored"], True)
+    negative = any(r.loss < 0 for r in watcher.losses)
+    return _Attempt(lr, first, loss, acc, watcher.steps, state["ignored"], True, is_regression(watcher), negative)
+
+
+def is_regression(watcher: Any) -> bool:
+    """True when the watched loss module is one of torch's regression losses (by class, subclasses too;
+    no torch import here) and no training loss carried class accuracy."""
+    names = {cls.__name__ for cls in type(watcher.loss_fn).__mro__}
+    return bool(names & REGRESSION_LOSSES) and all(r.correct is None for r in watcher.losses)
+
+
+def _initial_loss(records: list[LossRecord]) -> float:
+    """The first training loss, before any update (else the first one recorded)."""
+    return records[0].loss if records else math.nan
+
+
+def _regression_fell(initial: float, final: float, went_negative: bool) -> bool:
+    """The regression overfit test (module docstring): to 1% of the initial loss, or, for a loss that
+    goes negative, a fall of log(10) nats."""
+    if not (math.isfinite(initial) and math.isfinite(final)):
+        return False
+    if went_negative or initial <= 0:
+        return initial - final >= NLL_FALL
+    return final <= REGRESSION_FALL * initial
 
 
 def _summary(records: list[LossRecord]) -> tuple[float, float | None]:
@@ -148,6 +197,8 @@ def _summary(records: list[LossRecord]) -> tuple[float, float | None]:
 
 
 def _overfitted(a: _Attempt) -> bool:
+    if a.regression:
+        return a.initial is not None and _regression_fell(a.initial.loss, a.final_loss, a.went_negative)
     return a.final_loss < NEAR_ZERO and a.final_accuracy == 1.0
 
 
@@ -157,6 +208,12 @@ def _initial_check(a: _Attempt) -> Check:
         return Check(name, SKIP, "log(C)", "-", f"the workload gave no loss to watch: {WATCH_HINT}")
     if a.initial is None:
         return Check(name, SKIP, "log(C)", "-", "no training loss was computed before the first optimizer step")
+    if a.regression:
+        return Check(
+            name, NA, "log(C): classifiers only", f"{a.initial.loss:.3g}",
+            "not applicable: a regression loss has no chance level (log(C) is the initial cross-entropy of a "
+            "C-class softmax classifier); the overfit check tests this workload",
+        )
     expected = math.log(a.initial.classes)
     measured = a.initial.loss
     ok = math.isfinite(measured) and abs(measured - expected) <= INIT_TOLERANCE * expected
@@ -170,8 +227,14 @@ def _initial_check(a: _Attempt) -> Check:
 
 def _overfit_check(attempts: list[_Attempt]) -> Check:
     name = f"overfit {SUBSET} examples"
-    expected = f"loss < {NEAR_ZERO}, accuracy 100% in <= {MAX_STEPS} steps"
     last = attempts[-1]
+    if last.regression:
+        expected = (
+            f"loss <= {REGRESSION_FALL:.0%} of its initial value in <= {MAX_STEPS} steps "
+            f"(a loss that goes negative: a fall >= {NLL_FALL:.2f})"
+        )
+    else:
+        expected = f"loss < {NEAR_ZERO}, accuracy 100% in <= {MAX_STEPS} steps"
     if not last.watched:
         return Check(name, SKIP, expected, "-", f"the workload gave no loss to watch: {WATCH_HINT}")
     if last.ignored_subset:
@@ -181,11 +244,27 @@ def _overfit_check(attempts: list[_Attempt]) -> Check:
         )
     acc = "?" if last.final_accuracy is None else f"{last.final_accuracy:.0%}"
     tried = ", ".join(fmt(a.lr) for a in attempts)
-    measured = f"loss {last.final_loss:.3g}, accuracy {acc} after {last.steps} steps (lr {fmt(last.lr)}; tried {tried})"
+    if last.regression:
+        start = last.initial.loss if last.initial is not None else math.nan
+        measured = f"loss {last.final_loss:.3g} from {start:.3g}"
+    else:
+        measured = f"loss {last.final_loss:.3g}, accuracy {acc}"
+    measured += f" after {last.steps} steps (lr {fmt(last.lr)}; tried {tried})"
     if _overfitted(last):
         return Check(name, PASS, expected, measured)
+    if last.regression:
+        advice = (
+            "a model that cannot fit 20 examples has a bug: check that inputs and targets stay paired, that the "
+            "prediction has the target's shape (a [B, 1] prediction against a [B] target broadcasts to [B, B] in "
+            "MSELoss), that the optimizer holds the model's parameters, that the targets are scaled (standardise "
+            "them), and that the model is not too small; do not search yet"
+        )
+        return Check(name, FAIL, expected, measured, advice)
     if last.final_accuracy is None:
-        advice = "accuracy unknown: the loss module must get (logits [B, C], class indices [B]). "
+        advice = (
+            "accuracy unknown: the loss module must get (logits [B, C], class indices [B]); a regression "
+            f"workload is recognised by its loss module ({', '.join(sorted(REGRESSION_LOSSES))}). "
+        )
     else:
         advice = ""
     advice += (

@@ -1,27 +1,36 @@
 """The study report: one self-contained HTML file (images embedded as base64) per study.
 
-For each stage, in lineage order (coarse -> refine-1 -> ...): its settings,
-its space and, for refine stages, how it was derived from its parent (old
-range -> new range, why); the border flags; the leaderboard (top rows, with
-the diagnostics columns); the metric against each numeric parameter (log axes
-for log ranges, searched range dotted, border zone - the outer 10% - shaded);
-and the loss curves of its top trials.
+It opens with the best configuration over all stages (trials.ranked_trials),
+as TOML and JSON ready to paste. Then for each stage, in lineage order
+(coarse -> refine-1 -> ...): its settings, its space and, for refine stages,
+how it was derived from its parent (old range -> new range, why); the border
+flags; the leaderboard (top rows, with the diagnostics columns; wide tables
+scroll sideways); the metric against each parameter, three plots to a row
+(log axes for log ranges, searched range dotted, border zone - the outer 10%
+- shaded; a box and the points per value for string params); the loss curves
+of its top trials; and every failed trial with its reason and the last lines
+of its output.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import json
+import math
+import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.coordinator import stage_flags
 from hpsearch.errors import HpsearchError
 from hpsearch.leaderboard import frame
 from hpsearch.space import fmt
 from hpsearch.storage import StageInfo, Store, results_dir
-from hpsearch.trials import ranked_trials
+from hpsearch.trials import LOG_TAIL_ATTR, REASON_ATTR, ranked_trials
 
 REPORT_FILE = "report.html"
 CURVES_TOP = 5  # more lines than this make the curves plot unreadable
@@ -34,6 +43,10 @@ th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; }
 th { background: #f3f3f3; } td.text, th.text { text-align: left; }
 .flag { background: #fff4d6; border-left: 4px solid #e0a800; padding: 0.4em 0.8em; margin: 0.3em 0; }
 .muted { color: #666; } img { max-width: 100%; border: 1px solid #eee; margin: 0.4em 0; }
+.scroll { overflow-x: auto; max-width: 100%; }
+pre { background: #f6f6f6; padding: 0.5em 0.8em; overflow-x: auto; font-size: 0.85em; }
+pre.log { max-height: 16em; overflow-y: auto; } .reason { white-space: pre-wrap; }
+.failed { border-left: 4px solid #c0392b; padding: 0.1em 0.8em; margin: 0.6em 0; }
 """
 
 
@@ -47,14 +60,16 @@ def build_report(store: Store, directory: str | Path | None = None, top: int = 1
         store.stage(None)  # raises StudyNotFound with the usual advice
     spec = stages[-1].spec
     lineage = " → ".join(s.name for s in stages)
+    trials = [store.trials(info) for info in stages]  # read once: on PostgreSQL reading is most of the time
     parts = [
         f"<h1>{_e(spec.name)}</h1>",
         f"<p class='muted'>workload <code>{_e(spec.workload)}</code> · {_e(spec.direction.value)} "
         f"<b>{_e(spec.metric)}</b> · stages: {_e(lineage)}</p>",
+        _best_section(stages, trials),
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        for info in stages:
-            parts.append(_stage_section(store, info, Path(tmp), top))
+        for info, stage_trials in zip(stages, trials):
+            parts.append(_stage_section(info, stage_trials, Path(tmp), top))
     body = "\n".join(parts)
     page = (
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{_e(spec.name)}: hpsearch report</title>"
@@ -69,11 +84,69 @@ def build_report(store: Store, directory: str | Path | None = None, top: int = 1
     return path
 
 
-def _stage_section(store: Store, info: StageInfo, tmp: Path, top: int) -> str:
+def _best_section(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]]) -> str:
+    """The best trial over all stages (THE ranking) as a TOML block and JSON, labelled with where it comes from."""
+    spec = stages[-1].spec
+    stage_of = {id(t): info.name for info, stage_trials in zip(stages, trials) for t in stage_trials}
+    ranked = ranked_trials([t for stage_trials in trials for t in stage_trials], spec.direction.value)
+    out = ["<h2>Best configuration</h2>"]
+    if not ranked:
+        return out[0] + "\n<p>No completed trial yet, so no best configuration.</p>"
+    best = ranked[0]
+    where = f"{stage_of[id(best)]} trial {best.number}, {spec.metric} = {best.value:.6g}"
+    toml = "\n".join([f"# {spec.name}: {where} ({spec.direction.value}; best of {len(ranked)} completed trials)"]
+                     + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in best.params.items()])
+    out += [
+        (
+            f"<p>Stage <b>{_e(stage_of[id(best)])}</b>, trial <b>{best.number}</b>: {_e(spec.metric)} = "
+            f"<b>{_e(f'{best.value:.6g}')}</b>, the best of {len(ranked)} completed trials over all stages. "
+            "Exact values, ready to paste:</p>"
+        ),
+        f"<pre class='toml'>{_e(toml)}</pre>",
+        f"<pre class='json'>{_e(json.dumps(dict(best.params), indent=2))}</pre>",
+    ]
+    return "\n".join(out)
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    """A param value as TOML: repr keeps every digit of a float; strings as basic (JSON-escaped) strings."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        return repr(value)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _failed_section(trials: Sequence[FrozenTrial]) -> str:
+    """Every failed trial of a stage: number, params, reason, and the last lines of its output when kept."""
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    if not failed:
+        return ""
+    out = [f"<h3>Failed trials ({len(failed)})</h3>"]
+    for t in failed:
+        params = " ".join(f"{k}={fmt(v)}" for k, v in t.params.items())
+        reason = t.user_attrs.get(REASON_ATTR) or "(no reason recorded)"
+        block = [f"<div class='failed'><p><b>trial {t.number}</b> <span class='muted'>{_e(params)}</span></p>",
+                 f"<p class='reason'>{_e(reason)}</p>"]
+        tail = t.user_attrs.get(LOG_TAIL_ATTR)
+        if tail:
+            block.append(f"<p class='muted'>last lines of its output:</p><pre class='log'>{_e(tail)}</pre>")
+        out.append("".join(block) + "</div>")
+    return "\n".join(out)
+
+
+def _stage_section(info: StageInfo, trials: Sequence[FrozenTrial], tmp: Path, top: int) -> str:
     from hpsearch.report.plots import TrialCurves, plot_curves, plot_scatter
 
     spec = info.spec
-    trials = store.trials(info)
     ranked = ranked_trials(trials, spec.direction.value)
     s = info.settings
     origin = f"derived from <b>{_e(info.parent)}</b>" if info.parent else "from the study file"
@@ -93,15 +166,17 @@ def _stage_section(store: Store, info: StageInfo, tmp: Path, top: int) -> str:
         out.append("<p class='muted'>No best value on a border.</p>")
     df = frame([info], [trials], top)
     if len(df):
-        keep = ["rank", "trial", "state", spec.metric, *info.space.names, "epochs", "border", "update_ratio", "lr_hint", "notes", "reason"]
-        out.append(_frame_html(df[[c for c in keep if c in df.columns]]))
+        own = df.attrs.get("columns", {})  # the frame's own columns, renamed where a param took the name
+        keep = [own.get(c, c) for c in ("rank", "trial", "state")] + [spec.metric, *info.space.names]
+        keep += [own.get(c, c) for c in ("epochs", "border", "update_ratio", "lr_hint", "notes", "reason")]
+        out.append(_frame_html(df[[c for c in dict.fromkeys(keep) if c in df.columns]]))
     if ranked:
         rows = frame([info], [ranked]).to_dict("records")
         scatter = plot_scatter(
             rows, info.space, spec.metric, tmp / f"{info.name}-scatter.png",
             maximize=spec.direction.value == "maximize", title=f"{info.name}: {spec.metric} vs each parameter",
         )
-        out.append(_img(scatter, f"{spec.metric} against each parameter of {info.name}"))
+        out.append(_img(scatter, f"{spec.metric} against each parameter of {info.name}: {', '.join(info.space.names)}"))
         curves = [
             TrialCurves(t.number, info.name, rank, t.value, dict(t.params), t.user_attrs["curves"])
             for rank, t in enumerate(ranked, 1)
@@ -110,7 +185,8 @@ def _stage_section(store: Store, info: StageInfo, tmp: Path, top: int) -> str:
         if curves:
             path = plot_curves(curves, tmp / f"{info.name}-curves.png", f"{info.name}: loss curves of the top {len(curves)}")
             out.append(_img(path, f"loss curves of the top trials of {info.name}"))
-    return "\n".join(out)
+    out.append(_failed_section(trials))
+    return "\n".join(o for o in out if o)
 
 
 def _e(text: Any) -> str:
@@ -120,7 +196,7 @@ def _e(text: Any) -> str:
 def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
     head = "".join(f"<th class='text'>{_e(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td class='text'>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
 
 
 def _frame_html(df: Any) -> str:
@@ -140,7 +216,7 @@ def _frame_html(df: Any) -> str:
             for i, v in enumerate(record)
         ]
         rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+    return f"<div class='scroll'><table><tr>{head}</tr>{''.join(rows)}</table></div>"
 
 
 def _img(path: Path, alt: str) -> str:

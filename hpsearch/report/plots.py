@@ -7,6 +7,7 @@ inside them, so importing hpsearch (or its CLI) never imports it.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -120,60 +121,115 @@ def plot_lr_range(found: LrRange, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+SCATTER_COLUMNS = 3  # plots per row: six params make two rows of readable plots, not six slivers
+
+
 def plot_scatter(
     rows: Sequence[dict[str, Any]], space: Any, metric: str, path: str | Path, maximize: bool = True, title: str = ""
 ) -> Path:
-    """The metric against each numeric parameter: searched range and border zones (outer 10%) marked.
+    """The metric against each parameter, three plots to a row; the best trial starred.
 
     `rows` are leaderboard rows (dicts with the metric and the params) of
-    completed trials. Log ranges get a log x axis; numeric value sets are
-    shown at their values (0 at the left edge on a log axis is drawn at
-    the smallest positive value / 3).
+    completed trials. Numeric params: searched range and border zones (outer
+    10%) marked; log ranges get a log x axis; numeric value sets are shown at
+    their values (0 at the left edge on a log axis is drawn at the smallest
+    positive value / 3). String (or bool) params: a box and the points per
+    value, in the study file's order.
     """
-    from hpsearch.border import BORDER_ZONE
-    from hpsearch.space import Range
-
     plt = _pyplot()
-    params = [p for p in space if p.numeric]
+    params = list(space)
     if not params:
-        raise HpsearchError("no numeric parameter to plot")
-    fig, axes = plt.subplots(1, len(params), figsize=(4.2 * len(params), 3.6), dpi=DPI, squeeze=False)
-    for ax, p in zip(axes[0], params):
-        pts = [(r[p.name], r[metric]) for r in rows if _number(r.get(p.name)) and _number(r.get(metric))]
-        if isinstance(p, Range):
-            lo, hi, log = float(p.low), float(p.high), p.log
+        raise HpsearchError("no parameter to plot")
+    ncols = min(len(params), SCATTER_COLUMNS)
+    nrows = math.ceil(len(params) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), dpi=DPI, squeeze=False)
+    flat = list(axes.ravel())
+    best = _best_row(rows, metric, maximize)
+    for ax, p in zip(flat, params):
+        if p.numeric:
+            _numeric_panel(ax, p, rows, metric, best)
         else:
-            values = [float(v) for v in p.ordered]
-            positive = [v for v in values if v > 0]
-            log = p.log_spaced
-            floor = positive[0] / 3 if positive else 0.0
-            lo, hi = (floor if values[0] <= 0 and log else values[0]), values[-1]
-            pts = [(x if not (log and x <= 0) else floor, y) for x, y in pts]
-        if log:
-            _log_axis(ax, hi / lo)
-            span = math.log10(hi) - math.log10(lo)
-            zone_lo, zone_hi = 10 ** (math.log10(lo) + BORDER_ZONE * span), 10 ** (math.log10(hi) - BORDER_ZONE * span)
-        else:
-            span = hi - lo
-            zone_lo, zone_hi = lo + BORDER_ZONE * span, hi - BORDER_ZONE * span
-        if isinstance(p, Range):
-            ax.axvspan(lo, zone_lo, color="C3", alpha=0.15, label="border zone (outer 10%)")
-            ax.axvspan(zone_hi, hi, color="C3", alpha=0.15)
-        ax.axvline(lo, color="k", lw=1, ls=":", label="searched range")
-        ax.axvline(hi, color="k", lw=1, ls=":")
-        if pts:
-            xs, ys = zip(*pts)
-            pick = max if maximize else min
-            best = pick(range(len(ys)), key=lambda i: ys[i])
-            ax.scatter(xs, ys, s=18, alpha=0.75, color="C0")
-            ax.scatter([xs[best]], [ys[best]], s=60, marker="*", color="C1", label="best", zorder=3)
-        ax.set_xlabel(p.name + (" (log)" if log else ""))
+            _category_panel(ax, p, rows, metric, best)
         ax.set_ylabel(metric)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    for ax in flat[len(params):]:
+        ax.set_visible(False)  # the last row's empty places
+    labelled = [ax for ax in flat[: len(params)] if ax.get_legend_handles_labels()[0]]
+    if labelled:
+        labelled[0].legend(fontsize=7)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def _best_row(rows: Sequence[dict[str, Any]], metric: str, maximize: bool) -> dict[str, Any] | None:
+    scored = [r for r in rows if _number(r.get(metric))]
+    if not scored:
+        return None
+    return (max if maximize else min)(scored, key=lambda r: r[metric])
+
+
+def _numeric_panel(ax: Any, p: Any, rows: Sequence[dict[str, Any]], metric: str, best: dict[str, Any] | None) -> None:
+    from hpsearch.border import BORDER_ZONE
+    from hpsearch.space import Range
+
+    floor = None  # where a value set on a log axis draws its 0
+    if isinstance(p, Range):
+        lo, hi, log = float(p.low), float(p.high), p.log
+    else:
+        values = [float(v) for v in p.ordered]
+        positive = [v for v in values if v > 0]
+        log = p.log_spaced
+        floor = positive[0] / 3 if positive else 0.0
+        lo, hi = (floor if values[0] <= 0 and log else values[0]), values[-1]
+
+    def x_of(value: Any) -> float:
+        return floor if floor is not None and log and float(value) <= 0 else float(value)
+
+    scored = [r for r in rows if _number(r.get(p.name)) and _number(r.get(metric))]
+    if log:
+        _log_axis(ax, hi / lo)
+        span = math.log10(hi) - math.log10(lo)
+        zone_lo, zone_hi = 10 ** (math.log10(lo) + BORDER_ZONE * span), 10 ** (math.log10(hi) - BORDER_ZONE * span)
+    else:
+        span = hi - lo
+        zone_lo, zone_hi = lo + BORDER_ZONE * span, hi - BORDER_ZONE * span
+    if isinstance(p, Range):
+        ax.axvspan(lo, zone_lo, color="C3", alpha=0.15, label="border zone (outer 10%)")
+        ax.axvspan(zone_hi, hi, color="C3", alpha=0.15)
+    ax.axvline(lo, color="k", lw=1, ls=":", label="searched range")
+    ax.axvline(hi, color="k", lw=1, ls=":")
+    if scored:
+        ax.scatter([x_of(r[p.name]) for r in scored], [r[metric] for r in scored], s=18, alpha=0.75, color="C0")
+    if best is not None and _number(best.get(p.name)):
+        ax.scatter([x_of(best[p.name])], [best[metric]], s=60, marker="*", color="C1", label="best", zorder=3)
+    ax.set_xlabel(p.name + (" (log)" if log else ""))
+
+
+def _category_panel(ax: Any, p: Any, rows: Sequence[dict[str, Any]], metric: str, best: dict[str, Any] | None) -> None:
+    """A box per value of a string param and its points, spread evenly (no random jitter) across the box."""
+    categories = list(p.values)
+    groups = [[r[metric] for r in rows if _number(r.get(metric)) and _same(r.get(p.name), c)] for c in categories]
+    filled = [i for i, ys in enumerate(groups) if ys]
+    if filled:
+        ax.boxplot([groups[i] for i in filled], positions=filled, widths=0.5, showfliers=False, medianprops={"color": "0.3"})
+    for i in filled:
+        ys = groups[i]
+        offsets = [0.0] if len(ys) == 1 else [-0.15 + 0.3 * k / (len(ys) - 1) for k in range(len(ys))]
+        ax.scatter([i + o for o in offsets], ys, s=18, alpha=0.75, color="C0", zorder=2)
+    if best is not None:
+        at = next((i for i, c in enumerate(categories) if _same(best.get(p.name), c)), None)
+        if at is not None:
+            ax.scatter([at], [best[metric]], s=60, marker="*", color="C1", label="best", zorder=3)
+    ax.set_xticks(range(len(categories)))
+    ax.set_xticklabels([fmt(c) for c in categories])
+    ax.set_xlim(-0.6, len(categories) - 0.4)
+    ax.set_xlabel(p.name)
+
+
+def _same(value: Any, category: Any) -> bool:
+    """Equal, and a bool only to a bool: True is not the category 1."""
+    return isinstance(value, bool) == isinstance(category, bool) and value == category
 
 
 def _log_axis(ax: Any, ratio: float) -> None:
@@ -188,7 +244,8 @@ def _log_axis(ax: Any, ratio: float) -> None:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite number (numpy's too: leaderboard rows of an Int64 column hold them), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _save(fig: Any, path: str | Path) -> Path:
