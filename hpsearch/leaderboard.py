@@ -175,7 +175,9 @@ class StageSummary:
 
     study: str
     stage: str
+    parent: str | None  # the stage it was derived from (the lineage); None for coarse
     strategy: str
+    epochs: int
     trials: int
     complete: int
     failed: int
@@ -195,7 +197,9 @@ def study_summaries(directory: str | Path | None = None, url: str | None = None)
                 StageSummary(
                     name,
                     info.name,
+                    info.parent,
                     info.settings.strategy.value,
+                    info.settings.epochs,
                     len(trials),
                     sum(t.state == TrialState.COMPLETE for t in trials),
                     sum(t.state == TrialState.FAIL for t in trials),

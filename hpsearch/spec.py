@@ -108,6 +108,7 @@ TOP_KEYS = {"name", "workload", "metric", "direction", "coarse", "refine", "para
 STAGE_KEYS = {"strategy", "trials", "epochs", "seed", "top_k", "max_failures"}
 RANGE_KEYS = {"low", "high", "log", "type", "grid_points", "limits"}
 CHOICE_KEYS = {"values", "limits"}
+MAX_PARAMS = 1000  # each param is a storage write per trial: 1,000 cost a few seconds per trial on the journal
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -152,6 +153,11 @@ def parse_spec(data: dict[str, Any], path: str | Path = "<memory>") -> StudySpec
     params = data.get("params")
     if not isinstance(params, dict) or not params:
         raise SpecError(file, "params", "no parameters to search; add e.g. [params.lr] with low, high and log = true")
+    if len(params) > MAX_PARAMS:
+        raise SpecError(
+            file, "params", f"{len(params):,} parameters; hpsearch searches at most {MAX_PARAMS:,} (each is a storage "
+            "write per trial): search the few that matter, and fix or derive the others in the workload",
+        )
     for pname in params:
         _check_param_name(pname, metric, file)
     space = Space(tuple(_param(pname, pdata, file) for pname, pdata in params.items()))

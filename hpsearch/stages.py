@@ -25,7 +25,7 @@ from hpsearch.errors import HpsearchError, SpecError, StageExists, StageFailed
 from hpsearch.refine import derive_space
 from hpsearch.spec import StudySpec, check_stage
 from hpsearch.liveness import owner_tag
-from hpsearch.storage import StageInfo, Store
+from hpsearch.storage import TRANSIENT_ERRORS, StageInfo, Store
 from hpsearch.strategy import Strategy
 from hpsearch.trials import REASON_ATTR, RETRYABLE, counts, point_key, ranked_trials, stage_target, trial_params
 
@@ -189,7 +189,10 @@ def run_stage(
     try:
         executor.run(run)
     except BaseException:
-        run.interrupt()
+        try:
+            run.interrupt()
+        except TRANSIENT_ERRORS:
+            pass  # the storage is gone too: the trials stay RUNNING and the next run fails them as stale
         raise
     finally:
         run.close()

@@ -90,7 +90,11 @@ def test_cli_studies_lists_stages_and_best(run_cli, study_file):
     run_cli("coarse", study_file(coarse="trials = 3\nepochs = 1"), "-q")
     code, out, _ = run_cli("studies")
     assert code == 0
-    assert re.search(r"fake\s+│ coarse\s+│ random\s+│ 3\s+│ 3\s+│ 0\s+│ val_accuracy 0\.\d{4}", out), out
+    assert "best = val_accuracy" in out
+    assert re.search(r"fake\s+coarse\s+-\s+random\s+1\s+3\s+3\s+0\s+0\.\d{4}", out), out
+    run_cli("refine", "fake", "-q", "--trials", "2", "--epochs", "2")
+    out = run_cli("studies")[1]
+    assert re.search(r"fake\s+refine-1\s+coarse\s+random\s+2\s+2\s+2\s+0\s+0\.\d{4}", out), out  # its lineage
 
 
 def test_cli_every_stage_failing_exits_1_with_reasons(run_cli, study_file):
@@ -223,3 +227,27 @@ def test_cli_user_workload_file_end_to_end(run_cli, tmp_path):
     df = pd.read_csv(io.StringIO(out))
     assert len(df) == 5 and set(df["stage"]) == {"coarse", "refine-1"}
     assert df["val_accuracy"].notna().all()
+
+
+def test_cli_database_outage_is_said_so_and_no_debug_hint_under_debug(monkeypatch):
+    import sys as _sys
+
+    import optuna
+    import sqlalchemy.exc
+
+    app_module = _sys.modules["hpsearch.cli.app"]
+    refused = sqlalchemy.exc.OperationalError("UPDATE trials", {}, ConnectionRefusedError("connection to server failed: Connection refused"))
+    try:
+        try:
+            raise refused
+        except sqlalchemy.exc.OperationalError as e:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit. invalid data, e.g. exceeding max length") from e
+    except optuna.exceptions.StorageInternalError as e:
+        error = e
+    monkeypatch.setitem(app_module._state, "debug", False)
+    text = app_module.unexpected(error)
+    assert "database stopped answering" in text and "Connection refused" in text and "exceeding max length" not in text
+    assert text.endswith("(run with --debug for the traceback)")
+    monkeypatch.setitem(app_module._state, "debug", True)
+    assert "--debug" not in app_module.unexpected(error)
+    assert "--debug" not in app_module.unexpected(ValueError("x"))

@@ -200,3 +200,17 @@ def test_cli_leaderboard_columns_unknown_or_with_wide_is_a_usage_error(six_param
     assert code == 2 and err.startswith("Error: --columns: no column 'nope'") and "weight_decay" in err
     code, _, err = run_cli("leaderboard", "fake", "--columns", "lr", "--wide")
     assert code == 2 and err.startswith("Error:") and "--wide" in err
+
+
+def test_render_border_warnings_are_capped_with_a_count():
+    from rich.console import Console
+
+    from hpsearch.border import BorderFlag
+    from hpsearch.cli.render import print_flags
+
+    flags = [BorderFlag(f"p{i}", "low", 0.0, True, 1, 1, "[0, 1]", at_limit=i % 2 == 0) for i in range(30)]
+    console = Console(width=200, record=True)
+    print_flags(console, flags, "coarse")
+    lines = console.export_text().strip().splitlines()
+    assert len(lines) == 13 and "... and 18 more border flags" in lines[-1]
+    assert all("refine will widen" in line for line in lines[:12])  # the flags refine acts on come first

@@ -135,3 +135,14 @@ def test_spec_binary_file_and_folder_are_clear_errors(run_cli, tmp_path) -> None
     assert code == 2 and "x.toml: file: is not a text file" in err and "Traceback" not in err
     code, _, err = run_cli("coarse", tmp_path)
     assert code == 2 and "file: is a folder, not a study file" in err
+
+
+def test_spec_too_many_params_are_refused_up_front(tmp_path) -> None:
+    from hpsearch.spec import MAX_PARAMS, parse_spec
+
+    params = {f"p{i}": {"low": 0.0, "high": 1.0} for i in range(MAX_PARAMS + 1)}
+    data = {"name": "wide", "workload": "hpsearch.workloads.digits:mlp", "metric": "val_accuracy", "params": params}
+    with pytest.raises(SpecError, match="1,001 parameters; hpsearch searches at most 1,000"):
+        parse_spec(data, tmp_path / "wide.toml")
+    del params["p0"]
+    assert len(parse_spec(data, tmp_path / "wide.toml").space) == MAX_PARAMS

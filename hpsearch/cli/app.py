@@ -96,8 +96,26 @@ def run(argv: list[str] | None = None) -> int:
         _error(f"{e.format_message()} (see `{command} --help`)")
         return 2
     except Exception as e:
-        _error(f"unexpected {type(e).__name__}: {e} (run with --debug for the traceback)")
+        _error(unexpected(e))
         return 1
+
+
+def unexpected(e: BaseException) -> str:
+    """One line for an error nobody foresaw: the real cause (a database that went away is said so, not
+    Optuna's generic 'invalid data in the commit'), and the --debug hint unless --debug was given."""
+    chain = [e]
+    while chain[-1].__cause__ is not None or (chain[-1].__context__ is not None and not chain[-1].__suppress_context__):
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)  # type: ignore[arg-type]
+        if len(chain) > 20:
+            break
+    database = [x for x in chain if type(x).__module__.split(".")[0] in ("sqlalchemy", "psycopg", "psycopg2")]
+    hint = "" if _state["debug"] else " (run with --debug for the traceback)"
+    if database:
+        root = database[-1]
+        first = str(getattr(root, "orig", None) or root).strip().splitlines()
+        reason = first[0] if first else type(root).__name__
+        return f"the study's database stopped answering ({type(root).__name__}: {reason}); completed trials are kept: run the same command again once it is back{hint}"
+    return f"unexpected {type(e).__name__}: {e}{hint}"
 
 
 def _error(text: str) -> None:

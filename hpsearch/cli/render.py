@@ -316,10 +316,14 @@ def _param_cell(value: Any) -> str:
     return fmt(value)
 
 
-def print_flags(console: Console, flags: Sequence[BorderFlag], stage: str = "") -> None:
-    for f in flags:
-        prefix = escape(f"[{stage}] ") if stage else ""
+def print_flags(console: Console, flags: Sequence[BorderFlag], stage: str = "", most: int = 12) -> None:
+    """One warning per border flag, widenable ones first; past `most`, one line counts the rest."""
+    prefix = escape(f"[{stage}] ") if stage else ""
+    ordered = sorted(flags, key=lambda f: f.at_limit)  # stable: the study file's order within each kind
+    for f in ordered[:most]:
         console.print(f"[yellow]warning:[/yellow] {prefix}{escape(f.message())}", soft_wrap=True)
+    if len(ordered) > most:
+        console.print(f"[yellow]warning:[/yellow] {prefix}... and {len(ordered) - most} more border flags (the leaderboard's border column has them all)", soft_wrap=True)
 
 
 def changes_table(info: StageInfo) -> Table:
@@ -385,14 +389,3 @@ def curves_text(trials: Sequence[Any], width: int = 40) -> list[str]:
             lines.append(label)
         lines.append(f"  {kind:<5} {sparkline(ys, low, high)}  {ends}")
     return lines
-
-
-def studies_table(rows: Sequence[Any]) -> Table:
-    """`hpsearch studies`: one row per stage of each study (leaderboard.StageSummary)."""
-    table = Table(header_style="bold")
-    for col in ("study", "stage", "strategy", "trials", "complete", "failed", "best"):
-        table.add_column(col)
-    for r in rows:
-        best = f"{r.metric} {r.best:.4f}" if r.best is not None else ""
-        table.add_row(r.study, r.stage, r.strategy, str(r.trials), str(r.complete), str(r.failed), best)
-    return table

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional, Sequence
 
 import typer
 
@@ -99,7 +99,7 @@ def studies(directory: DirOpt = None, storage: StorageOpt = None) -> None:
 
     Example: hpsearch studies --dir studies
     """
-    from hpsearch.cli.render import make_console, studies_table
+    from hpsearch.cli.render import make_console
     from hpsearch.leaderboard import study_summaries
     from hpsearch.storage import results_dir
 
@@ -108,6 +108,24 @@ def studies(directory: DirOpt = None, storage: StorageOpt = None) -> None:
         make_console(stderr=True).print(f"no studies under {results_dir(directory)}; run `hpsearch coarse STUDY_FILE` first")
         return
     make_console().print(studies_table(rows))
+
+
+def studies_table(rows: Sequence[Any]) -> Any:
+    """One row per stage of each study (leaderboard.StageSummary), its lineage in `from`."""
+    from rich import box
+    from rich.table import Table
+
+    metrics = {r.metric for r in rows}
+    one = metrics.pop() if len(metrics) == 1 else None  # one metric for all: named once, in the title
+    title = f"best = {one}" if one else "best = each study's metric"
+    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("study", "stage", "from", "strategy", "epochs", "trials", "complete", "failed", "best"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        value = "" if r.best is None else f"{r.best:.4f}" if one else f"{r.metric} {r.best:.4f}"
+        counts = (str(r.epochs), str(r.trials), str(r.complete), str(r.failed))
+        table.add_row(r.study, r.stage, r.parent or "-", r.strategy, *counts, value)
+    return table
 
 
 def curves(

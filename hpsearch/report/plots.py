@@ -82,9 +82,11 @@ def plot_curves(trials: Sequence[TrialCurves], path: str | Path, title: str = ""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=DPI)
     colours = plt.get_cmap("tab10")
+    drawn: list[float] = []
     for i, t in enumerate(trials):
         colour = colours(i % 10)
         train, val = loss_keys(t.curves)
+        drawn += [v for key in (train, val) if key for v in t.curves[key] if math.isfinite(v)]
         if train:
             ys = t.curves[train]
             ax.plot(range(1, len(ys) + 1), ys, "-", color=colour, marker="o", markersize=3, label=t.label)
@@ -93,7 +95,8 @@ def plot_curves(trials: Sequence[TrialCurves], path: str | Path, title: str = ""
             ax.plot(range(1, len(ys) + 1), ys, "--", color=colour, label=None if train else t.label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (solid: train, dashed: val)")
-    ax.set_yscale("log")
+    if drawn and min(drawn) > 0:  # a loss that can be negative (an NLL) has no log scale
+        ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title(title or "loss curves of the top trials")
     # Below the axes: a legend inside would hide the curves it names.
