@@ -63,6 +63,7 @@ from hpsearch.trials import (
 from hpsearch.workloads.api import RecordFields, TrialOutcome, TrialRecord
 
 FAIL_FAST = 5  # this many failures in a row with no success: the workload is broken, stop the stage
+BEST_RESCAN = 100  # finishes between full reads of the stage's best (other coordinators' trials)
 log = logging.getLogger("hpsearch.coordinator")
 
 
@@ -158,6 +159,8 @@ class Coordinator:
         self.reasons: list[str] = []
         self.done, self.failed_total, self.running_total = 0, 0, 0
         self._said_waiting = False
+        self._best: FrozenTrial | None = None
+        self._best_stale = True  # read from the storage at the first call
         self.token = uuid.uuid4().hex[:12]  # this coordinator, among others in the same process
         LIVE_COORDINATORS.add(self.token)
         self.heartbeat = Heartbeat(self.study, lambda: [job.trial for job in self.running.values()]) if store.heartbeat else None
@@ -277,8 +280,17 @@ class Coordinator:
         return StageResult(self.info, trials, self.ran, flags, self.failures, self.done, self.target, self.reasons)
 
     def best(self) -> FrozenTrial | None:
-        ranked = ranked_trials(self.study.get_trials(deepcopy=False), self.direction)
-        return ranked[0] if ranked else None
+        """The stage's best completed trial: kept up to date from this coordinator's outcomes, and read
+        again from the storage (other coordinators' trials too) every BEST_RESCAN finishes, not on every
+        one: a rescan per trial would cost O(trials) each, quadratic over a stage."""
+        if self._best_stale or self.ran % BEST_RESCAN == 0:
+            ranked = ranked_trials(self.study.get_trials(deepcopy=False), self.direction)
+            self._best, self._best_stale = (ranked[0] if ranked else None), False
+        return self._best
+
+    def _offer_best(self, trial: FrozenTrial) -> None:
+        ranked = ranked_trials([t for t in (self._best, trial) if t is not None], self.direction)
+        self._best = ranked[0] if ranked else self._best
 
     # -- internals
 
@@ -304,7 +316,7 @@ class Coordinator:
                 "set metric to one of those, or return it from the workload",
             )
         if outcome.state == "complete":
-            self.study.tell(trial, outcome.metrics[self.metric])
+            self._offer_best(self.study.tell(trial, outcome.metrics[self.metric]))
             self.done += 1
             self.completed_now += 1
             self.fail_streak = 0

@@ -11,6 +11,9 @@ writes the same format (Optuna's own tools read it) and keeps it whole:
   torn or undecodable tail is set aside: the original file is kept next to
   the journal as `optuna.journal.torn-<time>`, the file is cut back to its
   last whole record, and one warning says what was dropped;
+- a trial's state changes and study changes are fsynced; its params,
+  attributes and reports reach the disk with the next fsync (one per trial,
+  not one per write: optuna_compat.journal_record_is_durable);
 - an append that fails (no space left on the device) is cut back to where
   it started, so nothing is half-written, and raises JournalWriteError
   naming the file: everything written before stays readable;
@@ -34,6 +37,7 @@ from typing import Any, Iterator
 from optuna.storages.journal import BaseJournalBackend, JournalFileSymlinkLock
 
 from hpsearch.errors import JournalDamaged, JournalWriteError
+from hpsearch.optuna_compat import journal_record_is_durable
 
 log = logging.getLogger("hpsearch.journal")
 TAIL_CHUNK = 1 << 16  # bytes read from the end to find the last whole record
@@ -58,11 +62,11 @@ class RepairingJournalBackend(BaseJournalBackend):
         self.lock = JournalFileSymlinkLock(str(self.path))
         if not self.path.exists():
             self.path.touch()
-        self._offsets: dict[int, int] = {0: 0}  # log number -> byte offset of its line
+        self._offsets: list[int] = [0]  # _offsets[n]: byte offset of log n's line (known so far)
         self._warned = False
 
     def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
-        number = max(n for n in self._offsets if n <= log_number_from)
+        number = min(log_number_from, len(self._offsets) - 1)
         with open(self.path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             f.seek(self._offsets[number])
@@ -77,7 +81,8 @@ class RepairingJournalBackend(BaseJournalBackend):
                 else:
                     if bad is not None:
                         raise JournalDamaged(self.shown, bad + 1)
-                    self._offsets[number + 1] = offset + len(line)
+                    if number + 1 == len(self._offsets):
+                        self._offsets.append(offset + len(line))
                     if number >= log_number_from:
                         yield record
                 offset += len(line)
@@ -95,7 +100,8 @@ class RepairingJournalBackend(BaseJournalBackend):
                 with open(self.path, "ab") as f:
                     f.write(data)
                     f.flush()
-                    os.fsync(f.fileno())
+                    if any(journal_record_is_durable(entry) for entry in logs):
+                        os.fsync(f.fileno())
             except OSError as e:
                 self._truncate(start)
                 raise JournalWriteError(

@@ -15,6 +15,12 @@ classes). What is here has no public equivalent that does the job:
   process may not own (a dead process's, a dead machine's). Optuna's
   `fail_stale_trials` cannot record the reason: attributes are refused once
   a trial is finished, so the reason must be written first.
+- `journal_record_is_durable`: which journal records must reach the disk
+  before the append returns (Optuna's journal format numbers its
+  operations; the numbers are private): study changes and trial state
+  changes are fsynced; a trial's params, attributes and reports ride on the
+  next fsync (at the latest its final state's), so a finished trial is on
+  disk with everything it recorded, at one fsync per trial, not per write.
 - `state_counts`: how many trials of a study are in each state, as one COUNT
   query on RDB storages (Optuna's `get_n_trials` loads every trial, seconds
   for a large study on PostgreSQL, and the coordinator asks before each trial).
@@ -109,6 +115,17 @@ def fail_trial(study: optuna.Study, trial: int | FrozenTrial, key: str, reason: 
     except UpdateFinishedTrialError:
         pass
     return None
+
+
+# Optuna's JournalOperation numbers (optuna/storages/journal/_storage.py): 0-3 study create/delete/attrs,
+# 6 a trial's state (and values), 10 discard. Params (5), reports (7), trial attrs (8, 9) and a trial's
+# creation (4) are made durable by the state change that follows them.
+DURABLE_JOURNAL_OPS = frozenset({0, 1, 2, 3, 6, 10})
+
+
+def journal_record_is_durable(record: dict[str, Any]) -> bool:
+    """Whether appending this journal record must be followed by an fsync (see the module docstring)."""
+    return record.get("op_code") in DURABLE_JOURNAL_OPS
 
 
 def state_counts(study: optuna.Study, storage: Any) -> dict[TrialState, int]:

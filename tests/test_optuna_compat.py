@@ -100,3 +100,14 @@ def test_compat_stale_trial_ids_after_the_grace_period(tmp_path: Path) -> None:
     time.sleep(3.5)  # past the grace period, with a second to spare: the heartbeat table keeps whole seconds
     compat.record_heartbeat(a, alive)
     assert compat.stale_trial_ids(a) == [compat.trial_id(dead)]
+
+
+def test_compat_journal_operation_numbers_are_the_ones_fsync_policy_assumes() -> None:
+    from optuna.storages.journal import _storage  # private: pinned here, used only through optuna_compat
+
+    ops = _storage.JournalOperation
+    durable = {ops.CREATE_STUDY, ops.DELETE_STUDY, ops.SET_STUDY_USER_ATTR, ops.SET_STUDY_SYSTEM_ATTR, ops.SET_TRIAL_STATE_VALUES}
+    assert {int(op) for op in durable} <= compat.DURABLE_JOURNAL_OPS
+    lazy = {ops.CREATE_TRIAL, ops.SET_TRIAL_PARAM, ops.SET_TRIAL_INTERMEDIATE_VALUE, ops.SET_TRIAL_USER_ATTR, ops.SET_TRIAL_SYSTEM_ATTR}
+    assert not {int(op) for op in lazy} & compat.DURABLE_JOURNAL_OPS
+    assert compat.journal_record_is_durable({"op_code": int(ops.SET_TRIAL_STATE_VALUES)})
