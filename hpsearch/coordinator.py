@@ -52,6 +52,7 @@ from hpsearch.trials import (
     METRICS_ATTR,
     OWNER_ATTR,
     REASON_ATTR,
+    RESULT_ATTR,
     RETRY_OF_ATTR,
     RETRYABLE,
     SEED_ATTR,
@@ -64,6 +65,7 @@ from hpsearch.workloads.api import RecordFields, TrialOutcome, TrialRecord
 
 FAIL_FAST = 5  # this many failures in a row with no success: the workload is broken, stop the stage
 BEST_RESCAN = 100  # finishes between full reads of the stage's best (other coordinators' trials)
+REFRESH_EVERY = 50  # trials between reads of the stage's counts from the journal, away from its target
 log = logging.getLogger("hpsearch.coordinator")
 
 
@@ -159,6 +161,7 @@ class Coordinator:
         self.reasons: list[str] = []
         self.done, self.failed_total, self.running_total = 0, 0, 0
         self._said_waiting = False
+        self._calls = 0
         self._best: FrozenTrial | None = None
         self._best_stale = True  # read from the storage at the first call
         self.token = uuid.uuid4().hex[:12]  # this coordinator, among others in the same process
@@ -173,14 +176,15 @@ class Coordinator:
         self._check_heartbeat()
         if self._failing():
             return None
-        self._refresh()
+        self._calls += 1
+        waiting = self._refresh() if self._refresh_due() else []
         if self.done + self.running_total >= self.target:
             return None
-        trial = compat.pop_waiting(self.study)
+        trial = compat.pop_waiting(self.study, waiting) if waiting is None or waiting else None
         if trial is None:
             if self.grid:
                 return None  # every point is taken; one that fails for a retryable reason comes back
-            trial = compat.ask(self.study)
+            trial = compat.new_trial(self.study)
         # The owner first, in the write right after the trial's creation: a trial is ownerless only
         # if its coordinator dies within those milliseconds (and then counts as stale, see fail_dead_trials).
         trial.set_user_attr(OWNER_ATTR, owner_tag(self.token))
@@ -188,8 +192,6 @@ class Coordinator:
             compat.record_heartbeat(self.study, trial)
         compat.suggest(trial, self.distributions)
         seed = self.info.settings.seed + 10_000 * self.info.index + trial.number
-        for key, value in ((SEED_ATTR, seed), (EPOCHS_ATTR, self.info.settings.epochs)):
-            trial.set_user_attr(key, value)
         record = TrialRecord(
             number=trial.number,
             params=dict(trial.params),
@@ -296,16 +298,17 @@ class Coordinator:
 
     def _record(self, job: Job, outcome: TrialOutcome) -> None:
         trial = job.trial
+        result: dict[str, Any] = {SEED_ATTR: job.record.seed, EPOCHS_ATTR: job.record.epochs}
+        result[DURATION_ATTR] = round(outcome.duration_s, 4)
         if outcome.curves:
-            trial.set_user_attr(CURVES_ATTR, outcome.curves)
+            result[CURVES_ATTR] = outcome.curves
         if outcome.metrics:
-            trial.set_user_attr(METRICS_ATTR, outcome.metrics)
-        trial.set_user_attr(DURATION_ATTR, round(outcome.duration_s, 4))
+            result[METRICS_ATTR] = outcome.metrics
+        if outcome.log:
+            result[LOG_ATTR], result[LOG_TAIL_ATTR] = outcome.log, outcome.log_tail
+        trial.set_user_attr(RESULT_ATTR, result)
         if outcome.reason:
             trial.set_user_attr(REASON_ATTR, outcome.reason)
-        if outcome.log:
-            trial.set_user_attr(LOG_ATTR, outcome.log)
-            trial.set_user_attr(LOG_TAIL_ATTR, outcome.log_tail)
         if outcome.state == "complete" and self.metric not in outcome.metrics:
             self.study.tell(trial, state=TrialState.FAIL)
             returned = ", ".join(outcome.metrics) or "nothing"
@@ -344,11 +347,40 @@ class Coordinator:
         if self.heartbeat is not None:
             self.heartbeat.check()
 
-    def _refresh(self) -> None:
-        """Fail dead trials, then count the stage's trials by state from the storage (all coordinators)."""
-        for t in fail_dead_trials(self.study, self.store.heartbeat, set(self.running)):
+    def _refresh_due(self) -> bool:
+        """Whether to read the counts from the storage before this trial, or trust our own.
+
+        A database is asked every time (indexed queries); so is a grid (its queue). On the journal
+        a read costs O(trials), so it happens every REFRESH_EVERY trials, and at every trial near the
+        target (where other coordinators' trials decide when to stop): flat per-trial cost.
+        """
+        if self.store.database or self.grid or self._calls % REFRESH_EVERY == 1:
+            return True
+        return self.done + self.running_total + REFRESH_EVERY >= self.target
+
+    def _refresh(self) -> list[FrozenTrial] | None:
+        """Fail dead trials, then count the stage's trials by state from the storage (all coordinators).
+
+        On the journal (every trial in this process's memory) one read of the trials serves the
+        dead-trial check, the counts and the queue; returns the WAITING trials then (None: read them).
+        A database answers each of those with its own indexed query instead.
+        """
+        if self.store.database:
+            for t in fail_dead_trials(self.study, self.store.heartbeat, set(self.running)):
+                self._retry(t.number, trial_params(t))
+            self.done, self.failed_total, self.running_total = storage_counts(self.study, self.store, self.grid)
+            return None
+        trials = self.study.get_trials(deepcopy=False)
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        dead = fail_dead_trials(self.study, False, set(self.running), running)
+        for t in dead:
             self._retry(t.number, trial_params(t))
-        self.done, self.failed_total, self.running_total = storage_counts(self.study, self.store, self.grid)
+        if dead:
+            trials = self.study.get_trials(deepcopy=False)
+        finished, failed = counts(trials, self.info.settings.strategy)
+        self.done, self.failed_total = finished, failed
+        self.running_total = sum(t.state == TrialState.RUNNING for t in trials)
+        return [t for t in trials if t.state == TrialState.WAITING]
 
     def _retry(self, number: int, params: dict[str, Any]) -> None:
         """Queue a grid point again after a retryable failure that THIS coordinator recorded."""

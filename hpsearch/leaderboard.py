@@ -23,7 +23,7 @@ from hpsearch.errors import HpsearchError
 from hpsearch.space import Range
 from hpsearch.instruments.diagnostics import curve_notes, last_ratio, ratio_hint
 from hpsearch.storage import StageInfo, Store, study_names
-from hpsearch.trials import CURVES_ATTR, DURATION_ATTR, EPOCHS_ATTR, METRICS_ATTR, REASON_ATTR, display_order, ranked_trials
+from hpsearch.trials import CURVES_ATTR, DURATION_ATTR, EPOCHS_ATTR, METRICS_ATTR, REASON_ATTR, display_order, ranked_trials, trial_attr
 
 ALL = "all"
 
@@ -70,7 +70,7 @@ def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], 
     every = [t for stage_trials in trials for t in stage_trials]
     extra: list[str] = []  # other metrics the workload returned, as named in the frame
     for t in every:
-        for m in t.user_attrs.get(METRICS_ATTR, {}):
+        for m in trial_attr(t, METRICS_ATTR, {}):
             name = _metric_column(m, param_names)
             if m != metric and name not in extra:
                 extra.append(name)
@@ -78,9 +78,9 @@ def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], 
     rows = []
     for rank, t in display_order(every, spec.direction.value):
         info = stage_of[id(t)]
-        metrics = t.user_attrs.get(METRICS_ATTR, {})
+        metrics = trial_attr(t, METRICS_ATTR, {})
         value = t.value if t.value is not None else metrics.get(metric)
-        duration = t.user_attrs.get(DURATION_ATTR)
+        duration = trial_attr(t, DURATION_ATTR)
         if duration is None and t.duration is not None:
             duration = t.duration.total_seconds()
         row: dict[str, object] = {
@@ -92,11 +92,11 @@ def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], 
             metric: value,
         }
         row.update({n: t.params.get(n) for n in param_names})
-        row[col["epochs"]] = t.user_attrs.get(EPOCHS_ATTR, info.settings.epochs)
+        row[col["epochs"]] = trial_attr(t, EPOCHS_ATTR, info.settings.epochs)
         row[col["duration_s"]] = round(duration, 3) if duration is not None else None
         row[col["border"]] = ", ".join(row_flags(info.space, t.params))
         row.update({_metric_column(m, param_names): v for m, v in metrics.items() if m != metric})
-        row.update({col[k]: v for k, v in _diagnostics(t.user_attrs.get(CURVES_ATTR) or {}).items()})
+        row.update({col[k]: v for k, v in _diagnostics(trial_attr(t, CURVES_ATTR) or {}).items()})
         rows.append(row)
     head = [col[c] for c in ("rank", "trial", "stage", "state", "reason")]
     columns = [*head, metric, *param_names, col["epochs"], col["duration_s"], col["border"], *extra]

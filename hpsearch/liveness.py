@@ -106,7 +106,9 @@ class Heartbeat:
         self._thread.join(timeout=5.0)
 
 
-def fail_dead_trials(study: optuna.Study, heartbeat: bool, ours: set[int]) -> list[FrozenTrial]:
+def fail_dead_trials(
+    study: optuna.Study, heartbeat: bool, ours: set[int], running: list[FrozenTrial] | None = None
+) -> list[FrozenTrial]:
     """Fail the RUNNING trials whose process is gone; returns those THIS call failed (one caller wins each).
 
     On every storage: trials (not among `ours`, the numbers this coordinator
@@ -121,7 +123,9 @@ def fail_dead_trials(study: optuna.Study, heartbeat: bool, ours: set[int]) -> li
         stale = compat.stale_trial_ids(study)
         won += [t for t in (compat.fail_trial(study, i, REASON_ATTR, HEARTBEAT_LOST) for i in stale) if t]
     now = datetime.now()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    if running is None:  # the caller may pass the RUNNING trials it has just read
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in running:
         if t.number in ours:
             continue
         owner = t.user_attrs.get(OWNER_ATTR)

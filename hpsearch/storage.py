@@ -344,6 +344,11 @@ class Store:
         return self.study(info).get_trials(deepcopy=False, states=states)
 
     @property
+    def database(self) -> bool:
+        """Whether the storage is a database (RDB URL), which answers counts and filters with queries."""
+        return isinstance(self.storage, RDBStorage)
+
+    @property
     def heartbeat(self) -> bool:
         """Whether this storage records heartbeats (RDB URLs), so other machines can spot dead trials."""
         return isinstance(self.storage, RDBStorage) and self.storage.get_heartbeat_interval() is not None

@@ -20,8 +20,10 @@ from hpsearch.spec import StageSpec
 from hpsearch.strategy import Strategy
 
 # User attributes of a trial.
-OWNER_ATTR = "owner"  # "host:pid" of the process running it, to spot stale ones
-REASON_ATTR = "reason"  # why it was pruned or failed
+OWNER_ATTR = "owner"  # "host:pid#coordinator" of the process running it, to spot stale ones
+REASON_ATTR = "reason"  # why it was pruned or failed (also set by whoever fails a dead trial)
+# Everything else a finished trial leaves, in ONE attribute (one journal write per trial, not eight):
+RESULT_ATTR = "result"  # {"seed", "epochs", "curves", "metrics", "duration_s", "log", "log_tail"}
 SEED_ATTR = "seed"  # the seed its workload was given
 EPOCHS_ATTR = "epochs"  # the epochs it was asked to train
 CURVES_ATTR = "curves"  # every reported metric, one value per epoch
@@ -57,6 +59,15 @@ def display_order(trials: Sequence[FrozenTrial], direction: str) -> list[tuple[i
     rest = [t for t in trials if id(t) not in seen and t.state in STATE_ORDER]
     rest.sort(key=lambda t: STATE_ORDER[t.state])  # stable: the given order within each state
     return [(i, t) for i, t in enumerate(ranked, 1)] + [(None, t) for t in rest]
+
+
+def trial_attr(trial: FrozenTrial, key: str, default: Any = None) -> Any:
+    """What a trial recorded under `key`: from its RESULT_ATTR, else from a user attribute of that name
+    (studies written before results were grouped, and the attributes set on their own: owner, reason)."""
+    result = trial.user_attrs.get(RESULT_ATTR)
+    if isinstance(result, dict) and key in result:
+        return result[key]
+    return trial.user_attrs.get(key, default)
 
 
 def trial_params(trial: FrozenTrial) -> dict[str, Any]:

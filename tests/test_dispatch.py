@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+
+from hpsearch.trials import trial_attr
 from optuna.trial import FrozenTrial
 from rich.console import Console
 
@@ -152,7 +154,7 @@ def test_pool_two_workers_grid_has_no_duplicates_and_no_leftovers(study_file: Ca
     trials = stored()
     assert len(trials) == 8 and len(by_state(trials, "COMPLETE")) == 8  # the whole grid, once
     assert sorted(t.params["lr"] for t in trials) == [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]
-    pids = {int(t.user_attrs["metrics"]["pid"]) for t in trials}
+    pids = {int(trial_attr(t, "metrics")["pid"]) for t in trials}
     assert os.getpid() not in pids  # trained in workers, not in the coordinator
     assert worker_children() == [] and not any(alive(p) for p in pids)
 
@@ -161,7 +163,7 @@ def test_pool_workers_get_their_share_of_threads(study_file: Callable[..., Path]
     path = study_file(faulty("threads"), coarse="trials = 2\nepochs = 1", params=LR_ONLY)
     code, _, err = run_cli("coarse", path, "--workers", "2")
     assert code == 0, err
-    seen = {t.user_attrs["metrics"]["omp_threads"] for t in stored()}
+    seen = {trial_attr(t, "metrics")["omp_threads"] for t in stored()}
     assert seen == {float(max(cpu_cores() // 2, 1))}
 
 
@@ -243,7 +245,7 @@ def test_trial_timeout_ends_what_the_trial_started_sigterm_first(
     child = int((markers / "child-1.pid").read_text())
     assert not running(child)  # not left under PID 1
     assert (markers / "term-1").read_text() == "SIGTERM"  # asked to stop before SIGKILL
-    assert f"child {child} runs" in failed.user_attrs["log_tail"]  # a timed-out trial keeps its log
+    assert f"child {child} runs" in trial_attr(failed, "log_tail")  # a timed-out trial keeps its log
     assert worker_children() == []
 
 
@@ -256,7 +258,7 @@ def test_trial_that_returns_leaves_no_process_and_keeps_its_worker(
     path = study_file(f"{SPAWNER}:spawns_and_returns", coarse="trials = 3\nepochs = 1", params=LR_ONLY)
     code, _, err = run_cli("coarse", path, "--workers", "1")
     assert code == 0, err
-    metrics = [t.user_attrs["metrics"] for t in by_state(stored(), "COMPLETE")]
+    metrics = [trial_attr(t, "metrics") for t in by_state(stored(), "COMPLETE")]
     assert len(metrics) == 3
     assert [m["stale_children"] for m in metrics] == [0.0, 0.0, 0.0]  # each trial's child ended with it
     assert len({m["pid"] for m in metrics}) == 1  # and one worker ran them all
@@ -291,7 +293,7 @@ def test_divergence_through_pool_is_pruned(study_file: Callable[..., Path], run_
     assert pruned and all(t.number % 2 == 1 and t.user_attrs["reason"] == "diverged" for t in pruned)
     assert {t.number for t in by_state(trials, "COMPLETE")} == {t.number for t in trials if t.number % 2 == 0}
     # stopped early: fewer epochs recorded than asked for
-    assert all(len(t.user_attrs["curves"]["train_loss"]) < 4 for t in pruned)
+    assert all(len(trial_attr(t, "curves")["train_loss"]) < 4 for t in pruned)
 
 
 def test_median_pruner_stops_worse_than_median(study_file: Callable[..., Path], run_cli: Cli) -> None:

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial
 
 from hpsearch import cli
 from hpsearch.storage import Store
-from hpsearch.trials import LOG_ATTR, LOG_TAIL_ATTR
+from hpsearch.trials import trial_attr, LOG_ATTR, LOG_TAIL_ATTR
 from hpsearch.workloads.api import TrialOutcome, TrialRecord
 from hpsearch.workloads.capture import TAIL_LINES, run_captured
 
@@ -54,7 +54,7 @@ def stored(name: str = "fake", stage: str = "coarse") -> list[FrozenTrial]:
 
 
 def log_file(trial: FrozenTrial) -> Path:
-    host, _, path = trial.user_attrs[LOG_ATTR].partition(":")
+    host, _, path = trial_attr(trial, LOG_ATTR).partition(":")
     assert host == socket.gethostname()
     return Path(path)
 
@@ -84,7 +84,7 @@ def test_noisy_workload_output_goes_to_each_trials_log_not_stdout(
             assert f"trial {t.number} stdout line {i}\n" in text and f"trial {t.number} stderr line {i}\n" in text
         assert "child says hi" in text  # fd 1 is captured in both modes
         assert not any(f"trial {other} " in text for other in range(3) if other != t.number)  # its own only
-        tail = t.user_attrs[LOG_TAIL_ATTR].splitlines()
+        tail = trial_attr(t, LOG_TAIL_ATTR).splitlines()
         assert len(tail) == TAIL_LINES and tail[-1] == f"trial {t.number} last words"
 
 
@@ -104,12 +104,12 @@ def test_logs_without_the_file_prints_the_stored_tail_and_says_where_the_log_is(
     code, _, err = run_fd("coarse", noisy_study(study_file), "-q", "--workers", "0")
     assert code == 0, err
     trial = stored()[0]
-    ref = trial.user_attrs[LOG_ATTR]
+    ref = trial_attr(trial, LOG_ATTR)
     with monkeypatch.context() as patch:
         patch.setattr(socket, "gethostname", lambda: "another-machine")
         code, out, err = run_fd("logs", "fake", "0")
     assert code == 0, err
-    assert out == trial.user_attrs[LOG_TAIL_ATTR] + "\n" and out.splitlines()[-1] == "trial 0 last words"
+    assert out == trial_attr(trial, LOG_TAIL_ATTR) + "\n" and out.splitlines()[-1] == "trial 0 last words"
     assert err.splitlines() == [f"the full log of trial 0 lives on {ref}; above: its last lines, as stored"]
     log_file(trial).unlink()
     code, out, err = run_fd("logs", "fake", "0")

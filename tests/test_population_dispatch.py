@@ -6,6 +6,8 @@ import io
 
 import pandas as pd
 import pytest
+
+from hpsearch.trials import trial_attr
 from optuna.trial import TrialState
 
 from hpsearch.dispatch import AUTO, DispatchConfig, InlineExecutor, PoolExecutor, make_executor, parse_population
@@ -47,7 +49,7 @@ def test_population_inline_trains_k_at_a_time_and_masks_diverged(study_file):
     pruned = [t for t in result.trials if t.state == TrialState.PRUNED]
     assert len(complete) + len(pruned) == 12
     # Trained together: every completed member saw a population of more than one.
-    assert all(t.user_attrs["metrics"]["population_size"] > 1 for t in complete)
+    assert all(trial_attr(t, "metrics")["population_size"] > 1 for t in complete)
     assert all(t.params["lr"] > 0.5 and t.user_attrs["reason"] == "diverged" for t in pruned)
     assert all(t.params["lr"] <= 0.5 for t in complete)
 
@@ -60,7 +62,7 @@ def test_population_pool_results_equal_one_by_one(study_file):
     by_params = {t.params["lr"]: t.value for t in solo.trials if t.state == TrialState.COMPLETE}
     pooled_complete = [t for t in pooled.trials if t.state == TrialState.COMPLETE]
     assert pooled_complete and all(by_params[t.params["lr"]] == pytest.approx(t.value) for t in pooled_complete)
-    assert any(t.user_attrs["metrics"].get("population_size", 1) > 1 for t in pooled_complete)
+    assert any(trial_attr(t, "metrics").get("population_size", 1) > 1 for t in pooled_complete)
 
 
 def test_population_without_entry_point_falls_back_with_notice(study_file):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+
+from hpsearch.trials import trial_attr
 from optuna.trial import TrialState
 
 from hpsearch.border import check_borders
@@ -163,7 +165,7 @@ def test_stages_exploding_loss_is_pruned_as_diverged(study_file):
     pruned = [t for t in result.trials if t.state == TrialState.PRUNED]
     assert pruned and all(t.user_attrs["reason"] == "diverged" and t.params["lr"] > 0.1 for t in pruned)
     # Stopped at the epoch where the loss passed 3x its first value, not trained to the end.
-    assert all(len(t.user_attrs["curves"]["train_loss"]) == 2 for t in pruned)
+    assert all(len(trial_attr(t, "curves")["train_loss"]) == 2 for t in pruned)
 
 
 def test_stages_nan_loss_is_diverged(study_file):
@@ -181,8 +183,8 @@ def test_stages_metric_never_returned_is_a_spec_error(study_file):
 def test_stages_per_epoch_curves_are_stored(study_file):
     store, info = _coarse(study_file, coarse="trials = 2\nepochs = 3")
     trial = run_stage(store, info).trials[0]
-    assert set(trial.user_attrs["curves"]) == {"train_loss", "val_loss", "val_accuracy"}
-    assert len(trial.user_attrs["curves"]["train_loss"]) == 3
+    assert set(trial_attr(trial, "curves")) == {"train_loss", "val_loss", "val_accuracy"}
+    assert len(trial_attr(trial, "curves")["train_loss"]) == 3
     assert sorted(trial.intermediate_values) == [0, 1, 2]
 
 

@@ -34,7 +34,7 @@ def logs(
     Example: hpsearch logs digits_mlp 7 --stage refine-1
     """
     from hpsearch.storage import Store
-    from hpsearch.trials import LOG_ATTR, LOG_TAIL_ATTR
+    from hpsearch.trials import LOG_ATTR, LOG_TAIL_ATTR, trial_attr
     from hpsearch.workloads.capture import local_log, on_this_host
 
     store = Store(name, directory, storage, create=False)
@@ -44,7 +44,7 @@ def logs(
         known = f"its trials are 0 to {max(trials)}" if trials else "it has no trials yet"
         raise TrialNotFound(f"stage {info.name} of study {name!r} has no trial {trial}; {known}")
     found = trials[trial]
-    ref = str(found.user_attrs.get(LOG_ATTR, ""))
+    ref = str(trial_attr(found, LOG_ATTR, ""))
     path = local_log(ref) if ref else None
     if path is None and not ref:
         expected = store.logs_dir(info) / f"trial-{trial}.log"  # a trial still running records its log when it ends
@@ -58,7 +58,7 @@ def logs(
             f"trial {trial} of {name} {info.name} ({found.state.name.lower()}) has no log: trials run before "
             "hpsearch kept logs have none, and one still running on another machine records its log when it ends"
         )
-    tail = str(found.user_attrs.get(LOG_TAIL_ATTR, ""))
+    tail = str(trial_attr(found, LOG_TAIL_ATTR, ""))
     sys.stdout.write(tail + "\n" if tail and not tail.endswith("\n") else tail)
     shown = "above: its last lines, as stored" if tail else "its stored last lines are empty"
     where = f"was at {ref}, gone now" if on_this_host(ref) else f"lives on {ref}"

@@ -30,7 +30,7 @@ from hpsearch.errors import HpsearchError
 from hpsearch.leaderboard import frame
 from hpsearch.space import fmt
 from hpsearch.storage import StageInfo, Store, results_dir
-from hpsearch.trials import LOG_TAIL_ATTR, REASON_ATTR, ranked_trials
+from hpsearch.trials import CURVES_ATTR, LOG_TAIL_ATTR, REASON_ATTR, ranked_trials, trial_attr
 
 REPORT_FILE = "report.html"
 CURVES_TOP = 5  # more lines than this make the curves plot unreadable
@@ -136,7 +136,7 @@ def _failed_section(trials: Sequence[FrozenTrial]) -> str:
         reason = t.user_attrs.get(REASON_ATTR) or "(no reason recorded)"
         block = [f"<div class='failed'><p><b>trial {t.number}</b> <span class='muted'>{_e(params)}</span></p>",
                  f"<p class='reason'>{_e(reason)}</p>"]
-        tail = t.user_attrs.get(LOG_TAIL_ATTR)
+        tail = trial_attr(t, LOG_TAIL_ATTR)
         if tail:
             block.append(f"<p class='muted'>last lines of its output:</p><pre class='log'>{_e(tail)}</pre>")
         out.append("".join(block) + "</div>")
@@ -178,9 +178,9 @@ def _stage_section(info: StageInfo, trials: Sequence[FrozenTrial], tmp: Path, to
         )
         out.append(_img(scatter, f"{spec.metric} against each parameter of {info.name}: {', '.join(info.space.names)}"))
         curves = [
-            TrialCurves(t.number, info.name, rank, t.value, dict(t.params), t.user_attrs["curves"])
+            TrialCurves(t.number, info.name, rank, t.value, dict(t.params), trial_attr(t, CURVES_ATTR))
             for rank, t in enumerate(ranked, 1)
-            if t.user_attrs.get("curves")
+            if trial_attr(t, CURVES_ATTR)
         ][:CURVES_TOP]
         if curves:
             path = plot_curves(curves, tmp / f"{info.name}-curves.png", f"{info.name}: loss curves of the top {len(curves)}")

@@ -46,7 +46,7 @@ def top_curves(store: Store, stage: str | None = None, top: int = 5) -> list[Tri
     Raises HpsearchError when no completed trial recorded curves.
     """
     from hpsearch.leaderboard import select_stages
-    from hpsearch.trials import ranked_trials
+    from hpsearch.trials import CURVES_ATTR, ranked_trials, trial_attr
 
     found: list[tuple[Any, str]] = []
     stages = select_stages(store, stage)
@@ -57,7 +57,7 @@ def top_curves(store: Store, stage: str | None = None, top: int = 5) -> list[Tri
     ranked = ranked_trials([t for t, _ in found], spec.direction.value)
     out = []
     for rank, t in enumerate(ranked, 1):
-        curves = t.user_attrs.get("curves") or {}
+        curves = trial_attr(t, CURVES_ATTR) or {}
         if curves:
             out.append(TrialCurves(t.number, by_id[id(t)], rank, t.value, dict(t.params), curves))
         if len(out) >= top:
