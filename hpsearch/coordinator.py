@@ -5,18 +5,13 @@ It is the only part of a process that talks to the storage. An executor
 each epoch's metrics (the answer is a reason to stop the trial, or None) and
 `finish` with the outcome; the coordinator never picks an executor.
 
-Several coordinators may run one stage at once (one per machine). What keeps
-them consistent lives in the storage, not in any one process:
-- before each trial a coordinator counts the stage's finished and RUNNING
-  trials in the storage; it starts one only while finished + running is
-  below the target, so the stage overshoots only when coordinators ask at the
-  same instant (by at most the trials asked in that instant), and every
-  coordinator stops once the target is reached;
-- grid points are enqueued once, when the stage is created (stages.py), as
-  WAITING trials; coordinators pop them, and the storage lets one pop win;
-- a grid point whose trial was interrupted (Ctrl-C, its process gone, its
-  machine's heartbeat lost) is enqueued again by the one coordinator whose
-  move of that trial to FAIL succeeded, so the retry is never duplicated.
+Several coordinators may run one stage at once; what keeps them consistent
+lives in the storage: a coordinator starts a trial only while the stage's
+finished + RUNNING trials (read from the storage: before each trial on a
+database, every REFRESH_EVERY trials and at each trial near the target on
+the journal) are below the target; grid points are enqueued once and popped
+(the storage lets one pop win); a grid point whose trial was interrupted is
+re-queued by the one coordinator whose move of it to FAIL succeeded.
 """
 
 from __future__ import annotations
