@@ -172,10 +172,11 @@ class Coordinator:
         if self._failing():
             return None
         self._calls += 1
+        # Queued trials: read by _refresh (journal), None (a database: pop_waiting reads), or [] (not due).
         waiting = self._refresh() if self._refresh_due() else []
         if self.done + self.running_total >= self.target:
             return None
-        trial = compat.pop_waiting(self.study, waiting) if waiting is None or waiting else None
+        trial = None if waiting == [] else compat.pop_waiting(self.study, waiting)
         if trial is None:
             if self.grid:
                 return None  # every point is taken; one that fails for a retryable reason comes back

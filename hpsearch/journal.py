@@ -64,6 +64,7 @@ class RepairingJournalBackend(BaseJournalBackend):
             self.path.touch()
         self._offsets: list[int] = [0]  # _offsets[n]: byte offset of log n's line (known so far)
         self._warned = False
+        self._whole_size = -1  # the file's size when this process last knew it to end on a whole record
 
     def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
         number = min(log_number_from, len(self._offsets) - 1)
@@ -87,6 +88,8 @@ class RepairingJournalBackend(BaseJournalBackend):
                         yield record
                 offset += len(line)
                 number += 1
+            if bad is None and offset == size:
+                self._whole_size = size  # read to its end, every line whole: no tail to check before writing
             if bad is not None and not self._warned:
                 self._warned = True
                 log.warning("%s: the last record is damaged; it will be set aside at the next write", self.shown)
@@ -102,6 +105,7 @@ class RepairingJournalBackend(BaseJournalBackend):
                     f.flush()
                     if any(journal_record_is_durable(entry) for entry in logs):
                         os.fsync(f.fileno())
+                self._whole_size = start + len(data)
             except OSError as e:
                 self._truncate(start)
                 raise JournalWriteError(
@@ -114,8 +118,14 @@ class RepairingJournalBackend(BaseJournalBackend):
     # -- repairs, under the lock
 
     def _cut_torn_tail(self) -> int:
-        """Cut the file back to its last whole record, keeping the original as a backup; returns its size."""
+        """Cut the file back to its last whole record, keeping the original as a backup; returns its size.
+
+        A file still as long as this process last saw it whole (its own last write, or a read to the
+        end) has grown by no one: it needs no look at its tail.
+        """
         size = self.path.stat().st_size
+        if size == self._whole_size:
+            return size
         good = last_whole_record_end(self.path, size)
         if good < size:
             backup = backup_path(self.path, "torn")

@@ -1,6 +1,6 @@
 """The one door to Optuna's internals: every private Optuna call and every raw SQL query of hpsearch.
 
-Everything else in hpsearch uses Optuna's public API (create/load/ask/tell/
+Everything else in hpsearch uses Optuna's public API (create/load/tell/
 enqueue_trial, get_trials, set_user_attr, the samplers, pruners and storage
 classes). What is here has no public equivalent that does the job:
 
@@ -34,7 +34,6 @@ Optuna name appears in any other module.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import optuna
@@ -42,18 +41,6 @@ from optuna.distributions import BaseDistribution
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
-
-HEARTBEAT_WARNING = "Heartbeat of storage is supposed to be used with Study.optimize"
-
-
-def ask(study: optuna.Study) -> optuna.Trial:
-    """A new RUNNING trial, no params yet: `Study.ask` (public), without its warning that heartbeats
-    belong to `Study.optimize` (hpsearch records them itself beside ask/tell, coordinator.Heartbeat).
-    The caller tags its owner first, then `suggest`s: the trial is never ownerless for long."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=HEARTBEAT_WARNING)
-        return study.ask()
-
 
 def new_trial(study: optuna.Study) -> optuna.Trial:
     """A new RUNNING trial, no params yet, without looking at the queue. `Study.ask` first scans every

@@ -41,7 +41,8 @@ def start_coarse(
     it); after that the study file may not change under it (StageExists).
     """
     settings = check_stage(spec.coarse.with_overrides(**overrides), "coarse", spec.path)
-    existing = [s for s in store.stages() if s.name == "coarse"]
+    stages = store.stages()
+    existing = [s for s in stages if s.name == "coarse"]
     if existing:
         stored = existing[0]
         changed = [
@@ -56,7 +57,7 @@ def start_coarse(
         ]
         if not changed:
             return _resume(store, stored, overrides, spec.path)
-        if any(t.state == TrialState.COMPLETE for t in store.trials(stored)) or len(store.stages()) > 1:
+        if any(t.state == TrialState.COMPLETE for t in store.trials(stored)) or len(stages) > 1:
             raise StageExists(
                 spec.path,
                 changed[0],

@@ -263,14 +263,19 @@ class Store:
 
     def stage(self, name: str | None = None) -> StageInfo:
         """A stage by name, or the latest one when name is None."""
+        return self.stages_from(name)[0] if name is not None else self.stages_from(None)[-1]
+
+    def stages_from(self, name: str | None = None) -> list[StageInfo]:
+        """Stage `name` and every later stage (None: every stage), in order. Raises StudyNotFound when
+        the study has no stage, StageNotFound for an unknown name."""
         stages = self.stages()
         if not stages:
             raise StudyNotFound(f"no study {self.name!r} in {self.location}")
         if name is None:
-            return stages[-1]
+            return stages
         for s in stages:
             if s.name == name:
-                return s
+                return [later for later in stages if later.index >= s.index]
         names = ", ".join(s.name for s in stages)
         raise StageNotFound(f"study {self.name!r} has no stage {name!r}; its stages: {names}")
 
@@ -308,21 +313,16 @@ class Store:
         """Remove one stage (its Optuna study and every trial of it) from the storage."""
         optuna.delete_study(study_name=info.optuna_name, storage=self.storage)
 
-    def delete_stages(self, stage: str | None = None) -> list[str]:
-        """Remove `stage` and every later stage (None: the whole study); returns the names removed.
+    def delete_stages(self, gone: list[StageInfo]) -> list[str]:
+        """Remove these stages (`stages_from`: a stage and every later one); returns their names.
 
         Works on any storage (journal, PostgreSQL, SQLite). When the whole
         study goes from its default results folder, the folder (journal,
-        logs, plots, report) goes too. Raises StageNotFound for an unknown stage.
+        logs, plots, report) goes too.
         """
-        stages = self.stages()
-        first = self.stage(stage).index if stage is not None else -1
-        if stage is None and not stages:
-            self.stage(None)  # raises StudyNotFound
-        gone = [s for s in stages if s.index >= first]
         for info in reversed(gone):
             self.delete(info)
-        if len(gone) == len(stages) and self.url is None:
+        if not self.stages() and self.url is None:
             folder = results_dir(self.directory) / self.name
             if (folder / JOURNAL_FILE).is_file():
                 shutil.rmtree(folder, ignore_errors=True)

@@ -14,6 +14,33 @@ pytest_plugins = ["tests.postgres"]  # the postgres_url / postgres_db fixtures
 
 TESTS = Path(__file__).parent
 FAKE = TESTS / "workloads" / "fake.py"
+# A wide space as real studies have: log and linear ranges, numeric and string sets (tables, report).
+SIX_PARAMS = textwrap.dedent(
+    """
+    [params.lr]
+    low = 1e-4
+    high = 1.0
+    log = true
+
+    [params.momentum]
+    values = [0.5, 0.9, 0.95, 0.99]
+
+    [params.weight_decay]
+    low = 1e-6
+    high = 1e-2
+    log = true
+
+    [params.activation]
+    values = ["relu", "tanh", "gelu"]
+
+    [params.batch_size]
+    values = [16, 32, 64, 128]
+
+    [params.dropout_rate]
+    low = 0.0
+    high = 0.5
+    """
+)
 
 
 @pytest.fixture(autouse=True)

@@ -231,12 +231,18 @@ def test_trial_timeout_kills_and_replaces_worker(study_file: Callable[..., Path]
     assert worker_children() == []
 
 
+@pytest.fixture
+def markers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The folder where tests/workloads/spawner.py leaves its pid and signal markers."""
+    folder = tmp_path / "markers"
+    folder.mkdir()
+    monkeypatch.setenv("HPSEARCH_TEST_MARKERS", str(folder))
+    return folder
+
+
 def test_trial_timeout_ends_what_the_trial_started_sigterm_first(
-    study_file: Callable[..., Path], run_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    study_file: Callable[..., Path], run_cli: Cli, markers: Path
 ) -> None:
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    monkeypatch.setenv("HPSEARCH_TEST_MARKERS", str(markers))
     path = study_file(f"{SPAWNER}:spawns_and_hangs_on_1", coarse="trials = 3\nepochs = 1", params=LR_ONLY)
     code, _, err = run_cli("coarse", path, "--workers", "1", "--trial-timeout", "4")
     assert code == 0, err
@@ -250,11 +256,8 @@ def test_trial_timeout_ends_what_the_trial_started_sigterm_first(
 
 
 def test_trial_that_returns_leaves_no_process_and_keeps_its_worker(
-    study_file: Callable[..., Path], run_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    study_file: Callable[..., Path], run_cli: Cli, markers: Path
 ) -> None:
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    monkeypatch.setenv("HPSEARCH_TEST_MARKERS", str(markers))
     path = study_file(f"{SPAWNER}:spawns_and_returns", coarse="trials = 3\nepochs = 1", params=LR_ONLY)
     code, _, err = run_cli("coarse", path, "--workers", "1")
     assert code == 0, err

@@ -54,11 +54,11 @@ def test_compat_pop_waiting_hands_each_queued_trial_out_once_with_its_params(sto
     assert {t.state for t in b.get_trials()} == {TrialState.COMPLETE, TrialState.RUNNING}
 
 
-def test_compat_ask_samples_the_distributions_without_a_warning(storage) -> None:
+def test_compat_new_trial_samples_the_distributions_without_a_warning(storage) -> None:
     a, _ = _two_views(storage)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        trial = compat.ask(a)
+        trial = compat.new_trial(a)
         compat.suggest(trial, DISTRIBUTIONS)
     assert not [w for w in seen if "Heartbeat" in str(w.message)]
     assert 1e-4 <= trial.params["lr"] <= 1.0 and trial.params["m"] in (0.5, 0.9)
@@ -67,7 +67,7 @@ def test_compat_ask_samples_the_distributions_without_a_warning(storage) -> None
 
 def test_compat_fail_trial_sets_the_reason_and_exactly_one_caller_wins(storage) -> None:
     a, b = _two_views(storage)
-    trial = compat.ask(a)
+    trial = compat.new_trial(a)
     won = compat.fail_trial(a, compat.trial_id(trial), "reason", "interrupted")
     lost = compat.fail_trial(b, compat.trial_id(trial), "reason", "worker died (heartbeat lost)")
     assert won is not None and won.state == TrialState.FAIL and won.user_attrs["reason"] == "interrupted"
@@ -79,9 +79,9 @@ def test_compat_fail_trial_sets_the_reason_and_exactly_one_caller_wins(storage) 
 def test_compat_state_counts_match_the_trials(storage) -> None:
     a, _ = _two_views(storage)
     for value in (0.1, 0.2):
-        a.tell(compat.ask(a), value)
-    a.tell(compat.ask(a), state=TrialState.PRUNED)
-    compat.ask(a)  # still running
+        a.tell(compat.new_trial(a), value)
+    a.tell(compat.new_trial(a), state=TrialState.PRUNED)
+    compat.new_trial(a)  # still running
     a.enqueue_trial({"lr": 0.1, "m": 0.5})
     counts = compat.state_counts(a, storage)
     assert counts == {TrialState.COMPLETE: 2, TrialState.PRUNED: 1, TrialState.RUNNING: 1, TrialState.WAITING: 1}
@@ -93,7 +93,7 @@ def test_compat_stale_trial_ids_after_the_grace_period(tmp_path: Path) -> None:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = RDBStorage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_interval=1, grace_period=2)
     a, _ = _two_views(storage)
-    alive, dead = compat.ask(a), compat.ask(a)
+    alive, dead = compat.new_trial(a), compat.new_trial(a)
     compat.record_heartbeat(a, alive)
     compat.record_heartbeat(a, dead)
     assert compat.stale_trial_ids(a) == []

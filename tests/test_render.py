@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import textwrap
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -13,6 +12,7 @@ from rich.console import Console
 
 from hpsearch.cli.render import leaderboard_table, make_console
 from hpsearch.space import fmt
+from tests.conftest import SIX_PARAMS
 
 RunCli = Callable[..., tuple[int, str, str]]
 
@@ -136,32 +136,6 @@ def test_make_console_respects_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     assert make_console(width=60).width == 60
 
 
-SIX_PARAMS = textwrap.dedent(
-    """
-    [params.lr]
-    low = 1e-4
-    high = 1.0
-    log = true
-
-    [params.momentum]
-    values = [0.5, 0.9, 0.95, 0.99]
-
-    [params.weight_decay]
-    low = 1e-6
-    high = 1e-2
-    log = true
-
-    [params.activation]
-    values = ["relu", "tanh", "gelu"]
-
-    [params.batch_size]
-    values = [16, 32, 64, 128]
-
-    [params.dropout_rate]
-    low = 0.0
-    high = 0.5
-    """
-)
 
 
 @pytest.fixture

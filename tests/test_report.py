@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 from typing import Callable
 
+from tests.conftest import SIX_PARAMS
+
 RunCli = Callable[..., tuple[int, str, str]]
 
 
@@ -32,30 +34,6 @@ def test_report_unknown_study_is_a_usage_error(run_cli: RunCli) -> None:
     assert err.startswith("Error:") and "nope" in err
 
 
-SIX_PARAMS = """
-[params.lr]
-low = 1e-4
-high = 1.0
-log = true
-
-[params.momentum]
-values = [0.5, 0.9, 0.95, 0.99]
-
-[params.weight_decay]
-low = 1e-6
-high = 1e-2
-log = true
-
-[params.activation]
-values = ["relu", "tanh", "gelu"]
-
-[params.batch_size]
-values = [16, 32, 64, 128]
-
-[params.dropout_rate]
-low = 0.0
-high = 0.5
-"""
 
 
 def _sections(page: str) -> dict[str, str]:

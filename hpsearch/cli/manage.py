@@ -34,16 +34,15 @@ def delete(
     from hpsearch.storage import Store
 
     store = Store(name, directory, storage, create=False)
-    stages = store.stages()
-    first = store.stage(stage).index if stage is not None else -1
-    doomed = [s.name for s in stages if s.index >= first]
-    what = f"study {name!r}" if stage is None else f"stage{'s' if len(doomed) > 1 else ''} {', '.join(doomed)} of {name!r}"
-    trials = sum(len(store.trials(s)) for s in stages if s.name in doomed)
+    doomed = store.stages_from(stage)
+    names = [s.name for s in doomed]
+    what = f"study {name!r}" if stage is None else f"stage{'s' if len(names) > 1 else ''} {', '.join(names)} of {name!r}"
+    trials = sum(len(store.trials(s)) for s in doomed)
     if not yes:
         if not sys.stdin.isatty():
             raise HpsearchError(f"deleting {what} ({trials} trials) needs confirmation: pass --yes")
         typer.confirm(f"Delete {what} ({trials} trials) from {store.location}?", abort=True, err=True)
-    gone = store.delete_stages(stage)
+    gone = store.delete_stages(doomed)
     make_console(stderr=True).print(f"deleted {', '.join(gone)} of {name} ({trials} trials) from {store.location}", soft_wrap=True, markup=False)
 
 
