@@ -62,6 +62,9 @@ _EXPORTS = {
     "TrialOutcome": "hpsearch.workloads.api",
     "run_trial": "hpsearch.workloads.function",
     "load_workload": "hpsearch.workloads.loader",
+    "Workload": "hpsearch.workload",
+    "CommandWorkload": "hpsearch.workloads.command",
+    "emit": "hpsearch.workloads.command",
     "report_population": "hpsearch.workloads.population",
     # instruments
     "run_sanity": "hpsearch.instruments.sanity",
@@ -75,6 +78,7 @@ _EXPORTS = {
     "StageFailed": "hpsearch.errors",
     "DispatchError": "hpsearch.errors",
     "TrialStopped": "hpsearch.errors",
+    "TrialFailed": "hpsearch.errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]

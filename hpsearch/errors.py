@@ -115,5 +115,14 @@ class TrialStopped(Exception):
         super().__init__(reason)
 
 
+class TrialFailed(Exception):
+    """Raised by hpsearch's own workload kinds (a command) to fail a trial with `reason` as it is,
+    e.g. "exit code 3: CUDA out of memory" (other exceptions are reported with their type)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
 class DispatchError(HpsearchError):
     """Devices or worker settings that this machine cannot satisfy (no GPU, bad devices, ...)."""

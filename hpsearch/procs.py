@@ -10,6 +10,11 @@ rest, never leaving an orphan under PID 1. `end_groups` does it from outside
 inside (a worker, after each trial, for the processes its trial left behind,
 itself excluded).
 
+Every group `spawn` starts is remembered until it is ended, so a process can
+end what it started on its way out (`end_started`: a worker on SIGTERM ends
+its command trial's group). `spawn(..., die_with_parent=True)` also has the
+kernel SIGKILL the new leader if its parent dies first (Linux).
+
 Membership is read from /proc (Linux). Elsewhere a group counts as gone once
 its leader is, and `end_group_members` has nothing to go on and does nothing.
 A zombie counts as gone: it has exited, and only its parent's wait is missing.
@@ -17,21 +22,40 @@ A zombie counts as gone: it has exited, and only its parent's wait is missing.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
+import sys
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Collection, Iterable, Sequence
 
 KILL_POLL_S = 0.01  # how often a wait looks whether the processes left
 KILLED_WAIT_S = 1.0  # after SIGKILL, the longest wait for the kernel to finish them off
 PROC = Path("/proc")
+_STARTED: weakref.WeakSet[subprocess.Popen[Any]] = weakref.WeakSet()  # groups spawned and not yet ended
 
 
-def spawn(args: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
-    """Start `args` as the leader of its own session and process group (other Popen arguments pass through)."""
-    return subprocess.Popen(list(args), start_new_session=True, **popen)
+def spawn(args: Sequence[str], die_with_parent: bool = False, **popen: Any) -> subprocess.Popen[Any]:
+    """Start `args` as the leader of its own session and process group (other Popen arguments pass through).
+
+    die_with_parent: the kernel SIGKILLs the leader when the calling thread's
+    process dies (Linux; elsewhere ignored), so a SIGKILLed parent leaves no orphan.
+    """
+    if die_with_parent and (prctl := _prctl()) is not None:
+        popen["preexec_fn"] = functools.partial(prctl, 1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    proc = subprocess.Popen(list(args), start_new_session=True, **popen)
+    _STARTED.add(proc)
+    return proc
+
+
+def end_started(grace: float) -> None:
+    """End every group this process spawned and has not ended yet (see end_groups)."""
+    started = list(_STARTED)
+    if started:
+        end_groups(started, grace)
 
 
 def signal_group(proc: subprocess.Popen[Any], sig: int) -> None:
@@ -76,6 +100,8 @@ def end_groups(procs: Iterable[subprocess.Popen[Any]], grace: float = 0.0) -> li
     the signal that ended it).
     """
     procs = list(procs)
+    for p in procs:
+        _STARTED.discard(p)
     if grace > 0:
         live = [p for p in procs if _group_alive(p)]
         for p in live:
@@ -153,6 +179,19 @@ def _stat(pid: int) -> tuple[str, int, int] | None:
         return None
     fields = data.rsplit(b")", 1)[1].split(maxsplit=3)  # the command name, in parentheses, may hold spaces
     return fields[0].decode(), int(fields[1]), int(fields[2])
+
+
+@functools.cache
+def _prctl() -> Any:
+    """libc's prctl, looked up before forking (the child must only call it), or None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
 
 def _killpg(pgid: int, sig: int) -> None:

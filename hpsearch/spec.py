@@ -8,7 +8,9 @@ format; `load_spec` is the only way in.
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import shutil
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
@@ -18,6 +20,7 @@ from typing import Any
 from hpsearch.errors import SpecError
 from hpsearch.space import Choice, Param, Range, Space
 from hpsearch.strategy import Strategy
+from hpsearch.workload import PYTHON_NAMES, TemplateError, Workload, check_command, parse_command, placeholders
 
 
 class Direction(str, Enum):
@@ -62,7 +65,7 @@ REFINE_DEFAULTS = StageSpec(trials=20, epochs=15)
 @dataclass(frozen=True)
 class StudySpec:
     name: str
-    workload: str  # "package.module:function" or "/abs/path/file.py:function"
+    workload: Workload  # a function or a command (a plain string is taken as a function path)
     metric: str
     direction: Direction
     space: Space
@@ -72,11 +75,19 @@ class StudySpec:
     # The study file's folder, absolute: trials run there, and relative paths resolve from it. "" = none.
     folder: str = ""
 
+    def __post_init__(self) -> None:
+        if isinstance(self.workload, str):  # library callers and old code pass "module:function"
+            object.__setattr__(self, "workload", Workload(function=self.workload))
+
+    def unused_params(self) -> list[str]:
+        """Params a command workload never names (it may still read them from $HPSEARCH_PARAMS)."""
+        return check_command(self.workload.command, self.space.names) if self.workload.command else []
+
     def to_dict(self, with_space: bool = True) -> dict[str, Any]:
         """As stored; a stage stores its space once, beside the spec (with_space=False)."""
         d: dict[str, Any] = {
             "name": self.name,
-            "workload": self.workload,
+            "workload": self.workload.to_data(),
             "metric": self.metric,
             "direction": self.direction.value,
             "coarse": self.coarse.to_dict(),
@@ -93,7 +104,7 @@ class StudySpec:
         """Read a stored spec; `space` replaces (or stands in for) the stored one."""
         return cls(
             name=d["name"],
-            workload=d["workload"],
+            workload=Workload.from_data(d["workload"]),
             metric=d["metric"],
             direction=Direction(d["direction"]),
             space=space if space is not None else Space.from_dict(d["space"]),
@@ -106,6 +117,7 @@ class StudySpec:
 
 TOP_KEYS = {"name", "workload", "metric", "direction", "coarse", "refine", "params", "description"}
 STAGE_KEYS = {"strategy", "trials", "epochs", "seed", "top_k", "max_failures"}
+WORKLOAD_KEYS = {"function", "command"}
 RANGE_KEYS = {"low", "high", "log", "type", "grid_points", "limits"}
 CHOICE_KEYS = {"values", "limits"}
 MAX_PARAMS = 1000  # each param is a storage write per trial: 1,000 cost a few seconds per trial on the journal
@@ -139,7 +151,6 @@ def parse_spec(data: dict[str, Any], path: str | Path = "<memory>") -> StudySpec
     name = _required(data, "name", str, file)
     if not NAME_RE.match(name):
         raise SpecError(file, "name", f"{name!r} is not a valid study name; use letters, digits, '_', '-', '.'")
-    workload = _resolve_workload(_required(data, "workload", str, file), file)
     metric = _required(data, "metric", str, file)
     direction_text = data.get("direction", "maximize")
     try:
@@ -162,6 +173,7 @@ def parse_spec(data: dict[str, Any], path: str | Path = "<memory>") -> StudySpec
         _check_param_name(pname, metric, file)
     space = Space(tuple(_param(pname, pdata, file) for pname, pdata in params.items()))
     folder = str(file.resolve().parent) if file.is_file() else ""
+    workload = _workload(data.get("workload"), file, space, folder)
     return StudySpec(name, workload, metric, direction, space, coarse, refine, str(path), folder)
 
 
@@ -282,13 +294,67 @@ def _reject_unknown(data: dict[str, Any], allowed: set[str], file: Path, where: 
         raise SpecError(file, full, f"unknown key; {hint + '; ' if hint else ''}{fix}")
 
 
-def _resolve_workload(text: str, file: Path) -> str:
+def _workload(data: Any, file: Path, space: Space, folder: str) -> Workload:
+    """`workload = "file.py:fn"`, or a [workload] table with one of its kinds (function, command)."""
+    if data is None:
+        raise SpecError(file, "workload", 'missing; add workload = "train.py:train", or a [workload] table with command = "..."')
+    if isinstance(data, str):
+        return Workload(function=_resolve_function(data, file, "workload"))
+    if not isinstance(data, dict):
+        raise SpecError(file, "workload", f'must be "file.py:function" or a [workload] table, got {data!r}')
+    _reject_unknown(data, WORKLOAD_KEYS, file, "workload")
+    kinds = [k for k in ("function", "command") if k in data]
+    if len(kinds) != 1:
+        raise SpecError(file, "workload", 'give exactly one of function = "train.py:train" or command = "python train.py ..."')
+    if kinds == ["function"]:
+        if not isinstance(data["function"], str):
+            raise SpecError(file, "workload.function", f'must be "file.py:function", got {data["function"]!r}')
+        return Workload(function=_resolve_function(data["function"], file, "workload.function"))
+    return Workload(command=_command(data["command"], file, space, folder))
+
+
+def _command(value: Any, file: Path, space: Space, folder: str) -> tuple[str, ...]:
+    key = "workload.command"
+    try:
+        if isinstance(value, str):
+            argv = parse_command(value)
+        elif isinstance(value, list) and value and all(isinstance(a, str) for a in value):
+            argv = tuple(value)
+        else:
+            raise TemplateError(f'must be a command line or a list of arguments, e.g. ["python", "train.py"], got {value!r}')
+        check_command(argv, space.names)
+    except TemplateError as e:
+        raise SpecError(file, key, str(e)) from None
+    _check_program(argv, Path(folder or "."), file, key)
+    return argv
+
+
+def _check_program(argv: tuple[str, ...], folder: Path, file: Path, key: str) -> None:
+    """The program (and a python script) must exist: a typo is an error now, not N failed trials."""
+    program = argv[0]
+    if placeholders([program]):
+        return
+    if program in PYTHON_NAMES:
+        script = argv[1] if len(argv) > 1 else ""
+        if script.endswith(".py") and not placeholders([script]) and not (folder / script).is_file():
+            raise SpecError(file, key, f"script {script} does not exist in {folder} (the command runs in the study file's folder)")
+    elif "/" in program:
+        path = folder / program
+        if not path.is_file():
+            raise SpecError(file, key, f"program {program} does not exist in {folder} (the command runs in the study file's folder)")
+        if not os.access(path, os.X_OK):
+            raise SpecError(file, key, f"program {program} is not executable; chmod +x it, or run it with its interpreter")
+    elif shutil.which(program) is None:
+        raise SpecError(file, key, f"program {program!r} is not on PATH; give its full path")
+
+
+def _resolve_function(text: str, file: Path, key: str) -> str:
     """Make a file workload path absolute (it is relative to the study file) and check it exists."""
     from hpsearch.workloads.loader import check_workload
 
     module, sep, function = text.rpartition(":")
     if not sep or not module or not function:
-        raise SpecError(file, "workload", f"{text!r} must be \"package.module:function\" or \"path/to/file.py:function\"")
+        raise SpecError(file, key, f"{text!r} must be \"package.module:function\" or \"path/to/file.py:function\"")
     if module.endswith(".py"):
         source = Path(module)
         if not source.is_absolute():
@@ -297,6 +363,6 @@ def _resolve_workload(text: str, file: Path) -> str:
     try:
         check_workload(module, function)
     except LookupError as e:
-        raise SpecError(file, "workload", str(e)) from None
+        raise SpecError(file, key, str(e)) from None
     return f"{module}:{function}"
 

@@ -106,3 +106,47 @@ def test_end_group_members_does_nothing_outside_its_own_group() -> None:
     finally:
         sibling.kill()
         sibling.wait()
+
+
+def test_procs_end_started_ends_every_group_spawned_and_not_yet_ended(tmp_path: Path) -> None:
+    from hpsearch.procs import end_started
+
+    proc, child = leader(tmp_path, "time.sleep(300)\n")
+    end_started(grace=5.0)
+    assert proc.poll() is not None and not running(child)
+    assert (tmp_path / "child.pid.term").read_text() == "term"  # SIGTERM first
+
+
+def test_procs_die_with_parent_leaves_no_orphan_when_the_parent_is_sigkilled(tmp_path: Path) -> None:
+    """A middle process spawns a grandchild with die_with_parent, then is SIGKILLed: the kernel ends the grandchild."""
+    import os
+    import signal
+    import time
+
+    pid_file = tmp_path / "grandchild.pid"
+    code = (
+        "import sys, time, os\n"
+        "from hpsearch.procs import spawn\n"
+        f"p = spawn([sys.executable, '-c', 'import time; time.sleep(300)'], die_with_parent=True)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(300)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    middle = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        for _ in range(300):  # a bound, not a timing assertion
+            if pid_file.exists() and pid_file.read_text():
+                break
+            time.sleep(0.05)
+        grandchild = int(pid_file.read_text())
+        assert running(grandchild)
+        middle.send_signal(signal.SIGKILL)
+        middle.wait()
+        for _ in range(200):
+            if not running(grandchild):
+                break
+            time.sleep(0.05)
+        assert not running(grandchild)
+    finally:
+        if middle.poll() is None:
+            middle.kill()

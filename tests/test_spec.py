@@ -35,7 +35,7 @@ def test_spec_every_study_file_parses(path):
 
 def test_spec_file_workload_is_resolved_relative_to_study_file():
     spec = load_spec(STUDIES / "example.toml")
-    module, _, function = spec.workload.rpartition(":")
+    module, _, function = spec.workload.function.rpartition(":")
     assert Path(module) == (STUDIES / "example_workload.py").resolve()
     assert function == "train"
 
@@ -146,3 +146,67 @@ def test_spec_too_many_params_are_refused_up_front(tmp_path) -> None:
         parse_spec(data, tmp_path / "wide.toml")
     del params["p0"]
     assert len(parse_spec(data, tmp_path / "wide.toml").space) == MAX_PARAMS
+
+
+# ----------------------------------------------------------------------------- [workload] table: function or command
+
+LR = '[params.lr]\nlow = 0.001\nhigh = 0.1\nlog = true\n'
+
+
+def _command_study(tmp_path: Path, workload: str, params: str = LR) -> Path:
+    (tmp_path / "train.py").write_text("print('{}')\n")
+    path = tmp_path / "s.toml"
+    path.write_text(f'name = "s"\nmetric = "val_accuracy"\n\n[workload]\n{workload}\n\n{params}')
+    return path
+
+
+def test_spec_workload_table_function_is_the_string_form(tmp_path):
+    path = _command_study(tmp_path, 'function = "hpsearch.workloads.digits:mlp"')
+    assert load_spec(path).workload.function == "hpsearch.workloads.digits:mlp"
+
+
+def test_spec_workload_command_string_and_list_forms(tmp_path):
+    spec = load_spec(_command_study(tmp_path, 'command = "python train.py --lr {lr} --epochs {epochs}"'))
+    assert spec.workload.kind == "command"
+    assert spec.workload.command == ("python", "train.py", "--lr", "{lr}", "--epochs", "{epochs}")
+    listed = load_spec(_command_study(tmp_path, 'command = ["python", "train.py", "--lr={lr}"]'))
+    assert listed.workload.command == ("python", "train.py", "--lr={lr}")
+    assert listed.unused_params() == []
+
+
+def test_spec_workload_command_survives_storage(tmp_path):
+    from hpsearch.spec import StudySpec
+
+    spec = load_spec(_command_study(tmp_path, 'command = "python train.py --lr {lr}"'))
+    assert StudySpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize(
+    ("workload", "key", "fragment"),
+    [
+        ('command = "python train.py --lr {learning_rate}"', "workload.command", "unknown placeholder {learning_rate}"),
+        ('command = "python missing.py --lr {lr}"', "workload.command", "script missing.py does not exist"),
+        ('command = "no-such-program-xyz {lr}"', "workload.command", "'no-such-program-xyz' is not on PATH"),
+        ('command = "./bin/run {lr}"', "workload.command", "program ./bin/run does not exist"),
+        ("command = \"python 'train.py {lr}\"", "workload.command", "balance its quotes"),
+        ('command = "python train.py --json={lr"', "workload.command", "lone '{'"),
+        ("command = 3", "workload.command", "must be a command line or a list"),
+        ('command = "python train.py"\nfunction = "a.py:f"', "workload", "exactly one of"),
+        ('comand = "python train.py"', "workload.comand", "did you mean 'command'"),
+    ],
+)
+def test_spec_workload_command_errors_name_the_key_and_the_fix(tmp_path, run_cli, workload, key, fragment):
+    path = _command_study(tmp_path, workload)
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    assert e.value.key == key and fragment in str(e.value)
+    code, _, err = run_cli("coarse", path)  # the same, as the CLI says it: one line, exit 2, before any trial
+    assert code == 2 and err.strip().startswith("Error: ") and fragment in err and "Traceback" not in err
+
+
+def test_spec_workload_command_not_executable(tmp_path):
+    (tmp_path / "run.sh").write_text("#!/bin/sh\n")
+    with pytest.raises(SpecError, match="not executable"):
+        load_spec(_command_study(tmp_path, 'command = "./run.sh {lr}"'))
+    (tmp_path / "run.sh").chmod(0o755)
+    assert load_spec(_command_study(tmp_path, 'command = "./run.sh {lr}"')).workload.command[0] == "./run.sh"

@@ -41,6 +41,9 @@ def coarse(
     spec = load_spec(spec_file)
     store = Store(spec.name, directory, storage)
     notice = make_console(stderr=True)
+    if unused := spec.unused_params():
+        names = ", ".join("{" + p + "}" for p in unused)
+        notice.print(f"warning: the command never uses {names}; the script gets them only from $HPSEARCH_PARAMS", soft_wrap=True, markup=False)
     info = start_coarse(store, spec, overrides.as_dict(), notify=lambda line: notice.print(line, soft_wrap=True, markup=False))
     _run_and_show(store, info, run, executor)
 

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from hpsearch.dispatch.plan import AUTO, no_population_notice
+from hpsearch.dispatch.plan import AUTO, no_population_notice, visible_gpus
 from hpsearch.workloads.api import EpochTiming, TrialContext
 from hpsearch.workloads.capture import run_captured
 from hpsearch.workloads.function import run_trial
@@ -28,14 +28,17 @@ if TYPE_CHECKING:
 IDLE_POLL_S = 1.0  # how often a coordinator with nothing to start looks again while others run trials
 
 
-def pick_device(requested: str = "auto") -> str:
+def pick_device(requested: str = "auto", command: bool = False) -> str:
     """'cuda:0' when a GPU is visible (and asked for), else 'cpu'.
 
-    Call it after loading the workload: one that did not import torch trains
-    on no accelerator, and torch is not imported just to ask.
+    Call it after loading the workload: a function workload that did not
+    import torch trains on no accelerator, and torch is not imported just to
+    ask. A command's script may use the GPU: for it, nvidia-smi is asked.
     """
     if requested != "auto":
         return requested
+    if command:
+        return "cuda:0" if visible_gpus() else "cpu"
     if "torch" not in sys.modules:
         return "cpu"
     import torch
@@ -55,7 +58,7 @@ class InlineExecutor:
         from hpsearch.workloads.population import choose_population_size, population_entry, run_population
 
         fn = load_workload(run.info.spec.workload)
-        device = pick_device(self.device)
+        device = pick_device(self.device, command=run.info.spec.workload.kind == "command")
         entry = population_entry(fn)
         k = self.population
         if k != 1 and entry is None:

@@ -145,5 +145,8 @@ def parse_population(value: int | str | None) -> int | str:
     return k
 
 
-def no_population_notice(workload: str) -> str:
+def no_population_notice(workload: object) -> str:
+    """Why $population was not applied: a command runs one process per trial; a function needs fn.population."""
+    if getattr(workload, "kind", "function") == "command":
+        return "note: a command workload runs one trial per process; $population does not apply, running one trial per worker"
     return f"note: workload {workload} has no population entry point (fn.population); running one trial per worker"

@@ -145,7 +145,7 @@ class PoolExecutor:
         self.population = population  # K trials per worker at once; AUTO until a worker measured it
         self.notices: list[str] = []
         self.workers: list[_Worker] = []
-        self.workload = ""
+        self.workload: Any = None  # the stage's Workload, once run
         self.space: Any = None
 
     def run(self, run: Coordinator) -> None:
@@ -158,7 +158,7 @@ class PoolExecutor:
             self.notices.append(f"note: started {len(slots)} of {len(self.slots)} workers: the stage has {left} trial(s) left")
         with self._signals():
             try:
-                self.workers = [_Worker(slot, self.workload) for slot in slots]
+                self.workers = [_Worker(slot, self.workload.to_arg()) for slot in slots]
                 self._loop(run)
             except BaseException:
                 self._kill_all()
@@ -254,7 +254,7 @@ class PoolExecutor:
                 f"workload {self.workload}: the worker process {reason} while loading it; "
                 "run with $workers 0 to see the error in this process"
             )
-        self.workers[index] = _Worker(worker.slot, self.workload)
+        self.workers[index] = _Worker(worker.slot, self.workload.to_arg())
         jobs = [job for job in worker.jobs.values() if job is not None]  # None: it was measuring K
         log, tail = log_fields([job.record for job in jobs])  # what it printed until then
         for job in jobs:

@@ -43,7 +43,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable
 
 from hpsearch.errors import WorkloadError
-from hpsearch.procs import end_group_members, group_members
+from hpsearch.procs import end_group_members, end_started, group_members
 from hpsearch.workloads.api import EpochTiming, TrialContext, TrialOutcome, TrialRecord
 from hpsearch.workloads.capture import run_captured
 from hpsearch.workloads.function import run_trial
@@ -146,12 +146,14 @@ def _die_with_parent(parent: int) -> None:
 def _on_sigterm(signum: int, frame: object) -> None:
     """SIGTERM (a timeout, an interrupt, the coordinator's death): end the trial's processes, then die
     of the signal as the default action would (the coordinator reads 'signal 15')."""
+    end_started(CHILD_GRACE_S)  # a command trial's own group
     end_group_members(CHILD_GRACE_S)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _leave() -> None:
+    end_started(CHILD_GRACE_S)
     end_group_members(CHILD_GRACE_S)
     os._exit(1)
 

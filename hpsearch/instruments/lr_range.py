@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.errors import HpsearchError, SpecError, TrialStopped
-from hpsearch.instruments.probe import WATCH_HINT, base_params, lr_bounds, lr_param, run_probe
+from hpsearch.instruments.probe import WATCH_HINT, base_params, lr_bounds, lr_param, require_training_loop, run_probe
 from hpsearch.space import Range
 from hpsearch.spec import StudySpec, load_spec
 
@@ -64,6 +64,7 @@ def find_lr_range(
     Raises HpsearchError when the workload does not call trial.watch with a
     loss module, or when the loss never fell (nothing to suggest).
     """
+    require_training_loop(spec)
     param = lr_param(spec)
     low, high = lr_bounds(param)
     start, end = min(START_LR, low / 100), max(END_LR, high * 10)

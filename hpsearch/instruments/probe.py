@@ -62,6 +62,15 @@ def base_params(space: Space, decay: str = "zero") -> dict[str, Any]:
     return params
 
 
+def require_training_loop(spec: StudySpec) -> None:
+    """The instruments look inside the training loop (trial.watch): a command's script gives them no way in."""
+    if spec.workload.kind == "command":
+        raise SpecError(
+            spec.path, "workload", "the sanity checks and the LR range test look inside the training loop, which a "
+            'command workload hides; use a function workload (workload = "train.py:train") that calls trial.watch(...)',
+        )
+
+
 def run_probe(
     spec: StudySpec,
     params: dict[str, Any],
@@ -79,6 +88,7 @@ def run_probe(
     Raises WorkloadError when the workload crashed (its own bug, not a
     finding), unless `allow_fail` (the caller judges what was recorded).
     """
+    require_training_loop(spec)
     fn = load_workload(spec.workload)
     record = TrialRecord(0, dict(params), epochs, seed, stage=mode, study=spec.name, metric=spec.metric, mode=mode, subset=subset)
     ctx = TrialContext.open(record, device, on_report, on_watch)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpsearch.errors import TrialStopped
-from hpsearch.instruments.probe import WATCH_HINT, base_params, lr_bounds, lr_param, run_probe
+from hpsearch.instruments.probe import WATCH_HINT, base_params, lr_bounds, lr_param, require_training_loop, run_probe
 from hpsearch.space import fmt
 from hpsearch.spec import StudySpec
 from hpsearch.workloads.watch import LossRecord
@@ -105,6 +105,7 @@ def candidate_lrs(low: float, high: float) -> list[float]:
 
 def run_sanity(spec: StudySpec, device: str = "cpu", seed: int = 0) -> SanityReport:
     """Run both checks on the study's workload (a few seconds for small models)."""
+    require_training_loop(spec)
     low, high = lr_bounds(lr_param(spec))
     attempts: list[_Attempt] = []
     for lr in candidate_lrs(low, high):

@@ -57,6 +57,8 @@ class TrialRecord:
     log_path: str = ""
     # The folder the trial runs in (its study file's, absolute); "" = wherever the process is.
     workdir: str = ""
+    # The split the workload evaluates on: "val" in every stage; "test" only when the final run tests.
+    split: str = "val"
 
 
 class RecordFields:
@@ -99,6 +101,10 @@ class RecordFields:
     @property
     def subset(self) -> int | None:
         return self.record.subset
+
+    @property
+    def split(self) -> str:
+        return self.record.split
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from hpsearch.errors import TrialStopped
+from hpsearch.errors import TrialFailed, TrialStopped
 from hpsearch.workloads.api import TrialContext, TrialOutcome, exception_reason, result_outcome
 
 
@@ -24,6 +24,8 @@ def run_trial(fn: Callable[[TrialContext], Any], ctx: TrialContext, metric: str)
         result = fn(ctx)
     except TrialStopped as stop:
         return outcome("pruned", reason=stop.reason)
+    except TrialFailed as failed:
+        return outcome("fail", reason=failed.reason)
     except Exception as e:  # a crashing trial is a result, not the end of the search
         return outcome("fail", reason=exception_reason(e))
     finally:

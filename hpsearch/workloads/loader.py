@@ -1,4 +1,4 @@
-"""Finding a workload: `package.module:function` or `/path/file.py:function`.
+"""Finding a workload: `package.module:function` or `/path/file.py:function`, or a command.
 
 `check_workload` validates a path without importing it (the CLI never imports
 torch just to read a study file); `load_workload` imports it, once per process.
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hpsearch.errors import WorkloadError
+from hpsearch.workload import Workload
 from hpsearch.workloads.api import exception_reason
 
 
@@ -60,8 +61,16 @@ def _top_level_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def load_workload(path: str) -> Callable[..., Any]:
-    """Import `package.module:function` or `/path/file.py:function` and return the function."""
+def load_workload(workload: Workload | str) -> Callable[..., Any]:
+    """The callable that runs one trial: the imported function of `package.module:function` or
+    `/path/file.py:function`, or a CommandWorkload. A string is Workload.to_arg's form."""
+    if isinstance(workload, str):
+        workload = Workload.from_arg(workload)
+    if workload.command:
+        from hpsearch.workloads.command import CommandWorkload
+
+        return CommandWorkload(workload.command)
+    path = workload.function
     module_name, _, function = path.rpartition(":")
     try:
         if module_name.endswith(".py"):
