@@ -32,7 +32,7 @@ from hpsearch import optuna_compat as compat
 from hpsearch.border import BorderFlag, check_borders
 from hpsearch.divergence import DivergenceCheck
 from hpsearch.errors import SpecError
-from hpsearch.pruner import make_pruner, prune_reason
+from hpsearch.pruner import is_last_report, make_pruner, prune_reason
 from hpsearch.liveness import LIVE_COORDINATORS, Heartbeat, fail_dead_trials, owner_tag
 from hpsearch.storage import StageInfo, Store
 from hpsearch.strategy import Strategy, make_sampler
@@ -40,6 +40,7 @@ from hpsearch.trials import (
     CURVES_ATTR,
     DURATION_ATTR,
     EPOCHS_ATTR,
+    EPOCHS_RUN_ATTR,
     HEARTBEAT_LOST,
     INTERRUPTED,
     LOG_ATTR,
@@ -52,9 +53,11 @@ from hpsearch.trials import (
     RETRYABLE,
     SEED_ATTR,
     counts,
+    derive_seed,
     ranked_trials,
     stage_target,
     trial_params,
+    trial_seed,
 )
 from hpsearch.workloads.api import RecordFields, TrialOutcome, TrialRecord
 
@@ -72,6 +75,7 @@ class Job(RecordFields):
     record: TrialRecord
     check: DivergenceCheck = field(default_factory=DivergenceCheck)
     started: float = field(default_factory=time.perf_counter)
+    reports: int = 0  # epochs it reported so far
 
 
 @dataclass
@@ -144,7 +148,7 @@ class Coordinator:
         self.grid = info.settings.strategy == Strategy.grid
         existing = store.trials(info)
         # Seeded by the history too, so a resumed stage draws new points, not the first ones again.
-        seed = info.settings.seed + 10_000 * info.index + len(existing) + salt
+        seed = derive_seed("sampler", info.settings.seed, info.index, len(existing), salt)
         self.study = store.study(
             info, sampler=make_sampler(info.settings.strategy, seed), pruner=make_pruner(pruner, info.settings.epochs)
         )
@@ -187,12 +191,11 @@ class Coordinator:
         if self.heartbeat is not None:
             compat.record_heartbeat(self.study, trial)
         compat.suggest(trial, self.distributions)
-        seed = self.info.settings.seed + 10_000 * self.info.index + trial.number
         record = TrialRecord(
             number=trial.number,
             params=dict(trial.params),
             epochs=self.info.settings.epochs,
-            seed=seed,
+            seed=trial_seed(self.info.settings.seed, self.info.index, trial.number),
             stage=self.info.name,
             study=self.info.spec.name,
             metric=self.metric,
@@ -229,16 +232,18 @@ class Coordinator:
     ) -> str | None:
         """Per-epoch metrics of a running trial: the reason to stop it (diverged, pruned), or None.
 
-        `epoch_seconds` and `iterations` (optional) only feed the progress display.
+        Never pruned at its last epoch; `epoch_seconds` and `iterations` only feed the progress display.
         """
         self._check_heartbeat()
+        job.reports += 1
         self._emit("report", job, epoch=epoch, metrics=metrics, epoch_seconds=epoch_seconds, iterations=iterations)
         reported = self.metric in metrics and math.isfinite(metrics[self.metric])
         try:
             if reported:
                 job.trial.report(metrics[self.metric], epoch)
             reason = job.check(metrics)
-            if reason is None and reported and self.pruner != "none" and job.trial.should_prune():
+            last = is_last_report(epoch, job.reports, job.epochs)
+            if reason is None and reported and self.pruner != "none" and not last and job.trial.should_prune():
                 reason = prune_reason(self.pruner)
         except UpdateFinishedTrialError:
             return HEARTBEAT_LOST  # failed by another machine (our heartbeat stalled): stop wasting the worker
@@ -294,15 +299,10 @@ class Coordinator:
 
     def _record(self, job: Job, outcome: TrialOutcome) -> None:
         trial = job.trial
-        result: dict[str, Any] = {SEED_ATTR: job.record.seed, EPOCHS_ATTR: job.record.epochs}
+        result: dict[str, Any] = {SEED_ATTR: job.record.seed, EPOCHS_ATTR: job.record.epochs, EPOCHS_RUN_ATTR: job.reports}
         result[DURATION_ATTR] = round(outcome.duration_s, 4)
-        if outcome.curves:
-            result[CURVES_ATTR] = outcome.curves
-        if outcome.metrics:
-            result[METRICS_ATTR] = outcome.metrics
-        if outcome.log:
-            result[LOG_ATTR], result[LOG_TAIL_ATTR] = outcome.log, outcome.log_tail
-        trial.set_user_attr(RESULT_ATTR, result)
+        kept = {CURVES_ATTR: outcome.curves, METRICS_ATTR: outcome.metrics, LOG_ATTR: outcome.log, LOG_TAIL_ATTR: outcome.log_tail}
+        trial.set_user_attr(RESULT_ATTR, {**result, **{key: value for key, value in kept.items() if value}})  # the ones it has
         if outcome.reason:
             trial.set_user_attr(REASON_ATTR, outcome.reason)
         if outcome.state == "complete" and self.metric not in outcome.metrics:

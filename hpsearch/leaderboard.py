@@ -3,7 +3,7 @@
 One row per trial, in trials.display_order: completed trials first, best
 first (trials.ranked_trials, the one ranking), ranked 1..n; then pruned,
 failed and running ones, unranked, with their reason. Columns: rank, trial, stage, state, reason, <metric>, <each
-param>, epochs, duration_s, border, then any other metric the workload returned,
+param>, epochs (that it ran: trials.epochs_run), duration_s, border, then any other metric the workload returned,
 then the diagnostics (see diagnostics.py): update_ratio (the last per-epoch
 update:weight ratio, when the workload calls trial.watch), lr_hint ('lr too
 low?' below 1e-4, 'lr too high?' above 1e-2) and notes (loss-curve shape tags).
@@ -23,7 +23,7 @@ from hpsearch.errors import HpsearchError
 from hpsearch.space import Range
 from hpsearch.instruments.diagnostics import curve_notes, last_ratio, ratio_hint
 from hpsearch.storage import StageInfo, Store, study_names
-from hpsearch.trials import CURVES_ATTR, DURATION_ATTR, EPOCHS_ATTR, METRICS_ATTR, REASON_ATTR, display_order, ranked_trials, trial_attr
+from hpsearch.trials import CURVES_ATTR, DURATION_ATTR, METRICS_ATTR, REASON_ATTR, display_order, epochs_run, ranked_trials, trial_attr
 
 ALL = "all"
 
@@ -92,7 +92,7 @@ def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], 
             metric: value,
         }
         row.update({n: t.params.get(n) for n in param_names})
-        row[col["epochs"]] = trial_attr(t, EPOCHS_ATTR, info.settings.epochs)
+        row[col["epochs"]] = epochs_run(t, info.settings.epochs)
         row[col["duration_s"]] = round(duration, 3) if duration is not None else None
         row[col["border"]] = ", ".join(row_flags(info.space, t.params))
         row.update({_metric_column(m, param_names): v for m, v in metrics.items() if m != metric})

@@ -8,6 +8,10 @@ ends as PRUNED with the reason `pruned by <name> pruner`.
 - median: stop a trial whose metric at an epoch is worse than the median of
   earlier trials at that epoch (Optuna's MedianPruner), once 5 trials finished.
 - hyperband: Optuna's HyperbandPruner, with resources counted in epochs.
+
+No pruner stops a trial at its last epoch (`is_last_report`): pruning saves
+nothing then, and a trial that ran every epoch completes and is ranked
+(Hyperband's last rung would otherwise prune it at the maximum).
 """
 
 from __future__ import annotations
@@ -51,3 +55,10 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
 def prune_reason(name: str) -> str:
     """The reason recorded for a trial that pruner `name` stopped."""
     return f"pruned by {name} pruner"
+
+
+def is_last_report(epoch: int, reports: int, epochs: int) -> bool:
+    """Whether a trial's report is for its last epoch, so it must not be pruned: its `epochs`-th
+    report (`reports` counts this one), or one numbered `epochs - 1` or more - workloads count from
+    0 (range(trial.epochs)) or from 1, and some report only every few epochs."""
+    return reports >= epochs or epoch >= epochs - 1

@@ -27,7 +27,7 @@ from hpsearch.spec import StudySpec, check_stage
 from hpsearch.liveness import owner_tag
 from hpsearch.storage import TRANSIENT_ERRORS, StageInfo, Store
 from hpsearch.strategy import Strategy
-from hpsearch.trials import REASON_ATTR, RETRYABLE, counts, point_key, ranked_trials, stage_target, trial_params
+from hpsearch.trials import REASON_ATTR, RETRYABLE, counts, derive_seed, point_key, ranked_trials, stage_target, trial_params
 
 
 def start_coarse(
@@ -102,7 +102,9 @@ def plan_refine(store: Store, source: str | None, overrides: dict[str, Any]) -> 
     """The refine stage to run: an unfinished latest refine stage (resumed), or a new one.
 
     A new stage `refine-N` narrows the space around the top_k completed trials
-    of `source` (default: the latest stage), widened past flagged borders.
+    of `source` (default: the latest stage), widened past flagged borders. Its
+    seed is the `seed` override, else derived from the parent stage's seed
+    (`refine_seed`), so `coarse --seed 7` carries on into every refine.
     Returns (stage, the parent's border flags, resumed?).
     """
     stages = store.stages()
@@ -110,7 +112,10 @@ def plan_refine(store: Store, source: str | None, overrides: dict[str, Any]) -> 
     if source is None and latest.index > 0 and stage_progress(store, latest)[0] < stage_target(latest.settings, latest.space):
         return _resume(store, latest, overrides, "refine"), [], True
     parent = store.stage(source)
+    index = max(s.index for s in stages) + 1
     settings = check_stage(parent.spec.refine.with_overrides(**overrides), "refine", "command line")
+    if overrides.get("seed") is None:
+        settings = replace(settings, seed=refine_seed(parent, index))
     ranked = ranked_trials(store.trials(parent), parent.spec.direction.value)
     if not ranked:
         raise HpsearchError(
@@ -120,10 +125,15 @@ def plan_refine(store: Store, source: str | None, overrides: dict[str, Any]) -> 
     top = [t.params for t in ranked[: settings.top_k]]
     flags = check_borders(parent.space, [t.params for t in ranked], settings.top_k)
     space, changes = derive_space(parent.space, top, flags, parent.settings.strategy)
-    index = max(s.index for s in stages) + 1
     info = StageInfo(f"refine-{index}", index, parent.name, settings, space, parent.spec, tuple(changes))
     stored = create_stage(store, info)
     return (info, flags, False) if stored is info else (_resume(store, stored, overrides, "refine"), [], True)
+
+
+def refine_seed(parent: StageInfo, index: int) -> int:
+    """The seed of refine stage `index` when none is given: derived from its parent stage's seed (and the
+    study file's [refine] seed), deterministic, and distinct from the parent's and from its siblings'."""
+    return derive_seed("refine", parent.settings.seed, parent.spec.refine.seed, index)
 
 
 def create_stage(store: Store, info: StageInfo) -> StageInfo:

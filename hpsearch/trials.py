@@ -6,10 +6,13 @@ plots that read them agree. `ranked_trials` is THE ranking: completed trials
 with a finite value, best first by the study's direction, ties in the order
 given (stage order, then trial number). Everything that says "best"
 (refine, border flags, leaderboards, curves, the report, `studies`) uses it.
+`derive_seed` is THE way a seed is derived from others (trials, samplers,
+refine stages); `epochs_run` THE epochs a trial ran, as leaderboards show them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any, Sequence
 
@@ -23,9 +26,10 @@ from hpsearch.strategy import Strategy
 OWNER_ATTR = "owner"  # "host:pid#coordinator" of the process running it, to spot stale ones
 REASON_ATTR = "reason"  # why it was pruned or failed (also set by whoever fails a dead trial)
 # Everything else a finished trial leaves, in ONE attribute (one journal write per trial, not eight):
-RESULT_ATTR = "result"  # {"seed", "epochs", "curves", "metrics", "duration_s", "log", "log_tail"}
+RESULT_ATTR = "result"  # {"seed", "epochs", "epochs_run", "curves", "metrics", "duration_s", "log", "log_tail"}
 SEED_ATTR = "seed"  # the seed its workload was given
 EPOCHS_ATTR = "epochs"  # the epochs it was asked to train
+EPOCHS_RUN_ATTR = "epochs_run"  # the epochs it reported (counted by the coordinator, also for a killed worker)
 CURVES_ATTR = "curves"  # every reported metric, one value per epoch
 METRICS_ATTR = "metrics"  # the final metrics it returned
 DURATION_ATTR = "duration_s"  # its run time, measured where it trained
@@ -68,6 +72,36 @@ def trial_attr(trial: FrozenTrial, key: str, default: Any = None) -> Any:
     if isinstance(result, dict) and key in result:
         return result[key]
     return trial.user_attrs.get(key, default)
+
+
+def epochs_run(trial: FrozenTrial, setting: int) -> int:
+    """The epochs a trial ran: the epochs it reported (the coordinator's count, else its curves).
+
+    A trial that reported nothing ran none - unless it completed (or still runs): a workload that
+    never reports ran the epochs it was asked for (EPOCHS_ATTR, else `setting`, the stage's).
+    """
+    ran = trial_attr(trial, EPOCHS_RUN_ATTR)
+    if ran is None:
+        ran = max((len(v) for v in (trial_attr(trial, CURVES_ATTR) or {}).values()), default=0)
+    if ran or trial.state not in (TrialState.COMPLETE, TrialState.RUNNING):
+        return int(ran)
+    return int(trial_attr(trial, EPOCHS_ATTR, setting))
+
+
+SEED_BITS = 31  # seeds in [0, 2**31): numpy and torch take them, and so does anything wanting an int32
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A seed derived from `parts` (a name saying what it seeds, then seeds and numbers): deterministic
+    on every platform and Python, and unrelated for different parts - unlike `seed + n`, where seeds
+    1 and 2 share all but one of their trial seeds. THE one derivation (blake2b of the parts)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 2**SEED_BITS
+
+
+def trial_seed(stage_seed: int, stage_index: int, number: int) -> int:
+    """The seed of trial `number` of a stage (its index tells stages apart even when given one seed)."""
+    return derive_seed("trial", stage_seed, stage_index, number)
 
 
 def trial_params(trial: FrozenTrial) -> dict[str, Any]:

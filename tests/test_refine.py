@@ -162,3 +162,33 @@ def test_refine_domain_is_inferred_from_the_study_files_range_not_the_narrowed_o
     from hpsearch.space import Space
 
     assert Space.from_dict(Space((again,)).to_dict())["scale"] == again  # the origin is stored with the stage
+
+
+# ---------------------------------------------------------------- momentum through stored stages (issue 16)
+
+MOMENTUM_WORKLOAD = f"{__import__('pathlib').Path(__file__).parent / 'workloads' / 'issue16.py'}:momentum_high"
+
+
+@pytest.mark.parametrize(
+    "momentum",
+    ["[params.momentum]\nlow = 0.5\nhigh = 0.99\n", "[params.momentum]\nvalues = [0.5, 0.9, 0.95, 0.99]\n"],
+    ids=["range", "set"],
+)
+def test_refine_best_momentum_at_0_99_border_never_widens_past_1(study_file, momentum) -> None:
+    """No limits given: the domain [0, 1] is inferred from the study file's [0.5, 0.99], in every refine."""
+    from hpsearch.spec import load_spec
+    from hpsearch.stages import plan_refine, run_stage, start_coarse
+    from hpsearch.storage import Store
+
+    params = "[params.lr]\nlow = 1e-3\nhigh = 1.0\nlog = true\n\n" + momentum
+    spec = load_spec(study_file(workload=MOMENTUM_WORKLOAD, coarse="trials = 16\nepochs = 1", refine="trials = 8\nepochs = 1\ntop_k = 4", params=params))
+    store = Store(spec.name)
+    run_stage(store, start_coarse(store, spec, {}))
+    for stage in ("refine-1", "refine-2"):
+        refined, flags, _ = plan_refine(store, None, {})
+        assert refined.name == stage
+        if stage == "refine-1":
+            assert ("momentum", "high") in {(f.param, f.side) for f in flags}  # the best crowd 0.99
+        assert 0.99 <= _ends(refined.space["momentum"])[1] < 1.0, refined.space["momentum"]
+        run_stage(store, refined)
+        assert all(t.params["momentum"] < 1.0 for t in store.trials(refined))
