@@ -65,6 +65,7 @@ _EXPORTS = {
     "Workload": "hpsearch.workload",
     "CommandWorkload": "hpsearch.workloads.command",
     "emit": "hpsearch.workloads.command",
+    "ModelWorkload": "hpsearch.workloads.model",
     "report_population": "hpsearch.workloads.population",
     # instruments
     "run_sanity": "hpsearch.instruments.sanity",

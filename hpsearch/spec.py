@@ -8,9 +8,7 @@ format; `load_spec` is the only way in.
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import shutil
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
@@ -20,7 +18,7 @@ from typing import Any
 from hpsearch.errors import SpecError
 from hpsearch.space import Choice, Param, Range, Space
 from hpsearch.strategy import Strategy
-from hpsearch.workload import PYTHON_NAMES, TemplateError, Workload, check_command, parse_command, placeholders
+from hpsearch.workload import Workload, check_command, parse_command_value, parse_model
 
 
 class Direction(str, Enum):
@@ -40,6 +38,9 @@ class StageSpec:
     # Failed trials are replaced until `trials` finished; a run gives up after this many failures
     # (None: as many as `trials`), so a broken workload cannot burn the machine forever.
     max_failures: int | None = None
+    # Trial-epochs the stage may spend (a pruned or failed trial counts the epochs it ran); None: no
+    # limit but its trials. With a pruner, the only way to know a stage's cost beforehand.
+    budget: int | None = None
 
     def with_overrides(self, **overrides: Any) -> StageSpec:
         """This stage with CLI flags applied (None means 'not given')."""
@@ -55,7 +56,10 @@ class StageSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StageSpec:
-        return cls(**{**d, "strategy": Strategy(d["strategy"])})
+        return cls(**{**d, "strategy": Strategy(d["strategy"])})  # stored before `budget`: its default
+
+
+METRIC_EPOCHS = ("last", "best")  # a trial's value: its last epoch's metric, or its best epoch's
 
 
 # Refine trains longer around the best: the recipe's 10-20 epochs, fewer trials.
@@ -74,6 +78,8 @@ class StudySpec:
     path: str = "<memory>"  # the study file it came from, as given, for messages
     # The study file's folder, absolute: trials run there, and relative paths resolve from it. "" = none.
     folder: str = ""
+    budget: int | None = None  # trial-epochs of the whole `search` (recipe.py); None: coarse + two refines
+    metric_epoch: str = "last"  # "last": a trial's metric is its last epoch's; "best": its best epoch's
 
     def __post_init__(self) -> None:
         if isinstance(self.workload, str):  # library callers and old code pass "module:function"
@@ -94,6 +100,8 @@ class StudySpec:
             "refine": self.refine.to_dict(),
             "path": self.path,
             "folder": self.folder,
+            "budget": self.budget,
+            "metric_epoch": self.metric_epoch,
         }
         if with_space:
             d["space"] = self.space.to_dict()
@@ -112,12 +120,15 @@ class StudySpec:
             refine=StageSpec.from_dict(d["refine"]),
             path=d.get("path", "<storage>"),
             folder=d.get("folder", ""),
+            budget=d.get("budget"),
+            metric_epoch=d.get("metric_epoch", "last"),
         )
 
 
-TOP_KEYS = {"name", "workload", "metric", "direction", "coarse", "refine", "params", "description"}
-STAGE_KEYS = {"strategy", "trials", "epochs", "seed", "top_k", "max_failures"}
-WORKLOAD_KEYS = {"function", "command"}
+TOP_KEYS = {"name", "workload", "metric", "direction", "coarse", "refine", "params", "description", "budget", "metric_epoch"}
+STAGE_KEYS = {"strategy", "trials", "epochs", "seed", "top_k", "max_failures", "budget"}
+WORKLOAD_KEYS = {"function", "command", "model", "data", "loss", "batch_size", "optimizer", "precision"}
+MODEL_KEYS = {"data", "loss", "batch_size", "optimizer", "precision"}  # only with model = ...
 RANGE_KEYS = {"low", "high", "log", "type", "grid_points", "limits"}
 CHOICE_KEYS = {"values", "limits"}
 MAX_PARAMS = 1000  # each param is a storage write per trial: 1,000 cost a few seconds per trial on the journal
@@ -174,7 +185,13 @@ def parse_spec(data: dict[str, Any], path: str | Path = "<memory>") -> StudySpec
     space = Space(tuple(_param(pname, pdata, file) for pname, pdata in params.items()))
     folder = str(file.resolve().parent) if file.is_file() else ""
     workload = _workload(data.get("workload"), file, space, folder)
-    return StudySpec(name, workload, metric, direction, space, coarse, refine, str(path), folder)
+    budget = data.get("budget")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        raise SpecError(file, "budget", f"must be a positive whole number of trial-epochs, got {budget!r}")
+    metric_epoch = data.get("metric_epoch", "last")
+    if metric_epoch not in METRIC_EPOCHS:
+        raise SpecError(file, "metric_epoch", f'{metric_epoch!r}: use "last" (the last epoch\'s metric) or "best" (the best epoch\'s)')
+    return StudySpec(name, workload, metric, direction, space, coarse, refine, str(path), folder, budget, metric_epoch)
 
 
 def check_stage(stage: StageSpec, where: str, file: str | Path) -> StageSpec:
@@ -183,9 +200,10 @@ def check_stage(stage: StageSpec, where: str, file: str | Path) -> StageSpec:
         value = getattr(stage, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise SpecError(file, f"{where}.{key}", f"must be a positive integer, got {value!r}")
-    mf = stage.max_failures
-    if mf is not None and (isinstance(mf, bool) or not isinstance(mf, int) or mf < 1):
-        raise SpecError(file, f"{where}.max_failures", f"must be a positive integer, got {mf!r}")
+    for key in ("max_failures", "budget"):
+        value = getattr(stage, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise SpecError(file, f"{where}.{key}", f"must be a positive integer, got {value!r}")
     if isinstance(stage.seed, bool) or not isinstance(stage.seed, int):
         raise SpecError(file, f"{where}.seed", f"must be an integer, got {stage.seed!r}")
     return stage
@@ -303,49 +321,21 @@ def _workload(data: Any, file: Path, space: Space, folder: str) -> Workload:
     if not isinstance(data, dict):
         raise SpecError(file, "workload", f'must be "file.py:function" or a [workload] table, got {data!r}')
     _reject_unknown(data, WORKLOAD_KEYS, file, "workload")
-    kinds = [k for k in ("function", "command") if k in data]
+    kinds = [k for k in ("function", "command", "model") if k in data]
     if len(kinds) != 1:
-        raise SpecError(file, "workload", 'give exactly one of function = "train.py:train" or command = "python train.py ..."')
+        raise SpecError(
+            file, "workload", 'give exactly one of function = "train.py:train", command = "python train.py ..." '
+            'or model = "net.py:build" (with data = "net.py:data")',
+        )
+    if kinds != ["model"] and (extra := sorted(MODEL_KEYS & set(data))):
+        raise SpecError(file, f"workload.{extra[0]}", 'belongs to a model workload (model = "net.py:build"); remove it')
+    if kinds == ["model"]:
+        return Workload(model=parse_model(data, file, space.names, _resolve_function))
     if kinds == ["function"]:
         if not isinstance(data["function"], str):
             raise SpecError(file, "workload.function", f'must be "file.py:function", got {data["function"]!r}')
         return Workload(function=_resolve_function(data["function"], file, "workload.function"))
-    return Workload(command=_command(data["command"], file, space, folder))
-
-
-def _command(value: Any, file: Path, space: Space, folder: str) -> tuple[str, ...]:
-    key = "workload.command"
-    try:
-        if isinstance(value, str):
-            argv = parse_command(value)
-        elif isinstance(value, list) and value and all(isinstance(a, str) for a in value):
-            argv = tuple(value)
-        else:
-            raise TemplateError(f'must be a command line or a list of arguments, e.g. ["python", "train.py"], got {value!r}')
-        check_command(argv, space.names)
-    except TemplateError as e:
-        raise SpecError(file, key, str(e)) from None
-    _check_program(argv, Path(folder or "."), file, key)
-    return argv
-
-
-def _check_program(argv: tuple[str, ...], folder: Path, file: Path, key: str) -> None:
-    """The program (and a python script) must exist: a typo is an error now, not N failed trials."""
-    program = argv[0]
-    if placeholders([program]):
-        return
-    if program in PYTHON_NAMES:
-        script = argv[1] if len(argv) > 1 else ""
-        if script.endswith(".py") and not placeholders([script]) and not (folder / script).is_file():
-            raise SpecError(file, key, f"script {script} does not exist in {folder} (the command runs in the study file's folder)")
-    elif "/" in program:
-        path = folder / program
-        if not path.is_file():
-            raise SpecError(file, key, f"program {program} does not exist in {folder} (the command runs in the study file's folder)")
-        if not os.access(path, os.X_OK):
-            raise SpecError(file, key, f"program {program} is not executable; chmod +x it, or run it with its interpreter")
-    elif shutil.which(program) is None:
-        raise SpecError(file, key, f"program {program!r} is not on PATH; give its full path")
+    return Workload(command=parse_command_value(data["command"], file, space.names, folder))
 
 
 def _resolve_function(text: str, file: Path, key: str) -> str:

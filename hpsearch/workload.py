@@ -5,23 +5,34 @@
     function = "train.py:train"                       # hpsearch calls train(trial)
     [workload]
     command = "python train.py --lr {lr} --epochs {epochs} --seed {seed}"   # hpsearch runs it
+    [workload]
+    model = "net.py:build"                            # hpsearch owns the loop: build(params) -> nn.Module
+    data = "net.py:data"                              # data() -> (train, val[, test])
 
 A command is split into arguments once (POSIX shell rules; or given as a
 list), then each `{name}` in an argument is replaced by that value, so a
 value never splits or joins arguments and nothing passes through a shell.
 `{name}` is a param of the study, or one of the built-ins (BUILTINS), also
 spelled `{hpsearch.epochs}`: a param named like a built-in takes the short
-form. `{{` and `}}` are literal braces. Pure: nothing here starts a process
-(workloads/command.py does).
+form. `{{` and `}}` are literal braces. Nothing here starts a process or
+imports user code (workloads/command.py and workloads/model.py do); the
+parsers check what the study file names exists.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from hpsearch.errors import SpecError
+
+Resolver = Callable[[str, Path, str], str]
 
 # What a command may ask for besides the params: the trial's settings, as the script sees them.
 BUILTINS = ("epochs", "seed", "trial", "stage", "study", "device", "split")
@@ -34,24 +45,58 @@ class TemplateError(ValueError):
     """A command line that cannot be filled in: an unknown placeholder or a lone brace."""
 
 
+LOSSES = ("cross_entropy", "mse")  # a model workload's built-in losses (else "file.py:fn")
+OPTIMIZERS = {  # a model workload's optimisers and the params they read, with their defaults
+    "sgd": {"lr": None, "momentum": 0.0, "weight_decay": 0.0, "nesterov": False},
+    "adamw": {"lr": None, "weight_decay": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+}
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model workload: hpsearch builds the model, owns the optimiser and the loop (workloads/model.py).
+    `model`, `data` and a file `loss` are resolved "module:function" paths."""
+
+    model: str
+    data: str
+    loss: str = "cross_entropy"
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    precision: str = "fp32"
+
+    @property
+    def classification(self) -> bool:
+        return self.loss == "cross_entropy"
+
+    def optimizer_params(self) -> dict[str, Any]:
+        """The params the optimiser reads, with defaults (None: required); the rest go to build()."""
+        return OPTIMIZERS[self.optimizer]
+
+
 @dataclass(frozen=True)
 class Workload:
-    """One of the kinds: `function` ("package.module:function" or "/abs/file.py:function") or `command`
-    (the argument list, placeholders unfilled)."""
+    """One of the kinds: `function` ("package.module:function" or "/abs/file.py:function"), `command`
+    (the argument list, placeholders unfilled) or `model`."""
 
     function: str = ""
     command: tuple[str, ...] = ()
+    model: ModelSpec | None = None
 
     @property
     def kind(self) -> str:
-        return "command" if self.command else "function"
+        return "command" if self.command else "model" if self.model else "function"
 
     def __str__(self) -> str:
-        """How messages name it: the function path, or the command line as a shell would read it."""
+        """How messages name it: the function path, the command line as a shell would read it, the model."""
+        if self.model:
+            return f"model {self.model.model}"
         return shlex.join(self.command) if self.command else self.function
 
     def to_data(self) -> str | dict[str, Any]:
         """As stored with a stage (and sent to a worker): a function stays the plain string of old."""
+        if self.model:
+            return {"model": asdict(self.model)}
         return {"command": list(self.command)} if self.command else self.function
 
     @classmethod
@@ -60,6 +105,8 @@ class Workload:
             return cls(function=data)
         if "command" in data:
             return cls(command=tuple(data["command"]))
+        if "model" in data:
+            return cls(model=ModelSpec(**data["model"]))
         return cls(function=data["function"])
 
     def to_arg(self) -> str:
@@ -146,3 +193,72 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     return str(value)
+
+
+# ----------------------------------------------------------------------------- parsing the study file's table
+
+
+def parse_model(data: Mapping[str, Any], file: Path, names: Sequence[str], resolve: Resolver) -> ModelSpec:
+    """A model workload's table: build and data functions, loss, batch size, optimiser, precision.
+    `resolve(text, file, key)` checks a "file.py:fn" path and returns it resolved (spec.py's)."""
+    for key in ("model", "data"):
+        if not isinstance(data.get(key), str):
+            example = "net.py:build" if key == "model" else "net.py:data"
+            raise SpecError(file, f"workload.{key}", f'missing or not a string; add {key} = "{example}"')
+    model = resolve(data["model"], file, "workload.model")
+    source = resolve(data["data"], file, "workload.data")
+    loss = data.get("loss", "cross_entropy")
+    if not isinstance(loss, str):
+        raise SpecError(file, "workload.loss", f'must be one of {", ".join(LOSSES)} or "file.py:fn", got {loss!r}')
+    if loss not in LOSSES:
+        if ":" not in loss:
+            raise SpecError(file, "workload.loss", f'{loss!r} is not a loss; use one of {", ".join(LOSSES)} or "file.py:fn"')
+        loss = resolve(loss, file, "workload.loss")
+    batch_size = data.get("batch_size", 64)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise SpecError(file, "workload.batch_size", f"must be a positive integer (or search a param named batch_size), got {batch_size!r}")
+    optimizer = data.get("optimizer", "sgd")
+    if optimizer not in OPTIMIZERS:
+        raise SpecError(file, "workload.optimizer", f"{optimizer!r} is not an optimiser; use one of {', '.join(OPTIMIZERS)}")
+    precision = data.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise SpecError(file, "workload.precision", f"{precision!r} is not a precision; use one of {', '.join(PRECISIONS)}")
+    if "lr" not in names:
+        raise SpecError(file, "params", f"a model workload's {optimizer} optimiser needs a param named lr; add [params.lr]")
+    return ModelSpec(model, source, loss, batch_size, optimizer, precision)
+
+
+def parse_command_value(value: Any, file: Path, names: Sequence[str], folder: str) -> tuple[str, ...]:
+    """The study file's `command` (a string or a list), checked: placeholders, program, script."""
+    key = "workload.command"
+    try:
+        if isinstance(value, str):
+            argv = parse_command(value)
+        elif isinstance(value, list) and value and all(isinstance(a, str) for a in value):
+            argv = tuple(value)
+        else:
+            raise TemplateError(f'must be a command line or a list of arguments, e.g. ["python", "train.py"], got {value!r}')
+        check_command(argv, names)
+    except TemplateError as e:
+        raise SpecError(file, key, str(e)) from None
+    _check_program(argv, Path(folder or "."), file, key)
+    return argv
+
+
+def _check_program(argv: tuple[str, ...], folder: Path, file: Path, key: str) -> None:
+    """The program (and a python script) must exist: a typo is an error now, not N failed trials."""
+    program = argv[0]
+    if placeholders([program]):
+        return
+    if program in PYTHON_NAMES:
+        script = argv[1] if len(argv) > 1 else ""
+        if script.endswith(".py") and not placeholders([script]) and not (folder / script).is_file():
+            raise SpecError(file, key, f"script {script} does not exist in {folder} (the command runs in the study file's folder)")
+    elif "/" in program:
+        path = folder / program
+        if not path.is_file():
+            raise SpecError(file, key, f"program {program} does not exist in {folder} (the command runs in the study file's folder)")
+        if not os.access(path, os.X_OK):
+            raise SpecError(file, key, f"program {program} is not executable; chmod +x it, or run it with its interpreter")
+    elif shutil.which(program) is None:
+        raise SpecError(file, key, f"program {program!r} is not on PATH; give its full path")

@@ -210,3 +210,55 @@ def test_spec_workload_command_not_executable(tmp_path):
         load_spec(_command_study(tmp_path, 'command = "./run.sh {lr}"'))
     (tmp_path / "run.sh").chmod(0o755)
     assert load_spec(_command_study(tmp_path, 'command = "./run.sh {lr}"')).workload.command[0] == "./run.sh"
+
+
+# ----------------------------------------------------------------------------- [workload] model = ...
+
+MODELS = Path(__file__).parent / "workloads" / "models.py"
+
+
+def _model_study(tmp_path: Path, extra: str = "", params: str = LR) -> Path:
+    path = tmp_path / "m.toml"
+    path.write_text(
+        f'name = "m"\nmetric = "val_accuracy"\n\n[workload]\nmodel = "{MODELS}:mlp"\ndata = "{MODELS}:data"\n{extra}\n\n{params}'
+    )
+    return path
+
+
+def test_spec_workload_model_table_with_defaults_and_storage(tmp_path):
+    from hpsearch.spec import StudySpec
+
+    spec = load_spec(_model_study(tmp_path, 'optimizer = "adamw"\nbatch_size = 16\nloss = "mse"\nprecision = "bf16"'))
+    model = spec.workload.model
+    assert spec.workload.kind == "model" and model.model.endswith("models.py:mlp") and model.data.endswith("models.py:data")
+    assert (model.optimizer, model.batch_size, model.loss, model.precision) == ("adamw", 16, "mse", "bf16")
+    assert StudySpec.from_dict(spec.to_dict()) == spec
+    plain = load_spec(_model_study(tmp_path)).workload.model
+    assert (plain.optimizer, plain.batch_size, plain.loss, plain.precision) == ("sgd", 64, "cross_entropy", "fp32")
+
+
+@pytest.mark.parametrize(
+    ("extra", "params", "key", "fragment"),
+    [
+        ('optimizer = "adam"', LR, "workload.optimizer", "use one of sgd, adamw"),
+        ('loss = "hinge"', LR, "workload.loss", "not a loss"),
+        ('loss = "nofile.py:fn"', LR, "workload.loss", "does not exist"),
+        ("batch_size = 0", LR, "workload.batch_size", "positive integer"),
+        ('precision = "fp8"', LR, "workload.precision", "fp32, bf16"),
+        ("", '[params.momentum]\nvalues = [0.9]\n', "params", "needs a param named lr"),
+    ],
+)
+def test_spec_workload_model_errors(tmp_path, extra, params, key, fragment):
+    with pytest.raises(SpecError) as e:
+        load_spec(_model_study(tmp_path, extra, params))
+    assert e.value.key == key and fragment in str(e.value)
+
+
+def test_spec_workload_model_keys_belong_to_a_model(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\nmetric = "m"\n[workload]\nfunction = "hpsearch.workloads.digits:mlp"\nbatch_size = 3\n' + LR)
+    with pytest.raises(SpecError, match="workload.batch_size: belongs to a model workload"):
+        load_spec(path)
+    path.write_text(f'name = "s"\nmetric = "m"\n[workload]\nmodel = "{MODELS}:nothing"\ndata = "{MODELS}:data"\n' + LR)
+    with pytest.raises(SpecError, match="workload.model: .*defines no function 'nothing'"):
+        load_spec(path)

@@ -70,6 +70,10 @@ def load_workload(workload: Workload | str) -> Callable[..., Any]:
         from hpsearch.workloads.command import CommandWorkload
 
         return CommandWorkload(workload.command)
+    if workload.model is not None:
+        from hpsearch.workloads.model import ModelWorkload
+
+        return ModelWorkload(workload.model, load_workload)
     path = workload.function
     module_name, _, function = path.rpartition(":")
     try:

@@ -37,6 +37,7 @@ PopulationFn = Callable[[list[Any]], list[Any]]
 MIN_GAIN = 1.15  # a doubling of K must raise trials/second by 15% to be worth its memory and latency
 MAX_K = 256  # probes stop here even if throughput still grows: results come back K at a time
 PROBE_EPOCHS = 1  # the timed probe runs: one epoch is enough to reach steady state on small models
+PROBE_REPEATS = 2  # each K is timed this often and the fastest run counts: one run of a small model is noisy
 
 
 def population_entry(fn: Callable[..., Any]) -> PopulationFn | None:
@@ -132,8 +133,9 @@ def run_population(pop_fn: PopulationFn, contexts: Sequence[TrialContext], metri
     Each member ends 'complete' (its metrics), 'pruned' (its report raised
     TrialStopped, or the trainer stopped it, or its metric is not finite:
     reason 'diverged') or 'fail' (the trainer crashed or returned a wrong
-    result; members already stopped stay pruned). Every member's duration_s
-    is the population's wall time: they trained at the same time.
+    result; members already stopped stay pruned). Each member's duration_s
+    is its share of the population's wall time, split evenly (the wall time
+    / K): the members' durations add up to the time the population took.
     Raises ValueError when the trials cannot share a loop (check_population).
     KeyboardInterrupt propagates (the caller records the trials).
     """
@@ -150,7 +152,7 @@ def run_population(pop_fn: PopulationFn, contexts: Sequence[TrialContext], metri
     if results is not None and (not isinstance(results, (list, tuple)) or len(results) != len(members)):
         got = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
         results, crash = None, f"population trainer returned {got} results for {len(members)} trials"
-    duration = time.perf_counter() - start
+    duration = (time.perf_counter() - start) / len(members)
     outcomes = []
     for k, (member, ctx) in enumerate(zip(members, contexts)):
         outcomes.append(_member_outcome(member, ctx, None if results is None else results[k], crash, metric, duration))
@@ -245,13 +247,17 @@ def choose_population_size(
     `min_gain` per doubling (see choose_k). On a CUDA device a K whose
     predicted peak memory (twice the previous K's measured peak) exceeds
     `memory_fraction` of the free memory is not tried; on CPU the cap is
-    max_k and a probe that runs out of memory. Cost: about as much as
-    training 2 * K_chosen trials for `epochs` epochs.
+    max_k and a probe that runs out of memory. Each K is timed PROBE_REPEATS
+    times (the fastest counts). Cost: about as much as training
+    2 * PROBE_REPEATS * K_chosen trials for `epochs` epochs.
     """
     peaks: dict[int, int] = {}
     cuda = str(device).startswith("cuda")
 
     def time_k(k: int) -> float:
+        return min(time_once(k) for _ in range(PROBE_REPEATS))  # the least disturbed of the runs
+
+    def time_once(k: int) -> float:
         contexts = probe_contexts(params, k, epochs, device)
         if cuda:
             import torch
