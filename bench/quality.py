@@ -20,6 +20,7 @@ the worker pool uses with --population K), except TPE, which needs each result b
 Then the synthetic Bergstra & Bengio (2012) experiment, torch-free.
 
     .venv/bin/python bench/quality.py [--seeds 5]
+    .venv/bin/python bench/quality.py --workload synthetic --seeds 20 --budget 400   # bench/quality_synthetic.py
 """
 
 from __future__ import annotations
@@ -115,7 +116,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workload", choices=("digits", "synthetic"), default="digits")
+    parser.add_argument("--budget", type=int, default=400, help="trial-epochs per search (synthetic)")
     args = parser.parse_args()
+    if args.workload == "synthetic":  # issue 16: hpsearch search against five other methods, 20 seeds
+        import quality_synthetic
+
+        quality_synthetic.main(args.seeds, args.budget)
+        return
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     methods = {

@@ -20,7 +20,6 @@ import logging
 import math
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -34,7 +33,8 @@ from hpsearch.divergence import DivergenceCheck
 from hpsearch.errors import SpecError
 from hpsearch.pruner import is_last_report, make_pruner, prune_reason
 from hpsearch.liveness import LIVE_COORDINATORS, Heartbeat, fail_dead_trials, owner_tag
-from hpsearch.storage import StageInfo, Store
+from hpsearch.stage_result import StageResult
+from hpsearch.storage import StageInfo, Store, storage_counts
 from hpsearch.strategy import Strategy, make_sampler
 from hpsearch.trials import (
     CURVES_ATTR,
@@ -54,7 +54,9 @@ from hpsearch.trials import (
     SEED_ATTR,
     counts,
     derive_seed,
+    metric_value,
     ranked_trials,
+    spent_epochs,
     stage_target,
     trial_params,
     trial_seed,
@@ -99,29 +101,6 @@ class TrialEvent:
 Listener = Callable[[TrialEvent], None]
 
 
-@dataclass
-class StageResult:
-    stage: StageInfo
-    trials: list[FrozenTrial]
-    ran: int  # trials this invocation ran
-    flags: list[BorderFlag]
-    failures: list[str]  # "trial N: reason" of the trials that failed in this invocation
-    finished: int = 0  # trials that count toward the target (complete, pruned; on a grid, tried points)
-    target: int = 0
-    reasons: list[str] = field(default_factory=list)  # the reasons alone, one per failure
-
-    @property
-    def shortfall(self) -> str | None:
-        """Why the stage ended before its target, or None when it reached it."""
-        if self.finished >= self.target:
-            return None
-        counted = Counter(self.reasons)
-        why = ", ".join(f"{reason} ×{n}" for reason, n in counted.most_common(3))
-        more = f", {len(counted) - 3} other reasons" if len(counted) > 3 else ""
-        failed = f", {len(self.reasons)} failed ({why}{more})" if self.reasons else ""
-        return f"stage {self.stage.name} stopped short: {self.finished} of {self.target} trials completed{failed}"
-
-
 def stage_flags(info: StageInfo, ranked: list[FrozenTrial]) -> list[BorderFlag]:
     """A stage's border flags: its own space and top_k, over its completed trials ranked best first."""
     return check_borders(info.space, [t.params for t in ranked], info.settings.top_k)
@@ -134,19 +113,23 @@ class Coordinator:
     later (other coordinators still run trials that may fail and need
     replacing) or to stop. Call `close` at the end: it stops the heartbeat.
     `salt` (an int) varies the sampler's seed between coordinators joining
-    the same stage, so two machines starting together draw different points.
+    the same stage, so two machines starting together draw different points. No trial starts past
+    `deadline` (time.monotonic) or one that could take the stage past its budget of trial-epochs.
     """
 
     def __init__(
-        self, store: Store, info: StageInfo, listener: Listener | None = None, pruner: str = "none", salt: int = 0
+        self, store: Store, info: StageInfo, listener: Listener | None = None, pruner: str = "none", salt: int = 0,
+        deadline: float | None = None,
     ) -> None:
-        self.store, self.info, self.listener, self.pruner = store, info, listener, pruner
+        self.store, self.info, self.listener, self.pruner, self.deadline = store, info, listener, pruner, deadline
         self.metric = info.spec.metric
         self.direction = info.spec.direction.value
         self.target = stage_target(info.settings, info.space)
         self.max_failures = info.settings.max_failures or self.target
         self.grid = info.settings.strategy == Strategy.grid
         existing = store.trials(info)
+        self.spent = spent_epochs([t for t in existing if t.state != TrialState.RUNNING], info.settings.epochs)
+        self.ended_by: str | None = None
         # Seeded by the history too, so a resumed stage draws new points, not the first ones again.
         seed = derive_seed("sampler", info.settings.seed, info.index, len(existing), salt)
         self.study = store.study(
@@ -178,7 +161,7 @@ class Coordinator:
         self._calls += 1
         # Queued trials: read by _refresh (journal), None (a database: pop_waiting reads), or [] (not due).
         waiting = self._refresh() if self._refresh_due() else []
-        if self.done + self.running_total >= self.target:
+        if self.done + self.running_total >= self.target or self._ended():
             return None
         trial = None if waiting == [] else compat.pop_waiting(self.study, waiting)
         if trial is None:
@@ -216,7 +199,7 @@ class Coordinator:
         counts of the last `next_job` call.
         """
         others = self.running_total - len(self.running)
-        waiting = not self._failing() and self.done < self.target and others > 0
+        waiting = not self._failing() and not self.ended_by and self.done < self.target and others > 0
         if waiting and not self._said_waiting:
             self._said_waiting = True
             elsewhere = [
@@ -254,6 +237,7 @@ class Coordinator:
         self.running.pop(job.number, None)
         self.running_total = max(self.running_total - 1, 0)
         self.ran += 1
+        self.spent += job.reports or (job.epochs if outcome.state == "complete" else 0)  # as trials.epochs_run
         try:
             self._record(job, outcome)
         except UpdateFinishedTrialError:
@@ -280,7 +264,7 @@ class Coordinator:
         trials = self.study.get_trials(deepcopy=False)
         flags = stage_flags(self.info, ranked_trials(trials, self.direction))
         self._refresh()
-        return StageResult(self.info, trials, self.ran, flags, self.failures, self.done, self.target, self.reasons)
+        return StageResult(self.info, trials, self.ran, flags, self.failures, self.done, self.target, self.reasons, self.ended_by)
 
     def best(self) -> FrozenTrial | None:
         """The stage's best completed trial: kept up to date from this coordinator's outcomes, and read
@@ -315,7 +299,8 @@ class Coordinator:
                 "set metric to one of those, or return it from the workload",
             )
         if outcome.state == "complete":
-            self._offer_best(self.study.tell(trial, outcome.metrics[self.metric]))
+            value = metric_value(outcome.metrics, outcome.curves, self.metric, self.direction, self.info.spec.metric_epoch)
+            self._offer_best(self.study.tell(trial, value))
             self.done += 1
             self.completed_now += 1
             self.fail_streak = 0
@@ -338,6 +323,16 @@ class Coordinator:
     def _failing(self) -> bool:
         """The broken-workload rule (FAIL_FAST failures in a row, none completed) or the failure cap."""
         return self.fail_streak >= FAIL_FAST and self.completed_now == 0 or len(self.failures) >= self.max_failures
+
+    def _ended(self) -> bool:
+        """The deadline passed, or one more trial could take the stage past its budget (running ones
+        counted at full length): start no more (those running finish; the stage stays resumable)."""
+        budget, epochs = self.info.settings.budget, self.info.settings.epochs
+        if budget is not None and self.spent + (self.running_total + 1) * epochs > budget:
+            self.ended_by = "budget"
+        elif self.deadline is not None and time.monotonic() >= self.deadline:
+            self.ended_by = "timeout"
+        return self.ended_by is not None
 
     def _check_heartbeat(self) -> None:
         if self.heartbeat is not None:
@@ -375,6 +370,7 @@ class Coordinator:
             trials = self.study.get_trials(deepcopy=False)
         finished, failed = counts(trials, self.info.settings.strategy)
         self.done, self.failed_total = finished, failed
+        self.spent = spent_epochs([t for t in trials if t.state != TrialState.RUNNING], self.info.settings.epochs)
         self.running_total = sum(t.state == TrialState.RUNNING for t in trials)
         return [t for t in trials if t.state == TrialState.WAITING]
 
@@ -389,12 +385,3 @@ class Coordinator:
             counts_now = dict(done=self.done, target=self.target, failed=self.failed_total, running=len(self.running))
             self.listener(TrialEvent(kind, job, best=best, **counts_now, **data))
 
-
-def storage_counts(study: optuna.Study, store: Store, grid: bool) -> tuple[int, int, int]:
-    """(finished trials that count toward the target, failed, running) of a stage, from the storage."""
-    by_state = compat.state_counts(study, store.storage)
-    finished = by_state.get(TrialState.COMPLETE, 0) + by_state.get(TrialState.PRUNED, 0)
-    failed = by_state.get(TrialState.FAIL, 0)
-    if grid and failed:
-        finished += counts(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)), Strategy.grid)[0]
-    return finished, failed, by_state.get(TrialState.RUNNING, 0)

@@ -75,6 +75,7 @@ def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], 
             if m != metric and name not in extra:
                 extra.append(name)
     col = own_columns([metric, *param_names, *extra])
+    repeats = _repeats(stages, trials, spec.direction.value)
     rows = []
     for rank, t in display_order(every, spec.direction.value):
         info = stage_of[id(t)]
@@ -95,11 +96,13 @@ def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], 
         row[col["epochs"]] = epochs_run(t, info.settings.epochs)
         row[col["duration_s"]] = round(duration, 3) if duration is not None else None
         row[col["border"]] = ", ".join(row_flags(info.space, t.params))
+        if repeats:
+            row.update(dict(zip(REPEAT_COLUMNS, repeats.get(id(t), (None, None, None)))))
         row.update({_metric_column(m, param_names): v for m, v in metrics.items() if m != metric})
         row.update({col[k]: v for k, v in _diagnostics(trial_attr(t, CURVES_ATTR) or {}).items()})
         rows.append(row)
     head = [col[c] for c in ("rank", "trial", "stage", "state", "reason")]
-    columns = [*head, metric, *param_names, col["epochs"], col["duration_s"], col["border"], *extra]
+    columns = [*head, metric, *param_names, col["epochs"], col["duration_s"], col["border"], *(REPEAT_COLUMNS if repeats else ()), *extra]
     columns += [col[c] for c in DIAGNOSTIC_COLUMNS]
     df = pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
     df[col["rank"]] = df[col["rank"]].astype("Int64")
@@ -108,6 +111,20 @@ def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], 
             df[name] = df[name].astype("Int64")  # ints stay ints, also beside the empty cells of failed trials
     df.attrs["columns"] = col
     return df.head(top) if top else df
+
+
+REPEAT_COLUMNS = ("runs", "mean", "spread")  # of the trial's configuration, where a stage re-ran some (configs.py)
+
+
+def _repeats(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], direction: str) -> dict[int, tuple]:
+    """id(trial) -> (runs, mean, spread) of its configuration in its stage; empty when no stage has repeats."""
+    from hpsearch.configs import group_configs
+
+    found = {}
+    for stage_trials in trials:
+        for c in group_configs(stage_trials):
+            found.update({id(t): (c.n, c.mean, c.spread) for t in c.trials})
+    return found if any(runs > 1 for runs, _, _ in found.values()) else {}
 
 
 def _metric_column(name: str, param_names: Sequence[str]) -> str:

@@ -15,11 +15,12 @@ from __future__ import annotations
 import random
 import zlib
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from optuna.trial import TrialState
 
 from hpsearch.border import BorderFlag, check_borders
+from hpsearch.configs import ranked_configs
 from hpsearch.coordinator import Coordinator, Listener, StageResult
 from hpsearch.errors import HpsearchError, SpecError, StageExists, StageFailed
 from hpsearch.refine import derive_space
@@ -27,7 +28,17 @@ from hpsearch.spec import StudySpec, check_stage
 from hpsearch.liveness import owner_tag
 from hpsearch.storage import TRANSIENT_ERRORS, StageInfo, Store
 from hpsearch.strategy import Strategy
-from hpsearch.trials import REASON_ATTR, RETRYABLE, counts, derive_seed, point_key, ranked_trials, stage_target, trial_params
+from hpsearch.trials import (
+    CARRIED_ATTR,
+    REASON_ATTR,
+    RETRYABLE,
+    counts,
+    derive_seed,
+    point_key,
+    spent_epochs,
+    stage_target,
+    trial_params,
+)
 
 
 def start_coarse(
@@ -40,6 +51,7 @@ def start_coarse(
     (a first mistake must not lock the study; `notify` hears one line about
     it); after that the study file may not change under it (StageExists).
     """
+    overrides = budget_trials(overrides)
     settings = check_stage(spec.coarse.with_overrides(**overrides), "coarse", spec.path)
     stages = store.stages()
     existing = [s for s in stages if s.name == "coarse"]
@@ -76,7 +88,7 @@ def _resume(store: Store, stored: StageInfo, overrides: dict[str, Any], file: st
     """A stage that already exists: a new `trials` may raise its target, other settings must agree."""
     given = {k: v for k, v in overrides.items() if v is not None}
     for key, value in given.items():
-        if key in ("trials", "top_k", "max_failures"):
+        if key in ("trials", "top_k", "max_failures", "budget"):
             continue
         old = getattr(stored.settings, key)
         old = old.value if isinstance(old, Strategy) else old
@@ -88,7 +100,7 @@ def _resume(store: Store, stored: StageInfo, overrides: dict[str, Any], file: st
                 "or start a new study to change it",
             )
     settings = stored.settings.with_overrides(
-        trials=given.get("trials"), top_k=given.get("top_k"), max_failures=given.get("max_failures")
+        trials=given.get("trials"), top_k=given.get("top_k"), max_failures=given.get("max_failures"), budget=given.get("budget")
     )
     if settings != stored.settings:
         stored = replace(stored, settings=settings)
@@ -98,35 +110,56 @@ def _resume(store: Store, stored: StageInfo, overrides: dict[str, Any], file: st
     return stored
 
 
-def plan_refine(store: Store, source: str | None, overrides: dict[str, Any]) -> tuple[StageInfo, list[BorderFlag], bool]:
+def budget_trials(overrides: dict[str, Any]) -> dict[str, Any]:
+    """A `budget` given without `trials` lifts the trials to the budget (each counted trial runs at
+    least one epoch), so that the budget, not the trial count, ends the stage (one with a pruner)."""
+    if overrides.get("budget") is not None and overrides.get("trials") is None:
+        return {**overrides, "trials": overrides["budget"]}
+    return overrides
+
+
+def plan_refine(
+    store: Store,
+    source: str | None,
+    overrides: dict[str, Any],
+    top: Sequence[dict[str, Any]] | None = None,
+    carry: Sequence[dict[str, Any]] = (),
+) -> tuple[StageInfo, list[BorderFlag], bool]:
     """The refine stage to run: an unfinished latest refine stage (resumed), or a new one.
 
-    A new stage `refine-N` narrows the space around the top_k completed trials
-    of `source` (default: the latest stage), widened past flagged borders. Its
+    A new stage `refine-N` narrows the space around `top` (default: the params
+    of the top_k configurations of `source`, the latest stage by default, in
+    configs.ranked_configs' noise-aware order), widened past flagged borders
+    (checked on the configurations' means), and enqueues `carry` (params) as
+    its first trials: the parent's best, re-run at the new length. Its
     seed is the `seed` override, else derived from the parent stage's seed
     (`refine_seed`), so `coarse --seed 7` carries on into every refine.
     Returns (stage, the parent's border flags, resumed?).
     """
+    overrides = budget_trials(overrides)
     stages = store.stages()
     latest = store.stage(None)
-    if source is None and latest.index > 0 and stage_progress(store, latest)[0] < stage_target(latest.settings, latest.space):
+    if source is None and latest.index > 0 and not stage_complete(store, latest):
         return _resume(store, latest, overrides, "refine"), [], True
     parent = store.stage(source)
     index = max(s.index for s in stages) + 1
     settings = check_stage(parent.spec.refine.with_overrides(**overrides), "refine", "command line")
     if overrides.get("seed") is None:
         settings = replace(settings, seed=refine_seed(parent, index))
-    ranked = ranked_trials(store.trials(parent), parent.spec.direction.value)
+    ranked = [c.params for c in ranked_configs(store.trials(parent), parent.spec.direction.value)]
     if not ranked:
         raise HpsearchError(
             f"stage {parent.name} of {store.name!r} has no completed trials to refine from; "
             f"run or continue it first (its trials failed or it was interrupted)"
         )
-    top = [t.params for t in ranked[: settings.top_k]]
-    flags = check_borders(parent.space, [t.params for t in ranked], settings.top_k)
+    top = list(top) if top is not None else ranked[: settings.top_k]
+    flags = check_borders(parent.space, ranked, settings.top_k)
     space, changes = derive_space(parent.space, top, flags, parent.settings.strategy)
     info = StageInfo(f"refine-{index}", index, parent.name, settings, space, parent.spec, tuple(changes))
     stored = create_stage(store, info)
+    if stored is info:
+        for params in carry[: settings.trials]:
+            store.study(info).enqueue_trial({k: v for k, v in params.items() if k in space.names}, user_attrs={CARRIED_ATTR: True})
     return (info, flags, False) if stored is info else (_resume(store, stored, overrides, "refine"), [], True)
 
 
@@ -169,6 +202,15 @@ def enqueue_grid(store: Store, info: StageInfo) -> int:
     return min(room, len(missing))
 
 
+def stage_complete(store: Store, info: StageInfo) -> bool:
+    """Whether a stage is done: it has its trials, or its budget has no room for one more trial."""
+    trials = store.trials(info)
+    if counts(trials, info.settings.strategy)[0] >= stage_target(info.settings, info.space):
+        return True
+    budget = info.settings.budget
+    return budget is not None and spent_epochs(trials, info.settings.epochs) + info.settings.epochs > budget
+
+
 def stage_progress(store: Store, info: StageInfo) -> tuple[int, int]:
     """(finished trials that count toward the target, failed trials) of a stored stage."""
     return counts(store.trials(info), info.settings.strategy)
@@ -181,12 +223,14 @@ def run_stage(
     listener: Listener | None = None,
     pruner: str = "none",
     salt: int = 0,
+    deadline: float | None = None,
 ) -> StageResult:
     """Run a stage until it has its number of finished trials; returns every trial and the border flags.
 
     `executor` runs the trials (dispatch.PoolExecutor, or by default
     dispatch.InlineExecutor: one after another in this process); `pruner` is
-    one of pruner.PRUNERS; `salt` varies the sampler seed (see Coordinator). Other
+    one of pruner.PRUNERS; `salt` varies the sampler seed (see Coordinator); no
+    trial starts after `deadline` (time.monotonic()) or past the stage's budget. Other
     coordinators may run the same stage at the same time (see join_stage).
     Raises StageFailed when trials ran and every one of them failed.
     KeyboardInterrupt propagates after running trials are recorded as
@@ -196,7 +240,7 @@ def run_stage(
         from hpsearch.dispatch.inline import InlineExecutor
 
         executor = InlineExecutor()
-    run = Coordinator(store, info, listener, pruner, salt)
+    run = Coordinator(store, info, listener, pruner, salt, deadline)
     try:
         executor.run(run)
     except BaseException:
@@ -219,6 +263,7 @@ def join_stage(
     executor: Any = None,
     listener: Listener | None = None,
     pruner: str = "none",
+    deadline: float | None = None,
 ) -> StageResult:
     """Run trials of an existing stage (None: the latest) until it has its number of finished trials.
 
@@ -231,4 +276,4 @@ def join_stage(
     """
     info = store.stage(stage)
     # Seed differs per joining process, so machines that join together do not draw the same points.
-    return run_stage(store, info, executor, listener, pruner, salt=zlib.crc32(owner_tag().encode()) % 1_000_000_007)
+    return run_stage(store, info, executor, listener, pruner, zlib.crc32(owner_tag().encode()) % 1_000_000_007, deadline)

@@ -44,10 +44,13 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch import optuna_compat as compat
 from hpsearch.errors import StageNotFound, StorageError, StudyNotFound
 from hpsearch.journal import RepairingJournalBackend
 from hpsearch.space import Space
 from hpsearch.spec import StageSpec, StudySpec
+from hpsearch.strategy import Strategy
+from hpsearch.trials import counts
 
 JOURNAL_FILE = "optuna.journal"
 LOGS_DIR = "logs"  # <results>/<study>/logs/<stage>/trial-<n>.log: each trial's stdout and stderr
@@ -381,3 +384,13 @@ def study_names(directory: str | Path | None = None, url: str | None = None) -> 
         return list_study_names(directory)
     storage, _ = open_storage("", directory, url)
     return sorted({s.study_name.rsplit(".", 1)[0] for s in storage.get_all_studies() if ATTR in s.user_attrs})
+
+
+def storage_counts(study: optuna.Study, store: Store, grid: bool) -> tuple[int, int, int]:
+    """(finished trials that count toward the target, failed, running) of a stage, from the storage."""
+    by_state = compat.state_counts(study, store.storage)
+    finished = by_state.get(TrialState.COMPLETE, 0) + by_state.get(TrialState.PRUNED, 0)
+    failed = by_state.get(TrialState.FAIL, 0)
+    if grid and failed:
+        finished += counts(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)), Strategy.grid)[0]
+    return finished, failed, by_state.get(TrialState.RUNNING, 0)

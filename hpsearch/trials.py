@@ -35,6 +35,8 @@ METRICS_ATTR = "metrics"  # the final metrics it returned
 DURATION_ATTR = "duration_s"  # its run time, measured where it trained
 LOG_ATTR = "log"  # "host:path" of the trial's captured stdout/stderr
 LOG_TAIL_ATTR = "log_tail"  # the last lines of that log
+CARRIED_ATTR = "carried"  # a configuration carried into a refine stage from its parent (recipe.py)
+REPEAT_ATTR = "repeat_of"  # a configuration run again with another seed, to measure the noise (recipe.py)
 RETRY_OF_ATTR = "retry_of"  # a re-queued grid point: the number of the trial it replaces
 FIXED_PARAMS = "fixed_params"  # Optuna's system attribute holding an enqueued trial's params
 
@@ -132,3 +134,25 @@ def counts(trials: Sequence[FrozenTrial], strategy: Strategy) -> tuple[int, int]
     if strategy == Strategy.grid:
         finished += sum(t.user_attrs.get(REASON_ATTR) not in RETRYABLE for t in failed)
     return finished, len(failed)
+
+
+def spent_epochs(trials: Sequence[FrozenTrial], setting: int) -> int:
+    """Trial-epochs a stage has spent: the epochs every finished trial ran (completed, pruned and
+    failed alike: a pruned or failed trial counts the epochs it ran), plus `setting` for each
+    running one (committed: it may still run them all). Queued (WAITING) trials cost nothing yet."""
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return sum(epochs_run(t, setting) for t in trials if t.state in done) + setting * sum(
+        t.state == TrialState.RUNNING for t in trials
+    )
+
+
+def metric_value(metrics: dict[str, float], curves: dict[str, list[float]], metric: str, direction: str, epoch: str) -> float:
+    """A trial's value: its returned `metric` (epoch "last"), or its best reported epoch's ("best",
+    in the study's direction; the returned value when it reported none, and the returned value counts too)."""
+    value = metrics[metric]
+    if epoch != "best":
+        return value
+    seen = [v for v in (curves.get(metric) or []) if math.isfinite(v)] + ([value] if math.isfinite(value) else [])
+    if not seen:
+        return value
+    return max(seen) if direction == "maximize" else min(seen)

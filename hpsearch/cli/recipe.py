@@ -1,0 +1,171 @@
+"""The whole recipe as two commands: search (coarse, then refine while the best moves) and final (test once)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Any, Optional
+
+import typer
+
+from hpsearch.cli.options import DirOpt, NameArg, RunOptions, SpecArg, StageOverrides, StorageOpt, grouped
+
+BudgetOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--budget",
+        min=1,
+        metavar="EPOCHS",
+        help="Trial-epochs the whole search may spend (a pruned or failed trial counts the epochs it ran) "
+        "[default: the study file's budget, else coarse plus two refine stages].",
+    ),
+]
+TimeoutOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--timeout",
+        metavar="DURATION",
+        help="Start no trial after this wall-clock time (90s, 30m, 2h, 1h30m); running trials finish, and the "
+        "same command continues the stage it ended.",
+    ),
+]
+
+
+@grouped
+def search(
+    spec_file: SpecArg,
+    overrides: StageOverrides,
+    run: RunOptions,
+    budget: BudgetOpt = None,
+    timeout: TimeoutOpt = None,
+    directory: DirOpt = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Run the whole recipe: coarse, then refine stages while the best improves by more than the noise.
+
+    Each stage's top configurations are re-run with other seeds, which
+    measures the noise; configurations rank by their mean (shrunk toward the
+    stage's mean by that noise). Refine fits its box to the configurations
+    the noise cannot tell from the best, carries the best of them in at the
+    new length, and samples the rest at random inside the box. After each
+    stage one line says what was decided; it stops when the best moved less
+    than the noise, or the budget of trial-epochs has no room for another
+    stage (the last is sized to what is left). The stage flags (--trials,
+    --epochs, --seed, ...) set the coarse stage. Ctrl-C keeps every finished
+    trial; the same command continues.
+
+    Example: hpsearch search studies/digits_mlp.toml --budget 700 --seed 1 --timeout 2h
+    """
+    from hpsearch.cli.progress import ProgressDisplay
+    from hpsearch.cli.render import leaderboard_table, make_console
+    from hpsearch.cli.search import INTERRUPTED_MESSAGE
+    from hpsearch.dispatch import DispatchConfig, make_executor
+    from hpsearch.leaderboard import frame
+    from hpsearch.recipe import parse_duration
+    from hpsearch.recipe import search as run_search
+    from hpsearch.spec import load_spec
+    from hpsearch.storage import Store
+
+    deadline = time.monotonic() + parse_duration(timeout) if timeout else None
+    executor = make_executor(DispatchConfig(run.devices, run.per_device, run.workers, run.trial_timeout, run.population))
+    spec = load_spec(spec_file)
+    store = Store(spec.name, directory, storage)
+    out, err = make_console(), make_console(stderr=True)
+    displays: list[Any] = []
+
+    def listener(info: Any) -> Any:
+        for d in displays:
+            d.__exit__(None, None, None)
+        displays[:] = [ProgressDisplay(err, info, run.quiet).__enter__()]
+        return displays[0]
+
+    def say(line: str) -> None:
+        for d in displays:
+            d.__exit__(None, None, None)
+        displays.clear()
+        out.print(line, soft_wrap=True, markup=False)
+
+    try:
+        result = run_search(store, spec, overrides.as_dict(), budget, executor, listener, run.pruner.value, deadline, say)
+    except KeyboardInterrupt:
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
+        raise typer.Exit(130) from None
+    finally:
+        for d in displays:
+            d.__exit__(None, None, None)
+    last = result.stages[-1]
+    if result.timed_out:
+        err.print(f"timeout: stopped in {last.name}; run the same command again to continue", soft_wrap=True, markup=False)
+    df = frame([last], [store.trials(last)], run.top)
+    title = f"{spec.name} {last.name}: top {min(run.top, len(df))} ({spec.direction.value} {spec.metric})"
+    out.print(leaderboard_table(df, spec.metric, last.space.names, title))
+    if result.best is not None:
+        spread = f" ± {result.best.spread:.4f}" if result.best.spread is not None else ""
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best.params.items())
+        out.print(
+            f"best configuration: {params} ({spec.metric} {result.best.mean:.4f}{spread}, {result.best.n} run(s)); "
+            f"test it once: hpsearch final {spec.name}",
+            soft_wrap=True,
+            markup=False,
+        )
+
+
+def final(
+    name: NameArg,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs of each run [default: the last stage's].")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Runs of each configuration, each with its own seed.")] = 3,
+    ensemble: Annotated[
+        int, typer.Option("--ensemble", min=1, help="Test the top K configurations (each retrained --seeds times) and report each.")
+    ] = 1,
+    again: Annotated[bool, typer.Option("--again", help="Evaluate the test split again (counted, with a warning).")] = False,
+    device: Annotated[str, typer.Option("--device", help="Device the runs train on (auto, cpu, cuda:0, ...).")] = "auto",
+    directory: DirOpt = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Retrain the best configuration with other seeds and evaluate it once on the test split.
+
+    The best is the noise-aware ranking's (the mean of its re-runs) in the
+    study's latest stage; it is retrained --seeds times for --epochs (default:
+    that stage's) with the trial's split set to "test" (trial.split,
+    {split} and $HPSEARCH_SPLIT in a command, data()'s third split in a model
+    workload). The result is stored with the study, apart from the search:
+    a second `final` prints it without touching the test split, unless
+    --again. Writes the best configuration as best.toml and best.json.
+
+    Example: hpsearch final digits_mlp --seeds 5
+    """
+    from hpsearch.cli.render import make_console
+    from hpsearch.final import final as run_final
+    from hpsearch.storage import Store
+
+    out, err = make_console(), make_console(stderr=True)
+    store = Store(name, directory, storage, create=False)
+    result = run_final(store, epochs, seeds, ensemble, again, device, warn=lambda line: err.print(f"warning: {line}", soft_wrap=True, markup=False))
+    if not result.ran:
+        err.print(
+            f"stored result (the test split was evaluated {result.evaluations} time(s)); --again evaluates it again",
+            soft_wrap=True,
+            markup=False,
+        )
+    out.print(final_table(name, result.data))
+    for path in result.files:
+        out.print(f"wrote {path}", soft_wrap=True, markup=False)
+
+
+def final_table(name: str, data: dict[str, Any]) -> Any:
+    """The stored final result as a table: one row per configuration, test metric mean ± spread."""
+    from rich.table import Table
+
+    from hpsearch.space import fmt
+
+    metric = data["metric"]
+    table = Table(title=f"{name} final: test {metric}, {data['epochs']} epochs, from {data['stage']}", box=None)
+    for column in ("rank", f"test {metric}", "seeds", f"val {metric} (n)", "params"):
+        table.add_column(column)
+    for entry in data["configs"]:
+        mean = "failed" if entry["mean"] is None else f"{entry['mean']:.4f}"
+        spread = f" ± {entry['spread']:.4f}" if entry["spread"] is not None else ""
+        params = ", ".join(f"{k}={fmt(v) if isinstance(v, float) else v}" for k, v in entry["params"].items())
+        val = f"{entry['val_mean']:.4f} ({entry['val_n']})"
+        table.add_row(str(entry["rank"]), mean + spread, str(len(entry["runs"])), val, params)
+    return table

@@ -1,0 +1,163 @@
+"""The end of the recipe: retrain the best configuration with other seeds, test it once, keep the result.
+
+`final` takes the best configurations of the study's latest stage
+(configs.ranked_configs: the noise-aware ranking), retrains each `seeds`
+times for `epochs` (default: that stage's), one after another in this
+process, with every trial record's `split = "test"` (function workloads read
+`trial.split`, command workloads `{split}` / $HPSEARCH_SPLIT, model workloads
+evaluate on data()'s third split), and stores the result beside the study in
+an Optuna study of its own, `<name>.final`, which is no stage: refine,
+search, the border checks and every ranking never read it.
+
+The test split is looked at once: a second `final` returns the stored result
+without running anything, unless `again` (the stored `evaluations` count says
+how many times the test split was evaluated). The best configuration is
+written as `best.toml` and `best.json` in the study's results folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+
+from hpsearch.configs import ranked_configs
+from hpsearch.errors import HpsearchError
+from hpsearch.storage import LOGS_DIR, StageInfo, Store, results_dir
+from hpsearch.trials import derive_seed
+
+FINAL_ATTR = "hpsearch_final"  # the stored result, on the `<name>.final` Optuna study
+FINAL_STUDY = "final"
+
+
+class FinalRefused(HpsearchError):
+    """The final run cannot test: the workload has no test split, or every run failed."""
+
+
+@dataclass
+class FinalResult:
+    """What `final` stored: one entry per configuration, its test metric per seed, mean and spread."""
+
+    data: dict[str, Any]
+    ran: bool  # whether this call evaluated the test split (False: the stored result)
+    files: list[Path]
+
+    @property
+    def evaluations(self) -> int:
+        return int(self.data.get("evaluations", 0))
+
+
+def stored_final(store: Store) -> dict[str, Any] | None:
+    """The stored final result of the study, or None when `final` never ran."""
+    name = f"{store.name}.{FINAL_STUDY}"
+    for summary in store.storage.get_all_studies():
+        if summary.study_name == name:
+            return summary.user_attrs.get(FINAL_ATTR)
+    return None
+
+
+def final(
+    store: Store,
+    epochs: int | None = None,
+    seeds: int = 3,
+    ensemble: int = 1,
+    again: bool = False,
+    device: str = "auto",
+    warn: Callable[[str], None] | None = None,
+) -> FinalResult:
+    """Test the best `ensemble` configurations `seeds` times each (module docstring); store and return it.
+
+    Without `again`, a stored result is returned as is (the test split stays untouched). Raises
+    FinalRefused when every run failed (e.g. a model workload's data() has no test split).
+    """
+    stored = stored_final(store)
+    if stored is not None and not again:
+        return FinalResult(stored, False, write_best(store, stored))
+    if seeds < 1 or ensemble < 1:
+        raise HpsearchError("$seeds and $ensemble must be at least 1")
+    if stored is not None and warn is not None:
+        warn(f"the test split of {store.name!r} was evaluated {stored.get('evaluations', 0)} time(s) before; "
+             "every look at it makes the test figure less honest")
+    stage = store.stage(None)
+    configs = ranked_configs(store.trials(stage), stage.spec.direction.value)[:ensemble]
+    if not configs:
+        raise HpsearchError(f"stage {stage.name} of {store.name!r} has no completed trials; run the search first")
+    epochs = epochs or stage.settings.epochs
+    entries, reasons = [], []
+    for rank, config in enumerate(configs, 1):
+        runs = []
+        for i in range(seeds):
+            outcome = _run(store, stage, config.params, epochs, derive_seed("final", stage.settings.seed, rank, i), device, i)
+            value = outcome.metrics.get(stage.spec.metric)
+            if outcome.state != "complete" or value is None or not math.isfinite(value):
+                reasons.append(outcome.reason or outcome.state)
+                continue
+            runs.append({"seed": outcome.seed, "value": value, "metrics": outcome.metrics})
+        values = [r["value"] for r in runs]
+        entries.append({
+            "rank": rank, "params": config.params, "val_mean": config.mean, "val_n": config.n, "runs": runs,
+            "mean": statistics.fmean(values) if values else None,
+            "spread": statistics.stdev(values) if len(values) > 1 else None,
+        })
+    if not any(e["runs"] for e in entries):
+        raise FinalRefused(f"every final run of {store.name!r} failed, nothing was tested: {reasons[0]}")
+    data = {
+        "stage": stage.name, "epochs": epochs, "seeds": seeds, "metric": stage.spec.metric,
+        "direction": stage.spec.direction.value, "configs": entries, "failed": reasons,
+        "evaluations": (stored or {}).get("evaluations", 0) + 1,
+    }
+    study = optuna.create_study(storage=store.storage, study_name=f"{store.name}.{FINAL_STUDY}", load_if_exists=True)
+    study.set_user_attr(FINAL_ATTR, data)
+    return FinalResult(data, True, write_best(store, data))
+
+
+@dataclass
+class _Outcome:
+    state: str
+    metrics: dict[str, float]
+    reason: str
+    seed: int
+
+
+def _run(store: Store, stage: StageInfo, params: dict[str, Any], epochs: int, seed: int, device: str, i: int) -> _Outcome:
+    """One test run in this process (output in its log under logs/final/), on the test split."""
+    from hpsearch.dispatch.inline import pick_device
+    from hpsearch.workloads.api import TrialContext, TrialRecord
+    from hpsearch.workloads.capture import run_captured
+    from hpsearch.workloads.function import run_trial
+    from hpsearch.workloads.loader import load_workload
+
+    fn = load_workload(stage.spec.workload)
+    logs = (results_dir(store.directory) / store.name / LOGS_DIR / FINAL_STUDY).resolve()
+    logs.mkdir(parents=True, exist_ok=True)
+    record = TrialRecord(
+        number=i, params=dict(params), epochs=epochs, seed=seed, stage=FINAL_STUDY, study=store.name,
+        metric=stage.spec.metric, log_path=str(logs / f"trial-{i}.log"), workdir=stage.spec.folder, split="test",
+    )
+    ctx = TrialContext.open(record, pick_device(device, command=stage.spec.workload.kind == "command"))
+    [outcome] = run_captured([record], False, lambda: [run_trial(fn, ctx, stage.spec.metric)])
+    return _Outcome(outcome.state, outcome.metrics, outcome.reason, seed)
+
+
+def write_best(store: Store, data: dict[str, Any]) -> list[Path]:
+    """The best configuration as best.toml and best.json in the study's results folder; their paths."""
+    folder = results_dir(store.directory) / store.name
+    folder.mkdir(parents=True, exist_ok=True)
+    best = data["configs"][0]
+    head = f"# {store.name}: best of {data['stage']}, test {data['metric']} = {_fmt(best['mean'])}"
+    lines = [head + (f" ± {_fmt(best['spread'])}" if best["spread"] is not None else "") + f" ({len(best['runs'])} seeds)"]
+    lines += [f"{k if re.fullmatch(r'[A-Za-z0-9_-]+', k) else json.dumps(k)} = {json.dumps(v)}" for k, v in best["params"].items()]
+    toml, js = folder / "best.toml", folder / "best.json"
+    toml.write_text("\n".join(lines) + "\n")
+    js.write_text(json.dumps(best["params"], indent=2) + "\n")
+    return [toml, js]
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

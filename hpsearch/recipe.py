@@ -1,0 +1,268 @@
+"""The whole recipe in one loop: coarse, then refine while the best moves by more than the noise.
+
+`search` runs (or continues) a study stage by stage, all of it derived from
+what the storage holds, so Ctrl-C and the same call continue it:
+
+1. coarse: the study file's coarse stage, then its top configurations re-run
+   with other seeds (`confirm`), which measures the noise at that length;
+2. refine-N: the box is fitted to the configurations that stand out (whose
+   mean is within two noise units of the best's: `standouts`), the best of
+   them are carried in as the first trials at the new length, the rest is
+   random inside the box, and again the top ones are re-run (`confirm`);
+3. after each stage, one decision: refine again while the best improved by
+   more than the noise of the difference and the budget has room for one
+   more stage (the last is sized to what is left), else stop.
+
+The budget counts trial-epochs over every stage (trials.spent_epochs: a
+pruned or failed trial counts the epochs it ran); each stage is created with
+its share as its own `budget`, so the coordinator never starts a trial that
+could take the search past it. Ranking is configs.ranked_configs (means of
+the repeats, shrunk by the measured noise). Pure logic over stages.py and
+the storage: nothing here prints (`say` hears the decision lines).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from hpsearch.configs import Config, difference_noise, noise_sd, ranked_configs
+from hpsearch.errors import HpsearchError
+from hpsearch.spec import StudySpec
+from hpsearch.stages import plan_refine, run_stage, stage_complete, start_coarse
+from hpsearch.storage import StageInfo, Store
+from hpsearch.trials import REPEAT_ATTR, point_key, spent_epochs, trial_params
+
+PLAN_ATTR = "recipe"  # a stage's plan in its Optuna study's user attributes: {"explore", "repeats", "runs"}
+COARSE_RUNS = 2  # coarse: the top configurations are brought to this many runs (seeds) each
+REFINE_RUNS = 3  # refine: the top configurations, to this many runs each
+REPEAT_FRACTION = 0.2  # of a refine stage's trials, kept for re-running its top configurations
+CARRY = 3  # at most this many of the parent's standouts are carried into refine at the new length
+STANDOUT_Z = 2.0  # a configuration stands out when its mean is within this many noise units of the best's
+MIN_REFINE_TRIALS = 3  # a refine stage with room for fewer trials than this is not started
+
+
+@dataclass
+class Step:
+    """One decision of the search, after one stage."""
+
+    stage: str
+    before: float | None  # the previous stage's best mean (None after coarse)
+    best: float
+    noise: float | None  # the noise of the comparison (None: not measured, no repeats yet)
+    left: int
+    budget: int
+    decision: str  # "refine", "refine again" or "stop (...)"
+
+    @property
+    def line(self) -> str:
+        moved = f"{self.before:.4f} → {self.best:.4f}" if self.before is not None else f"{self.best:.4f}"
+        noise = f"noise ±{self.noise:.4f}" if self.noise is not None else "noise not measured"
+        return f"{self.stage}: best {moved} ({noise}), budget {self.left}/{self.budget} epochs left: {self.decision}"
+
+
+@dataclass
+class SearchResult:
+    steps: list[Step] = field(default_factory=list)
+    stages: list[StageInfo] = field(default_factory=list)
+    best: Config | None = None  # the best configuration of the last stage
+    timed_out: bool = False
+
+
+def default_budget(spec: StudySpec) -> int:
+    """The study file's `budget`, else coarse (with its re-runs) plus two refine stages, in trial-epochs."""
+    if spec.budget is not None:
+        return spec.budget
+    coarse, refine = spec.coarse, spec.refine
+    return (coarse.trials + coarse_repeats(spec)) * coarse.epochs + 2 * refine.trials * refine.epochs
+
+
+def coarse_repeats(spec: StudySpec) -> int:
+    """Re-runs after coarse: its top_k configurations once more each (short trials: cheap noise)."""
+    return min(spec.coarse.top_k, spec.coarse.trials) * (COARSE_RUNS - 1)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90', '90s', '30m', '2h', '1h30m', '1d'. Raises HpsearchError for anything else."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 1}
+    parts = re.fullmatch(r"\s*((?:\d+(?:\.\d+)?[smhd]?\s*)+)", text or "")
+    if not parts:
+        raise HpsearchError(f"$timeout {text!r}: use seconds or a duration such as 90s, 30m, 2h, 1h30m")
+    found = re.findall(r"(\d+(?:\.\d+)?)([smhd]?)", parts.group(1))
+    if len(found) > 1 and any(u == "" for _, u in found):
+        raise HpsearchError(f"$timeout {text!r}: give every part a unit, e.g. 1h30m")
+    seconds = sum(float(n) * units[u] for n, u in found)
+    if seconds <= 0:
+        raise HpsearchError(f"$timeout {text!r}: must be longer than 0 seconds")
+    return seconds
+
+
+def search(
+    store: Store,
+    spec: StudySpec,
+    overrides: dict[str, Any] | None = None,
+    budget: int | None = None,
+    executor: Any = None,
+    listener: Callable[[StageInfo], Any] | None = None,
+    pruner: str = "none",
+    deadline: float | None = None,
+    say: Callable[[str], None] | None = None,
+) -> SearchResult:
+    """Run or continue the whole search (module docstring); returns its decisions and best configuration.
+
+    `overrides` are the coarse stage's (trials, epochs, strategy, seed, ...);
+    `budget` the trial-epochs of the whole search (default: default_budget);
+    `listener(stage)` gives each stage's progress listener; `deadline`
+    (time.monotonic()) stops starting trials (the stage it ends is resumable);
+    `say` hears one decision line per stage. Raises StageFailed as run_stage does.
+    """
+    total = budget if budget is not None else default_budget(spec)
+    if total < 1:
+        raise HpsearchError(f"$budget {total}: must be at least 1 trial-epoch")
+    say = say or (lambda line: None)
+    result = SearchResult()
+    given = {k: v for k, v in (overrides or {}).items() if v is not None and k != "budget"}
+    stage = _coarse(store, spec, given, total)
+    previous: Config | None = None
+    while True:
+        result.stages.append(stage)
+        ended = _run_planned(store, stage, executor, listener, pruner, deadline)
+        configs = ranked_configs(store.trials(stage), spec.direction.value)
+        left = total - spent(store, stage.index)  # as it was after this stage, also when replayed on resume
+        if ended == "timeout":
+            result.timed_out = True
+            result.best = configs[0] if configs else previous
+            return result
+        if not configs:
+            raise HpsearchError(f"stage {stage.name} of {store.name!r} has no completed trials to go on from")
+        best = configs[0]
+        result.best = best
+        later = next((s for s in store.stages() if s.parent == stage.name and s.index > stage.index), None)
+        step = _decide(store, stage, best, previous, left, total)
+        if later is not None:  # decided before (a resumed search): follow the stage that was made
+            step.decision = "refine" if previous is None else "refine again"
+        result.steps.append(step)
+        say(step.line)
+        if step.decision.startswith("stop"):
+            return result
+        stage = later or _next_stage(store, stage, configs, left)
+        previous = best
+
+
+def spent(store: Store, upto: int | None = None) -> int:
+    """Trial-epochs spent by every stage of the study (up to stage index `upto`; running trials
+    counted at full length)."""
+    return sum(spent_epochs(store.trials(s), s.settings.epochs) for s in store.stages() if upto is None or s.index <= upto)
+
+
+def _coarse(store: Store, spec: StudySpec, given: dict[str, Any], total: int) -> StageInfo:
+    """The coarse stage, created with its share of the budget (explore + re-runs), or the stored one."""
+    existing = next((s for s in store.stages() if s.name == "coarse"), None)
+    settings = spec.coarse.with_overrides(**given)
+    plan = _plan(store, existing) if existing is not None else None
+    explore = plan["explore"] if plan else max(settings.trials, existing.settings.trials if existing else 0)
+    repeats = min(settings.top_k, explore) * (COARSE_RUNS - 1)
+    trials = max(explore, existing.settings.trials if existing else 0)  # a stored target is never lowered
+    info = start_coarse(store, spec, {**given, "trials": trials, "budget": min(total, (explore + repeats) * settings.epochs)})
+    _set_plan(store, info, explore, repeats, COARSE_RUNS)
+    return info
+
+
+def _next_stage(store: Store, parent: StageInfo, configs: list[Config], left: int) -> StageInfo:
+    """A new refine stage after `parent`, sized to what is left of the budget."""
+    refine = parent.spec.refine
+    trials = min(refine.trials, left // refine.epochs)
+    repeats = int(round(trials * REPEAT_FRACTION))
+    top = standouts(configs, parent.settings.top_k)
+    carry = [c.params for c in top[:CARRY]]
+    overrides = {"trials": trials - repeats, "budget": trials * refine.epochs}
+    info, _flags, _resumed = plan_refine(store, parent.name, overrides, top=[c.params for c in top], carry=carry)
+    _set_plan(store, info, trials - repeats, repeats, REFINE_RUNS)
+    return info
+
+
+def standouts(configs: list[Config], top_k: int) -> list[Config]:
+    """The configurations refine's box is fitted to: those the noise cannot tell from the best (mean
+    within STANDOUT_Z standard errors of the difference), at most top_k; the top_k when no noise is measured."""
+    sd = noise_sd(configs)
+    if sd is None or not configs:
+        return configs[:top_k]
+    best = configs[0]
+    close = [c for c in configs if abs(c.mean - best.mean) <= STANDOUT_Z * difference_noise(sd, c.n, best.n)]
+    return ([best] + [c for c in close if c is not best])[:top_k]
+
+
+def _decide(store: Store, stage: StageInfo, best: Config, previous: Config | None, left: int, total: int) -> Step:
+    sign = 1 if stage.spec.direction.value == "maximize" else -1
+    stages = store.stages()
+    parent = next((s for s in stages if s.name == stage.parent), None)
+    sd = noise_sd(ranked_configs(store.trials(stage), stage.spec.direction.value))
+    refine = stage.spec.refine
+    room = left // refine.epochs >= MIN_REFINE_TRIALS
+    before = previous.mean if previous is not None else None
+    noise = None if sd is None else (difference_noise(sd, best.n, previous.n) if previous else sd / best.n**0.5)
+    if not room:
+        decision = "stop (budget spent)"
+    elif previous is None:
+        decision = "refine"
+    elif parent is not None and parent.settings.epochs == stage.settings.epochs and sign * (best.mean - previous.mean) <= (noise or 0.0):
+        decision = "stop (the best moved less than the noise)"
+    else:
+        decision = "refine again"
+    return Step(stage.name, before, best.mean, noise, max(left, 0), total, decision)
+
+
+def _plan(store: Store, info: StageInfo) -> dict[str, int] | None:
+    return store.study(info).user_attrs.get(PLAN_ATTR)
+
+
+def _set_plan(store: Store, info: StageInfo, explore: int, repeats: int, runs: int) -> None:
+    plan = {"explore": explore, "repeats": repeats, "runs": runs}
+    if _plan(store, info) != plan:
+        store.study(info).set_user_attr(PLAN_ATTR, plan)
+
+
+def _run_planned(
+    store: Store, info: StageInfo, executor: Any, listener: Callable[[StageInfo], Any] | None, pruner: str, deadline: float | None
+) -> str | None:
+    """Run a stage's explore trials, then its re-runs (`confirm`); returns "timeout" when the deadline ended it."""
+    for _ in range(2):
+        info = store.stage(info.name)
+        if not stage_complete(store, info):
+            result = run_stage(store, info, executor, listener(info) if listener else None, pruner, deadline=deadline)
+            if result.ended_by == "timeout":
+                return "timeout"
+            if result.shortfall:
+                raise HpsearchError(f"{result.shortfall}; run the same command again to continue")
+        if not confirm(store, store.stage(info.name)):
+            return None
+    return None
+
+
+def confirm(store: Store, info: StageInfo) -> bool:
+    """Enqueue the re-runs of the stage's top configurations (other seeds: other trial numbers) and raise
+    its target to hold them; True when the stage got trials to run. Idempotent: re-runs already queued
+    or run count, so a resumed search neither repeats nor loses them."""
+    plan = _plan(store, info)
+    if not plan or plan["repeats"] <= 0:
+        return False
+    trials = store.trials(info)
+    marked = [t for t in trials if REPEAT_ATTR in t.user_attrs]
+    need = plan["repeats"] - len(marked)
+    queued: dict[Any, int] = {}
+    for t in marked:
+        if t.state.name == "WAITING":
+            queued[point_key(trial_params(t))] = queued.get(point_key(trial_params(t)), 0) + 1
+    study = store.study(info)
+    added = 0
+    for config in ranked_configs(trials, info.spec.direction.value):
+        more = min(max(plan["runs"] - config.n - queued.get(point_key(config.params), 0), 0), need - added)
+        for _ in range(more):
+            study.enqueue_trial(config.params, user_attrs={REPEAT_ATTR: config.trials[0].number})
+        added += more
+    target = plan["explore"] + len(marked) + added
+    if info.settings.trials >= target:
+        return False
+    store.update(replace(info, settings=replace(info.settings, trials=target)))
+    return True

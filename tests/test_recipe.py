@@ -1,0 +1,150 @@
+"""The whole recipe (recipe.py): budget accounting, re-runs, carry, the stop rule, resume, timeout."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from hpsearch.configs import ranked_configs
+from hpsearch.errors import HpsearchError, SpecError
+from hpsearch.recipe import default_budget, parse_duration, search, spent
+from hpsearch.spec import load_spec
+from hpsearch.stages import run_stage, start_coarse
+from hpsearch.storage import Store
+from hpsearch.trials import CARRIED_ATTR, REPEAT_ATTR, spent_epochs
+
+RECIPE = Path(__file__).parent / "workloads" / "recipe.py"
+LINE = re.compile(
+    r"^(coarse|refine-\d+): best (-?\d\.\d{4}|-?\d\.\d{4} → -?\d\.\d{4}) \((noise ±\d\.\d{4}|noise not measured)\), "
+    r"budget \d+/\d+ epochs left: (refine|refine again|stop \(.+\))$"
+)
+
+
+def _study(study_file, workload="noisy_peak", coarse="trials = 10\nepochs = 1\nseed = 0", refine="trials = 10\nepochs = 3"):
+    return load_spec(study_file(workload=f"{RECIPE}:{workload}", coarse=coarse, refine=refine))
+
+
+def test_search_default_budget_is_coarse_plus_two_refines(study_file, tmp_path: Path) -> None:
+    spec = _study(study_file)
+    assert default_budget(spec) == (10 + 5) * 1 + 2 * 10 * 3
+    lines: list[str] = []
+    store = Store(spec.name, tmp_path / "r")
+    result = search(store, spec, say=lines.append)
+    assert [s.name for s in result.stages] == ["coarse", "refine-1", "refine-2"]
+    assert all(LINE.match(line) for line in lines), lines
+    assert lines[-1].endswith("stop (budget spent)")
+    assert spent(store) <= default_budget(spec)
+
+
+def test_search_never_spends_more_than_the_budget_and_sizes_the_last_stage(study_file, tmp_path: Path) -> None:
+    spec = _study(study_file)
+    store = Store(spec.name, tmp_path / "r")
+    result = search(store, spec, budget=60, say=lambda line: None)
+    assert spent(store) <= 60
+    last = result.stages[-1]
+    assert last.name == "refine-2"
+    assert last.settings.budget == 60 - spent(store, 1)  # what was left after refine-1
+    assert last.settings.budget < 10 * 3  # smaller than a full refine stage
+
+
+def test_search_pruned_and_failed_trials_count_the_epochs_they_ran(study_file, tmp_path: Path) -> None:
+    spec = load_spec(study_file(workload=f"{RECIPE.parent / 'issue16.py'}:crash_after_2", coarse="trials = 6\nepochs = 4\nseed = 0"))
+    store = Store(spec.name, tmp_path / "r")
+    info = start_coarse(store, spec, {"budget": 14, "trials": 50})
+    run_stage(store, info)
+    trials = store.trials(info)
+    assert spent_epochs(trials, 4) <= 14
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert all(t.user_attrs["result"]["epochs_run"] == 2 for t in failed)
+
+
+def test_search_reruns_the_top_configurations_and_carries_them_into_refine(study_file, tmp_path: Path) -> None:
+    spec = _study(study_file)
+    store = Store(spec.name, tmp_path / "r")
+    search(store, spec, say=lambda line: None)
+    coarse, refine1 = store.stage("coarse"), store.stage("refine-1")
+    repeats = [t for t in store.trials(coarse) if REPEAT_ATTR in t.user_attrs]
+    assert len(repeats) == 5
+    configs = ranked_configs(store.trials(coarse), "maximize")
+    assert configs[0].n == 2  # the best was re-run: its mean, not one lucky run, ranks it
+    carried = [t for t in store.trials(refine1) if t.user_attrs.get(CARRIED_ATTR)]
+    assert carried and carried[0].number == 0
+    assert carried[0].params == configs[0].params  # the coarse best, re-run at the new length
+
+
+def test_search_stops_when_the_best_moves_less_than_the_noise(study_file, tmp_path: Path) -> None:
+    spec = _study(study_file, workload="flat")
+    lines: list[str] = []
+    result = search(Store(spec.name, tmp_path / "r"), spec, budget=10_000, say=lines.append)
+    assert lines[-1].endswith("stop (the best moved less than the noise)")
+    assert result.stages[-1].name == "refine-2"  # refine-1 is at a new length: always compared again
+
+
+def test_search_resumes_after_an_interrupt(study_file, tmp_path: Path) -> None:
+    spec = _study(study_file)
+    store = Store(spec.name, tmp_path / "r")
+    seen = {"n": 0}
+
+    def listener(info):
+        def hear(event):
+            if event.kind == "finish" and info.name == "refine-1":
+                seen["n"] += 1
+                if seen["n"] == 3:
+                    raise KeyboardInterrupt
+        return hear
+
+    with pytest.raises(KeyboardInterrupt):
+        search(store, spec, listener=listener, say=lambda line: None)
+    assert store.stage(None).name == "refine-1"
+    lines: list[str] = []
+    result = search(store, spec, say=lines.append)
+    assert [s.name for s in store.stages()] == ["coarse", "refine-1", "refine-2"]
+    assert lines[0].startswith("coarse: ") and lines[-1].startswith("refine-2: ")
+    assert spent(store) <= default_budget(spec)
+    done = [t for t in store.trials(store.stage("refine-1")) if t.state == TrialState.COMPLETE]
+    assert len(done) == store.stage("refine-1").settings.trials
+    assert result.best is not None
+
+
+def test_search_timeout_ends_a_stage_that_the_same_call_continues(study_file, tmp_path: Path) -> None:
+    spec = _study(study_file)
+    store = Store(spec.name, tmp_path / "r")
+    result = search(store, spec, deadline=time.monotonic() - 1, say=lambda line: None)
+    assert result.timed_out and [s.name for s in store.stages()] == ["coarse"]
+    assert store.trials(store.stage("coarse")) == []
+    result = search(store, spec, say=lambda line: None)
+    assert not result.timed_out and result.stages[-1].name == "refine-2"
+
+
+def test_metric_epoch_best_takes_the_best_epoch(study_file, tmp_path: Path) -> None:
+    path = study_file(workload=f"{RECIPE}:rises_then_falls", coarse="trials = 2\nepochs = 4\nseed = 0")
+    last = load_spec(path)
+    path.write_text(path.read_text().replace('direction = "maximize"', 'direction = "maximize"\nmetric_epoch = "best"'))
+    best = load_spec(path)
+    assert best.metric_epoch == "best" and last.metric_epoch == "last"
+    for spec, want in ((last, 0.6), (best, 0.9)):
+        store = Store(spec.name + spec.metric_epoch, tmp_path / "r")
+        trials = run_stage(store, start_coarse(store, spec, {})).trials
+        assert [t.value for t in trials] == [want, want]
+
+
+def test_spec_budget_and_metric_epoch_are_validated(study_file) -> None:
+    path = study_file()
+    text = path.read_text()
+    path.write_text(text.replace('direction = "maximize"', 'direction = "maximize"\nbudget = 120'))
+    assert load_spec(path).budget == 120
+    for bad in ("budget = 0", 'metric_epoch = "first"'):
+        path.write_text(text.replace('direction = "maximize"', f'direction = "maximize"\n{bad}'))
+        with pytest.raises(SpecError):
+            load_spec(path)
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("90") == 90 and parse_duration("30m") == 1800 and parse_duration("1h30m") == 5400
+    for bad in ("", "soon", "0s", "1h30"):
+        with pytest.raises(HpsearchError):
+            parse_duration(bad)
