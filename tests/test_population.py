@@ -309,3 +309,32 @@ def test_mlp_population_shared_order_env_var(monkeypatch: pytest.MonkeyPatch) ->
     explicit = _shared_order_run(monkeypatch, None, shared_order=True)
     assert _shared_order_run(monkeypatch, "1") == explicit
     assert _shared_order_run(monkeypatch, "0") == _shared_order_run(monkeypatch, None, shared_order=False)
+
+
+def test_choose_k_takes_one_when_stacking_loses() -> None:
+    """A model where a stacked step costs more than K solo steps (a CNN on CPU): K = 1, one probe past it."""
+    choice = choose_k(lambda k: 1.0 * k**1.2)  # throughput falls as K grows
+    assert choice.k == 1 and sorted(choice.throughput) == [1, 2]
+    assert "K=2 gained only" in choice.stopped_because
+
+
+def test_choose_population_size_times_each_k_more_than_once_and_keeps_the_fastest() -> None:
+    """One disturbed probe (a slow first run at K=2) must not decide: the faster repeat counts."""
+    from hpsearch.workloads import population
+
+    runs: dict[int, int] = {}
+
+    def pop_fn(contexts):  # K=2 pays (half the time per trial) but its first timed run is disturbed
+        k = len(contexts)
+        runs[k] = runs.get(k, 0) + 1
+        return [None] * k
+
+    clock = iter([0.0, 10.0, 10.0, 10.1, 20.0, 20.3, 30.0, 30.1, 40.0, 40.1, 50.0, 50.1] + [60.0 + i for i in range(100)])
+    real = population.time.perf_counter
+    population.time.perf_counter = lambda: next(clock)  # injected timings, not a wall clock
+    try:
+        choice = population.choose_population_size(pop_fn, {"lr": 0.1}, max_k=2)
+    finally:
+        population.time.perf_counter = real
+    assert runs[2] == population.PROBE_REPEATS  # each K timed PROBE_REPEATS times
+    assert choice.throughput[2] == pytest.approx(2 / 0.1)  # the faster of its runs
