@@ -69,6 +69,19 @@ def coarse_refine(seed: int, tmp: Path) -> float:
     return max(best_value(first.trials), best_value(second.trials))
 
 
+def recipe_search(seed: int, tmp: Path) -> float:
+    """`hpsearch search` at the same 360 trial-epochs: coarse TPE 24 x 5 epochs (a third of refine's; + re-runs), then refine
+    stages of up to 10 x 15 epochs (the last sized to what is left)."""
+    from hpsearch.recipe import search
+
+    changes = {"name": "search", "coarse": {"strategy": "tpe", "trials": 24, "epochs": 5, "seed": seed},
+               "refine": {"trials": 10, "epochs": FLAT_EPOCHS, "top_k": 5}}
+    spec = parse_spec(study_data(**changes), STUDY)
+    store = Store(spec.name, directory=tmp / f"search{seed}")
+    search(store, spec, budget=FLAT_TRIALS * FLAT_EPOCHS, executor=InlineExecutor("cpu", population=64))
+    return max(best_value(store.trials(s)) for s in store.stages())
+
+
 def flat(strategy: str, seed: int, tmp: Path, k: int) -> float:
     changes: dict[str, Any] = {
         "name": f"flat_{strategy}",
@@ -118,15 +131,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workload", choices=("digits", "synthetic"), default="digits")
     parser.add_argument("--budget", type=int, default=400, help="trial-epochs per search (synthetic)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first .. first + seeds - 1 (synthetic)")
     args = parser.parse_args()
     if args.workload == "synthetic":  # issue 16: hpsearch search against five other methods, 20 seeds
         import quality_synthetic
 
-        quality_synthetic.main(args.seeds, args.budget)
+        quality_synthetic.main(args.seeds, args.budget, args.first_seed)
         return
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     methods = {
+        "(s) hpsearch search": lambda s, tmp: recipe_search(s, tmp),
         "(a) coarse->refine (defaults)": lambda s, tmp: coarse_refine(s, tmp),
         "(b) flat random": lambda s, tmp: flat("random", s, tmp, 64),
         "(c) grid (24 points)": lambda s, tmp: flat("grid", s, tmp, 64),
@@ -147,6 +162,13 @@ def main() -> None:
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         per_seed = " ".join(f"{v:.4f}" for v in values)
         print(f"{name:<32}{statistics.mean(values):>8.4f}{std:>8.4f}{min(values):>8.4f}{max(values):>8.4f}   {per_seed}")
+    base = scores["(s) hpsearch search"]
+    if len(base) > 1:
+        print("paired difference, search minus each (mean ± standard error, same seeds):")
+        for name, values in scores.items():
+            if name != "(s) hpsearch search":
+                diffs = [b - v for b, v in zip(base, values)]
+                print(f"  {name:<30}{statistics.mean(diffs):+.4f} ± {statistics.stdev(diffs) / math.sqrt(len(diffs)):.4f}")
 
     print("\nBergstra & Bengio: x matters, y barely (f = -(x-x*)^2 - 0.01 (y-y*)^2), 2000 random optima")
     for n in (9, 16, 25):

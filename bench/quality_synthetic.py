@@ -48,9 +48,12 @@ def _best_params(trials: list[Any]) -> dict[str, Any]:
     return dict(ranked[0].params) if ranked else {}
 
 
-def m_search(seed: int, tmp: Path, budget: int) -> dict[str, Any]:
-    spec = _spec("search", {"trials": 40, "epochs": 1, "seed": seed}, {"trials": 12, "epochs": LONG, "top_k": 5})
-    store = Store(spec.name, tmp / f"search{seed}")
+SEARCH_COARSE = {"strategy": "tpe", "trials": 60, "epochs": 3}  # see bench/RESULTS.md: why TPE, why 3 epochs
+
+
+def m_search(seed: int, tmp: Path, budget: int, coarse: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec = _spec("search", {**(coarse or SEARCH_COARSE), "seed": seed}, {"trials": 12, "epochs": LONG, "top_k": 5})
+    store = Store(spec.name, tmp / f"search{seed}{'' if coarse is None else 'alt'}")
     result = search(store, spec, budget=budget, executor=InlineExecutor("cpu"))
     return dict(result.best.params)
 
@@ -112,6 +115,7 @@ def m_successive_halving(seed: int, tmp: Path, budget: int) -> dict[str, Any]:
 
 METHODS = {
     "hpsearch search": m_search,
+    "search, coarse 40 x 1 random": lambda seed, tmp, budget: m_search(seed, tmp, budget, {"trials": 40, "epochs": 1}),
     "flat random": m_flat("random"),
     "flat TPE": m_flat("tpe"),
     "TPE + hyperband": m_hyperband,
@@ -120,17 +124,17 @@ METHODS = {
 }
 
 
-def main(seeds: int, budget: int) -> None:
+def main(seeds: int, budget: int, first: int = 0) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     scores: dict[str, list[float]] = {name: [] for name in METHODS}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
-        for seed in range(seeds):
+        for seed in range(first, first + seeds):
             for name, method in METHODS.items():
                 params = method(seed, Path(folder), budget)
                 scores[name].append(true_quality(params) if params else 0.0)
             print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
-    print(f"\ntrue quality of the configuration ranked first, synthetic workload, {budget} trial-epochs, {seeds} seeds")
+    print(f"\ntrue quality of the configuration ranked first, synthetic workload, {budget} trial-epochs, seeds {first}-{first + seeds - 1}")
     print(f"{'method':<26}{'mean':>8}{'± se':>8}{'std':>8}{'<0.1':>6}   paired diff vs search (mean ± se)")
     base = scores["hpsearch search"]
     for name, values in scores.items():
