@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Optional
 
 import typer
@@ -32,20 +34,23 @@ def coarse(
 
     Example: hpsearch coarse studies/digits_mlp.toml --trials 40 --epochs 2 --workers 2
     """
-    from hpsearch.cli.render import make_console
     from hpsearch.spec import load_spec
-    from hpsearch.stages import start_coarse
-    from hpsearch.storage import Store
 
     executor = _executor(run)
-    spec = load_spec(spec_file)
-    store = Store(spec.name, directory, storage)
-    notice = make_console(stderr=True)
-    if unused := spec.unused_params():
-        names = ", ".join("{" + p + "}" for p in unused)
-        notice.print(f"warning: the command never uses {names}; the script gets them only from $HPSEARCH_PARAMS", soft_wrap=True, markup=False)
-    info = start_coarse(store, spec, overrides.as_dict(), notify=lambda line: notice.print(line, soft_wrap=True, markup=False))
-    _run_and_show(store, info, run, executor)
+    spec = load_spec(spec_file)  # validated (its workload exists) before any worker imports the workload
+    with _early_workers(executor) as start_workers:
+        start_workers(spec.workload, _target(lambda: spec.coarse.with_overrides(**overrides.as_dict()), spec.space))
+        from hpsearch.cli.render import make_console
+        from hpsearch.stages import start_coarse
+        from hpsearch.storage import Store
+
+        store = Store(spec.name, directory, storage)
+        notice = make_console(stderr=True)
+        if unused := spec.unused_params():
+            names = ", ".join("{" + p + "}" for p in unused)
+            notice.print(f"warning: the command never uses {names}; the script gets them only from $HPSEARCH_PARAMS", soft_wrap=True, markup=False)
+        info = start_coarse(store, spec, overrides.as_dict(), notify=lambda line: notice.print(line, soft_wrap=True, markup=False))
+        _run_and_show(store, info, run, executor)
 
 
 @grouped
@@ -71,20 +76,23 @@ def refine(
 
     Example: hpsearch refine digits_mlp --epochs 15 --top-k 5 --pruner median
     """
-    from hpsearch.cli.render import changes_table, make_console, print_flags
     from hpsearch.stages import plan_refine
     from hpsearch.storage import Store
 
     executor = _executor(run)
     store = Store(name, directory, storage, create=False)
     info, flags, resumed = plan_refine(store, from_stage, overrides.as_dict())
-    out, err = make_console(), make_console(stderr=True)
-    if resumed:
-        err.print(f"continuing unfinished stage {info.name}")
-    else:
-        print_flags(err, flags, info.parent or "")
-    out.print(changes_table(info))
-    _run_and_show(store, info, run, executor)
+    with _early_workers(executor) as start_workers:
+        start_workers(info.spec.workload, _target(lambda: info.settings, info.space))
+        from hpsearch.cli.render import changes_table, make_console, print_flags
+
+        out, err = make_console(), make_console(stderr=True)
+        if resumed:
+            err.print(f"continuing unfinished stage {info.name}")
+        else:
+            print_flags(err, flags, info.parent or "")
+        out.print(changes_table(info))
+        _run_and_show(store, info, run, executor)
 
 
 @grouped
@@ -113,21 +121,59 @@ def worker(
 
     Example: hpsearch worker digits_mlp --stage coarse --storage postgresql://user:pw@db-host/hpsearch --devices auto
     """
-    from hpsearch.cli.render import make_console
     from hpsearch.storage import Store
 
     executor = _executor(run)
     store = Store(name, directory, storage, create=False)
     info = store.stage(stage)
-    if not run.quiet:
-        make_console(stderr=True).print(f"joining {name} {info.name} in {store.location}", soft_wrap=True, markup=False)
-    _run_and_show(store, info, run, executor, join=True)
+    with _early_workers(executor) as start_workers:
+        start_workers(info.spec.workload, _target(lambda: info.settings, info.space))
+        from hpsearch.cli.render import make_console
+
+        if not run.quiet:
+            make_console(stderr=True).print(f"joining {name} {info.name} in {store.location}", soft_wrap=True, markup=False)
+        _run_and_show(store, info, run, executor, join=True)
 
 
 def _executor(run: RunOptions) -> Any:
     from hpsearch.dispatch import DispatchConfig, make_executor
 
     return make_executor(DispatchConfig(run.devices, run.per_device, run.workers, run.trial_timeout, run.population))
+
+
+@contextmanager
+def _early_workers(executor: Any) -> Iterator[Callable[[Any, int | None], None]]:
+    """Inside: start(workload, limit) starts the pool's workers now (at most `limit`; None: all), so
+    their imports (torch, the data) overlap this process's own start-up (Optuna, the storage, the
+    stage); the stage's run adopts them. Workers no run adopted (the set-up failed, Ctrl-C) are
+    ended on the way out. Nothing starts in this process (--workers 0), or for a limit under 1
+    (invalid settings: the set-up says why).
+
+    Started after load_spec, not before (reading the study file as plain TOML would start them
+    ~0.2 s sooner, before Optuna's import): a study file with an error must not run the workload's
+    module-level code (downloads, prints) in a worker first."""
+    pool_start = getattr(executor, "start", None)
+
+    def start(workload: Any, limit: int | None) -> None:
+        if pool_start is not None and (limit is None or limit >= 1):
+            pool_start(workload, limit)
+
+    if pool_start is None:
+        yield start
+        return
+    with executor:
+        yield start
+
+
+def _target(settings: Callable[[], Any], space: Any) -> int:
+    """The most trials the stage can want (its target: no more workers start early), or 0 when its
+    settings are invalid (its set-up says why, and no worker starts before that)."""
+    from hpsearch.trials import stage_target
+
+    try:
+        return stage_target(settings(), space)
+    except Exception:  # noqa: BLE001 - whatever it is, the stage's set-up raises it again, and says it better
+        return 0
 
 
 def _run_and_show(store: Any, info: Any, run: RunOptions, executor: Any, join: bool = False) -> None:

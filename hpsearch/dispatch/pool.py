@@ -7,6 +7,8 @@ milliseconds. The calling process stays the coordinator: the only one that
 talks to the storage, which keeps grid stages free of duplicates and avoids
 storage locks between workers. Workers send each epoch's report and get back
 go on / stop (divergence, pruning); their outcomes come back as TrialOutcome.
+The CLI starts the workers (`start`) as soon as it has read the study file, so
+their imports overlap its own start-up; the stage's `run` adopts them.
 
 Faults are data: a worker that dies mid-trial (segfault, OOM kill,
 os._exit) fails its trial with `worker died (signal N)` / `worker died (exit
@@ -38,7 +40,7 @@ import threading
 import time
 from multiprocessing.connection import Connection, wait
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from hpsearch.dispatch.plan import AUTO, WorkerSlot, no_population_notice
 from hpsearch.errors import DispatchError, WorkloadError
@@ -61,6 +63,7 @@ class _Worker:
 
     def __init__(self, slot: WorkerSlot, workload: str) -> None:
         self.slot = slot
+        self.arg = workload
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         # Set before the child starts, hence before torch is imported there.
@@ -134,7 +137,9 @@ class PoolExecutor:
     `slots` says which workers to start (see plan_workers); `trial_timeout`
     (seconds) kills and replaces a worker whose trial runs longer, recording
     the trial as FAIL `timeout`. Every worker is gone when `run` returns or
-    raises.
+    raises. `start` may start the workers earlier, before the stage is set up
+    (the CLI does: their imports then overlap its own start-up); `run` adopts
+    them, and `close` (or leaving `with pool:`) ends any that no run adopted.
     """
 
     def __init__(self, slots: list[WorkerSlot], trial_timeout: float | None = None, population: int | str = 1) -> None:
@@ -145,8 +150,46 @@ class PoolExecutor:
         self.population = population  # K trials per worker at once; AUTO until a worker measured it
         self.notices: list[str] = []
         self.workers: list[_Worker] = []
+        self.early: list[_Worker] = []  # started by start(), not yet adopted by run()
+        self.leaving: list[_Worker] = []  # early ones no run adopts, told to go: reaped at the end
         self.workload: Any = None  # the stage's Workload, once run
         self.space: Any = None
+
+    def start(self, workload: Any, limit: int | None = None) -> None:
+        """Start (up to `limit` of) the workers now, before the stage is set up: their imports (torch,
+        the data) overlap the caller's own start-up (Optuna, the storage). `run` adopts them when its
+        stage has the same workload; call `close` when no run follows (a failed set-up). Workers
+        started earlier for another workload (a guess) are ended, and these started instead."""
+        arg = workload.to_arg()
+        if self.workers or (self.early and self.early[0].arg == arg):
+            return
+        self._retire(self.early)
+        self.early = []
+        for slot in self.slots[: max(limit, 1)] if limit is not None else self.slots:
+            self.early.append(_Worker(slot, arg))  # one by one: close() ends those started
+
+    def close(self) -> None:
+        """End the workers that `start` started and no `run` adopted, with their groups (SIGTERM,
+        grace, SIGKILL); none holds a trial. Nothing to do after a run."""
+        ending, self.early, self.leaving = self.early + self.leaving, [], []
+        for w in ending:
+            if not w.conn.closed:
+                w.conn.close()
+        end_groups([w.proc for w in ending], TERM_GRACE_S)
+
+    def _retire(self, workers: list[_Worker]) -> None:
+        """Tell idle workers to go (SIGTERM to their groups) without waiting: reaped at the end of the
+        run, or by close."""
+        for w in workers:
+            w.conn.close()
+            signal_group(w.proc, signal.SIGTERM)
+        self.leaving += workers
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def run(self, run: Coordinator) -> None:
         self.workload = run.info.spec.workload
@@ -158,7 +201,7 @@ class PoolExecutor:
             self.notices.append(f"note: started {len(slots)} of {len(self.slots)} workers: the stage has {left} trial(s) left")
         with self._signals():
             try:
-                self.workers = [_Worker(slot, self.workload.to_arg()) for slot in slots]
+                self.workers = self._adopt(slots)
                 self._loop(run)
             except BaseException:
                 self._kill_all()
@@ -174,6 +217,22 @@ class PoolExecutor:
                 end_groups([w.proc for w in self.workers], TERM_GRACE_S)
             finally:
                 self.workers = []
+                # Early workers this run did not need: told to go when it began, reaped now.
+                end_groups([w.proc for w in self.leaving], TERM_GRACE_S)
+                self.leaving = []
+
+    def _adopt(self, slots: list[WorkerSlot]) -> list[_Worker]:
+        """The workers for `slots`: those started early for this workload (the first slots, in order),
+        then new ones. Early ones that are surplus (fewer trials left than thought) or for another
+        workload get SIGTERM now, without waiting: `run` reaps them at its end."""
+        arg = self.workload.to_arg()
+        early, self.early = self.early, []
+        kept = [w for w in early if w.arg == arg][: len(slots)]
+        self._retire([w for w in early if w not in kept])
+        self.workers = kept
+        for slot in slots[len(kept) :]:
+            self.workers.append(_Worker(slot, arg))  # one by one: if a start fails, those started are ended
+        return self.workers
 
     # -- the event loop
 
@@ -312,6 +371,6 @@ class _InterruptSignals:
         raise KeyboardInterrupt
 
     def _again(self, signum: int, frame: FrameType | None) -> None:
-        for w in self.pool.workers:
+        for w in self.pool.workers + self.pool.early + self.pool.leaving:
             signal_group(w.proc, signal.SIGKILL)
         os._exit(130)

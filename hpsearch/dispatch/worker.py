@@ -18,7 +18,8 @@ worker -> coordinator:
     ("k", K, "1: 12.0/s, 2: 20.1/s, ...")  the measured population size
     ("report", number, epoch, metrics, epoch_seconds, iterations)   one per member and epoch
     ("done", number, TrialOutcome)       one per member
-The worker exits when the connection closes.
+The worker exits when the connection closes (skipping the interpreter's slow
+teardown of torch: see _exit).
 
 Each trial (or population) runs in its study's folder (record.workdir) with
 file descriptors 1 and 2 pointing at its log (record.log_path; see
@@ -158,5 +159,20 @@ def _leave() -> None:
     os._exit(1)
 
 
+def _exit(code: int) -> None:
+    """Exit without the interpreter's teardown of every module: after torch and scikit-learn that
+    takes about a second, which the coordinator would wait for at the end of each stage. The
+    workload's atexit handlers still run and the streams are flushed (as a normal exit does)."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())
