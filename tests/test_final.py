@@ -76,3 +76,16 @@ def test_final_is_refused_without_a_test_split(study_file, tmp_path: Path) -> No
 def test_final_of_an_empty_study_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(HpsearchError):
         final(Store("nothing", tmp_path / "r", create=False))
+
+
+def test_final_builtin_digits_evaluates_on_its_test_split() -> None:
+    """The built-in digits workloads honour trial.split: `final` measures them on the untouched 20%."""
+    from hpsearch.workloads import digits
+    from hpsearch.workloads.api import TrialContext, TrialRecord
+
+    def run(split: str) -> dict:
+        return digits.mlp(TrialContext.open(TrialRecord(0, {"lr": 0.1, "momentum": 0.9}, 1, 0, split=split), "cpu"))
+
+    val, test = run("val"), run("test")
+    assert val["train_loss"] == test["train_loss"]  # the same training
+    assert val["val_loss"] != test["val_loss"]  # evaluated on another split

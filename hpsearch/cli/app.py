@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from hpsearch import __version__
-from hpsearch.cli import instruments, logs, manage, results, search
+from hpsearch.cli import instruments, logs, manage, recipe, results, search
 from hpsearch.cli.options import flag
 from hpsearch.errors import HpsearchError, JournalDamaged, StageExists, StageNotFound, StudyNotFound
 
@@ -30,7 +30,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-for command in (search.coarse, search.refine, results.leaderboard, results.studies, search.worker, instruments.sanity):
+for command in (search.coarse, search.refine, recipe.search, recipe.final, results.leaderboard, results.studies, search.worker):
+    app.command()(command)
+for command in (instruments.sanity,):
     app.command()(command)
 app.command("lr-find")(instruments.lr_find)
 for command in (results.curves, results.report, logs.logs, manage.delete, manage.repair):

@@ -162,3 +162,24 @@ def grouped(fn: Callable[..., Any]) -> Callable[..., Any]:
     command.__signature__ = signature.replace(parameters=own + spread)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in own + spread}
     return command
+
+
+BudgetOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--budget",
+        min=1,
+        metavar="EPOCHS",
+        help="Trial-epochs to spend (a pruned or failed trial counts the epochs it ran): of the whole `search` "
+        "[default: the study file's budget, else coarse plus two refine stages], or of one stage (coarse, refine).",
+    ),
+]
+TimeoutOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--timeout",
+        metavar="DURATION",
+        help="Start no trial after this wall-clock time (90s, 30m, 2h, 1h30m); running trials finish, and the "
+        "same command continues the stage it ended.",
+    ),
+]

@@ -8,28 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from hpsearch.cli.options import DirOpt, NameArg, RunOptions, SpecArg, StageOverrides, StorageOpt, grouped
-
-BudgetOpt = Annotated[
-    Optional[int],
-    typer.Option(
-        "--budget",
-        min=1,
-        metavar="EPOCHS",
-        help="Trial-epochs the whole search may spend (a pruned or failed trial counts the epochs it ran) "
-        "[default: the study file's budget, else coarse plus two refine stages].",
-    ),
-]
-TimeoutOpt = Annotated[
-    Optional[str],
-    typer.Option(
-        "--timeout",
-        metavar="DURATION",
-        help="Start no trial after this wall-clock time (90s, 30m, 2h, 1h30m); running trials finish, and the "
-        "same command continues the stage it ended.",
-    ),
-]
-
+from hpsearch.cli.options import BudgetOpt, DirOpt, NameArg, RunOptions, SpecArg, StageOverrides, StorageOpt, TimeoutOpt, grouped
 
 @grouped
 def search(

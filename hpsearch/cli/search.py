@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from hpsearch.cli.options import DirOpt, NameArg, RunOptions, SpecArg, StageOverrides, StorageOpt, grouped
+from hpsearch.cli.options import BudgetOpt, DirOpt, NameArg, RunOptions, SpecArg, StageOverrides, StorageOpt, TimeoutOpt, grouped
 from hpsearch.cli.options import flag
 from hpsearch.errors import StageStoppedShort, render_settings
 
@@ -19,7 +19,13 @@ INTERRUPTED_MESSAGE = "\nInterrupted: completed trials are kept; run the same co
 
 @grouped
 def coarse(
-    spec_file: SpecArg, overrides: StageOverrides, run: RunOptions, directory: DirOpt = None, storage: StorageOpt = None
+    spec_file: SpecArg,
+    overrides: StageOverrides,
+    run: RunOptions,
+    budget: BudgetOpt = None,
+    timeout: TimeoutOpt = None,
+    directory: DirOpt = None,
+    storage: StorageOpt = None,
 ) -> None:
     """Run (or continue) a study's coarse stage: wide ranges, short trials.
 
@@ -31,15 +37,19 @@ def coarse(
     core); live progress goes to stderr. A trial that crashes, dies, times
     out or diverges is recorded with its reason and the search goes on;
     Ctrl-C keeps every finished trial, and the same command continues.
+    --budget EPOCHS caps the trial-epochs the stage spends (with a pruner, the
+    way to know its cost); --timeout starts no trial after that long.
 
     Example: hpsearch coarse studies/digits_mlp.toml --trials 40 --epochs 2 --workers 2
     """
     from hpsearch.spec import load_spec
 
+    deadline = _deadline(timeout)
+    given = _with_budget(overrides, budget)
     executor = _executor(run)
     spec = load_spec(spec_file)  # validated (its workload exists) before any worker imports the workload
     with _early_workers(executor) as start_workers:
-        start_workers(spec.workload, _target(lambda: spec.coarse.with_overrides(**overrides.as_dict()), spec.space))
+        start_workers(spec.workload, _target(lambda: spec.coarse.with_overrides(**given), spec.space))
         from hpsearch.cli.render import make_console
         from hpsearch.stages import start_coarse
         from hpsearch.storage import Store
@@ -49,8 +59,8 @@ def coarse(
         if unused := spec.unused_params():
             names = ", ".join("{" + p + "}" for p in unused)
             notice.print(f"warning: the command never uses {names}; the script gets them only from $HPSEARCH_PARAMS", soft_wrap=True, markup=False)
-        info = start_coarse(store, spec, overrides.as_dict(), notify=lambda line: notice.print(line, soft_wrap=True, markup=False))
-        _run_and_show(store, info, run, executor)
+        info = start_coarse(store, spec, given, notify=lambda line: notice.print(line, soft_wrap=True, markup=False))
+        _run_and_show(store, info, run, executor, deadline=deadline)
 
 
 @grouped
@@ -61,6 +71,8 @@ def refine(
     from_stage: Annotated[
         Optional[str], typer.Option("--from", help="Parent stage to refine from [default: the latest stage].")
     ] = None,
+    budget: BudgetOpt = None,
+    timeout: TimeoutOpt = None,
     directory: DirOpt = None,
     storage: StorageOpt = None,
 ) -> None:
@@ -79,9 +91,10 @@ def refine(
     from hpsearch.stages import plan_refine
     from hpsearch.storage import Store
 
+    deadline = _deadline(timeout)
     executor = _executor(run)
     store = Store(name, directory, storage, create=False)
-    info, flags, resumed = plan_refine(store, from_stage, overrides.as_dict())
+    info, flags, resumed = plan_refine(store, from_stage, _with_budget(overrides, budget))
     with _early_workers(executor) as start_workers:
         start_workers(info.spec.workload, _target(lambda: info.settings, info.space))
         from hpsearch.cli.render import changes_table, make_console, print_flags
@@ -92,7 +105,7 @@ def refine(
         else:
             print_flags(err, flags, info.parent or "")
         out.print(changes_table(info))
-        _run_and_show(store, info, run, executor)
+        _run_and_show(store, info, run, executor, deadline=deadline)
 
 
 @grouped
@@ -176,7 +189,23 @@ def _target(settings: Callable[[], Any], space: Any) -> int:
         return 0
 
 
-def _run_and_show(store: Any, info: Any, run: RunOptions, executor: Any, join: bool = False) -> None:
+def _deadline(timeout: str | None) -> float | None:
+    """--timeout as a time.monotonic() deadline (None: none); a bad duration is a one-line error."""
+    if not timeout:
+        return None
+    from hpsearch.recipe import parse_duration
+
+    return time.monotonic() + parse_duration(timeout)
+
+
+def _with_budget(overrides: StageOverrides, budget: int | None) -> dict[str, Any]:
+    given = overrides.as_dict()
+    return given if budget is None else {**given, "budget": budget}
+
+
+def _run_and_show(
+    store: Any, info: Any, run: RunOptions, executor: Any, join: bool = False, deadline: float | None = None
+) -> None:
     """Run a stage with live progress, then print its leaderboard and border warnings.
 
     join=True runs it as one more coordinator (stages.join_stage: `hpsearch worker`).
@@ -192,9 +221,9 @@ def _run_and_show(store: Any, info: Any, run: RunOptions, executor: Any, join: b
     try:
         with ProgressDisplay(err, info, run.quiet) as progress:
             if join:
-                result = join_stage(store, info.name, executor, listener=progress, pruner=pruner)
+                result = join_stage(store, info.name, executor, listener=progress, pruner=pruner, deadline=deadline)
             else:
-                result = run_stage(store, info, executor, listener=progress, pruner=pruner)
+                result = run_stage(store, info, executor, listener=progress, pruner=pruner, deadline=deadline)
     except KeyboardInterrupt:
         # Typer turns a KeyboardInterrupt into a silent exit 130; say what was kept.
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
@@ -207,5 +236,9 @@ def _run_and_show(store: Any, info: Any, run: RunOptions, executor: Any, join: b
     title = f"{info.spec.name} {info.name}: top {min(run.top, len(df))} ({info.spec.direction.value} {info.spec.metric})"
     out.print(leaderboard_table(df, info.spec.metric, info.space.names, title))
     print_flags(err, result.flags, info.name)
+    if result.ended_by == "timeout":
+        err.print(f"timeout: stage {info.name} stopped starting trials; run the same command again to continue", soft_wrap=True, markup=False)
+    elif result.ended_by == "budget":
+        err.print(f"stage {info.name} spent its budget of {info.settings.budget} trial-epochs", soft_wrap=True, markup=False)
     if result.shortfall:
         raise StageStoppedShort(f"{result.shortfall}; run the same command again to continue")
