@@ -74,6 +74,16 @@ class ModelSpec:
         return OPTIMIZERS[self.optimizer]
 
 
+def ungrouped_ranges(workload: "Workload", space: Any) -> list[str]:
+    """The params that make every population of a model workload a population of one: non-optimiser
+    params drawn from a range (two trials almost never share a value, and only optimiser params may
+    differ inside a stacked model)."""
+    if workload.model is None:
+        return []
+    optimizer = set(OPTIMIZERS[workload.model.optimizer])
+    return [p.name for p in space if p.name not in optimizer and hasattr(p, "low")]
+
+
 @dataclass(frozen=True)
 class Workload:
     """One of the kinds: `function` ("package.module:function" or "/abs/file.py:function"), `command`

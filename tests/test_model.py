@@ -252,3 +252,14 @@ def test_model_cli_instruments_need_no_watch_call(tmp_path: Path, run_cli, comma
         assert out.count("PASS") == 2
     else:
         assert "suggested lr range" in out + err
+
+
+def test_model_cli_range_of_a_non_optimiser_param_is_one_note(tmp_path: Path, run_cli) -> None:
+    path = _study(tmp_path, trials=2)
+    path.write_text(path.read_text() + "\n[params.width]\nlow = 8\nhigh = 32\ntype = \"int\"\n")
+    code, _, err = run_cli("coarse", path, "--dir", tmp_path / "r", "--workers", "0", "--population", "2")
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if "never share a population" in line]
+    assert len(notes) == 1 and notes[0].startswith("note: width is drawn from a range")
+    code, _, err = run_cli("coarse", path, "--dir", tmp_path / "r2", "--workers", "0")
+    assert "never share a population" not in err  # no population asked: nothing to say

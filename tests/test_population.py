@@ -7,6 +7,8 @@ differently from autograd + torch.optim.SGD; the observed gap is ~1e-7.
 
 from __future__ import annotations
 
+import math
+
 import subprocess
 import sys
 from typing import Any
@@ -329,7 +331,8 @@ def test_choose_population_size_times_each_k_more_than_once_and_keeps_the_fastes
         runs[k] = runs.get(k, 0) + 1
         return [None] * k
 
-    clock = iter([0.0, 10.0, 10.0, 10.1, 20.0, 20.3, 30.0, 30.1, 40.0, 40.1, 50.0, 50.1] + [60.0 + i for i in range(100)])
+    # start/stop pairs: K=1 runs 10 s (disturbed) then 1 s; K=2 runs 3 s (disturbed) then 1 s
+    clock = iter([0.0, 10.0, 10.0, 11.0, 20.0, 23.0, 30.0, 31.0] + [60.0 + i for i in range(100)])
     real = population.time.perf_counter
     population.time.perf_counter = lambda: next(clock)  # injected timings, not a wall clock
     try:
@@ -337,4 +340,36 @@ def test_choose_population_size_times_each_k_more_than_once_and_keeps_the_fastes
     finally:
         population.time.perf_counter = real
     assert runs[2] == population.PROBE_REPEATS  # each K timed PROBE_REPEATS times
-    assert choice.throughput[2] == pytest.approx(2 / 0.1)  # the faster of its runs
+    assert choice.throughput[1] == pytest.approx(1 / 1.0) and choice.throughput[2] == pytest.approx(2 / 1.0)  # the faster runs
+
+
+def test_mlp_population_members_report_their_own_update_ratio() -> None:
+    """A member is a full trial: its row gets the update:weight ratio (and its hints) a solo trial gets."""
+    from hpsearch.workloads import digits
+
+    params = [{"lr": 0.3, "momentum": 0.9}, {"lr": 1e-3}]
+    contexts = [TrialContext.open(TrialRecord(i, p, 2, i, metric="val_accuracy"), "cpu") for i, p in enumerate(params)]
+    run_population(digits.mlp.population, contexts, "val_accuracy")
+    ratios = [c.curves["update_ratio"] for c in contexts]
+    assert all(len(r) == 2 and all(v > 0 for v in r) for r in ratios)
+    assert ratios[0][-1] > 10 * ratios[1][-1]  # a 300x larger lr moves the weights far more
+
+
+def test_choose_population_size_repeats_a_tiny_population_until_min_probe_s() -> None:
+    from hpsearch.workloads import population
+
+    calls = {"n": 0}
+
+    def pop_fn(contexts):
+        calls["n"] += 1
+        return [None] * len(contexts)
+
+    ticks = iter(i * 0.0625 for i in range(10_000))  # every run takes 0.0625 s, exact in binary (injected timings)
+    real = population.time.perf_counter
+    population.time.perf_counter = lambda: next(ticks)
+    try:
+        population.choose_population_size(pop_fn, {"lr": 0.1}, max_k=1)
+    finally:
+        population.time.perf_counter = real
+    runs_per_timing = math.ceil(population.MIN_PROBE_S / 0.0625)
+    assert calls["n"] == 1 + population.PROBE_REPEATS * runs_per_timing  # warm-up, then the repeated timings

@@ -122,7 +122,7 @@ class RunOptions:
             "--population",
             metavar="K|auto",
             help="Train K trials at once in one vectorized model per worker, for workloads with a population "
-            "entry point (the built-in digits MLP has one; others run one trial per worker, with a notice). "
+            "entry point (the built-in digits MLP and every model workload; others run one trial per worker, with a notice). "
             "auto: a worker measures K = 1, 2, 4, ... and keeps the largest that still raises trials/second by 15%.",
         ),
     ] = None

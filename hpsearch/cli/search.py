@@ -59,6 +59,7 @@ def coarse(
         if unused := spec.unused_params():
             names = ", ".join("{" + p + "}" for p in unused)
             notice.print(f"warning: the command never uses {names}; the script gets them only from $HPSEARCH_PARAMS", soft_wrap=True, markup=False)
+        _population_note(notice, run, spec.workload, spec.space)
         info = start_coarse(store, spec, given, notify=lambda line: notice.print(line, soft_wrap=True, markup=False))
         _run_and_show(store, info, run, executor, deadline=deadline)
 
@@ -104,6 +105,7 @@ def refine(
             err.print(f"continuing unfinished stage {info.name}")
         else:
             print_flags(err, flags, info.parent or "")
+        _population_note(err, run, info.spec.workload, info.space)
         out.print(changes_table(info))
         _run_and_show(store, info, run, executor, deadline=deadline)
 
@@ -187,6 +189,21 @@ def _target(settings: Callable[[], Any], space: Any) -> int:
         return stage_target(settings(), space)
     except Exception:  # noqa: BLE001 - whatever it is, the stage's set-up raises it again, and says it better
         return 0
+
+
+def _population_note(console: Any, run: RunOptions, workload: Any, space: Any) -> None:
+    """One line when --population cannot stack a model workload's trials: a non-optimiser param is a range."""
+    from hpsearch.workload import ungrouped_ranges
+
+    if str(run.population or 1) == "1" or not (names := ungrouped_ranges(workload, space)):
+        return
+    console.print(
+        f"note: {', '.join(names)} {'is' if len(names) == 1 else 'are'} drawn from a range and not an optimiser param: "
+        "trials that differ in it never share a population, so every population is one trial; "
+        "search it as a value set (values = [...]) to stack trials",
+        soft_wrap=True,
+        markup=False,
+    )
 
 
 def _deadline(timeout: str | None) -> float | None:

@@ -12,19 +12,17 @@ returns what K calls of `digits.mlp` would return, member by member:
   maths at this size), into buffers allocated once and reused every step;
 - `PopulationSGD` is torch.optim.SGD (momentum, dampening 0, weight decay,
   optional Nesterov) with lr, weight_decay and momentum held per member;
-- a member whose batch loss turns NaN/inf is masked at once: its updates are
-  zeroed (its weights freeze), its loss is kept out of everyone else's
-  arithmetic, and it ends with reason 'diverged' after reporting its epoch;
+- a member whose batch loss turns NaN/inf is masked at once (its weights
+  freeze, its loss stays out of the others' arithmetic) and ends 'diverged';
+- each epoch every member reports its update:weight ratio (its last step's);
 - shared-order mode (`shared_order=True` or HPSEARCH_POPULATION_SHARED_ORDER=1,
   off by default): every member trains on the same batches, one shuffle per
   epoch seeded by the first member's seed; a step then takes one broadcast
   [B, 64] batch and no per-member copy of the data. Each member is still an
   exact SGD run on those batches, but only the first equals its solo trial.
 
-Members agree with solo `digits.mlp` trials up to float32 rounding (tests:
-atol 1e-5, rtol 1e-4 on the weights after several steps). Members that
-differ in `hidden` or `batch_size` cannot share one stacked tensor: they are
-trained as separate sub-populations, one after the other.
+Members agree with solo `digits.mlp` trials up to float32 rounding (tests: atol 1e-5, rtol 1e-4
+on the weights after several steps). Members differing in `hidden` or `batch_size` train apart.
 """
 
 from __future__ import annotations
@@ -38,6 +36,7 @@ import torch
 from hpsearch.divergence import DIVERGED
 from hpsearch.workloads.digits_data import BATCH_SIZE, load_digits_split
 from hpsearch.workloads.population import Member, as_members, report_population
+from hpsearch.workloads.stacked import update_ratio
 
 N_IN, N_OUT = 64, 10
 
@@ -374,7 +373,10 @@ def _fit_group(
             torch.index_select(y_train, 0, idx, out=yb.view(copies * b))
             if shared_order:
                 xb, yb = xb[0], yb[0]  # [B, 64], [B]: one batch for every member
+            before = model.flat.detach().clone() if start + batch_size >= n else None  # the epoch's last step
             loss, right = trainer.step(xb, yb)
+            if before is not None:  # each member's update:weight ratio, as the watcher samples a solo trial's
+                ratio = update_ratio(list(_views(before, hidden)), list(_views(model.flat, hidden)))
             loss_sum.add_(loss * xb.shape[-2])
             correct.add_(right)
         val_loss, val_acc = evaluate(model, x_val, y_val, eval_out)
@@ -385,7 +387,7 @@ def _fit_group(
             "val_loss": val_loss.tolist(),
             "val_accuracy": val_acc.tolist(),
         }
-        report_population(members, epoch, metrics)
+        report_population(members, epoch, {**metrics, "update_ratio": ratio.tolist()})
         for i, member in enumerate(members):
             if not alive[i]:
                 member.stop(DIVERGED)  # its epoch is on record; masked members train no further

@@ -38,6 +38,7 @@ MIN_GAIN = 1.15  # a doubling of K must raise trials/second by 15% to be worth i
 MAX_K = 256  # probes stop here even if throughput still grows: results come back K at a time
 PROBE_EPOCHS = 1  # the timed probe runs: one epoch is enough to reach steady state on small models
 PROBE_REPEATS = 2  # each K is timed this often and the fastest run counts: one run of a small model is noisy
+MIN_PROBE_S = 0.2  # and each timing repeats its population until it took this long in all
 
 
 def population_entry(fn: Callable[..., Any]) -> PopulationFn | None:
@@ -258,18 +259,23 @@ def choose_population_size(
         return min(time_once(k) for _ in range(PROBE_REPEATS))  # the least disturbed of the runs
 
     def time_once(k: int) -> float:
-        contexts = probe_contexts(params, k, epochs, device)
-        if cuda:
-            import torch
+        """Seconds per population of k, over as many runs as make MIN_PROBE_S (one tiny run is all noise)."""
+        runs, elapsed = 0, 0.0
+        while runs == 0 or elapsed < MIN_PROBE_S:
+            contexts = probe_contexts(params, k, epochs, device)
+            if cuda:
+                import torch
 
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-        start = time.perf_counter()
-        pop_fn(contexts)
-        if cuda:
-            torch.cuda.synchronize(device)
-            peaks[k] = torch.cuda.max_memory_allocated(device)
-        return time.perf_counter() - start
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+            start = time.perf_counter()
+            pop_fn(contexts)
+            if cuda:
+                torch.cuda.synchronize(device)
+                peaks[k] = torch.cuda.max_memory_allocated(device)
+            elapsed += time.perf_counter() - start
+            runs += 1
+        return elapsed / runs
 
     def fits(k: int) -> bool:
         if not cuda or k // 2 not in peaks:

@@ -146,7 +146,7 @@ class _Stack:
                 before = [p.detach().clone() for p in self.params.values()] if step == len(batches) - 1 else None
                 self.optimizer.step(grads)
                 if before is not None:
-                    ratio = _update_ratio(before, list(self.params.values()))
+                    ratio = update_ratio(before, list(self.params.values()))
                 total += losses.detach() * idx.shape[1]
             metrics = {"train_loss": (total / len(x_train)).tolist(), **self.evaluate()}
             if ratio is not None:
@@ -189,7 +189,7 @@ class _Stack:
         self.generators = [self.generators[k] for k in keep]
 
 
-def _update_ratio(before: list[torch.Tensor], after: list[torch.Tensor]) -> torch.Tensor:
+def update_ratio(before: list[torch.Tensor], after: list[torch.Tensor]) -> torch.Tensor:
     """Per member: the mean over its tensors of |after - before| / |before| (tensors with |before| = 0 skipped)."""
     ratios, counts = None, None
     for b, a in zip(before, after):
