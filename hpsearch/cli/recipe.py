@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import Annotated, Any, Optional
 
 import typer
 
 from hpsearch.cli.options import BudgetOpt, DirOpt, NameArg, RunOptions, SpecArg, StageOverrides, StorageOpt, TimeoutOpt, grouped
+
 
 @grouped
 def search(
@@ -37,15 +37,14 @@ def search(
     """
     from hpsearch.cli.progress import ProgressDisplay
     from hpsearch.cli.render import leaderboard_table, make_console
-    from hpsearch.cli.search import INTERRUPTED_MESSAGE
+    from hpsearch.cli.search import INTERRUPTED_MESSAGE, _deadline
     from hpsearch.dispatch import DispatchConfig, make_executor
     from hpsearch.leaderboard import frame
-    from hpsearch.recipe import parse_duration
     from hpsearch.recipe import search as run_search
     from hpsearch.spec import load_spec
     from hpsearch.storage import Store
 
-    deadline = time.monotonic() + parse_duration(timeout) if timeout else None
+    deadline = _deadline(timeout)
     executor = make_executor(DispatchConfig(run.devices, run.per_device, run.workers, run.trial_timeout, run.population))
     spec = load_spec(spec_file)
     store = Store(spec.name, directory, storage)
