@@ -35,6 +35,7 @@ from typing import Any, Collection, Iterable, Sequence
 KILL_POLL_S = 0.01  # how often a wait looks whether the processes left
 KILLED_WAIT_S = 1.0  # after SIGKILL, the longest wait for the kernel to finish them off
 PROC = Path("/proc")
+PR_SET_PDEATHSIG = 1  # prctl option: the signal the kernel sends a process when its parent dies
 _STARTED: weakref.WeakSet[subprocess.Popen[Any]] = weakref.WeakSet()  # groups spawned and not yet ended
 
 
@@ -45,10 +46,16 @@ def spawn(args: Sequence[str], die_with_parent: bool = False, **popen: Any) -> s
     process dies (Linux; elsewhere ignored), so a SIGKILLed parent leaves no orphan.
     """
     if die_with_parent and (prctl := _prctl()) is not None:
-        popen["preexec_fn"] = functools.partial(prctl, 1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        popen["preexec_fn"] = functools.partial(prctl, PR_SET_PDEATHSIG, int(signal.SIGKILL))
     proc = subprocess.Popen(list(args), start_new_session=True, **popen)
     _STARTED.add(proc)
     return proc
+
+
+def parent_death_signal(sig: int) -> None:
+    """Have the kernel send `sig` to this process when its parent dies (Linux; elsewhere nothing)."""
+    if (prctl := _prctl()) is not None:
+        prctl(PR_SET_PDEATHSIG, int(sig))
 
 
 def end_started(grace: float) -> None:

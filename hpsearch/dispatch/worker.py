@@ -44,7 +44,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable
 
 from hpsearch.errors import WorkloadError
-from hpsearch.procs import end_group_members, end_started, group_members
+from hpsearch.procs import end_group_members, end_started, group_members, parent_death_signal
 from hpsearch.workloads.api import EpochTiming, TrialContext, TrialOutcome, TrialRecord
 from hpsearch.workloads.capture import run_captured
 from hpsearch.workloads.function import run_trial
@@ -124,14 +124,7 @@ def _die_with_parent(parent: int) -> None:
     """End this worker when its coordinator dies, however it dies (even SIGKILL), and what its trial
     started with it: no orphans. The kernel sends SIGTERM (prctl), which ends the group first."""
     signal.signal(signal.SIGTERM, _on_sigterm)
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            PR_SET_PDEATHSIG = 1
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        except (OSError, AttributeError):
-            pass
+    parent_death_signal(signal.SIGTERM)
     if os.getppid() != parent:  # the coordinator died before prctl took effect
         _leave()
 
