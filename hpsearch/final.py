@@ -12,7 +12,18 @@ search, the border checks and every ranking never read it.
 The test split is looked at once: a second `final` returns the stored result
 without running anything, unless `again` (the stored `evaluations` count says
 how many times the test split was evaluated). The best configuration is
-written as `best.toml` and `best.json` in the study's results folder.
+written as `best.toml` and `best.json` in the study's results folder; for a
+model workload also `best.pt`, the trained weights (torch.save(state_dict))
+of the best configuration's run with the best test metric.
+
+Ensemble (`ensemble` K > 1, model workloads): every successful run keeps its
+raw outputs on the test split (workloads/model.py TestRun); each
+configuration's runs are averaged, then the K configurations with equal
+weight (softmax probabilities for cross_entropy, raw outputs for mse and a
+file loss), and the averaged prediction is scored under the trial's metric
+names. Every seed run counts, not only the best one: picking the best seed
+would choose by the test split. A function or command workload returns no
+predictions: each configuration is reported on its own.
 """
 
 from __future__ import annotations
@@ -29,11 +40,12 @@ import optuna
 
 from hpsearch.configs import ranked_configs
 from hpsearch.errors import HpsearchError
-from hpsearch.storage import LOGS_DIR, StageInfo, Store, results_dir
+from hpsearch.storage import FINAL_STUDY, LOGS_DIR, StageInfo, Store, results_dir
 from hpsearch.trials import derive_seed
 
 FINAL_ATTR = "hpsearch_final"  # the stored result, on the `<name>.final` Optuna study
-FINAL_STUDY = "final"
+WEIGHTS_FILE = "best.pt"
+NO_ENSEMBLE = "the averaged prediction needs a model workload (a function or command returns no predictions)"
 
 
 class FinalRefused(HpsearchError):
@@ -89,16 +101,25 @@ def final(
     if not configs:
         raise HpsearchError(f"stage {stage.name} of {store.name!r} has no completed trials; run the search first")
     epochs = epochs or stage.settings.epochs
-    entries, reasons = [], []
+    fn = _load(stage)
+    sign = -1.0 if stage.spec.direction.value == "maximize" else 1.0
+    entries, reasons, outputs, best = [], [], [], None  # outputs[c][r]: config c's run r on the test split
     for rank, config in enumerate(configs, 1):
-        runs = []
+        runs, kept = [], []
         for i in range(seeds):
-            outcome = _run(store, stage, config.params, epochs, derive_seed("final", stage.settings.seed, rank, i), device, i)
+            outcome, test_run = _run(fn, store, stage, config.params, epochs, derive_seed("final", stage.settings.seed, rank, i), device, i)
             value = outcome.metrics.get(stage.spec.metric)
             if outcome.state != "complete" or value is None or not math.isfinite(value):
                 reasons.append(outcome.reason or outcome.state)
                 continue
             runs.append({"seed": outcome.seed, "value": value, "metrics": outcome.metrics})
+            if test_run is not None:
+                if ensemble > 1:
+                    kept.append(test_run.outputs)
+                if rank == 1 and (best is None or sign * value < sign * best[0]):
+                    best = (value, outcome.seed, test_run)
+        if kept:
+            outputs.append(kept)
         values = [r["value"] for r in runs]
         entries.append({
             "rank": rank, "params": config.params, "val_mean": config.mean, "val_n": config.n, "runs": runs,
@@ -111,10 +132,36 @@ def final(
         "stage": stage.name, "epochs": epochs, "seeds": seeds, "metric": stage.spec.metric,
         "direction": stage.spec.direction.value, "configs": entries, "failed": reasons,
         "evaluations": (stored or {}).get("evaluations", 0) + 1,
+        "ensemble": _ensemble(fn, outputs, len(configs), stage.spec.metric, stage.spec.workload.kind == "model"),
+        "weights": None if best is None else {"file": WEIGHTS_FILE, "seed": best[1], "value": best[0]},
     }
+    weights = results_dir(store.directory) / store.name / WEIGHTS_FILE
+    weights.unlink(missing_ok=True)  # a best.pt of an earlier final belongs to another run
+    if best is not None:
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        best[2].save(weights)
     study = optuna.create_study(storage=store.storage, study_name=f"{store.name}.{FINAL_STUDY}", load_if_exists=True)
     study.set_user_attr(FINAL_ATTR, data)
     return FinalResult(data, True, write_best(store, data))
+
+
+def _ensemble(fn: Any, outputs: list[list[Any]], k: int, metric: str, model: bool) -> dict[str, Any] | None:
+    """The ensemble's entry (module docstring): None for one configuration."""
+    if k < 2:
+        return None
+    if not model or not outputs:
+        return {"k": k, "runs": 0, "metrics": {}, "value": None, "reason": NO_ENSEMBLE if not model else "no run succeeded"}
+    metrics = fn.ensemble_metrics(outputs)
+    value = metrics.get(metric)
+    reason = "" if value is not None else f"no {metric} for a prediction (it scores {', '.join(metrics)})"
+    return {"k": len(outputs), "runs": sum(map(len, outputs)), "metrics": metrics, "value": value, "reason": reason}
+
+
+def _load(stage: StageInfo) -> Callable[..., Any]:
+    """The workload, loaded once for every run (a model workload's data() is read once)."""
+    from hpsearch.workloads.loader import load_workload
+
+    return load_workload(stage.spec.workload)
 
 
 @dataclass
@@ -125,15 +172,18 @@ class _Outcome:
     seed: int
 
 
-def _run(store: Store, stage: StageInfo, params: dict[str, Any], epochs: int, seed: int, device: str, i: int) -> _Outcome:
-    """One test run in this process (output in its log under logs/final/), on the test split."""
+def _run(
+    fn: Callable[..., Any], store: Store, stage: StageInfo, params: dict[str, Any], epochs: int, seed: int, device: str, i: int
+) -> tuple[_Outcome, Any]:
+    """One test run in this process (output in its log under logs/final/), on the test split; with the
+    model workload's TestRun (its predictions and weights; None for other workloads)."""
     from hpsearch.dispatch.inline import pick_device
     from hpsearch.workloads.api import TrialContext, TrialRecord
     from hpsearch.workloads.capture import run_captured
     from hpsearch.workloads.function import run_trial
-    from hpsearch.workloads.loader import load_workload
 
-    fn = load_workload(stage.spec.workload)
+    if hasattr(fn, "kept"):
+        fn.kept = None
     logs = (results_dir(store.directory) / store.name / LOGS_DIR / FINAL_STUDY).resolve()
     logs.mkdir(parents=True, exist_ok=True)
     record = TrialRecord(
@@ -142,7 +192,7 @@ def _run(store: Store, stage: StageInfo, params: dict[str, Any], epochs: int, se
     )
     ctx = TrialContext.open(record, pick_device(device, command=stage.spec.workload.kind == "command"))
     [outcome] = run_captured([record], False, lambda: [run_trial(fn, ctx, stage.spec.metric)])
-    return _Outcome(outcome.state, outcome.metrics, outcome.reason, seed)
+    return _Outcome(outcome.state, outcome.metrics, outcome.reason, seed), getattr(fn, "kept", None)
 
 
 def write_best(store: Store, data: dict[str, Any]) -> list[Path]:
@@ -156,7 +206,22 @@ def write_best(store: Store, data: dict[str, Any]) -> list[Path]:
     toml, js = folder / "best.toml", folder / "best.json"
     toml.write_text("\n".join(lines) + "\n")
     js.write_text(json.dumps(best["params"], indent=2) + "\n")
-    return [toml, js]
+    weights = folder / WEIGHTS_FILE
+    return [toml, js] + ([weights] if data.get("weights") and weights.is_file() else [])
+
+
+def summary(data: dict[str, Any], short: bool = False) -> str:
+    """The stored result in one line (leaderboard, studies, report): the best configuration's test metric
+    mean ± spread, the ensemble's, and how many times the test split was evaluated; `short` for a table cell."""
+    best, ens, looks = data["configs"][0], data.get("ensemble"), data.get("evaluations", 0)
+    text = _fmt(best["mean"]) + (f" ± {_fmt(best['spread'])}" if best["spread"] is not None else "")
+    if short:
+        return text + (f", ensemble {_fmt(ens['value'])}" if ens and ens["value"] is not None else "") + f" ({looks}× test)"
+    line = f"final: test {data['metric']} {text} ({len(best['runs'])} seed(s), from {data['stage']})"
+    if ens:
+        shown = f"{_fmt(ens['value'])} ({ens['runs']} runs averaged)" if ens["value"] is not None else ens["reason"]
+        line += f"; ensemble of {ens['k']}: {shown}"
+    return line + f"; test split evaluated {looks} time(s)"
 
 
 def _fmt(value: float | None) -> str:

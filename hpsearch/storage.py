@@ -55,6 +55,7 @@ from hpsearch.trials import counts
 JOURNAL_FILE = "optuna.journal"
 LOGS_DIR = "logs"  # <results>/<study>/logs/<stage>/trial-<n>.log: each trial's stdout and stderr
 ATTR = "hpsearch"  # the Optuna study user attribute holding a stage's StageInfo
+FINAL_STUDY = "final"  # `<name>.final`: the Optuna study holding final.py's result (no stage)
 # Version of the StageInfo record. 1 (no "format" key): the study spec stored with its own copy of
 # the space. 2: the space once, as the stage's; the spec read back carries the stage's space.
 STAGE_FORMAT = 2
@@ -320,15 +321,16 @@ class Store:
         """Remove these stages (`stages_from`: a stage and every later one); returns their names.
 
         Works on any storage (journal, PostgreSQL, SQLite). When the whole
-        study goes from its default results folder, the folder (journal,
-        logs, plots, report) goes too.
+        study goes, its `<name>.final` study goes too and, from its default
+        results folder, the folder (journal, logs, plots, report, best.*).
         """
         for info in reversed(gone):
             self.delete(info)
-        if not self.stages() and self.url is None:
-            folder = results_dir(self.directory) / self.name
-            if (folder / JOURNAL_FILE).is_file():
-                shutil.rmtree(folder, ignore_errors=True)
+        whole, final, folder = not self.stages(), f"{self.name}.{FINAL_STUDY}", results_dir(self.directory) / self.name
+        if whole and any(s.study_name == final for s in self.storage.get_all_studies()):
+            optuna.delete_study(study_name=final, storage=self.storage)  # the whole study: its final result too
+        if whole and self.url is None and (folder / JOURNAL_FILE).is_file():
+            shutil.rmtree(folder, ignore_errors=True)
         return [s.name for s in gone]
 
     def update(self, info: StageInfo) -> None:

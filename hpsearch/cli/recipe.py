@@ -93,7 +93,11 @@ def final(
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs of each run [default: the last stage's].")] = None,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Runs of each configuration, each with its own seed.")] = 3,
     ensemble: Annotated[
-        int, typer.Option("--ensemble", min=1, help="Test the top K configurations (each retrained --seeds times) and report each.")
+        int,
+        typer.Option(
+            "--ensemble", min=1,
+            help="Test the top K configurations (each retrained --seeds times): each, and (model workloads) their averaged prediction.",
+        ),
     ] = 1,
     again: Annotated[bool, typer.Option("--again", help="Evaluate the test split again (counted, with a warning).")] = False,
     device: Annotated[str, typer.Option("--device", help="Device the runs train on (auto, cpu, cuda:0, ...).")] = "auto",
@@ -108,7 +112,12 @@ def final(
     {split} and $HPSEARCH_SPLIT in a command, data()'s third split in a model
     workload). The result is stored with the study, apart from the search:
     a second `final` prints it without touching the test split, unless
-    --again. Writes the best configuration as best.toml and best.json.
+    --again. Writes the best configuration as best.toml and best.json and,
+    for a model workload, best.pt: the weights (state_dict) of its run with
+    the best test metric (build(params).load_state_dict(torch.load(path))).
+    --ensemble K also scores, for a model workload, the averaged prediction
+    of every run of the top K (softmax probabilities for cross_entropy, raw
+    outputs otherwise; each configuration weighs the same).
 
     Example: hpsearch final digits_mlp --seeds 5
     """
@@ -126,6 +135,9 @@ def final(
             markup=False,
         )
     out.print(final_table(name, result.data))
+    ensemble = result.data.get("ensemble")
+    if ensemble and ensemble["value"] is None:
+        out.print(f"--ensemble {ensemble['k']}: each configuration on its own; {ensemble['reason']}", soft_wrap=True, markup=False)
     for path in result.files:
         out.print(f"wrote {path}", soft_wrap=True, markup=False)
 
@@ -146,4 +158,7 @@ def final_table(name: str, data: dict[str, Any]) -> Any:
         params = ", ".join(f"{k}={fmt(v) if isinstance(v, float) else v}" for k, v in entry["params"].items())
         val = f"{entry['val_mean']:.4f} ({entry['val_n']})"
         table.add_row(str(entry["rank"]), mean + spread, str(len(entry["runs"])), val, params)
+    ensemble = data.get("ensemble")
+    if ensemble and ensemble["value"] is not None:
+        table.add_row("ensemble", f"{ensemble['value']:.4f}", f"{ensemble['runs']} averaged", "", f"the top {ensemble['k']}, averaged prediction")
     return table

@@ -18,7 +18,9 @@ epoch's are returned. `trial.watch` is called for the workload, so the
 update:weight ratios, `sanity` and `lr-find` need nothing more. With
 `precision = "bf16"` the forward pass runs under CUDA autocast (on a CPU the
 trial trains in fp32). On `trial.split == "test"` the evaluation uses the
-third split (an error when data() returns none), under the same names.
+third split (an error when data() returns none), under the same names, and
+the workload keeps that run's predictions on the test split and its trained
+weights in `kept` (a TestRun, on the CPU: final.py's ensemble and best.pt).
 
 Data: each split is an (inputs, targets) pair of tensors or a torch Dataset
 of (input, target) items; a Dataset is read into tensors once per process
@@ -34,6 +36,8 @@ groups, trained one group after another.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -44,6 +48,20 @@ from hpsearch.workloads.population import as_members
 
 EVAL_CHUNK = 4096  # examples per forward pass when evaluating (bounds memory on large splits)
 SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class TestRun:
+    """What a trial on the test split leaves (final.py): the model's raw outputs on that split,
+    (n_test, *output shape) float32, and its trained weights, both on the CPU."""
+
+    outputs: torch.Tensor
+    state_dict: dict[str, torch.Tensor]
+
+    def save(self, path: Path) -> Path:
+        """The weights as torch.save(state_dict): load with build(params).load_state_dict(torch.load(path))."""
+        torch.save(self.state_dict, path)
+        return path
 
 
 class ModelWorkload:
@@ -59,6 +77,7 @@ class ModelWorkload:
         self.data_fn = load(spec.data)
         self.loss_fn: Callable[..., Any] | None = None if spec.loss in ("cross_entropy", "mse") else load(spec.loss)
         self._data: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}  # device -> split -> tensors
+        self.kept: TestRun | None = None  # the last test-split trial's predictions and weights
         self.population = self._population
 
     def __repr__(self) -> str:
@@ -133,6 +152,7 @@ class ModelWorkload:
         batch_size = self.batch_size(params)
         generator = torch.Generator().manual_seed(trial.seed)
         metrics: dict[str, float] = {}
+        outputs: list[torch.Tensor] = []
         for epoch in range(trial.epochs):
             model.train()
             order = torch.randperm(len(x_train), generator=generator).to(x_train.device)
@@ -145,19 +165,27 @@ class ModelWorkload:
                 optimizer.step()
                 total += loss.detach().float() * len(idx)
                 steps += 1
-            metrics = {"train_loss": float(total) / len(x_train), **self.evaluate(model, *data[evaluated], device)}
+            keep = outputs if evaluated == "test" and epoch == trial.epochs - 1 else None
+            metrics = {"train_loss": float(total) / len(x_train), **self.evaluate(model, *data[evaluated], device, keep)}
             trial.report(epoch, iterations=steps, **metrics)
+        if outputs:
+            self.kept = TestRun(torch.cat(outputs), {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
         return metrics
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str) -> dict[str, float]:
-        """val_loss (the mean over the split) and, for cross_entropy, val_accuracy."""
+    def evaluate(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str, keep: list[torch.Tensor] | None = None
+    ) -> dict[str, float]:
+        """val_loss (the mean over the split) and, for cross_entropy, val_accuracy; the outputs go into `keep`
+        (on the CPU, float32) when given."""
         model.eval()
         loss_fn = self.loss_module()
         total, correct = 0.0, 0
         for xs, ys in zip(x.split(self.eval_chunk), y.split(self.eval_chunk)):
             with self.autocast(device):
                 out = model(xs)
+            if keep is not None:
+                keep.append(out.detach().float().cpu())
             total += float(loss_fn(out.float(), ys)) * len(xs)
             if self.spec.classification and ys.dtype in (torch.int64, torch.int32):
                 correct += int((out.argmax(-1) == ys).sum())
@@ -165,6 +193,21 @@ class ModelWorkload:
         if self.spec.classification:
             metrics["val_accuracy"] = correct / len(x)
         return metrics
+
+    @torch.no_grad()
+    def ensemble_metrics(self, outputs: Sequence[Sequence[torch.Tensor]]) -> dict[str, float]:
+        """The test metrics of the averaged prediction: `outputs[c][r]` is run r of configuration c (TestRun.outputs).
+        Each configuration's runs are averaged first, then the configurations (equal weight per configuration):
+        softmax probabilities for cross_entropy, raw outputs for mse and a file loss. Same names as one trial's."""
+        x, y = self.splits("cpu")["test"]
+        if self.spec.classification:
+            mean = torch.stack([torch.stack([o.softmax(-1) for o in runs]).mean(0) for runs in outputs]).mean(0)
+            log_p = mean.clamp_min(torch.finfo(mean.dtype).tiny).log()
+            if y.dtype not in (torch.int64, torch.int32):  # class probabilities as targets
+                return {"val_loss": float(-(y * log_p).sum(-1).mean()), "val_accuracy": 0.0}
+            return {"val_loss": float(nn.functional.nll_loss(log_p, y)), "val_accuracy": float((mean.argmax(-1) == y).float().mean())}
+        mean = torch.stack([torch.stack(list(runs)).mean(0) for runs in outputs]).mean(0)
+        return {"val_loss": float(self.loss_module()(mean, y))}
 
     # -- several trials
 
