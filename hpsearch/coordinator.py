@@ -11,7 +11,8 @@ finished + RUNNING trials (read from the storage: before each trial on a
 database, every REFRESH_EVERY trials and at each trial near the target on
 the journal) are below the target; grid points are enqueued once and popped
 (the storage lets one pop win); a grid point whose trial was interrupted is
-re-queued by the one coordinator whose move of it to FAIL succeeded.
+re-queued by the one coordinator whose move of it to FAIL succeeded, and the
+others wait for that re-queue (or take it over: see retry.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from hpsearch.divergence import DivergenceCheck
 from hpsearch.errors import SpecError
 from hpsearch.pruner import is_last_report, make_pruner, prune_reason
 from hpsearch.liveness import LIVE_COORDINATORS, Heartbeat, fail_dead_trials, owner_tag
+from hpsearch.retry import Orphans, requeue
 from hpsearch.stage_result import StageResult
 from hpsearch.storage import StageInfo, Store, storage_counts
 from hpsearch.strategy import Strategy, make_sampler
@@ -49,7 +51,6 @@ from hpsearch.trials import (
     OWNER_ATTR,
     REASON_ATTR,
     RESULT_ATTR,
-    RETRY_OF_ATTR,
     RETRYABLE,
     SEED_ATTR,
     counts,
@@ -143,6 +144,8 @@ class Coordinator:
         self.reasons: list[str] = []
         self.done, self.failed_total, self.running_total = 0, 0, 0
         self._said_waiting = False
+        self.orphans = Orphans(self.study, info.name) if self.grid else None
+        self.pending_retries = 0  # failed grid points whose re-queue is still to come (retry.py)
         self._calls = 0
         self._best: FrozenTrial | None = None
         self._best_stale = True  # read from the storage at the first call
@@ -156,6 +159,7 @@ class Coordinator:
     def next_job(self) -> Job | None:
         """The next trial to run, or None when the stage needs no more trials started now."""
         self._check_heartbeat()
+        self.pending_retries = 0
         if self._failing():
             return None
         self._calls += 1
@@ -164,9 +168,13 @@ class Coordinator:
         if self.done + self.running_total >= self.target or self._ended():
             return None
         trial = None if waiting == [] else compat.pop_waiting(self.study, waiting)
+        if trial is None and self.orphans is not None:
+            # Every point is taken; one that failed for a retryable reason comes back (retry.py).
+            took_over = self.orphans.took_over
+            self.pending_retries = self.orphans.pending()
+            if self.orphans.took_over == took_over or (trial := compat.pop_waiting(self.study)) is None:
+                return None
         if trial is None:
-            if self.grid:
-                return None  # every point is taken; one that fails for a retryable reason comes back
             trial = compat.new_trial(self.study)
         # The owner first, in the write right after the trial's creation: a trial is ownerless only
         # if its coordinator dies within those milliseconds (and then counts as stale, see fail_dead_trials).
@@ -199,7 +207,8 @@ class Coordinator:
         counts of the last `next_job` call.
         """
         others = self.running_total - len(self.running)
-        waiting = not self._failing() and not self.ended_by and self.done < self.target and others > 0
+        short = not self._failing() and not self.ended_by and self.done < self.target
+        waiting = short and (others > 0 or self.pending_retries > 0)
         if waiting and not self._said_waiting:
             self._said_waiting = True
             elsewhere = [
@@ -207,6 +216,7 @@ class Coordinator:
                 for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                 if t.number not in self.running
             ]
+            elsewhere += [f"{self.pending_retries} failed point(s) to be queued again"] if self.pending_retries else []
             log.warning("stage %s: waiting for trials running elsewhere: %s", self.info.name, ", ".join(elsewhere))
         return waiting
 
@@ -377,7 +387,7 @@ class Coordinator:
     def _retry(self, number: int, params: dict[str, Any]) -> None:
         """Queue a grid point again after a retryable failure that THIS coordinator recorded."""
         if self.grid and params:
-            self.study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: number})
+            requeue(self.study, number, params)
 
     def _emit(self, kind: str, job: Job, **data: Any) -> None:
         if self.listener is not None:

@@ -1,4 +1,5 @@
-"""The coordinator's heartbeat: it survives database hiccups and never hides a programming error."""
+"""The coordinator's heartbeat (it survives database hiccups, never hides a programming error), and
+grid points re-queued after a retryable failure, with other coordinators reading in between."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ from hpsearch import optuna_compat as compat
 from hpsearch.coordinator import Coordinator
 from hpsearch.spec import load_spec
 from hpsearch.stages import start_coarse
+from hpsearch.retry import ORPHAN_GRACE_S, requeue
 from hpsearch.storage import Store
+from hpsearch.trials import INTERRUPTED, REASON_ATTR, RETRY_OF_ATTR, trial_params
+from hpsearch.workloads.api import TrialOutcome
+from optuna.trial import TrialState
 
 POLL_S = 0.05
 
@@ -71,3 +76,73 @@ def test_coordinator_heartbeat_programming_error_is_raised_on_the_main_thread(st
     with pytest.raises(RuntimeError, match="heartbeat thread stopped: AttributeError"):
         coordinator.next_job()
     coordinator.close()
+
+
+# ----------------------------------------------------------------------------- a grid point between FAIL and re-queue
+
+GRID = "[params.lr]\nlow = 1e-4\nhigh = 1.0\nlog = true\ngrid_points = 5\n\n[params.momentum]\nvalues = [0.9, 0.99]\n"
+
+
+def _grid_stage_with_a_failed_point(study_file, tmp_path: Path, monkeypatch):
+    """A 10-point grid stage on a database, one point's trial failed `interrupted` by some coordinator X
+    that has NOT re-queued it yet (the first of its two writes; the second is `requeue`)."""
+    monkeypatch.setenv("HPSEARCH_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("HPSEARCH_HEARTBEAT_GRACE", "30")
+    spec = load_spec(study_file("peak_inside", coarse='strategy = "grid"\ntrials = 100\nepochs = 1', params=GRID))
+    store = Store(spec.name, url=f"sqlite:///{tmp_path / 'grid.db'}")
+    info = start_coarse(store, spec, {})
+    victim = Coordinator(store, info)
+    job = victim.next_job()
+    assert job is not None
+    assert compat.fail_trial(victim.study, compat.trial_id(job.trial), REASON_ATTR, INTERRUPTED) is not None
+    victim.running.clear()
+    victim.close()
+    return store, info, job.number
+
+
+def _run_out(coordinator: Coordinator) -> int:
+    """Complete every trial `coordinator` hands out until it has none; how many it ran."""
+    ran = 0
+    while (job := coordinator.next_job()) is not None:
+        coordinator.finish(job, TrialOutcome("complete", {"val_accuracy": 0.5}, duration_s=0.0))
+        ran += 1
+    return ran
+
+
+def test_coordinator_grid_waits_for_a_failed_point_to_be_queued_again(study_file, tmp_path, monkeypatch) -> None:
+    store, info, number = _grid_stage_with_a_failed_point(study_file, tmp_path, monkeypatch)
+    reader = Coordinator(store, info, salt=1)  # reads the stage between X's two writes
+    try:
+        assert _run_out(reader) == 9
+        # 9 complete, none running or waiting, the 10th point failed: not over, its re-queue is on its way.
+        assert reader.done == 9 and reader.pending_retries == 1 and reader.waiting_on_others()
+        [failed] = [t for t in store.trials(info) if t.number == number]
+        requeue(reader.study, number, trial_params(failed))  # X's second write
+        assert _run_out(reader) == 1
+        assert reader.done == 10 and not reader.waiting_on_others()
+    finally:
+        reader.close()
+    trials = store.trials(info)
+    assert len(trials) == 11 and sum(t.state == TrialState.COMPLETE for t in trials) == 10
+    assert [t.user_attrs.get(RETRY_OF_ATTR) for t in trials].count(number) == 1
+
+
+def test_coordinator_grid_takes_over_the_requeue_of_a_coordinator_that_died(study_file, tmp_path, monkeypatch) -> None:
+    store, info, number = _grid_stage_with_a_failed_point(study_file, tmp_path, monkeypatch)  # X died after FAIL
+    now = [0.0]
+    readers = [Coordinator(store, info, salt=s) for s in (1, 2)]
+    for r in readers:
+        r.orphans.clock = lambda: now[0]  # type: ignore[union-attr]
+    try:
+        assert _run_out(readers[0]) == 9 and _run_out(readers[1]) == 0
+        assert all(r.waiting_on_others() for r in readers)  # within the grace: X may still write
+        now[0] = ORPHAN_GRACE_S
+        assert _run_out(readers[0]) == 1  # took it over: queued the point and ran it
+        assert _run_out(readers[1]) == 0 and readers[1].pending_retries == 0  # sees the retry: no second one
+        assert not any(r.waiting_on_others() for r in readers)
+    finally:
+        for r in readers:
+            r.close()
+    trials = store.trials(info)
+    assert len(trials) == 11 and sum(t.state == TrialState.COMPLETE for t in trials) == 10
+    assert [t.user_attrs.get(RETRY_OF_ATTR) for t in trials].count(number) == 1

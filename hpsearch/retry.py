@@ -1,0 +1,86 @@
+"""Re-queuing a grid point whose trial failed for a retryable reason (interrupted, heartbeat lost).
+
+The coordinator whose move of the trial to FAIL succeeded re-queues its point
+(`requeue`), so the point is retried once though several coordinators saw the
+trial die. Those are two storage writes, and another coordinator may read the
+stage between them: it then sees the point failed and not queued again, with
+nothing running or waiting, and would end the stage short. A coordinator that
+finds such an *orphan* (a retryable FAIL of a grid stage that no trial names
+as its `retry_of`) therefore waits for it (`Orphans.pending`: the stage is not
+over yet); if the orphan is still there after ORPHAN_GRACE_S by its own clock
+(the failing coordinator died between its two writes), it re-queues the point
+itself.
+
+Why not enqueue the retry before the FAIL: the FAIL move decides which of the
+coordinators that saw a trial die re-queues it; one that enqueued first and
+then lost the move would leave a duplicate point that no storage can delete.
+
+A take-over is a rare event (a coordinator dying in the milliseconds between
+its two writes); two coordinators taking over the same orphan in the same
+instant would queue it twice: each reads the stage again just before it
+enqueues, which leaves only that instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch.trials import REASON_ATTR, RETRY_OF_ATTR, RETRYABLE, trial_params
+
+ORPHAN_GRACE_S = 10.0  # a failing coordinator that has not re-queued its point after this long died in between
+log = logging.getLogger("hpsearch.coordinator")
+
+
+def requeue(study: optuna.Study, number: int, params: dict[str, Any]) -> None:
+    """Queue the grid point of failed trial `number` again, linked to it (`retry_of`)."""
+    study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: number})
+
+
+def orphans(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The retryable FAILs (with a point) that no trial names as its `retry_of`: their re-queue is pending."""
+    replaced = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
+    return [
+        t
+        for t in trials
+        if t.state == TrialState.FAIL
+        and t.user_attrs.get(REASON_ATTR) in RETRYABLE
+        and t.number not in replaced
+        and trial_params(t)
+    ]
+
+
+class Orphans:
+    """One coordinator's watch over a grid stage's orphans: when it first saw each, and the take-over."""
+
+    def __init__(self, study: optuna.Study, stage: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.study, self.stage, self.clock = study, stage, clock
+        self.seen: dict[int, float] = {}  # orphan number -> when this coordinator first saw it
+        self.took_over = 0  # points this coordinator re-queued for a failing coordinator that died
+
+    def pending(self) -> int:
+        """How many orphans still wait for their failing coordinator's re-queue (read from the storage).
+
+        One seen for ORPHAN_GRACE_S or longer is re-queued here, after a second read shows it still
+        orphaned; it then counts as queued (0 pending for it): the caller pops it like any queued point.
+        """
+        now = self.clock()
+        found = orphans(self.study.get_trials(deepcopy=False))
+        self.seen = {t.number: self.seen.get(t.number, now) for t in found}
+        overdue = [n for n, first in self.seen.items() if now - first >= ORPHAN_GRACE_S]
+        if overdue:
+            still = {t.number: t for t in orphans(self.study.get_trials(deepcopy=False))}
+            for number in overdue:
+                if number in still:
+                    log.warning(
+                        "stage %s: trial %d failed and its point was never queued again; queuing it here",
+                        self.stage, number,
+                    )
+                    requeue(self.study, number, trial_params(still[number]))
+                    self.took_over += 1
+                del self.seen[number]
+        return len(self.seen)
