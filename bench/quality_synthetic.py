@@ -35,9 +35,10 @@ PARAMS = {
 }
 
 
-def _spec(name: str, coarse: dict[str, Any], refine: dict[str, Any] | None = None, params: dict | None = None) -> Any:
+def _spec(name: str, coarse: dict[str, Any], refine: dict[str, Any] | None = None, params: dict | None = None,
+          **top: Any) -> Any:
     data = {"name": name, "workload": WORKLOAD, "metric": "val_accuracy", "direction": "maximize",
-            "params": params or PARAMS, "coarse": coarse}
+            "params": params or PARAMS, "coarse": coarse, **top}
     if refine:
         data["refine"] = refine
     return parse_spec(data, Path(__file__))
@@ -48,11 +49,16 @@ def _best_params(trials: list[Any]) -> dict[str, Any]:
     return dict(ranked[0].params) if ranked else {}
 
 
-SEARCH_COARSE = {"strategy": "tpe", "trials": 60, "epochs": 3}  # see bench/RESULTS.md: why TPE, why 3 epochs
+HAND_PICKED = {"strategy": "tpe", "trials": 60, "epochs": 3}  # the hand-picked stage settings of bench/RESULTS.md
 
 
 def m_search(seed: int, tmp: Path, budget: int, coarse: dict[str, Any] | None = None) -> dict[str, Any]:
-    spec = _spec("search", {**(coarse or SEARCH_COARSE), "seed": seed}, {"trials": 12, "epochs": LONG, "top_k": 5})
+    """`hpsearch search --budget N` with an ordinary study file (only [refine] epochs = 10 written): the
+    default plan (recipe.plan_stages). With `coarse`: search_plan = "study", that coarse, refine 12 x 10."""
+    if coarse is None:
+        spec = _spec("search", {"seed": seed}, {"epochs": LONG})
+    else:
+        spec = _spec("search", {**coarse, "seed": seed}, {"trials": 12, "epochs": LONG, "top_k": 5}, search_plan="study")
     store = Store(spec.name, tmp / f"search{seed}{'' if coarse is None else 'alt'}")
     result = search(store, spec, budget=budget, executor=InlineExecutor("cpu"))
     return dict(result.best.params)
@@ -115,7 +121,7 @@ def m_successive_halving(seed: int, tmp: Path, budget: int) -> dict[str, Any]:
 
 METHODS = {
     "hpsearch search": m_search,
-    "search, coarse 40 x 1 random": lambda seed, tmp, budget: m_search(seed, tmp, budget, {"trials": 40, "epochs": 1}),
+    "search, hand-picked plan": lambda seed, tmp, budget: m_search(seed, tmp, budget, HAND_PICKED),
     "flat random": m_flat("random"),
     "flat TPE": m_flat("tpe"),
     "TPE + hyperband": m_hyperband,

@@ -32,6 +32,7 @@ from hpsearch.errors import HpsearchError
 from hpsearch.spec import StudySpec
 from hpsearch.stages import plan_refine, run_stage, stage_complete, start_coarse
 from hpsearch.storage import StageInfo, Store
+from hpsearch.strategy import Strategy
 from hpsearch.trials import REPEAT_ATTR, point_key, spent_epochs, trial_params
 
 PLAN_ATTR = "recipe"  # a stage's plan in its Optuna study's user attributes: {"explore", "repeats", "runs"}
@@ -41,6 +42,12 @@ REPEAT_FRACTION = 0.2  # of a refine stage's trials, kept for re-running its top
 CARRY = 3  # at most this many of the parent's standouts are carried into refine at the new length
 STANDOUT_Z = 2.0  # a configuration stands out when its mean is within this many noise units of the best's
 MIN_REFINE_TRIALS = 3  # a refine stage with room for fewer trials than this is not started
+# The automatic plan (plan_stages; bench/RESULTS.md, "What makes search win"):
+COARSE_LENGTH = 3  # coarse epochs = refine epochs / this (successive halving's rung below the top)
+COARSE_SHARE = 0.5  # of the budget, for coarse (its trials and their re-runs)
+FIRST_REFINE_SHARE = 0.6  # of what coarse leaves, for refine-1 (the next stages are sized to the rest)
+MIN_COARSE_TRIALS, MAX_COARSE_TRIALS = 10, 200
+MAX_REFINE_TRIALS = 40
 
 
 @dataclass
@@ -76,6 +83,33 @@ def default_budget(spec: StudySpec) -> int:
         return spec.budget
     coarse, refine = spec.coarse, spec.refine
     return (coarse.trials + coarse_repeats(spec)) * coarse.epochs + 2 * refine.trials * refine.epochs
+
+
+def plan_stages(spec: StudySpec, total: int, given: dict[str, Any] | None = None) -> StudySpec:
+    """The stage settings `search` runs with: the study file's as written with `search_plan = "study"`,
+    else planned from the budget `total` and the [refine] epochs R (a pure function):
+
+    - coarse: TPE, max(1, round(R / 3)) epochs, as many trials as fill about half the budget with
+      their re-runs (10 to 200);
+    - refine: R epochs, trials to spend about 60% of what coarse leaves in refine-1 (3 to 40); the
+      stages after it get the same, the last sized to what is left.
+
+    `given` (the coarse flags: trials, epochs, strategy, top_k, ...) wins over the plan: with
+    --epochs alone, the trials are planned for that length. [refine]'s epochs, top_k and seed and
+    [coarse]'s seed, top_k and max_failures are always the study file's.
+    """
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    if spec.search_plan == "study":
+        return spec
+    refine = spec.refine
+    epochs = given.get("epochs") or max(1, round(refine.epochs / COARSE_LENGTH))
+    top_k = given.get("top_k") or spec.coarse.top_k
+    share = int(total * COARSE_SHARE) // epochs - top_k * (COARSE_RUNS - 1)
+    trials = given.get("trials") or min(max(share, MIN_COARSE_TRIALS), MAX_COARSE_TRIALS)
+    coarse = replace(spec.coarse, strategy=Strategy.tpe, trials=trials, epochs=epochs)
+    left = max(total - (trials + min(top_k, trials) * (COARSE_RUNS - 1)) * epochs, 0)
+    refine_trials = min(max(round(FIRST_REFINE_SHARE * left / refine.epochs), MIN_REFINE_TRIALS), MAX_REFINE_TRIALS)
+    return replace(spec, coarse=coarse, refine=replace(refine, trials=refine_trials))
 
 
 def coarse_repeats(spec: StudySpec) -> int:
@@ -123,6 +157,7 @@ def search(
     say = say or (lambda line: None)
     result = SearchResult()
     given = {k: v for k, v in (overrides or {}).items() if v is not None and k != "budget"}
+    spec = plan_stages(spec, total, given)
     stage = _coarse(store, spec, given, total)
     previous: Config | None = None
     while True:

@@ -60,6 +60,7 @@ class StageSpec:
 
 
 METRIC_EPOCHS = ("last", "best")  # a trial's value: its last epoch's metric, or its best epoch's
+SEARCH_PLANS = ("auto", "study")  # search's stage settings: planned from the budget, or the study file's
 
 
 # Refine trains longer around the best: the recipe's 10-20 epochs, fewer trials.
@@ -80,6 +81,9 @@ class StudySpec:
     folder: str = ""
     budget: int | None = None  # trial-epochs of the whole `search` (recipe.py); None: coarse + two refines
     metric_epoch: str = "last"  # "last": a trial's metric is its last epoch's; "best": its best epoch's
+    # "auto": `search` plans its stages from the budget and [refine] epochs (recipe.plan_stages);
+    # "study": it runs the [coarse] and [refine] tables as written
+    search_plan: str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.workload, str):  # library callers and old code pass "module:function"
@@ -102,6 +106,7 @@ class StudySpec:
             "folder": self.folder,
             "budget": self.budget,
             "metric_epoch": self.metric_epoch,
+            "search_plan": self.search_plan,
         }
         if with_space:
             d["space"] = self.space.to_dict()
@@ -122,10 +127,11 @@ class StudySpec:
             folder=d.get("folder", ""),
             budget=d.get("budget"),
             metric_epoch=d.get("metric_epoch", "last"),
+            search_plan=d.get("search_plan", "auto"),
         )
 
 
-TOP_KEYS = {"name", "workload", "metric", "direction", "coarse", "refine", "params", "description", "budget", "metric_epoch"}
+TOP_KEYS = {"name", "workload", "metric", "direction", "coarse", "refine", "params", "description", "budget", "metric_epoch", "search_plan"}
 STAGE_KEYS = {"strategy", "trials", "epochs", "seed", "top_k", "max_failures", "budget"}
 WORKLOAD_KEYS = {"function", "command", "model", "data", "loss", "batch_size", "optimizer", "precision"}
 MODEL_KEYS = {"data", "loss", "batch_size", "optimizer", "precision"}  # only with model = ...
@@ -191,7 +197,11 @@ def parse_spec(data: dict[str, Any], path: str | Path = "<memory>") -> StudySpec
     metric_epoch = data.get("metric_epoch", "last")
     if metric_epoch not in METRIC_EPOCHS:
         raise SpecError(file, "metric_epoch", f'{metric_epoch!r}: use "last" (the last epoch\'s metric) or "best" (the best epoch\'s)')
-    return StudySpec(name, workload, metric, direction, space, coarse, refine, str(path), folder, budget, metric_epoch)
+    search_plan = data.get("search_plan", "auto")
+    if search_plan not in SEARCH_PLANS:
+        raise SpecError(file, "search_plan", f'{search_plan!r}: use "auto" (search plans its stages from the budget) '
+                        'or "study" (search runs [coarse] and [refine] as written)')
+    return StudySpec(name, workload, metric, direction, space, coarse, refine, str(path), folder, budget, metric_epoch, search_plan)
 
 
 def check_stage(stage: StageSpec, where: str, file: str | Path) -> StageSpec:
