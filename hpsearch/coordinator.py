@@ -21,19 +21,17 @@ import logging
 import math
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import optuna_compat as compat
 from hpsearch.border import BorderFlag, check_borders
-from hpsearch.divergence import DivergenceCheck
 from hpsearch.errors import SpecError
-from hpsearch.pruner import is_last_report, make_pruner, prune_reason
+from hpsearch.jobs import Job, Listener, TrialEvent
 from hpsearch.liveness import LIVE_COORDINATORS, Heartbeat, fail_dead_trials, owner_tag
+from hpsearch.pruner import is_last_report, make_pruner, prune_reason
 from hpsearch.retry import Orphans, requeue
 from hpsearch.stage_result import StageResult
 from hpsearch.storage import StageInfo, Store, storage_counts
@@ -62,44 +60,12 @@ from hpsearch.trials import (
     trial_params,
     trial_seed,
 )
-from hpsearch.workloads.api import RecordFields, TrialOutcome, TrialRecord
+from hpsearch.workloads.api import TrialOutcome, TrialRecord
 
 FAIL_FAST = 5  # this many failures in a row with no success: the workload is broken, stop the stage
 BEST_RESCAN = 100  # finishes between full reads of the stage's best (other coordinators' trials)
 REFRESH_EVERY = 50  # trials between reads of the stage's counts from the journal, away from its target
 log = logging.getLogger("hpsearch.coordinator")
-
-
-@dataclass
-class Job(RecordFields):
-    """One trial handed to an executor: its Optuna trial (kept here) and its record (sent to the worker)."""
-
-    trial: optuna.Trial
-    record: TrialRecord
-    check: DivergenceCheck = field(default_factory=DivergenceCheck)
-    started: float = field(default_factory=time.perf_counter)
-    reports: int = 0  # epochs it reported so far
-
-
-@dataclass
-class TrialEvent:
-    """What progress displays hear about: a trial started, reported an epoch, or finished."""
-
-    kind: str  # "start" | "report" | "finish"
-    job: Job
-    epoch: int | None = None
-    metrics: dict[str, float] | None = None
-    outcome: TrialOutcome | None = None
-    done: int = 0
-    target: int = 0
-    failed: int = 0
-    best: FrozenTrial | None = None
-    running: int = 0
-    epoch_seconds: float | None = None  # wall time of the reported epoch, measured in the trial's process
-    iterations: int | None = None  # optimiser steps in that epoch, when the workload says
-
-
-Listener = Callable[[TrialEvent], None]
 
 
 def stage_flags(info: StageInfo, ranked: list[FrozenTrial]) -> list[BorderFlag]:

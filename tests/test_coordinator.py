@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy.exc
+from optuna.trial import TrialState
 
 from hpsearch import optuna_compat as compat
 from hpsearch.coordinator import Coordinator
+from hpsearch.retry import ORPHAN_GRACE_S, requeue
 from hpsearch.spec import load_spec
 from hpsearch.stages import start_coarse
-from hpsearch.retry import ORPHAN_GRACE_S, requeue
 from hpsearch.storage import Store
 from hpsearch.trials import INTERRUPTED, REASON_ATTR, RETRY_OF_ATTR, trial_params
 from hpsearch.workloads.api import TrialOutcome
-from optuna.trial import TrialState
 
 POLL_S = 0.05
 
