@@ -89,3 +89,125 @@ def test_final_builtin_digits_evaluates_on_its_test_split() -> None:
     val, test = run("val"), run("test")
     assert val["train_loss"] == test["train_loss"]  # the same training
     assert val["val_loss"] != test["val_loss"]  # evaluated on another split
+
+
+# ----------------------------------------------------------------------------- model workloads: ensemble, weights
+
+MODELS = Path(__file__).parent / "workloads" / "models.py"
+REGRESSION = '''
+import torch
+from torch import nn
+
+
+def build(params):
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+
+
+def _split(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g)
+    return x, torch.stack([x[:, 0] * x[:, 1], x[:, 2].sin()], 1)
+
+
+def data():
+    return _split(96, 1), _split(48, 2), _split(48, 3)
+'''
+
+
+def _model_store(tmp_path: Path, loss: str = "cross_entropy") -> Store:
+    """A coarse stage of 4 one-epoch trials of a tiny model workload (models.py's mlp, or REGRESSION for mse)."""
+    from hpsearch.stages import run_stage, start_coarse
+
+    if loss == "mse":
+        (tmp_path / "reg.py").write_text(REGRESSION)
+        model, data, metric, direction = f"{tmp_path / 'reg.py'}:build", f"{tmp_path / 'reg.py'}:data", "val_loss", "minimize"
+    else:
+        model, data, metric, direction = f"{MODELS}:mlp", f"{MODELS}:data", "val_accuracy", "maximize"
+    path = tmp_path / f"m_{loss}.toml"
+    path.write_text(
+        f'name = "m_{loss}"\nmetric = "{metric}"\ndirection = "{direction}"\n\n'
+        f'[workload]\nmodel = "{model}"\ndata = "{data}"\nloss = "{loss}"\nbatch_size = 32\n\n'
+        '[coarse]\ntrials = 4\nepochs = 1\nseed = 0\n\n[params.lr]\nlow = 1e-2\nhigh = 0.5\nlog = true\n'
+    )
+    spec = load_spec(path)
+    store = Store(spec.name, tmp_path / "r")
+    run_stage(store, start_coarse(store, spec, {}))
+    return store
+
+
+def _retrained(store: Store, entry: dict) -> list:
+    """Each final run of a configuration trained again by hand on the test split: (its ModelWorkload, its metrics)."""
+    from hpsearch.workloads.api import TrialContext, TrialRecord
+    from hpsearch.workloads.loader import load_workload
+
+    found = []
+    for run in entry["runs"]:
+        workload = load_workload(store.stage(None).spec.workload)
+        metrics = workload(TrialContext.open(TrialRecord(0, dict(entry["params"]), 1, run["seed"], split="test"), "cpu"))
+        assert metrics == pytest.approx(run["metrics"])  # the same run: final's figures are this training's
+        found.append((workload, metrics))
+    return found
+
+
+def test_final_ensemble_scores_the_averaged_softmax_of_every_run(tmp_path: Path) -> None:
+    import torch
+
+    store = _model_store(tmp_path)
+    result = final(store, seeds=2, ensemble=2)
+    ensemble = result.data["ensemble"]
+    assert ensemble["k"] == 2 and ensemble["runs"] == 4 and ensemble["reason"] == ""
+    # By hand: softmax of each run's test outputs, averaged per configuration, then over the configurations.
+    probs = []
+    for entry in result.data["configs"]:
+        runs = [w for w, _ in _retrained(store, entry)]
+        probs.append(torch.stack([w.kept.outputs.softmax(-1) for w in runs]).mean(0))
+    y = runs[0].splits("cpu")["test"][1]
+    mean = torch.stack(probs).mean(0)
+    assert ensemble["value"] == pytest.approx(float((mean.argmax(-1) == y).float().mean()))
+    assert ensemble["metrics"]["val_loss"] == pytest.approx(float(-mean[torch.arange(len(y)), y].log().mean()), rel=1e-5)
+
+
+def test_final_ensemble_of_mse_averages_the_outputs(tmp_path: Path) -> None:
+    import torch
+
+    store = _model_store(tmp_path, loss="mse")
+    result = final(store, seeds=2, ensemble=2)
+    outputs, losses = [], []
+    for entry in result.data["configs"]:
+        runs = _retrained(store, entry)
+        outputs.append(torch.stack([w.kept.outputs for w, _ in runs]).mean(0))
+        losses += [m["val_loss"] for _, m in runs]
+    y = runs[0][0].splits("cpu")["test"][1]
+    value = result.data["ensemble"]["value"]
+    assert value == pytest.approx(float(torch.nn.functional.mse_loss(torch.stack(outputs).mean(0), y)), rel=1e-5)
+    assert value <= sum(losses) / len(losses)  # the loss of the mean prediction, not the mean of the losses (convexity)
+
+
+def test_final_saves_the_best_runs_weights_loadable_into_build(tmp_path: Path) -> None:
+    import torch
+
+    from tests.workloads.models import data, mlp
+
+    store = _model_store(tmp_path)
+    result = final(store, seeds=2)
+    pt = result.files[-1]
+    assert pt.name == "best.pt" and pt.parent == result.files[0].parent
+    best = result.data["configs"][0]
+    top = max(best["runs"], key=lambda r: r["value"])
+    assert result.data["weights"] == {"file": "best.pt", "seed": top["seed"], "value": top["value"]}
+    model = mlp(best["params"])
+    model.load_state_dict(torch.load(pt))  # the documented way: build(params), then load_state_dict
+    x, y = data()[2]
+    with torch.no_grad():
+        assert float((model(x).argmax(-1) == y).float().mean()) == pytest.approx(top["value"])
+    assert final(store).files == result.files  # the stored result names the same files
+
+
+def test_final_ensemble_of_a_function_workload_reports_each_config_and_says_why(study_file, tmp_path: Path, run_cli) -> None:
+    store = _searched(study_file, tmp_path)
+    code, out, err = run_cli("final", store.name, "--dir", tmp_path / "r", "--seeds", "1", "--ensemble", "2")
+    assert code == 0, err
+    ensemble = stored_final(store)["ensemble"]
+    assert ensemble["value"] is None and "needs a model workload" in ensemble["reason"]
+    assert out.count("needs a model workload") == 1 and "best.pt" not in out
+    assert not (tmp_path / "r" / store.name / "best.pt").exists()

@@ -99,3 +99,41 @@ def test_leaderboard_csv_neutralises_formulas_and_numbers_stay_numbers(tmp_path)
         assert back["val_loss"].dtype.kind == "f" and back["val_loss"][0] == -1.5
     md = to_text(pd.DataFrame({"a|b": ["x|y"]}), "markdown")
     assert "x\\|y" in md and "a\\|b" in md
+
+
+def _tested(study_file, ensemble: int = 1, run_cli=None):
+    """A coarse stage of tests/workloads/recipe.py's noisy_peak, then `final` (function workload: no ensemble
+    prediction); with run_cli, checks that the leaderboard has no final line before."""
+    from pathlib import Path
+
+    from hpsearch.final import final
+
+    recipe = Path(__file__).parent / "workloads" / "recipe.py"
+    store, _ = _board(study_file, workload=f"{recipe}:noisy_peak", coarse="trials = 6\nepochs = 1\nseed = 0")
+    if run_cli is not None:
+        code, out, _ = run_cli("leaderboard", store.name)
+        assert code == 0 and "final:" not in out  # nothing tested yet
+    return store, final(store, seeds=2, ensemble=ensemble)
+
+
+def test_leaderboard_shows_the_stored_final_result_under_the_table(study_file, run_cli) -> None:
+    _, result = _tested(study_file, run_cli=run_cli)
+    best = result.data["configs"][0]
+    code, out, err = run_cli("leaderboard", "fake")
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.startswith("final:"))
+    assert f"test val_accuracy {best['mean']:.4f} ± {best['spread']:.4f}" in line and "evaluated 1 time(s)" in line
+    code, out, _ = run_cli("leaderboard", "fake", "--format", "csv")
+    assert "final:" not in out  # data formats stay data
+
+
+def test_studies_marks_the_tested_stage_with_the_final_result(study_file, run_cli, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    _, result = _tested(study_file, ensemble=2)
+    code, out, err = run_cli("studies")
+    assert code == 0, err
+    header = next(line for line in out.splitlines() if line.split()[:1] == ["study"])
+    assert header.split()[-1] == "final"  # the column
+    best = result.data["configs"][0]
+    row = next(line for line in out.splitlines() if " coarse " in line)
+    assert f"{best['mean']:.4f} ± {best['spread']:.4f}" in row and "(1× test)" in row

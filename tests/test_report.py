@@ -67,7 +67,7 @@ def test_report_best_config_failed_trials_and_many_params(study_file: Callable[.
     assert code == 0, err
     page = (tmp_path / "results" / "fake" / "report.html").read_text()
     sections = _sections(page)
-    assert list(sections)[:3] == ["Best configuration", "coarse", "refine-1"]  # it opens with the best
+    assert list(sections)[:4] == ["Best configuration", "Final test", "coarse", "refine-1"]  # it opens with the best
 
     # 1. The best over all stages (THE ranking), exact, as TOML and JSON that parse back to its params.
     stages = store.stages()
@@ -93,3 +93,21 @@ def test_report_best_config_failed_trials_and_many_params(study_file: Callable[.
     # 3. Six params stay readable: the string param is plotted too, wide tables scroll sideways.
     assert re.search(r"alt='val_accuracy against each parameter of coarse: [^']*activation", page)
     assert "<div class='scroll'><table>" in sections["coarse"]
+
+
+def test_report_shows_the_stored_final_result(study_file: Callable[..., Path], run_cli: RunCli, tmp_path: Path) -> None:
+    from hpsearch.final import stored_final
+    from hpsearch.storage import Store
+
+    recipe = Path(__file__).parent / "workloads" / "recipe.py"
+    assert run_cli("coarse", study_file(workload=f"{recipe}:noisy_peak", coarse="trials = 6\nepochs = 1\nseed = 0"), "-q")[0] == 0
+    assert run_cli("report", "fake")[0] == 0
+    page = (tmp_path / "results" / "fake" / "report.html").read_text()
+    assert "Not tested yet" in _sections(page)["Final test"]
+    code, _, err = run_cli("final", "fake", "--seeds", "2")
+    assert code == 0, err
+    assert run_cli("report", "fake")[0] == 0
+    final = _sections((tmp_path / "results" / "fake" / "report.html").read_text())["Final test"]
+    best = stored_final(Store("fake", create=False))["configs"][0]
+    assert f"test val_accuracy {best['mean']:.4f}" in final and "test split evaluated 1 time(s)" in final
+    assert final.count("<tr>") == 2  # the header and the one configuration tested

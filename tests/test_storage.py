@@ -81,3 +81,26 @@ def test_storage_creation_race_the_loser_runs_the_winners_stage(study_file) -> N
     threading.Timer(0.3, lambda: study.set_user_attr(ATTR, info.to_dict())).start()
     stored = start_coarse(Store(spec.name), spec, {})
     assert stored == info and len(store.stages()) == 1
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_storage_delete_of_the_whole_study_deletes_its_final_study(study_file, run_cli, tmp_path, kind) -> None:
+    """The `<name>.final` study goes with the study, in a shared storage too; another study's stays."""
+    from pathlib import Path
+
+    from hpsearch.final import final, stored_final
+
+    url = str(tmp_path / "shared.journal") if kind == "journal" else f"sqlite:///{tmp_path / 'shared.db'}"
+    recipe = Path(__file__).parent / "workloads" / "recipe.py"
+    stores = []
+    for name in ("fake", "other"):
+        spec = load_spec(study_file(name=name, workload=f"{recipe}:noisy_peak", coarse="trials = 3\nepochs = 1\nseed = 0"))
+        store = Store(spec.name, url=url)
+        run_stage(store, start_coarse(store, spec, {}))
+        final(store, seeds=1)
+        stores.append(store)
+    code, _, err = run_cli("delete", "fake", "--storage", url, "--yes")
+    assert code == 0 and "and its final result" in err, err
+    names = {s.study_name for s in Store("other", url=url).storage.get_all_studies()}
+    assert names == {"other.coarse", "other.final"}
+    assert stored_final(Store("fake", url=url)) is None and stored_final(stores[1]) is not None

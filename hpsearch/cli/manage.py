@@ -23,27 +23,33 @@ def delete(
 ) -> None:
     """Delete a study, or a stage and the stages after it, from its storage (journal or database).
 
-    Every trial of those stages goes; with the whole study from its default
-    results folder, the folder goes too (journal, logs, plots, report). Asks
+    Every trial of those stages goes; with the whole study, its stored
+    `hpsearch final` result goes too (the `<name>.final` Optuna study) and,
+    from its default results folder, the folder (journal, logs, plots,
+    report, best.toml/json/pt). Asks
     first on a terminal; elsewhere pass --yes. Use it to start over after
     changing a study file whose coarse stage already has results.
 
     Example: hpsearch delete digits_mlp --stage refine-2 --yes
     """
     from hpsearch.cli.render import make_console
+    from hpsearch.final import stored_final
     from hpsearch.storage import Store
 
     store = Store(name, directory, storage, create=False)
     doomed = store.stages_from(stage)
     names = [s.name for s in doomed]
     what = f"study {name!r}" if stage is None else f"stage{'s' if len(names) > 1 else ''} {', '.join(names)} of {name!r}"
+    tested = len(doomed) == len(store.stages()) and stored_final(store) is not None  # the final result goes with the study
+    what += " and its final result" if tested else ""
     trials = sum(len(store.trials(s)) for s in doomed)
     if not yes:
         if not sys.stdin.isatty():
             raise HpsearchError(f"deleting {what} ({trials} trials) needs confirmation: pass --yes")
         typer.confirm(f"Delete {what} ({trials} trials) from {store.location}?", abort=True, err=True)
     gone = store.delete_stages(doomed)
-    make_console(stderr=True).print(f"deleted {', '.join(gone)} of {name} ({trials} trials) from {store.location}", soft_wrap=True, markup=False)
+    also = " and its final result" if tested else ""
+    make_console(stderr=True).print(f"deleted {', '.join(gone)} of {name}{also} ({trials} trials) from {store.location}", soft_wrap=True, markup=False)
 
 
 def repair(

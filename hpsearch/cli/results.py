@@ -39,7 +39,7 @@ def leaderboard(
     directory: DirOpt = None,
     storage: StorageOpt = None,
 ) -> None:
-    """Show the ranked trials of a stage (or all stages), with border flags.
+    """Show the ranked trials of a stage (or all stages), with border flags and the final result.
 
     One row per trial: completed ones ranked by the study's metric and
     direction, then pruned and failed ones with their reason. The table fits
@@ -52,12 +52,15 @@ def leaderboard(
     update_ratio (last per-epoch update:weight ratio; the recipe wants ~1e-3),
     lr_hint ('lr too low?' below 1e-4, 'lr too high?' above 1e-2) and notes
     (undertrained, overfitting, flat: lr too low or dead, unstable: lr too high?).
+    After `hpsearch final`, one line under the table gives its stored test
+    result (mean ± spread, the ensemble's, how many times it was tested).
 
     Example: hpsearch leaderboard digits_mlp --stage all --csv leaderboard.csv
     """
     from hpsearch.cli.render import leaderboard_table, make_console, print_flags
     from hpsearch.coordinator import stage_flags
     from hpsearch.errors import HpsearchError
+    from hpsearch.final import stored_final, summary
     from hpsearch.leaderboard import frame, select_stages, to_text, write_csv
     from hpsearch.storage import Store
     from hpsearch.trials import ranked_trials
@@ -88,6 +91,9 @@ def leaderboard(
         title = f"{name}: {', '.join(s.name for s in stages)} ({spec.direction.value} {spec.metric})"
         # Only --wide and --columns can be wider than the terminal: their lines are kept whole.
         out.print(leaderboard_table(shown, spec.metric, names, title, wide=wide, columns=chosen), crop=not (wide or chosen))
+        tested = stored_final(store)
+        if tested is not None:
+            out.print(summary(tested), soft_wrap=True, markup=False, highlight=False)
     for info, stage_trials in zip(stages, trials):
         print_flags(err, stage_flags(info, ranked_trials(stage_trials, info.spec.direction.value)), info.name)
     if csv:
@@ -95,23 +101,30 @@ def leaderboard(
 
 
 def studies(directory: DirOpt = None, storage: StorageOpt = None) -> None:
-    """List the studies with their stages, trial counts and best metric.
+    """List the studies with their stages, trial counts, best metric and final test result.
+
+    The `final` column, on the stage `hpsearch final` tested, holds the
+    stored test metric of the best configuration (mean ± spread), the
+    ensemble's, and how many times the test split was evaluated.
 
     Example: hpsearch studies --dir studies
     """
     from hpsearch.cli.render import make_console
+    from hpsearch.final import stored_final
     from hpsearch.leaderboard import study_summaries
-    from hpsearch.storage import results_dir
+    from hpsearch.storage import Store, results_dir
 
     rows = study_summaries(directory, storage)
     if not rows:
         make_console(stderr=True).print(f"no studies under {results_dir(directory)}; run `hpsearch coarse STUDY_FILE` first")
         return
-    make_console().print(studies_table(rows))
+    finals = {name: stored_final(Store(name, directory, storage, create=False)) for name in dict.fromkeys(r.study for r in rows)}
+    make_console().print(studies_table(rows, {k: v for k, v in finals.items() if v is not None}))
 
 
-def studies_table(rows: Sequence[Any]) -> Any:
-    """One row per stage of each study (leaderboard.StageSummary), its lineage in `from`."""
+def studies_table(rows: Sequence[Any], finals: dict[str, dict[str, Any]] | None = None) -> Any:
+    """One row per stage of each study (leaderboard.StageSummary), its lineage in `from`; with `finals`
+    (study -> final.stored_final), a `final` column on the stage each final tested."""
     from rich import box
     from rich.table import Table
 
@@ -119,12 +132,17 @@ def studies_table(rows: Sequence[Any]) -> Any:
     one = metrics.pop() if len(metrics) == 1 else None  # one metric for all: named once, in the title
     title = f"best = {one}" if one else "best = each study's metric"
     table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for col in ("study", "stage", "from", "strategy", "epochs", "trials", "complete", "failed", "best"):
+    from hpsearch.final import summary
+
+    finals = finals or {}
+    for col in ("study", "stage", "from", "strategy", "epochs", "trials", "complete", "failed", "best") + (("final",) if finals else ()):
         table.add_column(col, overflow="fold")
     for r in rows:
         value = "" if r.best is None else f"{r.best:.4f}" if one else f"{r.metric} {r.best:.4f}"
         counts = (str(r.epochs), str(r.trials), str(r.complete), str(r.failed))
-        table.add_row(r.study, r.stage, r.parent or "-", r.strategy, *counts, value)
+        tested = finals.get(r.study)
+        final = [summary(tested, short=True) if tested and tested.get("stage") == r.stage else ""] if finals else []
+        table.add_row(r.study, r.stage, r.parent or "-", r.strategy, *counts, value, *final)
     return table
 
 

@@ -1,7 +1,9 @@
 """The study report: one self-contained HTML file (images embedded as base64) per study.
 
 It opens with the best configuration over all stages (trials.ranked_trials),
-as TOML and JSON ready to paste. Then for each stage, in lineage order
+as TOML and JSON ready to paste, and the stored result of `hpsearch final`
+(final.py: each tested configuration's test metric, the ensemble's, the
+weights file, how many times the test split was evaluated). Then for each stage, in lineage order
 (coarse -> refine-1 -> ...): its settings, its space and, for refine stages,
 how it was derived from its parent (old range -> new range, why); the border
 flags; the leaderboard (top rows, with the diagnostics columns; wide tables
@@ -27,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.coordinator import stage_flags
 from hpsearch.errors import HpsearchError
+from hpsearch.final import stored_final, summary
 from hpsearch.leaderboard import frame
 from hpsearch.space import fmt
 from hpsearch.storage import StageInfo, Store, results_dir
@@ -66,6 +69,7 @@ def build_report(store: Store, directory: str | Path | None = None, top: int = 1
         f"<p class='muted'>workload <code>{_e(spec.workload)}</code> · {_e(spec.direction.value)} "
         f"<b>{_e(spec.metric)}</b> · stages: {_e(lineage)}</p>",
         _best_section(stages, trials),
+        _final_section(stored_final(store)),
     ]
     with tempfile.TemporaryDirectory() as tmp:
         for info, stage_trials in zip(stages, trials):
@@ -106,6 +110,28 @@ def _best_section(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenT
         f"<pre class='json'>{_e(json.dumps(dict(best.params), indent=2))}</pre>",
     ]
     return "\n".join(out)
+
+
+def _final_section(data: dict[str, Any] | None) -> str:
+    """The stored final result: one line, then a row per tested configuration (and the ensemble's)."""
+    if data is None:
+        return "<h2>Final test</h2>\n<p class='muted'>Not tested yet: <code>hpsearch final NAME</code> tests the best once.</p>"
+    rows = [
+        (e["rank"], "failed" if e["mean"] is None else f"{e['mean']:.4f}" + (f" ± {e['spread']:.4f}" if e["spread"] is not None else ""),
+         len(e["runs"]), f"{e['val_mean']:.4f} ({e['val_n']})", " ".join(f"{k}={fmt(v)}" for k, v in e["params"].items()))
+        for e in data["configs"]
+    ]
+    ensemble = data.get("ensemble")
+    if ensemble and ensemble["value"] is not None:
+        rows.append(("ensemble", f"{ensemble['value']:.4f}", f"{ensemble['runs']} averaged", "", f"the top {ensemble['k']}, averaged prediction"))
+    weights = data.get("weights")
+    saved = f" Weights of the best run (seed {weights['seed']}): <code>{_e(weights['file'])}</code>." if weights else ""
+    metric = data["metric"]
+    return "\n".join([
+        "<h2>Final test</h2>",
+        f"<p class='final'>{_e(summary(data))}.{saved}</p>",
+        _table(("rank", f"test {metric}", "seeds", f"val {metric} (n)", "params"), rows),
+    ])
 
 
 def _toml_key(key: str) -> str:
