@@ -210,13 +210,11 @@ def write_best(store: Store, data: dict[str, Any]) -> list[Path]:
     return [toml, js] + ([weights] if data.get("weights") and weights.is_file() else [])
 
 
-def summary(data: dict[str, Any], short: bool = False) -> str:
+def summary(data: dict[str, Any]) -> str:
     """The stored result in one line (leaderboard, studies, report): the best configuration's test metric
-    mean ± spread, the ensemble's, and how many times the test split was evaluated; `short` for a table cell."""
+    mean ± spread, the ensemble's, and how many times the test split was evaluated."""
     best, ens, looks = data["configs"][0], data.get("ensemble"), data.get("evaluations", 0)
     text = _fmt(best["mean"]) + (f" ± {_fmt(best['spread'])}" if best["spread"] is not None else "")
-    if short:
-        return text + (f", ensemble {_fmt(ens['value'])}" if ens and ens["value"] is not None else "") + f" ({looks}× test)"
     line = f"final: test {data['metric']} {text} ({len(best['runs'])} seed(s), from {data['stage']})"
     if ens:
         shown = f"{_fmt(ens['value'])} ({ens['runs']} runs averaged)" if ens["value"] is not None else ens["reason"]

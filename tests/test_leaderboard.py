@@ -127,13 +127,12 @@ def test_leaderboard_shows_the_stored_final_result_under_the_table(study_file, r
     assert "final:" not in out  # data formats stay data
 
 
-def test_studies_marks_the_tested_stage_with_the_final_result(study_file, run_cli, monkeypatch) -> None:
-    monkeypatch.setenv("COLUMNS", "200")
+def test_studies_marks_the_tested_stage_with_the_final_result(study_file, run_cli) -> None:
     _, result = _tested(study_file, ensemble=2)
     code, out, err = run_cli("studies")
     assert code == 0, err
-    header = next(line for line in out.splitlines() if line.split()[:1] == ["study"])
-    assert header.split()[-1] == "final"  # the column
+    assert any(line.split()[:2] == ["fake", "coarse"] and "✓" in line for line in out.splitlines())
     best = result.data["configs"][0]
-    row = next(line for line in out.splitlines() if " coarse " in line)
-    assert f"{best['mean']:.4f} ± {best['spread']:.4f}" in row and "(1× test)" in row
+    line = next(line for line in out.splitlines() if line.startswith("✓ fake final:"))
+    assert f"test val_accuracy {best['mean']:.4f} ± {best['spread']:.4f}" in line and "evaluated 1 time(s)" in line
+    assert "ensemble of 2: the averaged prediction needs a model workload" in line

@@ -12,6 +12,9 @@ import typer
 from hpsearch.cli.options import DirOpt, NameArg, StageOpt, StorageOpt
 
 
+FINAL_MARK = "✓"  # studies: the stage `final` tested (its result in a line under the table)
+
+
 class Format(str, Enum):
     table = "table"
     csv = "csv"
@@ -103,14 +106,15 @@ def leaderboard(
 def studies(directory: DirOpt = None, storage: StorageOpt = None) -> None:
     """List the studies with their stages, trial counts, best metric and final test result.
 
-    The `final` column, on the stage `hpsearch final` tested, holds the
-    stored test metric of the best configuration (mean ± spread), the
-    ensemble's, and how many times the test split was evaluated.
+    The stage `hpsearch final` tested is marked ✓, and a line under the
+    table per tested study gives its stored result: the best configuration's
+    test metric (mean ± spread), the ensemble's, and how many times the test
+    split was evaluated.
 
     Example: hpsearch studies --dir studies
     """
     from hpsearch.cli.render import make_console
-    from hpsearch.final import stored_final
+    from hpsearch.final import stored_final, summary
     from hpsearch.leaderboard import study_summaries
     from hpsearch.storage import Store, results_dir
 
@@ -119,12 +123,16 @@ def studies(directory: DirOpt = None, storage: StorageOpt = None) -> None:
         make_console(stderr=True).print(f"no studies under {results_dir(directory)}; run `hpsearch coarse STUDY_FILE` first")
         return
     finals = {name: stored_final(Store(name, directory, storage, create=False)) for name in dict.fromkeys(r.study for r in rows)}
-    make_console().print(studies_table(rows, {k: v for k, v in finals.items() if v is not None}))
+    tested = {k: v for k, v in finals.items() if v is not None}
+    out = make_console()
+    out.print(studies_table(rows, tested))
+    for name, data in tested.items():
+        out.print(f"{FINAL_MARK} {name} {summary(data)}", soft_wrap=True, markup=False, highlight=False)
 
 
 def studies_table(rows: Sequence[Any], finals: dict[str, dict[str, Any]] | None = None) -> Any:
     """One row per stage of each study (leaderboard.StageSummary), its lineage in `from`; with `finals`
-    (study -> final.stored_final), a `final` column on the stage each final tested."""
+    (study -> final.stored_final), the stage each final tested marked FINAL_MARK."""
     from rich import box
     from rich.table import Table
 
@@ -132,17 +140,14 @@ def studies_table(rows: Sequence[Any], finals: dict[str, dict[str, Any]] | None 
     one = metrics.pop() if len(metrics) == 1 else None  # one metric for all: named once, in the title
     title = f"best = {one}" if one else "best = each study's metric"
     table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    from hpsearch.final import summary
-
     finals = finals or {}
-    for col in ("study", "stage", "from", "strategy", "epochs", "trials", "complete", "failed", "best") + (("final",) if finals else ()):
+    for col in ("study", "stage", "from", "strategy", "epochs", "trials", "complete", "failed", "best"):
         table.add_column(col, overflow="fold")
     for r in rows:
         value = "" if r.best is None else f"{r.best:.4f}" if one else f"{r.metric} {r.best:.4f}"
         counts = (str(r.epochs), str(r.trials), str(r.complete), str(r.failed))
-        tested = finals.get(r.study)
-        final = [summary(tested, short=True) if tested and tested.get("stage") == r.stage else ""] if finals else []
-        table.add_row(r.study, r.stage, r.parent or "-", r.strategy, *counts, value, *final)
+        tested = r.study in finals and finals[r.study].get("stage") == r.stage
+        table.add_row(r.study, r.stage + (f" {FINAL_MARK}" if tested else ""), r.parent or "-", r.strategy, *counts, value)
     return table
 
 
