@@ -115,17 +115,17 @@ def data():
 
 
 def _model_store(tmp_path: Path, loss: str = "cross_entropy") -> Store:
-    """A coarse stage of 4 one-epoch trials of a tiny model workload (models.py's mlp, or REGRESSION for mse)."""
+    """A coarse stage of 4 one-epoch trials of a tiny model workload (models.py's mlp; REGRESSION for another loss)."""
     from hpsearch.stages import run_stage, start_coarse
 
-    if loss == "mse":
+    if loss != "cross_entropy":
         (tmp_path / "reg.py").write_text(REGRESSION)
         model, data, metric, direction = f"{tmp_path / 'reg.py'}:build", f"{tmp_path / 'reg.py'}:data", "val_loss", "minimize"
     else:
         model, data, metric, direction = f"{MODELS}:mlp", f"{MODELS}:data", "val_accuracy", "maximize"
-    path = tmp_path / f"m_{loss}.toml"
+    path = tmp_path / "m.toml"
     path.write_text(
-        f'name = "m_{loss}"\nmetric = "{metric}"\ndirection = "{direction}"\n\n'
+        f'name = "m"\nmetric = "{metric}"\ndirection = "{direction}"\n\n'
         f'[workload]\nmodel = "{model}"\ndata = "{data}"\nloss = "{loss}"\nbatch_size = 32\n\n'
         '[coarse]\ntrials = 4\nepochs = 1\nseed = 0\n\n[params.lr]\nlow = 1e-2\nhigh = 0.5\nlog = true\n'
     )
@@ -167,10 +167,11 @@ def test_final_ensemble_scores_the_averaged_softmax_of_every_run(tmp_path: Path)
     assert ensemble["metrics"]["val_loss"] == pytest.approx(float(-mean[torch.arange(len(y)), y].log().mean()), rel=1e-5)
 
 
-def test_final_ensemble_of_mse_averages_the_outputs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loss", ["mse", f"{MODELS}:l1"])
+def test_final_ensemble_of_a_regression_averages_the_raw_outputs(tmp_path: Path, loss: str) -> None:
     import torch
 
-    store = _model_store(tmp_path, loss="mse")
+    store = _model_store(tmp_path, loss=loss)
     result = final(store, seeds=2, ensemble=2)
     outputs, losses = [], []
     for entry in result.data["configs"]:
@@ -178,8 +179,10 @@ def test_final_ensemble_of_mse_averages_the_outputs(tmp_path: Path) -> None:
         outputs.append(torch.stack([w.kept.outputs for w, _ in runs]).mean(0))
         losses += [m["val_loss"] for _, m in runs]
     y = runs[0][0].splits("cpu")["test"][1]
+    mean = torch.stack(outputs).mean(0)
+    by_hand = torch.nn.functional.mse_loss(mean, y) if loss == "mse" else (mean - y).abs().mean()
     value = result.data["ensemble"]["value"]
-    assert value == pytest.approx(float(torch.nn.functional.mse_loss(torch.stack(outputs).mean(0), y)), rel=1e-5)
+    assert value == pytest.approx(float(by_hand), rel=1e-5)
     assert value <= sum(losses) / len(losses)  # the loss of the mean prediction, not the mean of the losses (convexity)
 
 

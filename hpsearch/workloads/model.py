@@ -199,7 +199,7 @@ class ModelWorkload:
         """The test metrics of the averaged prediction: `outputs[c][r]` is run r of configuration c (TestRun.outputs).
         Each configuration's runs are averaged first, then the configurations (equal weight per configuration):
         softmax probabilities for cross_entropy, raw outputs for mse and a file loss. Same names as one trial's."""
-        x, y = self.splits("cpu")["test"]
+        y = self.splits("cpu")["test"][1]
         if self.spec.classification:
             mean = torch.stack([torch.stack([o.softmax(-1) for o in runs]).mean(0) for runs in outputs]).mean(0)
             log_p = mean.clamp_min(torch.finfo(mean.dtype).tiny).log()
