@@ -222,6 +222,36 @@ class Coordinator:
             self.failures.append(f"trial {job.number}: {HEARTBEAT_LOST}")
         self._emit("finish", job, outcome=outcome)
 
+    # -- a population's K trials at once: one journal append where K would be (optuna_compat.batched_writes)
+
+    def next_jobs(self, k: int) -> list[Job]:
+        """Up to `k` trials to run together, as `next_job` gives them; their owners and params in one write."""
+        jobs: list[Job] = []
+        with compat.batched_writes(self.study):
+            while len(jobs) < k and (job := self.next_job()) is not None:
+                jobs.append(job)
+        return jobs
+
+    def report_many(self, reports: list[tuple[Job, int, dict[str, float], float | None, int | None]]) -> list[str | None]:
+        """`report` for each of a population's members at one epoch: (job, epoch, metrics, seconds,
+        iterations) each, their reasons in order. One write for all, unless a pruner must read each first."""
+        if self.pruner != "none":
+            return [self.report(*entry) for entry in reports]
+        with compat.batched_writes(self.study) as late:
+            reasons = [self.report(*entry) for entry in reports]
+        return [HEARTBEAT_LOST if compat.trial_id(entry[0].trial) in late else r for entry, r in zip(reports, reasons)]
+
+    def finish_many(self, ended: list[tuple[Job, TrialOutcome]]) -> None:
+        """`finish` for each of a population's members; their outcomes in one write."""
+        with compat.batched_writes(self.study) as late:
+            for job, outcome in ended:
+                self.finish(job, outcome)
+        for job, _ in ended:
+            if compat.trial_id(job.trial) in late:
+                self.failures.append(f"trial {job.number}: {HEARTBEAT_LOST}")
+            else:
+                self._offer_best(compat.latest(job.trial))
+
     def interrupt(self) -> None:
         """Record every running trial as FAIL (interrupted); completed trials stay."""
         for job in list(self.running.values()):

@@ -22,6 +22,10 @@ classes). What is here has no public equivalent that does the job:
   changes are fsynced; a trial's params, attributes and reports ride on the
   next fsync (at the latest its final state's), so a finished trial is on
   disk with everything it recorded, at one fsync per trial, not per write.
+- `batched_writes`: many writes of one coordinator in one journal append
+  (a population's K reports of an epoch, its K outcomes, its K trials'
+  owners and params): Optuna's JournalStorage appends each write on its own
+  (lock, write, read back), K times where one would do.
 - `state_counts`: how many trials of a study are in each state, as one COUNT
   query on RDB storages (Optuna's `get_n_trials` loads every trial, seconds
   for a large study on PostgreSQL, and the coordinator asks before each trial).
@@ -34,12 +38,14 @@ Optuna name appears in any other module.
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import RDBStorage
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages.journal import BaseJournalBackend
 from optuna.trial import FrozenTrial, TrialState
 
 def new_trial(study: optuna.Study) -> optuna.Trial:
@@ -53,6 +59,11 @@ def suggest(trial: optuna.Trial, distributions: dict[str, BaseDistribution]) -> 
     """Draw (or, for a popped queued trial, take) every param from its distribution, as Study.ask does."""
     for name, distribution in distributions.items():
         trial._suggest(name, distribution)
+
+
+def latest(trial: optuna.Trial) -> FrozenTrial:
+    """The trial as the storage holds it now (Trial caches what it wrote itself, not its state)."""
+    return trial.storage.get_trial(trial._trial_id)
 
 
 def study_id(study: optuna.Study) -> int:
@@ -139,3 +150,75 @@ def state_counts(study: optuna.Study, storage: Any) -> dict[TrialState, int]:
     for t in study.get_trials(deepcopy=False):
         found[t.state] = found.get(t.state, 0) + 1
     return found
+
+
+def _read_back(record: dict[str, Any]) -> bool:
+    """Whether Optuna reads this record back to answer the call that wrote it: a study's or a trial's
+    creation (their ids), a move to RUNNING (whether this process won a queued trial)."""
+    op = record.get("op_code")
+    return op in (0, 4) or (op == 6 and record.get("state") == TrialState.RUNNING)
+
+
+class _HeldWrites(BaseJournalBackend):
+    """A journal backend that keeps appended records back (reads, and records read back, go through)."""
+
+    def __init__(self, backend: BaseJournalBackend) -> None:
+        self.backend = backend
+        self.logs: list[dict[str, Any]] = []
+
+    def read_logs(self, log_number_from: int) -> Any:
+        return self.backend.read_logs(log_number_from)
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        if any(_read_back(record) for record in logs):
+            self.backend.append_logs(logs)
+        else:
+            self.logs.extend(logs)
+
+
+@contextmanager
+def batched_writes(study: optuna.Study) -> Iterator[set[int]]:
+    """Hold the study's journal writes made inside the block, then append them in one write at its end.
+
+    Inside, writes (trial params, attributes, reports, final states) are held:
+    reads see the storage without them, so only writes that nothing inside
+    reads again belong there (not a report a pruner must see). The writes
+    Optuna reads back at once (a trial's creation, a move to RUNNING) go
+    through as they come. At the end the records are appended in
+    one locked write (one fsync) and read back. Yields a set that, after the
+    block, holds the ids of trials whose held writes came too late (another
+    coordinator finished the trial meanwhile: its verdict stands). On other
+    storages the writes go through one by one, as without the block.
+    """
+    late: set[int] = set()
+    storage: Any = study._storage
+    if not isinstance(storage, JournalStorage) or isinstance(storage._backend, _HeldWrites):
+        yield late  # a database writes each, as before; nested blocks join the outer one
+        return
+    held = _HeldWrites(storage._backend)
+    storage._backend = held
+    try:
+        yield late
+    finally:
+        storage._backend = held.backend
+        if held.logs:
+            held.backend.append_logs(held.logs)
+        while True:
+            try:
+                with storage._thread_lock:
+                    storage._sync_with_backend()
+                break
+            except UpdateFinishedTrialError:
+                pass  # the replay skips that record and goes on with the next read
+        late.update(_refused(storage, held.logs))
+
+
+def _refused(storage: Any, logs: list[dict[str, Any]]) -> set[int]:
+    """Trials among `logs` whose final state is not the one this block wrote (finished by another first)."""
+    refused = set()
+    for record in logs:
+        if record.get("op_code") == 6 and record.get("state") is not None:
+            trial = storage.get_trial(record["trial_id"])
+            if trial.state != TrialState(record["state"]):
+                refused.add(record["trial_id"])
+    return refused

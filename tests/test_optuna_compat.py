@@ -111,3 +111,55 @@ def test_compat_journal_operation_numbers_are_the_ones_fsync_policy_assumes() ->
     lazy = {ops.CREATE_TRIAL, ops.SET_TRIAL_PARAM, ops.SET_TRIAL_INTERMEDIATE_VALUE, ops.SET_TRIAL_USER_ATTR, ops.SET_TRIAL_SYSTEM_ATTR}
     assert not {int(op) for op in lazy} & compat.DURABLE_JOURNAL_OPS
     assert compat.journal_record_is_durable({"op_code": int(ops.SET_TRIAL_STATE_VALUES)})
+
+
+class _Counting(JournalFileBackend):
+    """A journal file backend that counts its appends."""
+
+    appends = 0
+
+    def append_logs(self, logs):  # type: ignore[no-untyped-def]
+        self.appends += 1
+        super().append_logs(logs)
+
+
+def test_compat_batched_writes_hold_a_populations_writes_for_one_append(tmp_path: Path) -> None:
+    backend = _Counting(str(tmp_path / "optuna.journal"))
+    study = optuna.create_study(storage=JournalStorage(backend), study_name="s", direction="maximize")
+    before = backend.appends
+    with compat.batched_writes(study) as late:
+        trials = [compat.new_trial(study) for _ in range(4)]  # creations go through: Optuna reads their ids back
+        assert backend.appends == before + 4
+        for t in trials:
+            t.set_user_attr("owner", "me")
+            compat.suggest(t, DISTRIBUTIONS)
+            t.report(0.5, 0)
+            study.tell(t, 0.25)
+        assert backend.appends == before + 4  # held: 4 x (owner, 2 params, report, state) not yet written
+        assert all(compat.latest(t).state == TrialState.RUNNING for t in trials)  # reads: as before the block
+    assert backend.appends == before + 5 and not late
+    fresh = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(tmp_path / "optuna.journal"))))
+    assert [(t.state, t.value, t.user_attrs, t.intermediate_values, set(t.params)) for t in fresh.trials] == [
+        (TrialState.COMPLETE, 0.25, {"owner": "me"}, {0: 0.5}, {"lr", "m"})
+    ] * 4
+
+
+def test_compat_batched_writes_name_trials_another_coordinator_finished_first(tmp_path: Path) -> None:
+    path = str(tmp_path / "optuna.journal")
+    ours = optuna.create_study(storage=JournalStorage(JournalFileBackend(path)), study_name="s")
+    other = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(path)))  # another process
+    trial = compat.new_trial(ours)
+    with compat.batched_writes(ours) as late:
+        ours.tell(trial, 1.0)
+        compat.fail_trial(other, compat.trial_id(trial), "reason", "stale")  # between the tell and its write
+    assert late == {compat.trial_id(trial)}
+    assert compat.latest(trial).state == TrialState.FAIL  # the other's verdict stands
+
+
+def test_compat_batched_writes_on_a_database_write_each_at_once(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}"), study_name="s")
+    with compat.batched_writes(study) as late:
+        trial = compat.new_trial(study)
+        study.tell(trial, 2.0)
+        assert compat.latest(trial).state == TrialState.COMPLETE
+    assert not late

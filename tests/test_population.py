@@ -373,3 +373,23 @@ def test_choose_population_size_repeats_a_tiny_population_until_min_probe_s() ->
         population.time.perf_counter = real
     runs_per_timing = math.ceil(population.MIN_PROBE_S / 0.0625)
     assert calls["n"] == 1 + population.PROBE_REPEATS * runs_per_timing  # warm-up, then the repeated timings
+
+
+def test_report_population_sends_an_epoch_of_every_live_member_in_one_call():
+    from hpsearch.workloads.population import as_members, report_population
+
+    calls = []
+
+    def hook(entries):
+        calls.append(entries)
+        return ["pruned" if number == 0 else None for number, *_ in entries]
+
+    contexts = [TrialContext.open(TrialRecord(n, {"lr": 0.1}, 2, n), "cpu", on_reports=hook) for n in range(3)]
+    members = as_members(contexts)
+    assert report_population(members, 0, {"val_accuracy": [0.1, 0.2, 0.3]}) == [False, True, True]
+    assert report_population(members, 1, {"val_accuracy": [0.4, 0.5, 0.6]}) == [False, True, True]
+    assert [[(n, epoch, m) for n, epoch, m, _ in entries] for entries in calls] == [
+        [(0, 0, {"val_accuracy": 0.1}), (1, 0, {"val_accuracy": 0.2}), (2, 0, {"val_accuracy": 0.3})],
+        [(1, 1, {"val_accuracy": 0.5}), (2, 1, {"val_accuracy": 0.6})],  # the stopped member reports no more
+    ]
+    assert members[0].stopped == "pruned" and contexts[2].curves == {"val_accuracy": [0.3, 0.6]}

@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 from hpsearch.dispatch.plan import AUTO, no_population_notice, visible_gpus
-from hpsearch.workloads.api import EpochTiming, TrialContext
+from hpsearch.workloads.api import EpochTiming, ReportHook, ReportsHook, TrialContext
 from hpsearch.workloads.capture import run_captured
 from hpsearch.workloads.function import run_trial
 from hpsearch.workloads.loader import load_workload
@@ -68,27 +68,36 @@ class InlineExecutor:
             k = choose_population_size(entry, run.info.space.midpoint(), device).k  # type: ignore[arg-type]
             self.notices.append(f"population: K = {k} (measured)")
         while True:
-            jobs = []
-            while len(jobs) < int(k) and (job := run.next_job()) is not None:
-                jobs.append(job)
+            jobs = run.next_jobs(int(k)) if int(k) > 1 else [job] if (job := run.next_job()) is not None else []
             if not jobs:
                 if not run.waiting_on_others():
                     return
                 time.sleep(IDLE_POLL_S)  # other machines' trials may fail and need replacing
                 continue
             records = [job.record for job in jobs]
-            contexts = [self._context(run, job, device) for job in jobs]
-            if entry is None or int(k) == 1:
+            together = entry is not None and int(k) > 1
+            batch = self._batch(run, jobs) if together else None
+            contexts = [TrialContext.open(job.record, device, self._on_report(run, job), on_reports=batch) for job in jobs]
+            if not together:
                 [outcome] = run_captured(records, False, lambda: [run_trial(fn, contexts[0], jobs[0].metric)])
                 run.finish(jobs[0], outcome)
                 continue
             outcomes = run_captured(records, False, lambda: run_population(entry, contexts, run.metric))
-            for job, outcome in zip(jobs, outcomes):
-                run.finish(job, outcome)
+            run.finish_many(list(zip(jobs, outcomes)))
 
     @staticmethod
-    def _context(run: Coordinator, job: Job, device: str) -> TrialContext:
+    def _on_report(run: Coordinator, job: Job) -> ReportHook:
         def on_report(epoch: int, metrics: dict[str, float], timing: EpochTiming) -> str | None:
             return run.report(job, epoch, metrics, timing.seconds, timing.iterations)
 
-        return TrialContext.open(job.record, device, on_report)
+        return on_report
+
+    @staticmethod
+    def _batch(run: Coordinator, jobs: list[Job]) -> ReportsHook:
+        """The population's shared hook: every member's report of an epoch to the coordinator at once."""
+        by_number = {job.number: job for job in jobs}
+
+        def on_reports(entries: list[tuple[int, int, dict[str, float], EpochTiming]]) -> list[str | None]:
+            return run.report_many([(by_number[n], epoch, m, t.seconds, t.iterations) for n, epoch, m, t in entries])
+
+        return on_reports

@@ -34,6 +34,9 @@ class EpochTiming(NamedTuple):
 
 # Called by trial.report with (epoch, metrics, timing): returns None to go on, or the reason to stop.
 ReportHook = Callable[[int, dict[str, float], EpochTiming], "str | None"]
+# Called once for several trials' reports of one epoch (a population's): with [(trial number, epoch,
+# metrics, timing)], returns one reason (or None) per entry. Shared by the contexts of one population.
+ReportsHook = Callable[[list[tuple[int, int, dict[str, float], EpochTiming]]], "list[str | None]"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class TrialContext(RecordFields):
     record: TrialRecord
     device: str = "cpu"
     _on_report: ReportHook | None = field(default=None, repr=False)
+    _on_reports: ReportsHook | None = field(default=None, repr=False)
     _curves: dict[str, list[float]] = field(default_factory=dict, repr=False)
     _last_report: float = field(default_factory=time.perf_counter, repr=False)
     _watcher: Any = field(default=None, repr=False)
@@ -127,13 +131,16 @@ class TrialContext(RecordFields):
         device: str,
         on_report: ReportHook | None = None,
         on_watch: Callable[[Any], None] | None = None,
+        on_reports: ReportsHook | None = None,
     ) -> TrialContext:
         """The trial object for `record` on `device`: the one place a TrialContext is made for a run.
 
         `on_report(epoch, metrics)` hears each report and returns a reason to
-        stop (or None); `on_watch(watcher)` lets an instrument steer the loop.
+        stop (or None); `on_watch(watcher)` lets an instrument steer the loop;
+        `on_reports`, shared by a population's contexts, hears all their
+        reports of an epoch at once (`report_together`).
         """
-        return cls(record, device, _on_report=on_report, _on_watch=on_watch)
+        return cls(record, device, _on_report=on_report, _on_reports=on_reports, _on_watch=on_watch)
 
     def watch(self, model: Any, optimizer: Any, loss_fn: Any = None) -> None:
         """Let hpsearch look inside the training loop; call once, after building them.
@@ -170,6 +177,14 @@ class TrialContext(RecordFields):
         When the loss diverges or a pruner gives up on the trial, this raises
         an exception that ends `train`; workloads need not catch it.
         """
+        values, timing = self._note(iterations, metrics)
+        if self._on_report is not None:
+            reason = self._on_report(epoch, values, timing)
+            if reason is not None:
+                raise TrialStopped(reason)
+
+    def _note(self, iterations: int | None, metrics: dict[str, Any]) -> tuple[dict[str, float], EpochTiming]:
+        """This trial's own record of an epoch (its curves, its time); the values as numbers."""
         now = time.perf_counter()
         timing = EpochTiming(now - self._last_report, int(iterations) if iterations else None)
         self._last_report = now
@@ -180,15 +195,26 @@ class TrialContext(RecordFields):
             ratio = self._watcher.end_epoch()
             if ratio is not None and "update_ratio" not in values:
                 self._curves.setdefault("update_ratio", []).append(ratio)
-        if self._on_report is not None:
-            reason = self._on_report(epoch, values, timing)
-            if reason is not None:
-                raise TrialStopped(reason)
+        return values, timing
 
     @property
     def curves(self) -> dict[str, list[float]]:
         """Every metric reported so far, one value per report (per epoch)."""
         return self._curves
+
+
+def report_together(contexts: list[TrialContext], epoch: int, metrics: list[dict[str, float]]) -> list[str | None] | None:
+    """Report one epoch of several trials in one call of their shared `on_reports` hook (one message
+    and one storage write for a population's epoch, not one per member); returns each trial's reason to
+    stop (or None). None, reporting nothing, when they share no such hook: report each on its own."""
+    hook = contexts[0]._on_reports if contexts else None
+    if hook is None or any(c._on_reports is not hook for c in contexts):
+        return None
+    entries = []
+    for ctx, values in zip(contexts, metrics):
+        noted, timing = ctx._note(None, values)
+        entries.append((ctx.number, epoch, noted, timing))
+    return hook(entries)
 
 
 @dataclass

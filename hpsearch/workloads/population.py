@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from hpsearch.errors import TrialStopped
-from hpsearch.workloads.api import TrialContext, TrialOutcome, TrialRecord, exception_reason, result_outcome
+from hpsearch.workloads.api import TrialContext, TrialOutcome, TrialRecord, exception_reason, report_together, result_outcome
 
 PopulationFn = Callable[[list[Any]], list[Any]]
 
@@ -105,11 +105,18 @@ def report_population(members: Sequence[Member], epoch: int, metrics: Mapping[st
     tensor's `.tolist()`). Members already stopped are skipped; a member whose
     report raises TrialStopped is marked stopped and skipped from then on.
     """
-    for k, member in enumerate(members):
-        if not member.alive:
-            continue
+    live = [(k, m) for k, m in enumerate(members) if m.alive]
+    each = [{name: float(values[k]) for name, values in metrics.items()} for k, _ in live]
+    contexts = [m.trial for _, m in live]
+    reasons = report_together(contexts, epoch, each) if all(isinstance(c, TrialContext) for c in contexts) else None
+    if reasons is not None:  # one message for the whole epoch (the worker's population contexts)
+        for (_, member), reason in zip(live, reasons):
+            if reason is not None:
+                member.stop(reason)
+        return [m.alive for m in members]
+    for (_, member), values in zip(live, each):
         try:
-            member.report(epoch, **{name: float(values[k]) for name, values in metrics.items()})
+            member.report(epoch, **values)
         except TrialStopped:
             pass  # recorded on the member: the trainer masks it through the returned list
     return [m.alive for m in members]

@@ -3,7 +3,8 @@
 `score` opts in to population mode through `score.population`; each member
 scores by its lr. A member with lr > 0.5 reports a NaN loss (diverges) while
 the others go on. `score_dies` kills its worker process in the middle of a
-population.
+population. `score_together` is `score` reporting through hpsearch's
+`report_population` (imported when it runs), as the built-in trainers do.
 """
 
 import math
@@ -48,3 +49,39 @@ def _dies_population(trials):
 
 
 score_dies.population = _dies_population
+
+
+def score_together(trial):
+    return score(trial)
+
+
+def _together_population(trials):
+    from hpsearch.workloads.population import as_members, report_population
+
+    members = as_members(trials)
+    for epoch in range(trials[0].epochs):
+        losses = [float("nan") if m.params["lr"] > 0.5 else 1.0 - _value(m.params) for m in members]
+        report_population(members, epoch, {"train_loss": losses, "val_accuracy": [_value(m.params) for m in members]})
+    return [{"val_accuracy": _value(m.params), "population_size": float(len(members))} if m.alive else None for m in members]
+
+
+score_together.population = _together_population
+
+
+def score_probed(trial):
+    import time
+
+    time.sleep(0.02)
+    return score(trial)
+
+
+def _probed_population(trials):
+    import time
+
+    if trials[0].stage == "probe":  # auto's timing runs: K=2 pays, K=4 does not
+        time.sleep(0.1 if len(trials) <= 2 else 0.1 * len(trials))
+        return [{"val_accuracy": 0.0} for _ in trials]
+    return _together_population(trials)
+
+
+score_probed.population = _probed_population
