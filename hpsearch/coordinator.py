@@ -296,7 +296,7 @@ class Coordinator:
         if outcome.reason:
             trial.set_user_attr(REASON_ATTR, outcome.reason)
         if outcome.state == "complete" and self.metric not in outcome.metrics:
-            self.study.tell(trial, state=TrialState.FAIL)
+            compat.tell(self.study, trial, state=TrialState.FAIL)
             returned = ", ".join(outcome.metrics) or "nothing"
             raise SpecError(
                 self.info.spec.path,
@@ -306,16 +306,16 @@ class Coordinator:
             )
         if outcome.state == "complete":
             value = metric_value(outcome.metrics, outcome.curves, self.metric, self.direction, self.info.spec.metric_epoch)
-            self._offer_best(self.study.tell(trial, value))
+            self._offer_best(compat.tell(self.study, trial, value))
             self.done += 1
             self.completed_now += 1
             self.fail_streak = 0
         elif outcome.state == "pruned":
-            self.study.tell(trial, state=TrialState.PRUNED)
+            compat.tell(self.study, trial, state=TrialState.PRUNED)
             self.done += 1
             self.fail_streak = 0
         else:
-            self.study.tell(trial, state=TrialState.FAIL)
+            compat.tell(self.study, trial, state=TrialState.FAIL)
             self.failed_total += 1
             if outcome.reason in RETRYABLE:
                 self._retry(trial.number, dict(trial.params))

@@ -22,6 +22,7 @@ classes). What is here has no public equivalent that does the job:
   changes are fsynced; a trial's params, attributes and reports ride on the
   next fsync (at the latest its final state's), so a finished trial is on
   disk with everything it recorded, at one fsync per trial, not per write.
+- `tell`: `Study.tell` without the deep copy of the trial it returns.
 - `batched_writes`: many writes of one coordinator in one journal append
   (a population's K reports of an epoch, its K outcomes, its K trials'
   owners and params): Optuna's JournalStorage appends each write on its own
@@ -59,6 +60,16 @@ def suggest(trial: optuna.Trial, distributions: dict[str, BaseDistribution]) -> 
     """Draw (or, for a popped queued trial, take) every param from its distribution, as Study.ask does."""
     for name, distribution in distributions.items():
         trial._suggest(name, distribution)
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None, state: TrialState | None = None) -> FrozenTrial:
+    """`Study.tell` (the same checks, the sampler's after_trial, the same write), returning the trial
+    as the storage holds it: Study.tell deep-copies it for its return, attributes, curves and all,
+    the largest single cost of recording a short trial."""
+    from optuna.study._tell import _tell_with_warning
+
+    _tell_with_warning(study, trial, value, state)
+    return latest(trial)
 
 
 def latest(trial: optuna.Trial) -> FrozenTrial:
@@ -165,13 +176,20 @@ class _HeldWrites(BaseJournalBackend):
     def __init__(self, backend: BaseJournalBackend) -> None:
         self.backend = backend
         self.logs: list[dict[str, Any]] = []
+        self.wrote = False  # a record went through since the last read: the next read must see it
 
     def read_logs(self, log_number_from: int) -> Any:
+        # Every Optuna call reads the file's new records; inside the block only what went through is
+        # needed (reads otherwise see the storage as it was): one read per creation, not per write.
+        if not self.wrote:
+            return iter(())
+        self.wrote = False
         return self.backend.read_logs(log_number_from)
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         if any(_read_back(record) for record in logs):
             self.backend.append_logs(logs)
+            self.wrote = True
         else:
             self.logs.extend(logs)
 

@@ -163,3 +163,14 @@ def test_compat_batched_writes_on_a_database_write_each_at_once(tmp_path: Path) 
         study.tell(trial, 2.0)
         assert compat.latest(trial).state == TrialState.COMPLETE
     assert not late
+
+
+def test_compat_tell_records_like_study_tell_and_returns_the_stored_trial(storage) -> None:
+    study = optuna.create_study(storage=storage, study_name="s")
+    done, pruned = compat.new_trial(study), compat.new_trial(study)
+    pruned.report(0.7, 3)
+    assert compat.tell(study, done, 0.5).value == 0.5
+    assert compat.tell(study, pruned, state=TrialState.PRUNED).state == TrialState.PRUNED
+    assert [(t.state, t.value) for t in study.trials] == [(TrialState.COMPLETE, 0.5), (TrialState.PRUNED, 0.7)]
+    with pytest.raises(ValueError):  # a finished trial is refused, as by Study.tell
+        compat.tell(study, done, 0.1)
