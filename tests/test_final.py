@@ -186,7 +186,7 @@ def test_final_ensemble_of_a_regression_averages_the_raw_outputs(tmp_path: Path,
     assert value <= sum(losses) / len(losses)  # the loss of the mean prediction, not the mean of the losses (convexity)
 
 
-def test_final_saves_the_best_runs_weights_loadable_into_build(tmp_path: Path) -> None:
+def test_final_saves_the_best_runs_weights_loadable_into_build(tmp_path: Path, run_cli) -> None:
     import torch
 
     from tests.workloads.models import data, mlp
@@ -204,6 +204,8 @@ def test_final_saves_the_best_runs_weights_loadable_into_build(tmp_path: Path) -
     with torch.no_grad():
         assert float((model(x).argmax(-1) == y).float().mean()) == pytest.approx(top["value"])
     assert final(store).files == result.files  # the stored result names the same files
+    code, out, err = run_cli("final", "m", "--dir", tmp_path / "r")
+    assert code == 0 and f"wrote {pt}" in out and "stored result" in err
 
 
 def test_final_ensemble_of_a_function_workload_reports_each_config_and_says_why(study_file, tmp_path: Path, run_cli) -> None:
