@@ -23,7 +23,9 @@ the storage: nothing here prints (`say` hears the decision lines).
 
 from __future__ import annotations
 
+import random
 import re
+import statistics
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -32,8 +34,9 @@ from hpsearch.errors import HpsearchError
 from hpsearch.spec import StudySpec
 from hpsearch.stages import plan_refine, run_stage, stage_complete, start_coarse
 from hpsearch.storage import StageInfo, Store
+from hpsearch.space import Range, Space
 from hpsearch.strategy import Strategy
-from hpsearch.trials import REPEAT_ATTR, point_key, spent_epochs, trial_params
+from hpsearch.trials import REPEAT_ATTR, derive_seed, point_key, spent_epochs, trial_params
 
 PLAN_ATTR = "recipe"  # a stage's plan in its Optuna study's user attributes: {"explore", "repeats", "runs"}
 COARSE_RUNS = 2  # coarse: the top configurations are brought to this many runs (seeds) each
@@ -48,6 +51,12 @@ COARSE_SHARE = 0.5  # of the budget, for coarse (its trials and their re-runs)
 FIRST_REFINE_SHARE = 0.6  # of what coarse leaves, for refine-1 (the next stages are sized to the rest)
 MIN_COARSE_TRIALS, MAX_COARSE_TRIALS = 10, 200
 MAX_REFINE_TRIALS = 40
+# Coarse explores more when its best does not stand out from the noise (explore_more):
+EXPLORE_Z = 2.0  # stands out: best mean above the median configuration's by this many standard errors
+EXPLORE_SHARE = 0.5  # of what is left, spent on more coarse trials spread over the space
+EXPLORE_REPEATS = 3  # re-runs of the top configurations after them
+EXPLORE_CANDIDATES = 20  # random candidates per spread point (the farthest from every trial is taken)
+EXPLORE_ATTR = "explore"  # marks a spread point in its trial's user attributes
 
 
 @dataclass
@@ -100,13 +109,13 @@ def plan_stages(spec: StudySpec, total: int, given: dict[str, Any] | None = None
     """
     given = {k: v for k, v in (given or {}).items() if v is not None}
     if spec.search_plan == "study":
-        return spec
+        return replace(spec, coarse=spec.coarse.with_overrides(**given))
     refine = spec.refine
     epochs = given.get("epochs") or max(1, round(refine.epochs / COARSE_LENGTH))
     top_k = given.get("top_k") or spec.coarse.top_k
     share = int(total * COARSE_SHARE) // epochs - top_k * (COARSE_RUNS - 1)
     trials = given.get("trials") or min(max(share, MIN_COARSE_TRIALS), MAX_COARSE_TRIALS)
-    coarse = replace(spec.coarse, strategy=Strategy.tpe, trials=trials, epochs=epochs)
+    coarse = replace(spec.coarse, strategy=Strategy.tpe, trials=trials, epochs=epochs).with_overrides(**given)
     left = max(total - (trials + min(top_k, trials) * (COARSE_RUNS - 1)) * epochs, 0)
     refine_trials = min(max(round(FIRST_REFINE_SHARE * left / refine.epochs), MIN_REFINE_TRIALS), MAX_REFINE_TRIALS)
     return replace(spec, coarse=coarse, refine=replace(refine, trials=refine_trials))
@@ -162,7 +171,7 @@ def search(
     previous: Config | None = None
     while True:
         result.stages.append(stage)
-        ended = _run_planned(store, stage, executor, listener, pruner, deadline)
+        ended = _run_planned(store, stage, executor, listener, pruner, deadline, total)
         configs = ranked_configs(store.trials(stage), spec.direction.value)
         left = total - spent(store, stage.index)  # as it was after this stage, also when replayed on resume
         if ended == "timeout":
@@ -197,10 +206,11 @@ def _coarse(store: Store, spec: StudySpec, given: dict[str, Any], total: int) ->
     settings = spec.coarse.with_overrides(**given)
     plan = _plan(store, existing) if existing is not None else None
     explore = plan["explore"] if plan else max(settings.trials, existing.settings.trials if existing else 0)
-    repeats = min(settings.top_k, explore) * (COARSE_RUNS - 1)
+    repeats = plan["repeats"] if plan else min(settings.top_k, explore) * (COARSE_RUNS - 1)
     trials = max(explore, existing.settings.trials if existing else 0)  # a stored target is never lowered
     info = start_coarse(store, spec, {**given, "trials": trials, "budget": min(total, (explore + repeats) * settings.epochs)})
-    _set_plan(store, info, explore, repeats, COARSE_RUNS)
+    if plan is None:
+        _set_plan(store, info, explore, repeats, COARSE_RUNS)
     return info
 
 
@@ -252,17 +262,19 @@ def _plan(store: Store, info: StageInfo) -> dict[str, int] | None:
     return store.study(info).user_attrs.get(PLAN_ATTR)
 
 
-def _set_plan(store: Store, info: StageInfo, explore: int, repeats: int, runs: int) -> None:
-    plan = {"explore": explore, "repeats": repeats, "runs": runs}
+def _set_plan(store: Store, info: StageInfo, explore: int, repeats: int, runs: int, **more: int) -> None:
+    plan = {"explore": explore, "repeats": repeats, "runs": runs, **more}
     if _plan(store, info) != plan:
         store.study(info).set_user_attr(PLAN_ATTR, plan)
 
 
 def _run_planned(
-    store: Store, info: StageInfo, executor: Any, listener: Callable[[StageInfo], Any] | None, pruner: str, deadline: float | None
+    store: Store, info: StageInfo, executor: Any, listener: Callable[[StageInfo], Any] | None, pruner: str,
+    deadline: float | None, total: int,
 ) -> str | None:
-    """Run a stage's explore trials, then its re-runs (`confirm`); returns "timeout" when the deadline ended it."""
-    for _ in range(2):
+    """Run a stage's explore trials, then its re-runs (`confirm`), then, in coarse, more trials when its best
+    does not stand out (`explore_more`) and their re-runs; returns "timeout" when the deadline ended it."""
+    for _ in range(4):
         info = store.stage(info.name)
         if not stage_complete(store, info):
             result = run_stage(store, info, executor, listener(info) if listener else None, pruner, deadline=deadline)
@@ -270,7 +282,7 @@ def _run_planned(
                 return "timeout"
             if result.shortfall:
                 raise HpsearchError(f"{result.shortfall}; run the same command again to continue")
-        if not confirm(store, store.stage(info.name)):
+        if not confirm(store, store.stage(info.name)) and not explore_more(store, store.stage(info.name), total):
             return None
     return None
 
@@ -301,3 +313,71 @@ def confirm(store: Store, info: StageInfo) -> bool:
         return False
     store.update(replace(info, settings=replace(info.settings, trials=target)))
     return True
+
+
+def stands_out(configs: list[Config], direction: str) -> bool:
+    """Whether the best configuration (configs: ranked) stands out from the noise: its mean beyond the
+    median configuration's by more than EXPLORE_Z standard errors of the difference. True when no
+    noise is measured (nothing to go on)."""
+    sd = noise_sd(configs)
+    if sd is None or len(configs) < 3:
+        return True
+    sign = 1 if direction == "maximize" else -1
+    median = statistics.median(c.mean for c in configs)
+    return sign * (configs[0].mean - median) > EXPLORE_Z * difference_noise(sd, configs[0].n, 1)
+
+
+def explore_more(store: Store, info: StageInfo, total: int) -> bool:
+    """Coarse only, decided once (the plan's `extra`): when its best does not stand out (`stands_out`),
+    a sampler fed only noise would keep chasing it, so EXPLORE_SHARE of what is left goes to more coarse
+    trials (at most as many as it had) at points spread over the space (`spread_points`), then
+    EXPLORE_REPEATS more re-runs.
+    True when the stage got trials to run."""
+    plan = _plan(store, info)
+    if info.index != 0 or not plan or "extra" in plan:
+        return False
+    trials = store.trials(info)
+    epochs = info.settings.epochs
+    extra = min(int((total - spent(store)) * EXPLORE_SHARE) // epochs - EXPLORE_REPEATS, plan["explore"])
+    if stands_out(ranked_configs(trials, info.spec.direction.value), info.spec.direction.value) or extra < 1:
+        _set_plan(store, info, plan["explore"], plan["repeats"], plan["runs"], extra=0)
+        return False
+    explore, repeats = plan["explore"] + extra, plan["repeats"] + EXPLORE_REPEATS
+    _set_plan(store, info, explore, repeats, plan["runs"], extra=extra)  # first: a crash after it leaves TPE's trials
+    points = spread_points(info.space, [trial_params(t) for t in trials], extra, derive_seed("explore", info.settings.seed))
+    study = store.study(info)
+    for params in points:
+        study.enqueue_trial(params, user_attrs={EXPLORE_ATTR: True})
+    marked = sum(REPEAT_ATTR in t.user_attrs for t in trials)
+    settings = replace(info.settings, trials=explore + marked, budget=min(total, (explore + repeats) * epochs))
+    store.update(replace(info, settings=settings))
+    return True
+
+
+def spread_points(space: Space, seen: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
+    """n random points of `space`, each the farthest (in the ranges' unit coordinates: log scale for log
+    ranges) from `seen` and the points before it, of EXPLORE_CANDIDATES random candidates. Pure."""
+    rng = random.Random(seed)
+    ranges = [p for p in space if isinstance(p, Range)]
+
+    def draw() -> dict[str, Any]:
+        point: dict[str, Any] = {}
+        for p in space:
+            if isinstance(p, Range):
+                value = min(max(p.unscale(rng.uniform(p.scale(p.low), p.scale(p.high))), p.low), p.high)
+                point[p.name] = int(round(value)) if p.type == "int" else value
+            else:
+                point[p.name] = rng.choice(p.values)
+        return point
+
+    def where(point: dict[str, Any]) -> list[float]:
+        return [p.position(point[p.name]) for p in ranges if p.name in point]
+
+    taken = [where(q) for q in seen]
+    points = []
+    for _ in range(n):
+        candidates = [draw() for _ in range(EXPLORE_CANDIDATES)]
+        best = max(candidates, key=lambda c: min((sum((a - b) ** 2 for a, b in zip(where(c), t)) for t in taken), default=0.0))
+        points.append(best)
+        taken.append(where(best))
+    return points

@@ -11,7 +11,17 @@ from optuna.trial import TrialState
 
 from hpsearch.configs import ranked_configs
 from hpsearch.errors import HpsearchError, SpecError
-from hpsearch.recipe import default_budget, parse_duration, search, spent
+from hpsearch.recipe import (
+    MAX_COARSE_TRIALS,
+    MAX_REFINE_TRIALS,
+    MIN_COARSE_TRIALS,
+    MIN_REFINE_TRIALS,
+    default_budget,
+    parse_duration,
+    plan_stages,
+    search,
+    spent,
+)
 from hpsearch.spec import load_spec
 from hpsearch.stages import run_stage, start_coarse
 from hpsearch.storage import Store
@@ -148,3 +158,60 @@ def test_parse_duration() -> None:
     for bad in ("", "soon", "0s", "1h30"):
         with pytest.raises(HpsearchError):
             parse_duration(bad)
+
+
+def _planned(study_file, refine="epochs = 10", coarse="seed = 3", extra=""):
+    path = study_file(workload=f"{RECIPE}:noisy_peak", coarse=coarse, refine=refine)
+    if extra:
+        path.write_text(path.read_text().replace('direction = "maximize"', f'direction = "maximize"\n{extra}'))
+    return load_spec(path)
+
+
+def test_plan_stages_coarse_is_tpe_at_a_third_of_refine_and_half_the_budget(study_file) -> None:
+    spec = _planned(study_file)
+    plan = plan_stages(spec, 400)
+    assert plan.coarse.strategy.value == "tpe" and plan.coarse.epochs == 3
+    coarse_cost = (plan.coarse.trials + 5) * 3  # its trials and the re-runs of its top 5
+    assert 190 <= coarse_cost <= 200  # about half the budget
+    assert plan.refine.epochs == 10 and plan.refine.trials == 12  # 60% of the 202 epochs left, at 10 each
+    assert plan.coarse.seed == 3 and plan.refine.top_k == spec.refine.top_k  # kept from the study file
+    assert plan_stages(_planned(study_file, refine="epochs = 15"), 400).coarse.epochs == 5
+    assert plan_stages(_planned(study_file, refine="epochs = 2"), 400).coarse.epochs == 1
+
+
+def test_plan_stages_scales_with_the_budget_within_bounds(study_file) -> None:
+    spec = _planned(study_file)
+    small, large = plan_stages(spec, 30), plan_stages(spec, 1_000_000)
+    assert small.coarse.trials == MIN_COARSE_TRIALS and small.refine.trials == MIN_REFINE_TRIALS
+    assert large.coarse.trials == MAX_COARSE_TRIALS and large.refine.trials == MAX_REFINE_TRIALS
+    trials = [plan_stages(spec, b).coarse.trials for b in (100, 200, 400, 800)]
+    assert trials == sorted(trials) and len(set(trials)) == 4
+
+
+def test_plan_stages_flags_win_over_the_plan(study_file) -> None:
+    spec = _planned(study_file)
+    assert plan_stages(spec, 400, {"trials": 40}).coarse.trials == 40
+    by_epochs = plan_stages(spec, 400, {"epochs": 2})
+    assert by_epochs.coarse.epochs == 2 and (by_epochs.coarse.trials + 5) * 2 <= 200 < (by_epochs.coarse.trials + 6) * 2
+    assert plan_stages(spec, 400, {"strategy": "random"}).coarse.strategy.value == "random"
+    assert plan_stages(spec, 400, {"seed": 9, "trials": None}).coarse.seed == 9
+
+
+def test_search_plan_study_keeps_the_study_files_stages(study_file) -> None:
+    pinned = _planned(study_file, coarse="trials = 7\nepochs = 2", refine="trials = 4\nepochs = 6", extra='search_plan = "study"')
+    plan = plan_stages(pinned, 400)
+    assert (plan.coarse.strategy.value, plan.coarse.trials, plan.coarse.epochs) == ("random", 7, 2)
+    assert (plan.refine.trials, plan.refine.epochs) == (4, 6)
+    assert plan_stages(pinned, 400, {"epochs": 3}).coarse.epochs == 3  # a flag still sets coarse
+    with pytest.raises(SpecError, match="search_plan"):
+        _planned(study_file, extra='search_plan = "mine"')
+
+
+def test_search_runs_the_planned_stages_within_the_budget(study_file, tmp_path: Path) -> None:
+    spec = _planned(study_file, refine="epochs = 3")
+    store = Store(spec.name, tmp_path / "r")
+    result = search(store, spec, budget=90, say=lambda line: None)
+    coarse = store.stage("coarse")
+    assert coarse.settings.strategy.value == "tpe" and coarse.settings.epochs == 1
+    assert coarse.settings.trials >= plan_stages(spec, 90).coarse.trials
+    assert result.stages[1].settings.epochs == 3 and spent(store) <= 90
