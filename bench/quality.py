@@ -1,21 +1,28 @@
 """Benchmark: search quality at equal compute on the digits MLP, plus Bergstra & Bengio's random vs grid.
 
-Not a test. Four searches with the same total budget of training epochs,
-each run with 5 seeds, through the library (spec -> stages -> Optuna storage
-in a temporary folder):
+Not a test. Seven searches with the same total budget of 360 training epochs,
+each run with --seeds seeds, through the library (spec -> stages -> Optuna
+storage in a temporary folder):
 
-  (a) coarse -> refine, the built-in study's settings (studies/digits_mlp.toml):
-      30 random trials x 2 epochs, then refine-1 around the top 5: 20 x 15
-      epochs = 60 + 300 = 360 epochs;
+  (s) `hpsearch search --budget 360` on studies/digits_mlp.toml as it is (the default plan:
+      recipe.plan_stages);
+  (a) coarse -> refine, the built-in study's settings: 30 random trials x 2 epochs, then
+      refine-1 around the top 5: 20 x 15 epochs = 60 + 300 = 360 epochs;
   (b) flat random search: 24 trials x 15 epochs = 360 epochs;
   (c) grid search: a full 24-point grid x 15 epochs = 360 epochs
       (lr 6 log-spaced points in [1e-4, 1] x momentum {0.9, 0.99} x weight_decay {0, 1e-4});
-  (d) Optuna TPE: 24 trials x 15 epochs = 360 epochs, asked one at a time.
+  (d) Optuna TPE: 24 trials x 15 epochs = 360 epochs, asked one at a time;
+  (e) TPE + hpsearch's `--pruner hyperband`, a coarse stage of 15-epoch trials with `budget = 360`;
+  (f) plain Optuna: random sampler + SuccessiveHalvingPruner (min 1 epoch, reduction 3), to 360 epochs.
 
-Score: the best val_accuracy any trial of the search reached (the test
-split is never looked at). Trials run through the population trainer
-(the library's InlineExecutor in population mode, the same run_population
-the worker pool uses with --population K), except TPE, which needs each result before its next ask.
+Score: the TEST accuracy of the configuration each method ranks first
+(configs.ranked_configs of its last stage; the best completed trial for (f)),
+retrained for 15 epochs with --test-seeds seeds (the same seeds for every
+method) by the built-in workload on its test split (trial.split == "test", as
+`hpsearch final` runs it). The searches never look at the test split. Methods are
+compared paired on the same seeds. Trials of (a)-(c) run through the
+population trainer (InlineExecutor in population mode); TPE, the pruners and
+search's TPE coarse run one trial at a time.
 
 Then the synthetic Bergstra & Bengio (2012) experiment, torch-free.
 
@@ -38,6 +45,7 @@ from typing import Any
 import optuna
 import torch
 
+from hpsearch.configs import ranked_configs
 from hpsearch.dispatch import InlineExecutor
 from hpsearch.spec import parse_spec
 from hpsearch.stages import plan_refine, run_stage, start_coarse
@@ -54,35 +62,96 @@ def study_data(**changes: Any) -> dict[str, Any]:
     return data
 
 
-def best_value(trials: list[Any]) -> float:
-    values = [t.value for t in trials if t.value is not None and math.isfinite(t.value)]
-    return max(values) if values else float("nan")
+BUDGET = FLAT_TRIALS * FLAT_EPOCHS
 
 
-def coarse_refine(seed: int, tmp: Path) -> float:
+def picked(store: Store) -> dict[str, Any]:
+    """The configuration a stored search ranks first: the noise-aware ranking of its last stage (as `final`)."""
+    stage = store.stage(None)
+    configs = ranked_configs(store.trials(stage), stage.spec.direction.value)
+    return dict(configs[0].params) if configs else {}
+
+
+class _Trial:
+    """The trial record the built-in digits workload reads (params, epochs, seed, device, split, report)."""
+
+    def __init__(self, params: dict[str, Any], epochs: int, seed: int, split: str = "val", on_report: Any = None) -> None:
+        self.params, self.epochs, self.seed, self.split, self.device = params, epochs, seed, split, "cpu"
+        self.on_report = on_report
+
+    def report(self, epoch: int, **metrics: float) -> None:
+        if self.on_report is not None:
+            self.on_report(epoch, metrics)
+
+
+def test_accuracy(params: dict[str, Any], seeds: int) -> float:
+    """The picked configuration retrained for FLAT_EPOCHS on train, evaluated on the TEST split, mean of `seeds` runs."""
+    from hpsearch.workloads.digits import mlp
+
+    if not params:
+        return float("nan")
+    return statistics.fmean(mlp(_Trial(params, FLAT_EPOCHS, 10_000 + i, split="test"))["val_accuracy"] for i in range(seeds))
+
+
+def coarse_refine(seed: int, tmp: Path) -> dict[str, Any]:
     spec = parse_spec(study_data(), STUDY)
     store = Store(spec.name, directory=tmp / f"cr{seed}")
     coarse = start_coarse(store, spec, {"seed": seed})
-    first = run_stage(store, coarse, InlineExecutor("cpu", population=64))
+    run_stage(store, coarse, InlineExecutor("cpu", population=64))
     refine, _flags, _ = plan_refine(store, None, {"seed": seed})
-    second = run_stage(store, refine, InlineExecutor("cpu", population=64))
-    return max(best_value(first.trials), best_value(second.trials))
+    run_stage(store, refine, InlineExecutor("cpu", population=64))
+    return picked(store)
 
 
-def recipe_search(seed: int, tmp: Path) -> float:
-    """`hpsearch search` at the same 360 trial-epochs: coarse TPE 24 x 5 epochs (a third of refine's; + re-runs), then refine
-    stages of up to 10 x 15 epochs (the last sized to what is left)."""
+def recipe_search(seed: int, tmp: Path) -> dict[str, Any]:
+    """`hpsearch search studies/digits_mlp.toml --budget 360 --seed S`: the default plan (recipe.plan_stages)."""
     from hpsearch.recipe import search
 
-    changes = {"name": "search", "coarse": {"strategy": "tpe", "trials": 24, "epochs": 5, "seed": seed},
-               "refine": {"trials": 10, "epochs": FLAT_EPOCHS, "top_k": 5}}
-    spec = parse_spec(study_data(**changes), STUDY)
+    spec = parse_spec(study_data(name="search"), STUDY)
     store = Store(spec.name, directory=tmp / f"search{seed}")
-    search(store, spec, budget=FLAT_TRIALS * FLAT_EPOCHS, executor=InlineExecutor("cpu", population=64))
-    return max(best_value(store.trials(s)) for s in store.stages())
+    result = search(store, spec, {"seed": seed}, budget=BUDGET, executor=InlineExecutor("cpu"))  # TPE: one at a time
+    return dict(result.best.params)
 
 
-def flat(strategy: str, seed: int, tmp: Path, k: int) -> float:
+def hyperband(seed: int, tmp: Path) -> dict[str, Any]:
+    changes = {"name": "tpe_hb", "coarse": {"strategy": "tpe", "trials": BUDGET, "epochs": FLAT_EPOCHS, "seed": seed}}
+    spec = parse_spec(study_data(**changes), STUDY)
+    store = Store(spec.name, directory=tmp / f"hb{seed}")
+    run_stage(store, start_coarse(store, spec, {"budget": BUDGET}), InlineExecutor("cpu"), pruner="hyperband")
+    return picked(store)
+
+
+def successive_halving(seed: int, tmp: Path) -> dict[str, Any]:
+    """Plain Optuna, random sampler + SuccessiveHalvingPruner (min 1 epoch, reduction 3), to BUDGET epochs."""
+    from hpsearch.workloads.digits import mlp
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed),
+                                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
+    spent = 0
+    while spent + FLAT_EPOCHS <= BUDGET:
+        trial = study.ask()
+        params = {"lr": trial.suggest_float("lr", 1e-4, 1.0, log=True),
+                  "weight_decay": trial.suggest_categorical("weight_decay", [0, 1e-5, 1e-4, 1e-3]),
+                  "momentum": trial.suggest_categorical("momentum", [0.5, 0.9, 0.95, 0.99])}
+
+        def on_report(epoch: int, metrics: dict[str, float]) -> None:
+            nonlocal spent
+            spent += 1
+            trial.report(metrics["val_accuracy"], epoch)
+            if epoch < FLAT_EPOCHS - 1 and trial.should_prune():
+                raise optuna.TrialPruned()
+
+        try:
+            value = mlp(_Trial(params, FLAT_EPOCHS, seed * 1000 + trial.number, on_report=on_report))["val_accuracy"]
+            study.tell(trial, value if math.isfinite(value) else None,
+                       state=optuna.trial.TrialState.COMPLETE if math.isfinite(value) else optuna.trial.TrialState.FAIL)
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    return dict(max(done, key=lambda t: t.value).params) if done else {}
+
+
+def flat(strategy: str, seed: int, tmp: Path, k: int) -> dict[str, Any]:
     changes: dict[str, Any] = {
         "name": f"flat_{strategy}",
         "coarse": {"strategy": strategy, "trials": FLAT_TRIALS, "epochs": FLAT_EPOCHS, "seed": seed},
@@ -95,8 +164,8 @@ def flat(strategy: str, seed: int, tmp: Path, k: int) -> float:
         }
     spec = parse_spec(study_data(**changes), STUDY)
     store = Store(spec.name, directory=tmp / f"{strategy}{seed}")
-    stage = start_coarse(store, spec, {})
-    return best_value(run_stage(store, stage, InlineExecutor("cpu", population=k)).trials)
+    run_stage(store, start_coarse(store, spec, {}), InlineExecutor("cpu", population=k))
+    return picked(store)
 
 
 def bergstra_bengio(n_trials: int = 9, reps: int = 2000) -> dict[str, tuple[float, float]]:
@@ -131,7 +200,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workload", choices=("digits", "synthetic"), default="digits")
     parser.add_argument("--budget", type=int, default=400, help="trial-epochs per search (synthetic)")
-    parser.add_argument("--first-seed", type=int, default=0, help="seeds first .. first + seeds - 1 (synthetic)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first .. first + seeds - 1")
+    parser.add_argument("--test-seeds", type=int, default=2, help="retrains of each picked configuration (digits)")
     args = parser.parse_args()
     if args.workload == "synthetic":  # issue 16: hpsearch search against five other methods, 20 seeds
         import quality_synthetic
@@ -146,17 +216,21 @@ def main() -> None:
         "(b) flat random": lambda s, tmp: flat("random", s, tmp, 64),
         "(c) grid (24 points)": lambda s, tmp: flat("grid", s, tmp, 64),
         "(d) Optuna TPE": lambda s, tmp: flat("tpe", s, tmp, 1),
+        "(e) TPE + hyperband": hyperband,
+        "(f) random + succ. halving": successive_halving,
     }
     scores: dict[str, list[float]] = {name: [] for name in methods}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for name, method in methods.items():
-                scores[name].append(method(seed, tmp))
+                scores[name].append(test_accuracy(method(seed, tmp), args.test_seeds))
             print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
 
-    print(f"\nbest val_accuracy, digits MLP, 360 epochs per search, {args.seeds} seeds ({time.perf_counter() - start:.0f} s)")
+    print(f"\ntest accuracy of the configuration ranked first (retrained {FLAT_EPOCHS} epochs, mean of {args.test_seeds} seeds), "
+          f"digits MLP, {BUDGET} epochs per search, seeds {args.first_seed}-{args.first_seed + args.seeds - 1} "
+          f"({time.perf_counter() - start:.0f} s)")
     print(f"{'search':<32}{'mean':>8}{'std':>8}{'min':>8}{'max':>8}   per seed")
     for name, values in scores.items():
         std = statistics.stdev(values) if len(values) > 1 else 0.0

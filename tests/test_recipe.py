@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from hpsearch.configs import ranked_configs
 from hpsearch.errors import HpsearchError, SpecError
 from hpsearch.recipe import (
+    EXPLORE_ATTR,
     MAX_COARSE_TRIALS,
     MAX_REFINE_TRIALS,
     MIN_COARSE_TRIALS,
@@ -21,7 +22,10 @@ from hpsearch.recipe import (
     plan_stages,
     search,
     spent,
+    spread_points,
+    stands_out,
 )
+from hpsearch.space import Choice, Range, Space
 from hpsearch.spec import load_spec
 from hpsearch.stages import run_stage, start_coarse
 from hpsearch.storage import Store
@@ -215,3 +219,54 @@ def test_search_runs_the_planned_stages_within_the_budget(study_file, tmp_path: 
     assert coarse.settings.strategy.value == "tpe" and coarse.settings.epochs == 1
     assert coarse.settings.trials >= plan_stages(spec, 90).coarse.trials
     assert result.stages[1].settings.epochs == 3 and spent(store) <= 90
+
+
+def test_coarse_explores_more_only_when_its_best_does_not_stand_out(study_file, tmp_path: Path) -> None:
+    for workload, more in (("noisy_peak", False), ("flat", True)):
+        spec = _study(study_file, workload=workload)
+        store = Store(spec.name, tmp_path / workload)
+        search(store, spec, say=lambda line: None)
+        coarse = store.stage("coarse")
+        plan = store.study(coarse).user_attrs["recipe"]
+        spread = [t for t in store.trials(coarse) if t.user_attrs.get(EXPLORE_ATTR)]
+        assert (plan["extra"] > 0) is more and len(spread) == plan["extra"]
+        assert plan["extra"] <= plan["explore"] - plan["extra"]  # at most as many as coarse had
+        assert spent(store) <= default_budget(spec)
+        configs = ranked_configs(store.trials(coarse), "maximize")
+        assert stands_out(configs, "maximize") is not more
+
+
+def test_explore_more_is_decided_once_and_survives_an_interrupt(study_file, tmp_path: Path) -> None:
+    spec = _study(study_file, workload="flat")
+    store = Store(spec.name, tmp_path / "r")
+    seen = {"n": 0}
+
+    def listener(info):
+        def hear(event):
+            if event.kind == "finish" and info.name == "coarse":
+                seen["n"] += 1
+                if seen["n"] == 40:  # inside the spread points (32 planned trials + 5 re-runs before them)
+                    raise KeyboardInterrupt
+        return hear
+
+    with pytest.raises(KeyboardInterrupt):
+        search(store, spec, listener=listener, say=lambda line: None)
+    plan = store.study(store.stage("coarse")).user_attrs["recipe"]
+    assert plan["extra"] > 0
+    search(store, spec, say=lambda line: None)
+    coarse = store.stage("coarse")
+    assert store.study(coarse).user_attrs["recipe"] == plan
+    trials = store.trials(coarse)
+    assert sum(bool(t.user_attrs.get(EXPLORE_ATTR)) for t in trials) == plan["extra"]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == plan["explore"] + plan["repeats"]
+
+
+def test_spread_points_fill_the_space_away_from_the_trials_seen() -> None:
+    spec_space = Space((Range("lr", 1e-4, 1.0, log=True), Range("wd", 0.0, 1.0), Choice("m", (0.5, 0.9))))
+    seen = [{"lr": 1e-4 * 1.5**i, "wd": 0.01 * i, "m": 0.9} for i in range(10)]  # all in one corner
+    points = spread_points(spec_space, seen, 8, seed=1)
+    assert points == spread_points(spec_space, seen, 8, seed=1) and len(points) == 8
+    assert all(1e-4 <= p["lr"] <= 1.0 and 0.0 <= p["wd"] <= 1.0 and p["m"] in (0.5, 0.9) for p in points)
+    far = [min(abs(spec_space["lr"].position(p["lr"]) - spec_space["lr"].position(s["lr"])) + abs(p["wd"] - s["wd"]) for s in seen)
+           for p in points]
+    assert min(far) > 0.2  # none lands in the corner already tried
