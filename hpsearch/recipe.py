@@ -3,8 +3,14 @@
 `search` runs (or continues) a study stage by stage, all of it derived from
 what the storage holds, so Ctrl-C and the same call continue it:
 
-1. coarse: the study file's coarse stage, then its top configurations re-run
-   with other seeds (`confirm`), which measures the noise at that length;
+0. the plan (`plan_stages`, a pure function of the budget and the study
+   file): coarse TPE at a third of refine's length over about half the
+   budget, refine trials sized from what is left; `search_plan = "study"`
+   runs the study file's stages as written, and the coarse flags win over both;
+1. coarse: that stage, then its top configurations re-run with other seeds
+   (`confirm`), which measures the noise at that length; when its best does
+   not stand out from the noise (`stands_out`), more coarse trials at points
+   spread over the space, and their re-runs (`explore_more`, decided once);
 2. refine-N: the box is fitted to the configurations that stand out (whose
    mean is within two noise units of the best's: `standouts`), the best of
    them are carried in as the first trials at the new length, the rest is
