@@ -100,3 +100,37 @@ def test_population_cli_digits_matches_sequential(run_cli, tmp_path):
     together, alone = boards
     assert list(together["lr"]) == list(alone["lr"])
     assert together["val_accuracy"].tolist() == pytest.approx(alone["val_accuracy"].tolist(), abs=2e-3)
+
+
+def test_population_pool_writes_a_populations_bookkeeping_together(study_file, monkeypatch):
+    """A population's K owners and params, its K reports of each epoch and its K endings reach the journal
+    in one append each (plus one per trial's creation), where one by one each is an append of its own."""
+    from hpsearch.journal import RepairingJournalBackend
+
+    appends = []
+    original = RepairingJournalBackend.append_logs
+    monkeypatch.setattr(RepairingJournalBackend, "append_logs", lambda self, logs: (appends.append(len(logs)), original(self, logs))[1])
+    counts = {}
+    for k in (1, 4):
+        store, info = _stage(study_file, "score_together", trials=8, name=f"writes{k}")
+        executor = PoolExecutor(make_executor(DispatchConfig("cpu", None, 1, None, k)).slots, population=k)
+        appends.clear()
+        result = run_stage(store, info, executor)
+        assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in result.trials) == 8
+        counts[k] = len(appends)
+    # Per population of 4 x 2 epochs: 4 creations, then 1 (owners, params), 2 (reports), 1 (endings).
+    assert counts[4] <= 8 // 4 * (4 + 1 + 2 + 1) + 2 < counts[1] / 2, counts
+    trials = Store("writes4").trials(Store("writes4").stage("coarse"))
+    assert all(t.user_attrs.get("owner") and set(t.params) == {"lr", "momentum"} for t in trials)  # nothing held back was lost
+    assert all(len(t.intermediate_values) == 2 for t in trials if t.state == TrialState.COMPLETE)
+
+
+def test_population_auto_the_other_workers_train_one_by_one_while_one_measures(study_file):
+    store, info = _stage(study_file, "score_probed", trials=40, name="probed")
+    executor = PoolExecutor(make_executor(DispatchConfig("cpu", None, 2, None, 1)).slots, population=AUTO)
+    result = run_stage(store, info, executor)
+    done = [t for t in result.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(done) == 40
+    assert any("population: K = 2" in n for n in executor.notices), executor.notices
+    solo = [t for t in result.trials if t.state == TrialState.COMPLETE and "population_size" not in trial_attr(t, "metrics")]
+    assert solo  # trained by the worker that was not measuring, before K was known

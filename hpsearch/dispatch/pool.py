@@ -249,13 +249,11 @@ class PoolExecutor:
             self._enforce_timeouts(run)
 
     def _hand_out(self, run: Coordinator) -> None:
-        if self.population == AUTO:
-            return  # waiting for the first ready worker's measurement
         for w in self.workers:
             if w.ready and not w.jobs:
-                jobs: list[Job] = []
-                while len(jobs) < int(self.population) and (job := run.next_job()) is not None:
-                    jobs.append(job)
+                # While one worker measures K (auto), the others train trials one by one meanwhile.
+                k = 1 if self.population == AUTO else int(self.population)
+                jobs = run.next_jobs(k) if k > 1 else [job] if (job := run.next_job()) is not None else []
                 if not jobs:
                     return
                 try:
@@ -297,6 +295,18 @@ class PoolExecutor:
                 worker.conn.send(("reply", reason))
             except OSError:
                 pass  # it died meanwhile: the next read says how
+        elif kind == "reports":  # a population's epoch: one message, one reply, one storage write
+            known = [(worker.jobs[n], epoch, metrics, seconds, its) for n, epoch, metrics, seconds, its in message[1] if n in worker.jobs]
+            reasons = iter(run.report_many(known))
+            try:
+                worker.conn.send(("replies", [next(reasons) if n in worker.jobs else None for n, *_ in message[1]]))
+            except OSError:
+                pass
+        elif kind == "done_all":
+            ended = [(worker.jobs.pop(n), outcome) for n, outcome in message[1] if n in worker.jobs]
+            if not worker.jobs:
+                worker.deadline = None
+            run.finish_many(ended)
         elif kind == "done" and message[1] in worker.jobs:
             outcome: TrialOutcome = message[2]
             job = worker.jobs.pop(message[1])

@@ -45,7 +45,7 @@ from typing import Any, Callable
 
 from hpsearch.errors import WorkloadError
 from hpsearch.procs import end_group_members, end_started, group_members, parent_death_signal
-from hpsearch.workloads.api import EpochTiming, TrialContext, TrialOutcome, TrialRecord
+from hpsearch.workloads.api import EpochTiming, ReportsHook, TrialContext, TrialOutcome, TrialRecord
 from hpsearch.workloads.capture import run_captured
 from hpsearch.workloads.function import run_trial
 from hpsearch.workloads.loader import load_workload
@@ -86,12 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         if kind not in ("trial", "population"):
             continue
         records: list[TrialRecord] = [message[1]] if kind == "trial" else message[1]
-        contexts = [_context(conn, record, device) for record in records]
         together = entry if kind == "population" else None
+        batch = _batch(conn) if together is not None else None
+        contexts = [_context(conn, record, device, batch) for record in records]
         outcomes = run_captured(records, True, lambda: _train(fn, together, contexts, own))
         try:
-            for ctx, outcome in zip(contexts, outcomes):
-                conn.send(("done", ctx.number, outcome))
+            if together is not None:  # a population's endings in one message (one storage write)
+                conn.send(("done_all", [(ctx.number, outcome) for ctx, outcome in zip(contexts, outcomes)]))
+            else:
+                for ctx, outcome in zip(contexts, outcomes):
+                    conn.send(("done", ctx.number, outcome))
         except OSError:
             return 0
 
@@ -109,15 +113,26 @@ def _train(fn: Callable[..., Any], together: Any, contexts: list[TrialContext], 
     return outcomes
 
 
-def _context(conn: Connection, record: TrialRecord, device: str) -> TrialContext:
-    """The trial object a workload sees; its reports travel to the coordinator, which answers go on/stop."""
+def _context(conn: Connection, record: TrialRecord, device: str, batch: ReportsHook | None = None) -> TrialContext:
+    """The trial object a workload sees; its reports travel to the coordinator, which answers go on/stop.
+    `batch`: the population's shared hook for all its members' reports of an epoch."""
 
     def on_report(epoch: int, metrics: dict[str, float], timing: EpochTiming) -> str | None:
         conn.send(("report", record.number, epoch, metrics, timing.seconds, timing.iterations))
         reply = conn.recv()
         return reply[1]
 
-    return TrialContext.open(record, device, on_report)
+    return TrialContext.open(record, device, on_report, on_reports=batch)
+
+
+def _batch(conn: Connection) -> ReportsHook:
+    """A population's reports of one epoch as one message; the coordinator replies with every reason."""
+
+    def on_reports(entries: list[tuple[int, int, dict[str, float], EpochTiming]]) -> list[str | None]:
+        conn.send(("reports", [(number, epoch, metrics, t.seconds, t.iterations) for number, epoch, metrics, t in entries]))
+        return list(conn.recv()[1])
+
+    return on_reports
 
 
 def _die_with_parent(parent: int) -> None:
