@@ -270,3 +270,14 @@ def test_spread_points_fill_the_space_away_from_the_trials_seen() -> None:
     far = [min(abs(spec_space["lr"].position(p["lr"]) - spec_space["lr"].position(s["lr"])) + abs(p["wd"] - s["wd"]) for s in seen)
            for p in points]
     assert min(far) > 0.2  # none lands in the corner already tried
+
+
+def test_search_plan_is_stored_with_the_spec(study_file) -> None:
+    from hpsearch.spec import StudySpec
+
+    pinned = _planned(study_file, extra='search_plan = "study"')
+    assert pinned.search_plan == "study" and _planned(study_file).search_plan == "auto"
+    assert StudySpec.from_dict(pinned.to_dict()).search_plan == "study"
+    stored = pinned.to_dict()
+    del stored["search_plan"]  # a spec stored before the key: the automatic plan
+    assert StudySpec.from_dict(stored).search_plan == "auto"
