@@ -22,6 +22,10 @@ def search(
 ) -> None:
     """Run the whole recipe: coarse, then refine stages while the best improves by more than the noise.
 
+    Unless the study file says search_plan = "study", the stages are planned
+    from the budget: coarse is TPE at a third of refine's epochs over about
+    half the budget, and explores more when nothing stands out from the
+    noise (docs/recipe.md).
     Each stage's top configurations are re-run with other seeds, which
     measures the noise; configurations rank by their mean (shrunk toward the
     stage's mean by that noise). Refine fits its box to the configurations
