@@ -25,7 +25,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import optuna_compat as compat
-from hpsearch.storage import TRANSIENT_ERRORS, heartbeat_settings
+from hpsearch.storage import heartbeat_settings, transient_errors
 from hpsearch.trials import HEARTBEAT_LOST, INTERRUPTED, OWNER_ATTR, REASON_ATTR
 
 OWNERLESS_GRACE_S = 10.0  # a RUNNING trial still without an owner after this long lost its coordinator at birth
@@ -83,7 +83,7 @@ class Heartbeat:
             try:
                 for trial in self.running():
                     compat.record_heartbeat(self.study, trial)
-            except TRANSIENT_ERRORS as e:
+            except transient_errors() as e:
                 if not self._failing:
                     log.warning("heartbeat not recorded (%s: %s); retrying every %s s", type(e).__name__, e, interval)
                 self._failing = True

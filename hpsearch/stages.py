@@ -26,7 +26,7 @@ from hpsearch.errors import HpsearchError, SpecError, StageExists, StageFailed
 from hpsearch.refine import derive_space
 from hpsearch.spec import StudySpec, check_stage
 from hpsearch.liveness import owner_tag
-from hpsearch.storage import TRANSIENT_ERRORS, StageInfo, Store
+from hpsearch.storage import StageInfo, Store, transient_errors
 from hpsearch.strategy import Strategy
 from hpsearch.trials import (
     CARRIED_ATTR,
@@ -246,7 +246,7 @@ def run_stage(
     except BaseException:
         try:
             run.interrupt()
-        except TRANSIENT_ERRORS:
+        except transient_errors():
             pass  # the storage is gone too: the trials stay RUNNING and the next run fails them as stale
         raise
     finally:

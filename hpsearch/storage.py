@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -68,19 +69,17 @@ CREATE_TABLE_ATTEMPTS = 4
 CREATE_WAIT_S = 10.0  # how long a command that lost a creation race waits for the winner's stage record
 
 
-def _transient_errors() -> tuple[type[BaseException], ...]:
-    """What a storage raises when the database is briefly unreachable (not a bug): worth a retry."""
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """What a storage raises when the database is briefly unreachable (not a bug): worth a retry.
+
+    Read at the moment an error is matched (an `except` clause evaluates it then): SQLAlchemy's errors
+    count once a database storage has imported it; the journal never imports SQLAlchemy (0.2 s of start-up).
+    """
     from optuna.exceptions import StorageInternalError
 
     errors: tuple[type[BaseException], ...] = (OSError, TimeoutError, StorageInternalError)
-    try:
-        from sqlalchemy.exc import SQLAlchemyError
-    except ImportError:  # the journal needs no SQLAlchemy
-        return errors
-    return (*errors, SQLAlchemyError)
-
-
-TRANSIENT_ERRORS = _transient_errors()
+    sqlalchemy_errors = sys.modules.get("sqlalchemy.exc")
+    return (*errors, sqlalchemy_errors.SQLAlchemyError) if sqlalchemy_errors is not None else errors
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # hpsearch prints its own progress
 
