@@ -134,3 +134,12 @@ def test_population_auto_the_other_workers_train_one_by_one_while_one_measures(s
     assert any("population: K = 2" in n for n in executor.notices), executor.notices
     solo = [t for t in result.trials if t.state == TrialState.COMPLETE and "population_size" not in trial_attr(t, "metrics")]
     assert solo  # trained by the worker that was not measuring, before K was known
+
+
+def test_population_pool_shares_the_last_trials_between_workers(study_file):
+    store, info = _stage(study_file, "score_together", trials=10, name="share")
+    executor = PoolExecutor(make_executor(DispatchConfig("cpu", None, 2, None, 8)).slots, population=8)
+    result = run_stage(store, info, executor)
+    sizes = [trial_attr(t, "metrics").get("population_size", 1.0) for t in result.trials if t.state == TrialState.COMPLETE]
+    # At most half each (two of 5, or smaller when one worker came late), never one of 8 and one of 2.
+    assert len(result.trials) == 10 and sizes and max(sizes) <= 5.0

@@ -252,7 +252,7 @@ class PoolExecutor:
         for w in self.workers:
             if w.ready and not w.jobs:
                 # While one worker measures K (auto), the others train trials one by one meanwhile.
-                k = 1 if self.population == AUTO else int(self.population)
+                k = 1 if self.population == AUTO else self._share(run, int(self.population))
                 jobs = run.next_jobs(k) if k > 1 else [job] if (job := run.next_job()) is not None else []
                 if not jobs:
                     return
@@ -260,6 +260,13 @@ class PoolExecutor:
                     w.give(jobs, self.trial_timeout)
                 except OSError:  # died while idle: its death is read from the connection next
                     pass
+
+    def _share(self, run: Coordinator, k: int) -> int:
+        """K, or less near the stage's end: the trials left to start, shared by the workers without
+        trials (still starting ones too): 30 trials left and K = 32 would give one worker all of them."""
+        idle = sum(1 for w in self.workers if not w.jobs)
+        left = run.target - run.done - run.running_total
+        return max(1, min(k, -(-left // max(idle, 1))))
 
     def _on_ready(self, worker: _Worker, has_population: bool) -> None:
         """A worker loaded the workload: settle K (fall back to 1, or have this worker measure it)."""
