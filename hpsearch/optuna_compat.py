@@ -129,9 +129,10 @@ def fail_trial(study: optuna.Study, trial: int | FrozenTrial, key: str, reason: 
     storage: Any = study._storage
     ident = trial if isinstance(trial, int) else trial._trial_id
     try:
-        storage.set_trial_user_attr(ident, key, reason)
-        if storage.set_trial_state_values(ident, state=TrialState.FAIL):
-            return storage.get_trial(ident)
+        with _through(storage):  # which caller won is read back: never held by batched_writes
+            storage.set_trial_user_attr(ident, key, reason)
+            if storage.set_trial_state_values(ident, state=TrialState.FAIL):
+                return storage.get_trial(ident)
     except UpdateFinishedTrialError:
         pass
     return None
@@ -195,6 +196,21 @@ class _HeldWrites(BaseJournalBackend):
 
 
 @contextmanager
+def _through(storage: Any) -> Iterator[None]:
+    """Inside a batched_writes block, write straight to the journal (and read it back) for a moment."""
+    held = getattr(storage, "_backend", None)
+    if not isinstance(held, _HeldWrites):
+        yield
+        return
+    storage._backend = held.backend
+    try:
+        yield
+    finally:
+        storage._backend = held
+        held.wrote = True
+
+
+@contextmanager
 def batched_writes(study: optuna.Study) -> Iterator[set[int]]:
     """Hold the study's journal writes made inside the block, then append them in one write at its end.
 
@@ -202,7 +218,8 @@ def batched_writes(study: optuna.Study) -> Iterator[set[int]]:
     reads see the storage without them, so only writes that nothing inside
     reads again belong there (not a report a pruner must see). The writes
     Optuna reads back at once (a trial's creation, a move to RUNNING) go
-    through as they come. At the end the records are appended in
+    through as they come, and so do `fail_trial`'s (its caller acts on
+    whether its move to FAIL won). At the end the records are appended in
     one locked write (one fsync) and read back. Yields a set that, after the
     block, holds the ids of trials whose held writes came too late (another
     coordinator finished the trial meanwhile: its verdict stands). On other

@@ -146,3 +146,34 @@ def test_coordinator_grid_takes_over_the_requeue_of_a_coordinator_that_died(stud
     trials = store.trials(info)
     assert len(trials) == 11 and sum(t.state == TrialState.COMPLETE for t in trials) == 10
     assert [t.user_attrs.get(RETRY_OF_ATTR) for t in trials].count(number) == 1
+
+
+def test_coordinator_grid_that_loses_the_last_point_to_another_waits_for_it(study_file, tmp_path, monkeypatch) -> None:
+    """Y reads a queued point, X pops it first: Y must count it as running elsewhere, not end the stage."""
+    monkeypatch.setenv("HPSEARCH_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("HPSEARCH_HEARTBEAT_GRACE", "30")
+    spec = load_spec(study_file("peak_inside", coarse='strategy = "grid"\ntrials = 100\nepochs = 1', params=GRID))
+    store = Store(spec.name, url=f"sqlite:///{tmp_path / 'grid.db'}")
+    info = start_coarse(store, spec, {})
+    x, y = Coordinator(store, info), Coordinator(store, info, salt=1)
+    x_jobs = []
+    real_pop = compat.pop_waiting
+    try:
+        while len(x_jobs) < 9 and (job := x.next_job()) is not None:  # 9 of 10 points, finished
+            x.finish(job, TrialOutcome("complete", {"val_accuracy": 0.5}, duration_s=0.0))
+            x_jobs.append(job)
+
+        def x_first(study, waiting=None):  # X wins the last point in the instant after Y read it
+            if study is y.study and not x.running:
+                x_jobs.append(x.next_job())
+            return real_pop(study, waiting)
+
+        monkeypatch.setattr(compat, "pop_waiting", x_first)
+        assert y.next_job() is None
+        assert y.waiting_on_others()  # the point runs on X: not over
+        monkeypatch.setattr(compat, "pop_waiting", real_pop)
+        x.finish(x_jobs[-1], TrialOutcome("complete", {"val_accuracy": 0.5}, duration_s=0.0))
+        assert y.next_job() is None and not y.waiting_on_others() and y.done == 10
+    finally:
+        x.close()
+        y.close()

@@ -174,3 +174,15 @@ def test_compat_tell_records_like_study_tell_and_returns_the_stored_trial(storag
     assert [(t.state, t.value) for t in study.trials] == [(TrialState.COMPLETE, 0.5), (TrialState.PRUNED, 0.7)]
     with pytest.raises(ValueError):  # a finished trial is refused, as by Study.tell
         compat.tell(study, done, 0.1)
+
+
+def test_compat_fail_trial_inside_batched_writes_is_written_and_decided_at_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "optuna.journal")
+    ours = optuna.create_study(storage=JournalStorage(JournalFileBackend(path)), study_name="s")
+    other = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(path)))
+    dead = compat.new_trial(other)
+    with compat.batched_writes(ours):
+        assert compat.fail_trial(ours, compat.trial_id(dead), "reason", "interrupted") is not None  # this call won
+        assert compat.fail_trial(other, compat.trial_id(dead), "reason", "again") is None  # and others see it now
+        fresh = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(path)))
+        assert [(t.state, t.user_attrs) for t in fresh.trials] == [(TrialState.FAIL, {"reason": "interrupted"})]
