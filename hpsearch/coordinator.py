@@ -135,9 +135,9 @@ class Coordinator:
             return None
         trial = None if waiting == [] else compat.pop_waiting(self.study, waiting)
         if trial is None and self.grid:
-            # A queued point we saw may have gone to another coordinator's pop: count it as running
-            # there (else, with nothing left to pop, this one would end the stage short).
-            self._refresh()
+            # A queued point we saw may have gone to another coordinator's pop, or one was queued since:
+            # read again (the lost one counts as running there; a new one is popped here).
+            trial = compat.pop_waiting(self.study, self._refresh())
         if trial is None and self.orphans is not None:
             # Every point is taken; one that failed for a retryable reason comes back (retry.py).
             took_over = self.orphans.took_over

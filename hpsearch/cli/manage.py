@@ -41,14 +41,14 @@ def delete(
     names = [s.name for s in doomed]
     what = f"study {name!r}" if stage is None else f"stage{'s' if len(names) > 1 else ''} {', '.join(names)} of {name!r}"
     tested = len(doomed) == len(store.stages()) and stored_final(store) is not None  # the final result goes with the study
-    what += " and its final result" if tested else ""
+    also = " and its final result" if tested else ""
+    what += also
     trials = sum(len(store.trials(s)) for s in doomed)
     if not yes:
         if not sys.stdin.isatty():
             raise HpsearchError(f"deleting {what} ({trials} trials) needs confirmation: pass --yes")
         typer.confirm(f"Delete {what} ({trials} trials) from {store.location}?", abort=True, err=True)
     gone = store.delete_stages(doomed)
-    also = " and its final result" if tested else ""
     make_console(stderr=True).print(f"deleted {', '.join(gone)} of {name}{also} ({trials} trials) from {store.location}", soft_wrap=True, markup=False)
 
 

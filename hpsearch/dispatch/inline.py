@@ -68,7 +68,7 @@ class InlineExecutor:
             k = choose_population_size(entry, run.info.space.midpoint(), device).k  # type: ignore[arg-type]
             self.notices.append(f"population: K = {k} (measured)")
         while True:
-            jobs = run.next_jobs(int(k)) if int(k) > 1 else [job] if (job := run.next_job()) is not None else []
+            jobs = run.next_jobs(int(k))
             if not jobs:
                 if not run.waiting_on_others():
                     return

@@ -253,7 +253,7 @@ class PoolExecutor:
             if w.ready and not w.jobs:
                 # While one worker measures K (auto), the others train trials one by one meanwhile.
                 k = 1 if self.population == AUTO else self._share(run, int(self.population))
-                jobs = run.next_jobs(k) if k > 1 else [job] if (job := run.next_job()) is not None else []
+                jobs = run.next_jobs(k)
                 if not jobs:
                     return
                 try:
@@ -304,9 +304,9 @@ class PoolExecutor:
                 pass  # it died meanwhile: the next read says how
         elif kind == "reports":  # a population's epoch: one message, one reply, one storage write
             known = [(worker.jobs[n], epoch, metrics, seconds, its) for n, epoch, metrics, seconds, its in message[1] if n in worker.jobs]
-            reasons = iter(run.report_many(known))
+            reasons = dict(zip((entry[0].number for entry in known), run.report_many(known)))
             try:
-                worker.conn.send(("replies", [next(reasons) if n in worker.jobs else None for n, *_ in message[1]]))
+                worker.conn.send(("replies", [reasons.get(n) for n, *_ in message[1]]))
             except OSError:
                 pass
         elif kind == "done_all":
