@@ -320,27 +320,58 @@ def test_choose_k_takes_one_when_stacking_loses() -> None:
     assert "K=2 gained only" in choice.stopped_because
 
 
-def test_choose_population_size_times_each_k_more_than_once_and_keeps_the_fastest() -> None:
+def _clocks(monkeypatch: pytest.MonkeyPatch, seconds) -> dict[int, int]:
+    """Injected clocks (not real ones): each call of the returned pop_fn's population of k advances
+    CPU time and wall time by seconds(k, run) = (cpu, wall). Returns the runs per k."""
+    from hpsearch.workloads import population
+
+    cpu, wall, runs = [0.0], [0.0], {}
+
+    def pop_fn(contexts):
+        k = len(contexts)
+        runs[k] = runs.get(k, 0) + 1
+        c, w = seconds(k, runs[k])
+        cpu[0] += c
+        wall[0] += w
+        return [None] * k
+
+    monkeypatch.setattr(population.time, "process_time", lambda: cpu[0])
+    monkeypatch.setattr(population.time, "perf_counter", lambda: wall[0])
+    runs["fn"] = pop_fn  # type: ignore[assignment]
+    return runs
+
+
+def test_choose_population_size_times_each_k_more_than_once_and_keeps_the_fastest(monkeypatch: pytest.MonkeyPatch) -> None:
     """One disturbed probe (a slow first run at K=2) must not decide: the faster repeat counts."""
     from hpsearch.workloads import population
 
-    runs: dict[int, int] = {}
-
-    def pop_fn(contexts):  # K=2 pays (half the time per trial) but its first timed run is disturbed
-        k = len(contexts)
-        runs[k] = runs.get(k, 0) + 1
-        return [None] * k
-
-    # start/stop pairs: K=1 runs 10 s (disturbed) then 1 s; K=2 runs 3 s (disturbed) then 1 s
-    clock = iter([0.0, 10.0, 10.0, 11.0, 20.0, 23.0, 30.0, 31.0] + [60.0 + i for i in range(100)])
-    real = population.time.perf_counter
-    population.time.perf_counter = lambda: next(clock)  # injected timings, not a wall clock
-    try:
-        choice = population.choose_population_size(pop_fn, {"lr": 0.1}, max_k=2)
-    finally:
-        population.time.perf_counter = real
+    # run 1 is the warm-up at K=1; then K=1 takes 10 s (disturbed), then 1 s; K=2 takes 3 s (disturbed), then 1 s
+    cost = {(1, 2): 10.0, (2, 1): 3.0}
+    runs = _clocks(monkeypatch, lambda k, run: (cost.get((k, run), 1.0),) * 2)
+    choice = population.choose_population_size(runs.pop("fn"), {"lr": 0.1}, max_k=2)  # type: ignore[arg-type]
     assert runs[2] == population.PROBE_REPEATS  # each K timed PROBE_REPEATS times
     assert choice.throughput[1] == pytest.approx(1 / 1.0) and choice.throughput[2] == pytest.approx(2 / 1.0)  # the faster runs
+
+
+def test_choose_population_size_on_a_cpu_reads_cpu_time_not_the_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other workers and the coordinator share the cores during the probe: a wall clock that
+    says K=2 gains nothing (the prober was descheduled) must not decide, its CPU time does."""
+    from hpsearch.workloads import population
+
+    # each run: 1 s of CPU at K=1 and at K=2 (K=2 pays 2x); the wall clock says 2 s at K=2
+    runs = _clocks(monkeypatch, lambda k, run: (1.0, 1.0 if k == 1 else 2.0))
+    choice = population.choose_population_size(runs.pop("fn"), {"lr": 0.1}, max_k=2)  # type: ignore[arg-type]
+    assert choice.k == 2 and choice.throughput == {1: pytest.approx(1.0), 2: pytest.approx(2.0)}
+
+
+def test_choose_population_size_uses_the_wall_clock_when_the_work_is_not_on_its_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A population entry that waits (sleeps, a subprocess) spends no CPU time here: wall time counts,
+    and each timing still ends after MIN_PROBE_S of it."""
+    from hpsearch.workloads import population
+
+    runs = _clocks(monkeypatch, lambda k, run: (0.001, 1.0 if k == 1 else 4.0))  # K=2 loses
+    choice = population.choose_population_size(runs.pop("fn"), {"lr": 0.1}, max_k=2)  # type: ignore[arg-type]
+    assert choice.k == 1 and choice.throughput == {1: pytest.approx(1.0), 2: pytest.approx(0.5)}
 
 
 def test_mlp_population_members_report_their_own_update_ratio() -> None:
@@ -355,24 +386,13 @@ def test_mlp_population_members_report_their_own_update_ratio() -> None:
     assert ratios[0][-1] > 10 * ratios[1][-1]  # a 300x larger lr moves the weights far more
 
 
-def test_choose_population_size_repeats_a_tiny_population_until_min_probe_s() -> None:
+def test_choose_population_size_repeats_a_tiny_population_until_min_probe_s(monkeypatch: pytest.MonkeyPatch) -> None:
     from hpsearch.workloads import population
 
-    calls = {"n": 0}
-
-    def pop_fn(contexts):
-        calls["n"] += 1
-        return [None] * len(contexts)
-
-    ticks = iter(i * 0.0625 for i in range(10_000))  # every run takes 0.0625 s, exact in binary (injected timings)
-    real = population.time.perf_counter
-    population.time.perf_counter = lambda: next(ticks)
-    try:
-        population.choose_population_size(pop_fn, {"lr": 0.1}, max_k=1)
-    finally:
-        population.time.perf_counter = real
+    runs = _clocks(monkeypatch, lambda k, run: (0.0625, 0.0625))  # every run takes 0.0625 s, exact in binary
+    population.choose_population_size(runs.pop("fn"), {"lr": 0.1}, max_k=1)  # type: ignore[arg-type]
     runs_per_timing = math.ceil(population.MIN_PROBE_S / 0.0625)
-    assert calls["n"] == 1 + population.PROBE_REPEATS * runs_per_timing  # warm-up, then the repeated timings
+    assert runs[1] == 1 + population.PROBE_REPEATS * runs_per_timing  # warm-up, then the repeated timings
 
 
 def test_report_population_sends_an_epoch_of_every_live_member_in_one_call():

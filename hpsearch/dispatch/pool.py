@@ -94,12 +94,14 @@ class _Worker:
     def pid(self) -> int:
         return self.proc.pid
 
-    def give(self, jobs: list[Job], timeout: float | None) -> None:
-        """Send one trial, or several to train together as a population (one deadline for all)."""
+    def give(self, jobs: list[Job], timeout: float | None, together: bool = False) -> None:
+        """Send one trial, or several to train together as a population (one deadline for all).
+        together: a lone trial goes as a population of one too (population mode, through the
+        workload's population entry: its results are a member's)."""
         self.jobs = {job.number: job for job in jobs}
         self.deadline = None if timeout is None else time.monotonic() + timeout
         records = [job.record for job in jobs]
-        if len(records) == 1:
+        if len(records) == 1 and not (together and self.has_population):
             self.conn.send(("trial", records[0]))
         else:
             self.conn.send(("population", records))
@@ -257,7 +259,7 @@ class PoolExecutor:
                 if not jobs:
                     return
                 try:
-                    w.give(jobs, self.trial_timeout)
+                    w.give(jobs, self.trial_timeout, together=self.population != 1)
                 except OSError:  # died while idle: its death is read from the connection next
                     pass
 

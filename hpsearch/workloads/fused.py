@@ -12,6 +12,15 @@ here directly on [K, B, ...] activations instead:
   member, as each element draws its own), nn.Flatten(1, -1), nn.Unflatten(1, ...),
   nn.Identity.
 
+Layout: a run of Linear, activation and Dropout layers on [K, B, features]
+works feature-major, on contiguous [K, features, B] tensors (weight @ x^T):
+a layer's few outputs (10 classes) then lie in the GEMM's long dimension,
+and every elementwise op and its backward read and write one layout (on a
+transposed view they write strided: 3-6x slower on a CPU). The other
+layers take [K, B, ...] (a view, when the layer before was a Linear). The
+output is a [K, B, ...] view, so a loss over classes reads [K, C, B]
+without a copy (workloads/stacked.py).
+
 `fused_layers(model)` returns the plan, or None for anything else (layers
 with buffers such as BatchNorm, custom modules, nested containers): the
 caller then uses vmap. The stacked parameters keep the model's own names
@@ -20,6 +29,7 @@ caller then uses vmap. The stacked parameters keep the model's own names
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -31,12 +41,21 @@ ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.GELU, nn.Sigmoid, nn.LeakyReLU, nn.SiLU, nn.
 Layer = Callable[[dict[str, torch.Tensor], torch.Tensor, bool], torch.Tensor]
 
 
-def fused_layers(model: nn.Module) -> list[Layer] | None:
-    """The model as a list of fused steps `(params, x [K, B, ...], training) -> x`, or None if it is
-    not a plain Sequential of supported layers."""
+@dataclass(frozen=True)
+class Step:
+    """One layer of the plan: `run(params, x [K, B, ...], training) -> x`. `linear`: the Linear's name
+    (run_fused may run it feature-major); `elementwise`: it runs on either layout."""
+
+    run: Layer
+    linear: str | None = None
+    elementwise: bool = False
+
+
+def fused_layers(model: nn.Module) -> list[Step] | None:
+    """The model as a list of fused steps, or None if it is not a plain Sequential of supported layers."""
     if type(model) is not nn.Sequential or any(True for _ in model.buffers()):
         return None
-    plan: list[Layer] = []
+    plan: list[Step] = []
     for name, layer in model.named_children():
         step = _fused(name, layer)
         if step is None:
@@ -45,33 +64,47 @@ def fused_layers(model: nn.Module) -> list[Layer] | None:
     return plan
 
 
-def run_fused(plan: list[Layer], params: dict[str, torch.Tensor], x: torch.Tensor, training: bool) -> torch.Tensor:
+def run_fused(plan: list[Step], params: dict[str, torch.Tensor], x: torch.Tensor, training: bool) -> torch.Tensor:
+    feature_major = False  # x is [K, features, B] (see the module doc), not [K, B, ...]
     for step in plan:
-        x = step(params, x, training)
-    return x
+        if step.linear is not None and (feature_major or x.ndim == 3):
+            x = _linear_feature_major(x if feature_major else x.transpose(1, 2), params, step.linear)
+            feature_major = True
+        elif step.elementwise:
+            x = step.run(params, x, training)
+        else:
+            x = step.run(params, x.transpose(1, 2) if feature_major else x, training)
+            feature_major = False
+    return x.transpose(1, 2) if feature_major else x
 
 
-def _fused(name: str, layer: nn.Module) -> Layer | None:
+def _fused(name: str, layer: nn.Module) -> Step | None:
     kind = type(layer)
     if kind is nn.Linear:
-        return lambda p, x, training: _linear(x, p[f"{name}.weight"], p.get(f"{name}.bias"))
+        return Step(lambda p, x, training: _linear(x, p[f"{name}.weight"], p.get(f"{name}.bias")), linear=name)
     if kind is nn.Conv2d and layer.groups == 1 and layer.padding_mode == "zeros" and not isinstance(layer.padding, str):
         conv = layer
-        return lambda p, x, training: _conv2d(x, p[f"{name}.weight"], p.get(f"{name}.bias"), conv)
+        return Step(lambda p, x, training: _conv2d(x, p[f"{name}.weight"], p.get(f"{name}.bias"), conv))
     if kind in (nn.MaxPool2d, nn.AvgPool2d):
         pool = layer
-        return lambda p, x, training: _per_example(pool, x)
+        return Step(lambda p, x, training: _per_example(pool, x))
     if kind is nn.Dropout:
         rate = float(layer.p)
-        return lambda p, x, training: F.dropout(x, rate, training)
+        return Step(lambda p, x, training: F.dropout(x, rate, training), elementwise=True)
     if kind is nn.Flatten and layer.start_dim == 1 and layer.end_dim == -1:
-        return lambda p, x, training: x.flatten(2)
+        return Step(lambda p, x, training: x.flatten(2))
     if kind is nn.Unflatten and layer.dim == 1:
         sizes = tuple(layer.unflattened_size)
-        return lambda p, x, training: x.unflatten(2, sizes)
+        return Step(lambda p, x, training: x.unflatten(2, sizes))
     if kind in ELEMENTWISE:
-        return lambda p, x, training: layer(x)
+        return Step(lambda p, x, training: layer(x), elementwise=True)
     return None
+
+
+def _linear_feature_major(xt: torch.Tensor, params: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    """xt [K, in, B] -> weight [K, out, in] @ xt + bias [K, out, 1]: [K, out, B], contiguous."""
+    weight, bias = params[f"{name}.weight"], params.get(f"{name}.bias")
+    return torch.bmm(weight, xt) if bias is None else torch.baddbmm(bias.unsqueeze(2), weight, xt)
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

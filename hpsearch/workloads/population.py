@@ -38,6 +38,7 @@ MIN_GAIN = 1.08  # a doubling of K must raise trials/second by 8% to be worth it
 MAX_K = 256  # probes stop here even if throughput still grows: results come back K at a time
 PROBE_EPOCHS = 1  # the timed probe runs: one epoch is enough to reach steady state on small models
 PROBE_REPEATS = 2  # each K is timed this often and the fastest run counts: one run of a small model is noisy
+OFF_CPU = 0.25  # a probe whose CPU time is under this share of its wall time waits on something else: wall time counts
 MIN_PROBE_S = 0.1  # and each timing repeats its population until it took this long in all (0.1 s: the same K as 0.2 s in repeated probes, at half the cost)
 
 
@@ -256,7 +257,11 @@ def choose_population_size(
     predicted peak memory (twice the previous K's measured peak) exceeds
     `memory_fraction` of the free memory is not tried; on CPU the cap is
     max_k and a probe that runs out of memory. Each K is timed PROBE_REPEATS
-    times (the fastest counts). Cost: about as much as training
+    times (the fastest counts), each timing repeated until MIN_PROBE_S of wall time. On a CPU
+    device the timings are this process's CPU time, not the wall clock: the other workers and
+    the coordinator share the cores during the probe, and a probe descheduled for a moment once
+    made K=2 look no faster than K=1 (K=1 chosen, 4x slower than K=32); wall time where the CPU
+    time is under OFF_CPU of it (the work is elsewhere) and on a GPU (asynchronous kernels). Cost: about as much as training
     2 * PROBE_REPEATS * K_chosen trials for `epochs` epochs.
     """
     peaks: dict[int, int] = {}
@@ -267,22 +272,25 @@ def choose_population_size(
 
     def time_once(k: int) -> float:
         """Seconds per population of k, over as many runs as make MIN_PROBE_S (one tiny run is all noise)."""
-        runs, elapsed = 0, 0.0
-        while runs == 0 or elapsed < MIN_PROBE_S:
+        runs, cpu, wall = 0, 0.0, 0.0
+        while runs == 0 or wall < MIN_PROBE_S:
             contexts = probe_contexts(params, k, epochs, device)
             if cuda:
                 import torch
 
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
-            start = time.perf_counter()
+            cpu_start, wall_start = time.process_time(), time.perf_counter()
             pop_fn(contexts)
             if cuda:
                 torch.cuda.synchronize(device)
                 peaks[k] = torch.cuda.max_memory_allocated(device)
-            elapsed += time.perf_counter() - start
+            cpu += time.process_time() - cpu_start
+            wall += time.perf_counter() - wall_start
             runs += 1
-        return elapsed / runs
+        # CPU time on a CPU (see the docstring), unless the work is not this process's (it waits: a
+        # population entry of the user's that sleeps, reads, or runs a subprocess).
+        return (wall if cuda or cpu < OFF_CPU * wall else cpu) / runs
 
     def fits(k: int) -> bool:
         if not cuda or k // 2 not in peaks:

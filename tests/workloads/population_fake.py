@@ -81,6 +81,7 @@ def _probed_population(trials):
     if trials[0].stage == "probe":  # auto's timing runs: K=2 pays, K=4 does not
         time.sleep(0.1 if len(trials) <= 2 else 0.1 * len(trials))
         return [{"val_accuracy": 0.0} for _ in trials]
+    time.sleep(0.02)  # a real population: as long as one trial alone (stacking pays)
     return _together_population(trials)
 
 
