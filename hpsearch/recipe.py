@@ -76,12 +76,14 @@ class Step:
     left: int
     budget: int
     decision: str  # "refine", "refine again" or "stop (...)"
+    explored: int = 0  # coarse's extra trials at spread points (explore_more): its best did not stand out
 
     @property
     def line(self) -> str:
         moved = f"{self.before:.4f} → {self.best:.4f}" if self.before is not None else f"{self.best:.4f}"
         noise = f"noise ±{self.noise:.4f}" if self.noise is not None else "noise not measured"
-        return f"{self.stage}: best {moved} ({noise}), budget {self.left}/{self.budget} epochs left: {self.decision}"
+        more = f", {self.explored} more trials spread over the space (the best did not stand out from the noise)" if self.explored else ""
+        return f"{self.stage}: best {moved} ({noise}){more}, budget {self.left}/{self.budget} epochs left: {self.decision}"
 
 
 @dataclass
@@ -261,7 +263,8 @@ def _decide(store: Store, stage: StageInfo, best: Config, previous: Config | Non
         decision = "stop (the best moved less than the noise)"
     else:
         decision = "refine again"
-    return Step(stage.name, before, best.mean, noise, max(left, 0), total, decision)
+    explored = (_plan(store, stage) or {}).get("extra", 0) if stage.index == 0 else 0
+    return Step(stage.name, before, best.mean, noise, max(left, 0), total, decision, explored)
 
 
 def _plan(store: Store, info: StageInfo) -> dict[str, int] | None:

@@ -225,11 +225,15 @@ def test_coarse_explores_more_only_when_its_best_does_not_stand_out(study_file, 
     for workload, more in (("noisy_peak", False), ("flat", True)):
         spec = _study(study_file, workload=workload)
         store = Store(spec.name, tmp_path / workload)
-        search(store, spec, say=lambda line: None)
+        lines: list[str] = []
+        search(store, spec, say=lines.append)
         coarse = store.stage("coarse")
         plan = store.study(coarse).user_attrs["recipe"]
         spread = [t for t in store.trials(coarse) if t.user_attrs.get(EXPLORE_ATTR)]
         assert (plan["extra"] > 0) is more and len(spread) == plan["extra"]
+        said = f"{plan['extra']} more trials spread over the space (the best did not stand out from the noise)"
+        assert lines[0].startswith("coarse:") and (said in lines[0]) is more, lines[0]  # the decision line says so
+        assert all("spread over the space" not in line for line in lines[1:])
         assert plan["extra"] <= plan["explore"] - plan["extra"]  # at most as many as coarse had
         assert spent(store) <= default_budget(spec)
         configs = ranked_configs(store.trials(coarse), "maximize")
