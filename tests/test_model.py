@@ -96,6 +96,22 @@ def test_model_stacked_optimisers_step_like_torch() -> None:
         assert torch.equal(stack["w"][1], w0)  # the other member, lr 0, is not moved by its neighbour's values
 
 
+def test_model_stacked_sgd_weight_decay_keeps_a_gradient_two_parameters_share() -> None:
+    """autograd.grad returns one tensor for both parameters of `a + b`: decaying it in place for the
+    first would change the second's gradient."""
+    a = torch.ones(2, 3, requires_grad=True)
+    b = torch.full((2, 3), 2.0, requires_grad=True)
+    loss = ((a + b) * torch.arange(3.0)).sum()
+    grads = torch.autograd.grad(loss, [a, b])
+    assert grads[0].data_ptr() == grads[1].data_ptr()  # the case this guards against
+    params = {"a": a.detach().clone(), "b": b.detach().clone()}
+    values = [{"lr": 0.1, "momentum": 0.0, "weight_decay": 0.5, "nesterov": False}] * 2
+    StackedSGD(params, values, "cpu").step(grads)
+    g = torch.arange(3.0).expand(2, 3)
+    assert torch.allclose(params["a"], 1.0 - 0.1 * (g + 0.5 * 1.0))
+    assert torch.allclose(params["b"], 2.0 - 0.1 * (g + 0.5 * 2.0))
+
+
 def test_model_diverged_member_is_masked_and_the_others_match_solo() -> None:
     params = [{"lr": 0.01}, {"lr": 10.0}, {"lr": 0.01, "momentum": 0.9}]
     regression = {"data": "regression", "loss": "mse"}

@@ -253,10 +253,13 @@ class StackedSGD(_Stacked):
 
     @torch.no_grad()
     def step(self, grads: Sequence[torch.Tensor]) -> None:
+        # Weight decay goes into this step's own gradients (autograd.grad) in place, unless autograd
+        # handed one tensor to two parameters (`a + b` in a forward): then each gets its own copy.
+        shared = len({g.data_ptr() for g in grads}) < len(grads)
         for (name, p), g in zip(self.params.items(), grads):
             h = self.shaped[name]
-            if self.any["weight_decay"]:  # in place: the gradients are this step's own (autograd.grad)
-                g.addcmul_(h["weight_decay"], p)
+            if self.any["weight_decay"]:
+                g = g.addcmul(h["weight_decay"], p) if shared else g.addcmul_(h["weight_decay"], p)
             state = self.state.setdefault(name, {})
             buf = state.get("momentum_buffer")
             if buf is None:  # the first step starts the buffer at the gradient
