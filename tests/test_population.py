@@ -320,9 +320,9 @@ def test_choose_k_takes_one_when_stacking_loses() -> None:
     assert "K=2 gained only" in choice.stopped_because
 
 
-def _clocks(monkeypatch: pytest.MonkeyPatch, seconds) -> dict[int, int]:
+def _clocks(monkeypatch: pytest.MonkeyPatch, seconds):
     """Injected clocks (not real ones): each call of the returned pop_fn's population of k advances
-    CPU time and wall time by seconds(k, run) = (cpu, wall). Returns the runs per k."""
+    CPU time and wall time by seconds(k, run) = (cpu, wall). Returns pop_fn and the runs per k."""
     from hpsearch.workloads import population
 
     cpu, wall, runs = [0.0], [0.0], {}
@@ -337,8 +337,7 @@ def _clocks(monkeypatch: pytest.MonkeyPatch, seconds) -> dict[int, int]:
 
     monkeypatch.setattr(population.time, "process_time", lambda: cpu[0])
     monkeypatch.setattr(population.time, "perf_counter", lambda: wall[0])
-    runs["fn"] = pop_fn  # type: ignore[assignment]
-    return runs
+    return pop_fn, runs
 
 
 def test_choose_population_size_times_each_k_more_than_once_and_keeps_the_fastest(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -347,8 +346,8 @@ def test_choose_population_size_times_each_k_more_than_once_and_keeps_the_fastes
 
     # run 1 is the warm-up at K=1; then K=1 takes 10 s (disturbed), then 1 s; K=2 takes 3 s (disturbed), then 1 s
     cost = {(1, 2): 10.0, (2, 1): 3.0}
-    runs = _clocks(monkeypatch, lambda k, run: (cost.get((k, run), 1.0),) * 2)
-    choice = population.choose_population_size(runs.pop("fn"), {"lr": 0.1}, max_k=2)  # type: ignore[arg-type]
+    pop_fn, runs = _clocks(monkeypatch, lambda k, run: (cost.get((k, run), 1.0),) * 2)
+    choice = population.choose_population_size(pop_fn, {"lr": 0.1}, max_k=2)
     assert runs[2] == population.PROBE_REPEATS  # each K timed PROBE_REPEATS times
     assert choice.throughput[1] == pytest.approx(1 / 1.0) and choice.throughput[2] == pytest.approx(2 / 1.0)  # the faster runs
 
@@ -359,8 +358,8 @@ def test_choose_population_size_on_a_cpu_reads_cpu_time_not_the_wall_clock(monke
     from hpsearch.workloads import population
 
     # each run: 1 s of CPU at K=1 and at K=2 (K=2 pays 2x); the wall clock says 2 s at K=2
-    runs = _clocks(monkeypatch, lambda k, run: (1.0, 1.0 if k == 1 else 2.0))
-    choice = population.choose_population_size(runs.pop("fn"), {"lr": 0.1}, max_k=2)  # type: ignore[arg-type]
+    pop_fn, _ = _clocks(monkeypatch, lambda k, run: (1.0, 1.0 if k == 1 else 2.0))
+    choice = population.choose_population_size(pop_fn, {"lr": 0.1}, max_k=2)
     assert choice.k == 2 and choice.throughput == {1: pytest.approx(1.0), 2: pytest.approx(2.0)}
 
 
@@ -369,8 +368,8 @@ def test_choose_population_size_uses_the_wall_clock_when_the_work_is_not_on_its_
     and each timing still ends after MIN_PROBE_S of it."""
     from hpsearch.workloads import population
 
-    runs = _clocks(monkeypatch, lambda k, run: (0.001, 1.0 if k == 1 else 4.0))  # K=2 loses
-    choice = population.choose_population_size(runs.pop("fn"), {"lr": 0.1}, max_k=2)  # type: ignore[arg-type]
+    pop_fn, _ = _clocks(monkeypatch, lambda k, run: (0.001, 1.0 if k == 1 else 4.0))  # K=2 loses
+    choice = population.choose_population_size(pop_fn, {"lr": 0.1}, max_k=2)
     assert choice.k == 1 and choice.throughput == {1: pytest.approx(1.0), 2: pytest.approx(0.5)}
 
 
@@ -389,8 +388,8 @@ def test_mlp_population_members_report_their_own_update_ratio() -> None:
 def test_choose_population_size_repeats_a_tiny_population_until_min_probe_s(monkeypatch: pytest.MonkeyPatch) -> None:
     from hpsearch.workloads import population
 
-    runs = _clocks(monkeypatch, lambda k, run: (0.0625, 0.0625))  # every run takes 0.0625 s, exact in binary
-    population.choose_population_size(runs.pop("fn"), {"lr": 0.1}, max_k=1)  # type: ignore[arg-type]
+    pop_fn, runs = _clocks(monkeypatch, lambda k, run: (0.0625, 0.0625))  # every run takes 0.0625 s, exact in binary
+    population.choose_population_size(pop_fn, {"lr": 0.1}, max_k=1)
     runs_per_timing = math.ceil(population.MIN_PROBE_S / 0.0625)
     assert runs[1] == 1 + population.PROBE_REPEATS * runs_per_timing  # warm-up, then the repeated timings
 

@@ -101,18 +101,8 @@ def test_search_stops_when_the_best_moves_less_than_the_noise(study_file, tmp_pa
 def test_search_resumes_after_an_interrupt(study_file, tmp_path: Path) -> None:
     spec = _study(study_file)
     store = Store(spec.name, tmp_path / "r")
-    seen = {"n": 0}
-
-    def listener(info):
-        def hear(event):
-            if event.kind == "finish" and info.name == "refine-1":
-                seen["n"] += 1
-                if seen["n"] == 3:
-                    raise KeyboardInterrupt
-        return hear
-
     with pytest.raises(KeyboardInterrupt):
-        search(store, spec, listener=listener, say=lambda line: None)
+        search(store, spec, listener=_interrupt_at("refine-1", 3), say=lambda line: None)
     assert store.stage(None).name == "refine-1"
     lines: list[str] = []
     result = search(store, spec, say=lines.append)
@@ -162,6 +152,21 @@ def test_parse_duration() -> None:
     for bad in ("", "soon", "0s", "1h30"):
         with pytest.raises(HpsearchError):
             parse_duration(bad)
+
+
+def _interrupt_at(stage: str, finished: int):
+    """A search listener that raises KeyboardInterrupt (Ctrl-C) when `stage` has finished that many trials."""
+    seen = {"n": 0}
+
+    def listener(info):
+        def hear(event):
+            if event.kind == "finish" and info.name == stage:
+                seen["n"] += 1
+                if seen["n"] == finished:
+                    raise KeyboardInterrupt
+        return hear
+
+    return listener
 
 
 def _planned(study_file, refine="epochs = 10", coarse="seed = 3", extra=""):
@@ -243,18 +248,8 @@ def test_coarse_explores_more_only_when_its_best_does_not_stand_out(study_file, 
 def test_explore_more_is_decided_once_and_survives_an_interrupt(study_file, tmp_path: Path) -> None:
     spec = _study(study_file, workload="flat")
     store = Store(spec.name, tmp_path / "r")
-    seen = {"n": 0}
-
-    def listener(info):
-        def hear(event):
-            if event.kind == "finish" and info.name == "coarse":
-                seen["n"] += 1
-                if seen["n"] == 40:  # inside the spread points (32 planned trials + 5 re-runs before them)
-                    raise KeyboardInterrupt
-        return hear
-
-    with pytest.raises(KeyboardInterrupt):
-        search(store, spec, listener=listener, say=lambda line: None)
+    with pytest.raises(KeyboardInterrupt):  # 40: inside the spread points (32 planned trials + 5 re-runs before them)
+        search(store, spec, listener=_interrupt_at("coarse", 40), say=lambda line: None)
     plan = store.study(store.stage("coarse")).user_attrs["recipe"]
     assert plan["extra"] > 0
     search(store, spec, say=lambda line: None)
