@@ -19,7 +19,11 @@ DEMO_DIR ?= demo
 
 .PHONY: install demo test bench clean postgres-server
 
+# The package's own bytecode, written each time (only what changed is compiled again): the install is
+# editable, and where PYTHONDONTWRITEBYTECODE is set (many containers) Python would otherwise compile
+# every hpsearch module from source in every process, the command's and each worker's.
 install: $(STAMP)
+	$(BIN)/python -m compileall -q hpsearch
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

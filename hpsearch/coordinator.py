@@ -56,7 +56,6 @@ from hpsearch.trials import (
     metric_value,
     ranked_trials,
     spent_epochs,
-    stage_target,
     trial_params,
     trial_seed,
 )
@@ -76,12 +75,11 @@ def stage_flags(info: StageInfo, ranked: list[FrozenTrial]) -> list[BorderFlag]:
 class Coordinator:
     """Hands out one stage's trials on this machine and records how each ended (see the module docstring).
 
-    When `next_job` says None, `waiting_on_others` says whether to look again
-    later (other coordinators still run trials that may fail and need
-    replacing) or to stop. Call `close` at the end: it stops the heartbeat.
-    `salt` (an int) varies the sampler's seed between coordinators joining
-    the same stage, so two machines starting together draw different points. No trial starts past
-    `deadline` (time.monotonic) or one that could take the stage past its budget of trial-epochs.
+    When `next_job` says None, `waiting_on_others` says whether to look again later (other coordinators
+    still run trials that may fail and need replacing) or to stop. Call `close` at the end: it stops the
+    heartbeat. `salt` (an int) varies the sampler's seed between coordinators joining the same stage, so
+    two machines starting together draw different points. No trial starts past `deadline`
+    (time.monotonic) or one that could take the stage past its budget of trial-epochs.
     """
 
     def __init__(
@@ -91,7 +89,7 @@ class Coordinator:
         self.store, self.info, self.listener, self.pruner, self.deadline = store, info, listener, pruner, deadline
         self.metric = info.spec.metric
         self.direction = info.spec.direction.value
-        self.target = stage_target(info.settings, info.space)
+        self.target = info.settings.target(info.space)
         self.max_failures = info.settings.max_failures or self.target
         self.grid = info.settings.strategy == Strategy.grid
         existing = store.trials(info)
@@ -193,24 +191,28 @@ class Coordinator:
     def report(
         self, job: Job, epoch: int, metrics: dict[str, float], epoch_seconds: float | None = None, iterations: int | None = None
     ) -> str | None:
-        """Per-epoch metrics of a running trial: the reason to stop it (diverged, pruned), or None.
-
-        Never pruned at its last epoch; `epoch_seconds` and `iterations` only feed the progress display.
-        """
+        """Per-epoch metrics of a running trial: the reason to stop it (diverged, pruned), or None. Never
+        pruned at its last epoch; `epoch_seconds` and `iterations` only feed the progress display."""
         self._check_heartbeat()
         job.reports += 1
         self._emit("report", job, epoch=epoch, metrics=metrics, epoch_seconds=epoch_seconds, iterations=iterations)
         reported = self.metric in metrics and math.isfinite(metrics[self.metric])
         try:
             if reported:
-                job.trial.report(metrics[self.metric], epoch)
+                job.report_value(metrics[self.metric], epoch, hold=not self.answers_reports)
             reason = job.check(metrics)
             last = is_last_report(epoch, job.reports, job.epochs)
-            if reason is None and reported and self.pruner != "none" and not last and job.trial.should_prune():
+            if reason is None and reported and self.answers_reports and not last and job.trial.should_prune():
                 reason = prune_reason(self.pruner)
         except UpdateFinishedTrialError:
             return HEARTBEAT_LOST  # failed by another machine (our heartbeat stalled): stop wasting the worker
         return reason
+
+    @property
+    def answers_reports(self) -> bool:
+        """Whether a report's answer takes the coordinator (a pruner): if not, a worker applies the
+        divergence rule itself without waiting, and the report is held for a later write (Job.report_value)."""
+        return self.pruner != "none"
 
     def finish(self, job: Job, outcome: TrialOutcome) -> None:
         """Record how a trial ended. A crash is data: it never stops the stage by itself."""
@@ -221,8 +223,8 @@ class Coordinator:
         try:
             self._record(job, outcome)
         except UpdateFinishedTrialError:
-            # Another coordinator failed it as stale (our heartbeats stopped reaching the database,
-            # e.g. a network split); its verdict stands, and a grid point was re-queued by it.
+            # Failed as stale by another coordinator (our heartbeats stopped reaching the database): its verdict
+            # stands, and it re-queued a grid point.
             self.failures.append(f"trial {job.number}: {HEARTBEAT_LOST}")
         self._emit("finish", job, outcome=outcome)
 
@@ -239,7 +241,7 @@ class Coordinator:
     def report_many(self, reports: list[tuple[Job, int, dict[str, float], float | None, int | None]]) -> list[str | None]:
         """`report` for each of a population's members at one epoch: (job, epoch, metrics, seconds,
         iterations) each, their reasons in order. One write for all, unless a pruner must read each first."""
-        if self.pruner != "none":
+        if self.answers_reports:
             return [self.report(*entry) for entry in reports]
         with compat.batched_writes(self.study) as late:
             reasons = [self.report(*entry) for entry in reports]
@@ -277,9 +279,8 @@ class Coordinator:
         return StageResult(self.info, trials, self.ran, flags, self.failures, self.done, self.target, self.reasons, self.ended_by)
 
     def best(self) -> FrozenTrial | None:
-        """The stage's best completed trial: kept up to date from this coordinator's outcomes, and read
-        again from the storage (other coordinators' trials too) every BEST_RESCAN finishes, not on every
-        one: a rescan per trial would cost O(trials) each, quadratic over a stage."""
+        """The stage's best completed trial: kept up to date from this coordinator's outcomes, and read again
+        from the storage (others' trials too) every BEST_RESCAN finishes (a rescan each: quadratic)."""
         if self._best_stale or self.ran % BEST_RESCAN == 0:
             ranked = ranked_trials(self.study.get_trials(deepcopy=False), self.direction)
             self._best, self._best_stale = (ranked[0] if ranked else None), False
@@ -293,6 +294,7 @@ class Coordinator:
 
     def _record(self, job: Job, outcome: TrialOutcome) -> None:
         trial = job.trial
+        job.write_reports()  # held ones first: in the same append as the outcome (finish_many's block)
         result: dict[str, Any] = {SEED_ATTR: job.record.seed, EPOCHS_ATTR: job.record.epochs, EPOCHS_RUN_ATTR: job.reports}
         result[DURATION_ATTR] = round(outcome.duration_s, 4)
         kept = {CURVES_ATTR: outcome.curves, METRICS_ATTR: outcome.metrics, LOG_ATTR: outcome.log, LOG_TAIL_ATTR: outcome.log_tail}

@@ -12,6 +12,11 @@ from optuna.trial import FrozenTrial
 from hpsearch.divergence import DivergenceCheck
 from hpsearch.workloads.api import RecordFields, TrialOutcome, TrialRecord
 
+# A report no pruner reads is held for up to this long and then written with the ones after it (at the
+# latest with the trial's outcome, in the same journal append): a short trial's reports cost no write of
+# their own, and a long one's still reach the storage (other processes' views) within a second or so.
+REPORT_HOLD_S = 1.0
+
 
 @dataclass
 class Job(RecordFields):
@@ -22,6 +27,23 @@ class Job(RecordFields):
     check: DivergenceCheck = field(default_factory=DivergenceCheck)
     started: float = field(default_factory=time.perf_counter)
     reports: int = 0  # epochs it reported so far
+    held: list[tuple[float, int]] = field(default_factory=list)  # (value, epoch) reports not written yet
+    written: float = field(default_factory=time.perf_counter)  # when its reports last reached the storage
+
+    def report_value(self, value: float, epoch: int, hold: bool) -> None:
+        """The study's metric at `epoch` to the storage (Optuna's intermediate value): now, or, when
+        `hold` (no pruner reads it), with the ones after it once REPORT_HOLD_S passed since the last
+        write, or by `write_reports` when the trial ends."""
+        self.held.append((value, epoch))
+        if not hold or time.perf_counter() - self.written >= REPORT_HOLD_S:
+            self.write_reports()
+
+    def write_reports(self) -> None:
+        """Write the held reports, in order (before the trial's outcome: Optuna refuses them after)."""
+        held, self.held = self.held, []
+        for value, epoch in held:
+            self.trial.report(value, epoch)
+        self.written = time.perf_counter()
 
 
 @dataclass

@@ -49,6 +49,12 @@ class StageSpec:
             given["strategy"] = Strategy(given["strategy"])
         return replace(self, **given)
 
+    def target(self, space: Space) -> int:
+        """How many finished trials the stage wants: its trials, or the whole grid of `space` if smaller."""
+        if self.strategy == Strategy.grid:
+            return min(self.trials, len(space.grid()))
+        return self.trials
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["strategy"] = self.strategy.value

@@ -36,7 +36,6 @@ from hpsearch.trials import (
     derive_seed,
     point_key,
     spent_epochs,
-    stage_target,
     trial_params,
 )
 
@@ -196,7 +195,7 @@ def enqueue_grid(store: Store, info: StageInfo) -> int:
     points = info.space.grid()
     random.Random(info.settings.seed).shuffle(points)
     missing = [p for p in points if point_key(p) not in seen]
-    room = max(stage_target(info.settings, info.space) - len(seen), 0)
+    room = max(info.settings.target(info.space) - len(seen), 0)
     for params in missing[:room]:
         study.enqueue_trial(params)
     return min(room, len(missing))
@@ -205,7 +204,7 @@ def enqueue_grid(store: Store, info: StageInfo) -> int:
 def stage_complete(store: Store, info: StageInfo) -> bool:
     """Whether a stage is done: it has its trials, or its budget has no room for one more trial."""
     trials = store.trials(info)
-    if counts(trials, info.settings.strategy)[0] >= stage_target(info.settings, info.space):
+    if counts(trials, info.settings.strategy)[0] >= info.settings.target(info.space):
         return True
     budget = info.settings.budget
     return budget is not None and spent_epochs(trials, info.settings.epochs) + info.settings.epochs > budget

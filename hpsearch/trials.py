@@ -18,8 +18,6 @@ from typing import Any, Sequence
 
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.space import Space
-from hpsearch.spec import StageSpec
 from hpsearch.strategy import Strategy
 
 # User attributes of a trial.
@@ -114,13 +112,6 @@ def trial_params(trial: FrozenTrial) -> dict[str, Any]:
 def point_key(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     """A hashable identity of a parameter point (grid points are compared by it)."""
     return tuple(sorted((k, repr(v)) for k, v in params.items()))
-
-
-def stage_target(settings: StageSpec, space: Space) -> int:
-    """How many finished trials a stage wants: its trials, or the whole grid if smaller."""
-    if settings.strategy == Strategy.grid:
-        return min(settings.trials, len(space.grid()))
-    return settings.trials
 
 
 def counts(trials: Sequence[FrozenTrial], strategy: Strategy) -> tuple[int, int]:

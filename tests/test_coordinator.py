@@ -177,3 +177,50 @@ def test_coordinator_grid_that_loses_the_last_point_to_another_waits_for_it(stud
     finally:
         x.close()
         y.close()
+
+
+def _journal_coordinator(study_file, pruner: str = "none") -> Coordinator:
+    spec = load_spec(study_file(coarse="trials = 4\nepochs = 3"))
+    store = Store(spec.name)  # the journal, in the test's results folder
+    return Coordinator(store, start_coarse(store, spec, {}), pruner=pruner)
+
+
+def _stored_reports(coordinator: Coordinator, number: int) -> dict[int, float]:
+    """The trial's intermediate values as another process would read them (a fresh look at the journal)."""
+    store = Store(coordinator.info.spec.name, create=False)
+    [trial] = [t for t in store.trials(store.stage("coarse")) if t.number == number]
+    return trial.intermediate_values
+
+
+def test_coordinator_without_a_pruner_holds_a_short_trials_reports_until_its_outcome(study_file) -> None:
+    coordinator = _journal_coordinator(study_file)
+    job = coordinator.next_job()
+    assert job is not None and not coordinator.answers_reports
+    for epoch in range(3):
+        assert coordinator.report(job, epoch, {"val_accuracy": 0.1 * (epoch + 1)}) is None
+    assert _stored_reports(coordinator, job.number) == {}  # held: no write of their own
+    coordinator.finish_many([(job, TrialOutcome("complete", metrics={"val_accuracy": 0.3}, duration_s=0.1))])
+    assert _stored_reports(coordinator, job.number) == pytest.approx({0: 0.1, 1: 0.2, 2: 0.3})  # none lost
+
+
+def test_coordinator_writes_held_reports_once_they_are_old_and_before_a_failure(study_file, monkeypatch) -> None:
+    import hpsearch.jobs
+
+    coordinator = _journal_coordinator(study_file)
+    job = coordinator.next_job()
+    coordinator.report(job, 0, {"val_accuracy": 0.1})
+    monkeypatch.setattr(hpsearch.jobs, "REPORT_HOLD_S", 0.0)  # a long epoch: past the hold
+    coordinator.report(job, 1, {"val_accuracy": 0.2})
+    assert _stored_reports(coordinator, job.number) == pytest.approx({0: 0.1, 1: 0.2})
+    monkeypatch.setattr(hpsearch.jobs, "REPORT_HOLD_S", 60.0)
+    coordinator.report(job, 2, {"val_accuracy": 0.3})
+    coordinator.finish(job, TrialOutcome("fail", reason="worker died (signal 9)", duration_s=1.0))  # no batch around it
+    assert _stored_reports(coordinator, job.number) == pytest.approx({0: 0.1, 1: 0.2, 2: 0.3})
+
+
+def test_coordinator_with_a_pruner_writes_each_report_at_once(study_file) -> None:
+    coordinator = _journal_coordinator(study_file, pruner="median")
+    job = coordinator.next_job()
+    assert coordinator.answers_reports
+    coordinator.report(job, 0, {"val_accuracy": 0.1})
+    assert _stored_reports(coordinator, job.number) == pytest.approx({0: 0.1})  # the pruner reads it there

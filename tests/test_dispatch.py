@@ -295,8 +295,12 @@ def test_divergence_through_pool_is_pruned(study_file: Callable[..., Path], run_
     pruned = by_state(trials, "PRUNED")
     assert pruned and all(t.number % 2 == 1 and t.user_attrs["reason"] == "diverged" for t in pruned)
     assert {t.number for t in by_state(trials, "COMPLETE")} == {t.number for t in trials if t.number % 2 == 0}
-    # stopped early: fewer epochs recorded than asked for
-    assert all(len(trial_attr(t, "curves")["train_loss"]) < 4 for t in pruned)
+    # stopped at the very epoch it diverged (the worker decides without waiting for the coordinator), and
+    # the reports held back until then (no pruner reads them) were written with its outcome
+    diverged_at = {"nan_on_odd": 0, "explodes_on_odd": 1}[function]
+    assert all(len(trial_attr(t, "curves")["train_loss"]) == diverged_at + 1 for t in pruned)
+    assert all(sorted(t.intermediate_values) == list(range(diverged_at + 1)) for t in pruned)
+    assert all(sorted(t.intermediate_values) == [0, 1, 2, 3] for t in by_state(trials, "COMPLETE"))
 
 
 def test_median_pruner_stops_worse_than_median(study_file: Callable[..., Path], run_cli: Cli) -> None:
@@ -452,3 +456,48 @@ def test_workers_are_capped_at_the_cores_and_the_trials_left(run_cli, study_file
     if cores >= 2:
         assert f"note: started 1 of {cores} workers: the stage has 1 trial(s) left" in err
     assert len(plan_workers(DispatchConfig(workers=1000), gpus=[], cores=2)) == 2
+
+
+def _worker_end(replies: bool):
+    """A worker's trial context for trial 7 on one end of a pipe; the other end plays the coordinator."""
+    from multiprocessing import Pipe
+
+    from hpsearch.dispatch.worker import _context
+
+    ours, coordinator = Pipe()
+    return _context(ours, TrialRecord(7, {"lr": 0.1}, 5, 0), "cpu", replies), coordinator
+
+
+def test_worker_without_replies_trains_on_and_decides_divergence_itself() -> None:
+    from hpsearch.errors import TrialStopped
+
+    ctx, coordinator = _worker_end(replies=False)
+    ctx.report(0, train_loss=1.0)  # returns at once: nothing was sent back
+    ctx.report(1, train_loss=2.0)
+    with pytest.raises(TrialStopped, match="diverged"):  # 4.0 > 3x the first loss, decided in the worker
+        ctx.report(2, train_loss=4.0)
+    sent = [coordinator.recv() for _ in range(3)]
+    assert [m[:3] for m in sent] == [("report", 7, 0), ("report", 7, 1), ("report", 7, 2)]  # every report still goes
+
+
+def test_worker_without_replies_reads_a_stop_sent_meanwhile_at_its_next_report() -> None:
+    from hpsearch.errors import TrialStopped
+
+    ctx, coordinator = _worker_end(replies=False)
+    coordinator.send(("stops", {6: "a stop for the trial before, which has ended"}))
+    ctx.report(0, val_accuracy=0.5)  # the stale stop is read and dropped
+    coordinator.send(("stops", {7: "failed by another machine"}))
+    with pytest.raises(TrialStopped, match="failed by another machine"):
+        ctx.report(1, val_accuracy=0.5)
+
+
+def test_worker_with_replies_waits_for_the_answer_and_skips_stray_stops() -> None:
+    from hpsearch.errors import TrialStopped
+
+    ctx, coordinator = _worker_end(replies=True)
+    coordinator.send(("reply", None))
+    ctx.report(0, val_accuracy=0.5)
+    coordinator.send(("stops", {7: "never sent to a waiting worker, skipped if it were"}))
+    coordinator.send(("reply", "pruned by median pruner"))
+    with pytest.raises(TrialStopped, match="pruned by median pruner"):
+        ctx.report(1, val_accuracy=0.5)

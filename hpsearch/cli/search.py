@@ -183,10 +183,8 @@ def _early_workers(executor: Any) -> Iterator[Callable[[Any, int | None], None]]
 def _target(settings: Callable[[], Any], space: Any) -> int:
     """The most trials the stage can want (its target: no more workers start early), or 0 when its
     settings are invalid (its set-up says why, and no worker starts before that)."""
-    from hpsearch.trials import stage_target
-
     try:
-        return stage_target(settings(), space)
+        return settings().target(space)
     except Exception:  # noqa: BLE001 - whatever it is, the stage's set-up raises it again, and says it better
         return 0
 

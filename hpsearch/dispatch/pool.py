@@ -1,32 +1,28 @@
 """The worker pool: a stage's trials on long-lived worker processes (what the CLI uses).
 
-`PoolExecutor` keeps worker processes, one or more per device (plan.py),
-started once per stage: torch import, CUDA context and dataset loading happen
-once per worker, so a short trial costs its training time plus a few
-milliseconds. The calling process stays the coordinator: the only one that
-talks to the storage, which keeps grid stages free of duplicates and avoids
-storage locks between workers. Workers send each epoch's report and get back
-go on / stop (divergence, pruning); their outcomes come back as TrialOutcome.
-The CLI starts the workers (`start`) as soon as it has read the study file, so
+`PoolExecutor` keeps worker processes, one or more per device (plan.py), started once per stage:
+torch import, CUDA context and dataset loading happen once per worker, so a short trial costs its
+training time plus a few milliseconds. The calling process stays the coordinator: the only one that
+talks to the storage, which keeps grid stages free of duplicates and avoids storage locks between
+workers. Workers send each epoch's report; with a pruner they wait for go on / stop, without one
+they apply the divergence rule themselves and go on (a stop, rare, comes later). Their outcomes come
+back as TrialOutcome. The CLI starts the workers (`start`) as soon as it has read the study file, so
 their imports overlap its own start-up; the stage's `run` adopts them.
 
-Faults are data: a worker that dies mid-trial (segfault, OOM kill,
-os._exit) fails its trial with `worker died (signal N)` / `worker died (exit
-code N)` and is replaced; a trial past the trial timeout has its worker's
-process group ended and the worker replaced, reason `timeout`. SIGINT/SIGTERM
-stop every worker before the stage records its running trials as
-interrupted; a second signal during that clean-up exits at once, workers
-killed first.
+Faults are data: a worker that dies mid-trial (segfault, OOM kill, os._exit) fails its trial with
+`worker died (signal N)` / `worker died (exit code N)` and is replaced; a trial past the trial
+timeout has its worker's process group ended and the worker replaced, reason `timeout`.
+SIGINT/SIGTERM stop every worker before the stage records its running trials as interrupted; a
+second signal during that clean-up exits at once, workers killed first.
 
-Processes: each worker leads its own process group, which is the trial's
-(everything it starts joins it). Ending a worker always ends its group:
-SIGTERM, TERM_GRACE_S for them to leave, then SIGKILL (procs.end_groups), on
-a timeout, an interrupt, a death, and at the end of the stage, so no process
-a stage started outlives it. A trial that ends by itself keeps its worker:
-the worker ends what the trial left behind (see worker.py).
+Processes: each worker leads its own process group, which is the trial's (everything it starts
+joins it). Ending a worker always ends its group: SIGTERM, TERM_GRACE_S for them to leave, then
+SIGKILL (procs.end_groups), on a timeout, an interrupt, a death, and at the end of the stage, so no
+process a stage started outlives it. A trial that ends by itself keeps its worker: the worker ends
+what the trial left behind (see worker.py).
 
-A trial's stdout and stderr go to its log file (record.log_path), written by
-the worker; a trial failed here (timeout, worker died) still points at it.
+A trial's stdout and stderr go to its log file (record.log_path), written by the worker; a trial
+failed here (timeout, worker died) still points at it.
 """
 
 from __future__ import annotations
@@ -88,23 +84,25 @@ class _Worker:
         self.ready = False
         self.has_population = False  # told by the worker once its workload is loaded
         self.jobs: dict[int, Job] = {}  # trial number -> job: one, or a population of them
+        self.replies = True  # whether it waits for an answer to each report of its trials (give)
         self.deadline: float | None = None
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
-    def give(self, jobs: list[Job], timeout: float | None, together: bool = False) -> None:
+    def give(self, jobs: list[Job], timeout: float | None, together: bool = False, replies: bool = True) -> None:
         """Send one trial, or several to train together as a population (one deadline for all).
-        together: a lone trial goes as a population of one too (population mode, through the
-        workload's population entry: its results are a member's)."""
+        together: a lone trial goes as a population of one too (population mode, through the workload's
+        population entry). replies: whether the worker waits for an answer to each report (a pruner's)."""
         self.jobs = {job.number: job for job in jobs}
         self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.replies = replies
         records = [job.record for job in jobs]
         if len(records) == 1 and not (together and self.has_population):
-            self.conn.send(("trial", records[0]))
+            self.conn.send(("trial", records[0], replies))
         else:
-            self.conn.send(("population", records))
+            self.conn.send(("population", records, replies))
 
     def kill(self) -> None:
         """End its whole process group (SIGTERM, grace, SIGKILL) and reap it: for timeouts, when the
@@ -259,7 +257,7 @@ class PoolExecutor:
                 if not jobs:
                     return
                 try:
-                    w.give(jobs, self.trial_timeout, together=self.population != 1)
+                    w.give(jobs, self.trial_timeout, together=self.population != 1, replies=run.answers_reports)
                 except OSError:  # died while idle: its death is read from the connection next
                     pass
 
@@ -300,17 +298,11 @@ class PoolExecutor:
         elif kind == "report" and message[1] in worker.jobs:
             _, number, epoch, metrics, seconds, iterations = message
             reason = run.report(worker.jobs[number], epoch, metrics, seconds, iterations)
-            try:
-                worker.conn.send(("reply", reason))
-            except OSError:
-                pass  # it died meanwhile: the next read says how
+            self._answer(worker, ("reply", reason), {number: reason})
         elif kind == "reports":  # a population's epoch: one message, one reply, one storage write
             known = [(worker.jobs[n], epoch, metrics, seconds, its) for n, epoch, metrics, seconds, its in message[1] if n in worker.jobs]
             reasons = dict(zip((entry[0].number for entry in known), run.report_many(known)))
-            try:
-                worker.conn.send(("replies", [reasons.get(n) for n, *_ in message[1]]))
-            except OSError:
-                pass
+            self._answer(worker, ("replies", [reasons.get(n) for n, *_ in message[1]]), reasons)
         elif kind == "done_all":
             ended = [(worker.jobs.pop(n), outcome) for n, outcome in message[1] if n in worker.jobs]
             if not worker.jobs:
@@ -321,7 +313,20 @@ class PoolExecutor:
             job = worker.jobs.pop(message[1])
             if not worker.jobs:
                 worker.deadline = None
-            run.finish(job, outcome)
+            run.finish_many([(job, outcome)])  # its held reports and its outcome: one write
+
+    @staticmethod
+    def _answer(worker: _Worker, reply: tuple[str, Any], reasons: dict[int, str | None]) -> None:
+        """The reply a waiting worker needs; to one that does not wait, only the reasons to stop (it
+        applies the divergence rule itself: a stop from here is a trial failed elsewhere, or the same)."""
+        stops = {number: reason for number, reason in reasons.items() if reason is not None}
+        try:
+            if worker.replies:
+                worker.conn.send(reply)
+            elif stops:
+                worker.conn.send(("stops", stops))
+        except OSError:
+            pass  # it died meanwhile: the next read says how
 
     def _replace(self, run: Coordinator, worker: _Worker, reason: str) -> None:
         """Fail the dead (or killed) worker's trial with `reason` and start a fresh worker in its place."""

@@ -4,14 +4,19 @@ Started by dispatch.PoolExecutor as `python -m hpsearch.dispatch.worker FD WORKL
 DEVICE THREADS PARENT_PID`, with CUDA_VISIBLE_DEVICES already in its
 environment (so torch, imported here by the workload, sees only its GPU).
 It never touches the storage: per-epoch reports go to the coordinator over
-the connection on FD, which answers go on or stop, and each trial's
-TrialOutcome goes back the same way.
+the connection on FD, and each trial's TrialOutcome goes back the same way.
+When a pruner decides, the worker waits for the answer to each report (go
+on or stop); without one it applies the divergence rule itself
+(divergence.py, as the coordinator does) and trains on at once, reading any
+stop the coordinator sent meanwhile (a trial failed elsewhere) at its next
+report: a short trial pays no round trip per epoch.
 
 Messages (pickled tuples), coordinator -> worker:
-    ("trial", TrialRecord)               one trial to run
-    ("population", [TrialRecord, ...])   K trials to train together (the workload's fn.population)
+    ("trial", TrialRecord, replies)      one trial to run; replies: whether to wait for an answer to each report
+    ("population", [TrialRecord, ...], replies)   K trials to train together (the workload's fn.population)
     ("choose_k", params)                 measure the best population size (--population auto)
-    ("reply", reason | None)             answer to a report
+    ("reply", reason | None)             answer to a report (("replies", [...]) to a population's)
+    ("stops", {number: reason})          stop these trials (to a worker that does not wait for replies)
 worker -> coordinator:
     ("ready", pid, has_population)       workload loaded, waiting for trials
     ("load_failed", message)             the workload cannot be imported
@@ -43,6 +48,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
+from hpsearch.divergence import DivergenceCheck
 from hpsearch.errors import WorkloadError
 from hpsearch.procs import end_group_members, end_started, group_members, parent_death_signal
 from hpsearch.workloads.api import EpochTiming, ReportsHook, TrialContext, TrialOutcome, TrialRecord
@@ -86,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         if kind not in ("trial", "population"):
             continue
         records: list[TrialRecord] = [message[1]] if kind == "trial" else message[1]
+        replies = bool(message[2]) if len(message) > 2 else True
         together = entry if kind == "population" else None
-        batch = _batch(conn) if together is not None else None
-        contexts = [_context(conn, record, device, batch) for record in records]
+        batch = _batch(conn, replies) if together is not None else None
+        contexts = [_context(conn, record, device, replies, batch) for record in records]
         outcomes = run_captured(records, True, lambda: _train(fn, together, contexts, own))
         try:
             if together is not None:  # a population's endings in one message (one storage write)
@@ -113,26 +120,53 @@ def _train(fn: Callable[..., Any], together: Any, contexts: list[TrialContext], 
     return outcomes
 
 
-def _context(conn: Connection, record: TrialRecord, device: str, batch: ReportsHook | None = None) -> TrialContext:
-    """The trial object a workload sees; its reports travel to the coordinator, which answers go on/stop.
+def _context(conn: Connection, record: TrialRecord, device: str, replies: bool, batch: ReportsHook | None = None) -> TrialContext:
+    """The trial object a workload sees; its reports travel to the coordinator. replies: wait for its
+    answer (go on / stop) to each; else decide by the divergence rule here and read stops sent meanwhile.
     `batch`: the population's shared hook for all its members' reports of an epoch."""
+    check = DivergenceCheck()
 
     def on_report(epoch: int, metrics: dict[str, float], timing: EpochTiming) -> str | None:
         conn.send(("report", record.number, epoch, metrics, timing.seconds, timing.iterations))
-        reply = conn.recv()
-        return reply[1]
+        if replies:
+            return _reply(conn, "reply")
+        return check(metrics) or _stops(conn).get(record.number)
 
     return TrialContext.open(record, device, on_report, on_reports=batch)
 
 
-def _batch(conn: Connection) -> ReportsHook:
-    """A population's reports of one epoch as one message; the coordinator replies with every reason."""
+def _batch(conn: Connection, replies: bool) -> ReportsHook:
+    """A population's reports of one epoch as one message; the coordinator replies with every reason
+    (or, when it does not reply, each member's divergence is decided here, as in _context)."""
+    checks: dict[int, DivergenceCheck] = {}
 
     def on_reports(entries: list[tuple[int, int, dict[str, float], EpochTiming]]) -> list[str | None]:
         conn.send(("reports", [(number, epoch, metrics, t.seconds, t.iterations) for number, epoch, metrics, t in entries]))
-        return list(conn.recv()[1])
+        if replies:
+            return list(_reply(conn, "replies"))
+        stops = _stops(conn)
+        return [checks.setdefault(number, DivergenceCheck())(metrics) or stops.get(number) for number, _, metrics, _ in entries]
 
     return on_reports
+
+
+def _reply(conn: Connection, kind: str) -> Any:
+    """The coordinator's answer to the report just sent (messages of another kind, none expected, skipped)."""
+    while True:
+        message = conn.recv()
+        if message[0] == kind:
+            return message[1]
+
+
+def _stops(conn: Connection) -> dict[int, str]:
+    """The stops the coordinator sent since the last look, without waiting: trial number -> reason
+    (ones for a trial that already ended, which decided the same itself, are dropped by the caller)."""
+    stops: dict[int, str] = {}
+    while conn.poll():
+        message = conn.recv()
+        if message[0] == "stops":
+            stops.update(message[1])
+    return stops
 
 
 def _die_with_parent(parent: int) -> None:
