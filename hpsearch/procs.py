@@ -14,6 +14,8 @@ Every group `spawn` starts is remembered until it is ended, so a process can
 end what it started on its way out (`end_started`: a worker on SIGTERM ends
 its command trial's group). `spawn(..., die_with_parent=True)` also has the
 kernel SIGKILL the new leader if its parent dies first (Linux).
+`InterruptSignals` holds SIGINT/SIGTERM while a pool runs: the first is a
+KeyboardInterrupt (clean-up runs), a second kills the groups and exits 130.
 
 Membership is read from /proc (Linux). Elsewhere a group counts as gone once
 its leader is, and `end_group_members` has nothing to go on and does nothing.
@@ -27,10 +29,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Collection, Iterable, Sequence
+from types import FrameType
+from typing import Any, Callable, Collection, Iterable, Sequence
 
 KILL_POLL_S = 0.01  # how often a wait looks whether the processes left
 KILLED_WAIT_S = 1.0  # after SIGKILL, the longest wait for the kernel to finish them off
@@ -213,3 +217,32 @@ def _kill(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+class InterruptSignals:
+    """While a pool runs: SIGTERM acts like Ctrl-C (KeyboardInterrupt, so clean-up runs), and once
+    one arrived, another SIGINT/SIGTERM kills the groups of `processes()` and exits at once (exit code 130)."""
+
+    def __init__(self, processes: Callable[[], Iterable[subprocess.Popen[Any]]]) -> None:
+        self.processes = processes
+        self.saved: dict[int, Any] = {}
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread; the caller handles its own
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.saved[sig] = signal.signal(sig, self._first)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+    def _first(self, signum: int, frame: FrameType | None) -> None:
+        for sig in self.saved:
+            signal.signal(sig, self._again)
+        raise KeyboardInterrupt
+
+    def _again(self, signum: int, frame: FrameType | None) -> None:
+        for proc in self.processes():
+            signal_group(proc, signal.SIGKILL)
+        os._exit(130)

@@ -280,3 +280,20 @@ def test_search_plan_is_stored_with_the_spec(study_file) -> None:
     stored = pinned.to_dict()
     del stored["search_plan"]  # a spec stored before the key: the automatic plan
     assert StudySpec.from_dict(stored).search_plan == "auto"
+
+
+def test_search_command_keeps_its_workers_from_one_stage_to_the_next(study_file, run_cli, tmp_path: Path) -> None:
+    """Each stage of `hpsearch search` starts no workers of its own: the same two processes train every
+    stage's trials (torch, the data and the first calls load once per command), and none outlives it."""
+    from tests.test_dispatch import worker_children
+    from hpsearch.trials import METRICS_ATTR, trial_attr
+
+    path = study_file(workload=f"{RECIPE}:noisy_peak_pid", coarse="trials = 10\nepochs = 1\nseed = 0", refine="trials = 10\nepochs = 3")
+    code, _, err = run_cli("search", path, "--budget", "80", "--workers", "2", "--dir", tmp_path / "r", "-q")
+    assert code == 0, err
+    store = Store("fake", tmp_path / "r", create=False)
+    stages = [info.name for info in store.stages()]
+    pids = {name: {trial_attr(t, METRICS_ATTR)["worker_pid"] for t in store.trials(store.stage(name))} for name in stages}
+    assert len(stages) >= 2 and all(pids.values()), pids
+    assert len(set().union(*pids.values())) <= 2, pids  # one pair of workers for the whole search
+    assert not worker_children()

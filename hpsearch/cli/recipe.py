@@ -41,7 +41,7 @@ def search(
     """
     from hpsearch.cli.progress import ProgressDisplay
     from hpsearch.cli.render import leaderboard_table, make_console
-    from hpsearch.cli.search import INTERRUPTED_MESSAGE, _deadline
+    from hpsearch.cli.search import INTERRUPTED_MESSAGE, _deadline, _early_workers
     from hpsearch.dispatch import DispatchConfig, make_executor
     from hpsearch.leaderboard import frame
     from hpsearch.recipe import search as run_search
@@ -68,7 +68,13 @@ def search(
         out.print(line, soft_wrap=True, markup=False)
 
     try:
-        result = run_search(store, spec, overrides.as_dict(), budget, executor, listener, run.pruner.value, deadline, say)
+        # The workers stay from one stage to the next (torch, the data and the first calls load once per
+        # command, not once per stage); started before the search begins, ended on the way out.
+        with _early_workers(executor) as start_workers:
+            if hasattr(executor, "keep_workers"):  # a pool (--workers 0 has none)
+                executor.keep_workers = True
+            start_workers(spec.workload, None)
+            result = run_search(store, spec, overrides.as_dict(), budget, executor, listener, run.pruner.value, deadline, say)
     except KeyboardInterrupt:
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
         raise typer.Exit(130) from None

@@ -32,15 +32,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from multiprocessing.connection import Connection, wait
-from types import FrameType
 from typing import TYPE_CHECKING, Any, Self
 
 from hpsearch.dispatch.plan import AUTO, WorkerSlot, no_population_notice
 from hpsearch.errors import DispatchError, WorkloadError
-from hpsearch.procs import end_group, end_groups, signal_group, spawn
+from hpsearch.procs import InterruptSignals, end_group, end_groups, signal_group, spawn
 from hpsearch.workloads.api import TrialOutcome
 from hpsearch.workloads.capture import log_fields
 
@@ -137,7 +135,10 @@ class PoolExecutor:
     `slots` says which workers to start (see plan_workers); `trial_timeout`
     (seconds) kills and replaces a worker whose trial runs longer, recording
     the trial as FAIL `timeout`. Every worker is gone when `run` returns or
-    raises. `start` may start the workers earlier, before the stage is set up
+    raises, unless `keep_workers` is set: then a run that ends well leaves its
+    idle workers for the next run of the same workload (a search's stages: no
+    torch import, data load or first-call cost again), and `close` ends them.
+    `start` may start the workers earlier, before the stage is set up
     (the CLI does: their imports then overlap its own start-up); `run` adopts
     them, and `close` (or leaving `with pool:`) ends any that no run adopted.
     """
@@ -152,6 +153,7 @@ class PoolExecutor:
         self.workers: list[_Worker] = []
         self.early: list[_Worker] = []  # started by start(), not yet adopted by run()
         self.leaving: list[_Worker] = []  # early ones no run adopts, told to go: reaped at the end
+        self.keep_workers = False  # a run that ends well leaves its idle workers to the next one
         self.workload: Any = None  # the stage's Workload, once run
         self.space: Any = None
 
@@ -207,6 +209,8 @@ class PoolExecutor:
                 self._kill_all()
                 raise
             else:
+                if self.keep_workers:  # idle and ready: adopted by the next run (or ended by close)
+                    self.early, self.workers = self.workers, []
                 # Close every connection first, so workers shut down in parallel.
                 for w in self.workers:
                     w.conn.close()
@@ -367,34 +371,5 @@ class PoolExecutor:
             if not w.conn.closed:
                 w.conn.close()
 
-    def _signals(self) -> Any:
-        return _InterruptSignals(self)
-
-
-class _InterruptSignals:
-    """While the pool runs: SIGTERM acts like Ctrl-C (KeyboardInterrupt, so clean-up runs), and once
-    one arrived, another SIGINT/SIGTERM kills the workers and exits at once (exit code 130)."""
-
-    def __init__(self, pool: PoolExecutor) -> None:
-        self.pool = pool
-        self.saved: dict[int, Any] = {}
-
-    def __enter__(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signal handlers can only be set from the main thread; the caller handles its own
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.saved[sig] = signal.signal(sig, self._first)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
-
-    def _first(self, signum: int, frame: FrameType | None) -> None:
-        for sig in self.saved:
-            signal.signal(sig, self._again)
-        raise KeyboardInterrupt
-
-    def _again(self, signum: int, frame: FrameType | None) -> None:
-        for w in self.pool.workers + self.pool.early + self.pool.leaving:
-            signal_group(w.proc, signal.SIGKILL)
-        os._exit(130)
+    def _signals(self) -> InterruptSignals:
+        return InterruptSignals(lambda: [w.proc for w in self.workers + self.early + self.leaving])
