@@ -19,9 +19,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from commands import study_file  # noqa: E402  the same digits study as bench/commands.py
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -37,31 +39,6 @@ main()
 """
 
 
-def study_file(folder: Path) -> Path:
-    path = folder / "digits_search.toml"
-    path.write_text(
-        textwrap.dedent(
-            """
-            name = "digits_search"
-            workload = "hpsearch.workloads.digits:mlp"
-            metric = "val_accuracy"
-            [coarse]
-            trials = 40
-            epochs = 2
-            [params.lr]
-            low = 1e-4
-            high = 1.0
-            log = true
-            [params.weight_decay]
-            values = [0, 1e-5, 1e-4, 1e-3]
-            [params.momentum]
-            values = [0.5, 0.9, 0.95, 0.99]
-            """
-        )
-    )
-    return path
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=int, default=300)
@@ -71,7 +48,7 @@ def main() -> None:
     stages = ""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        spec = study_file(folder)
+        spec = study_file(folder, 40, 2)
         for run in range(args.runs):
             for mode in times:
                 out = folder / f"{mode}{run}"
@@ -84,7 +61,7 @@ def main() -> None:
             if not stages:
                 from hpsearch.storage import Store
 
-                stages = ", ".join(info.name for info in Store("digits_search", folder / f"kept{run}", create=False).stages())
+                stages = ", ".join(info.name for info in Store("digits_40x2", folder / f"kept{run}", create=False).stages())
     print(f"hpsearch search, digits MLP, --budget {args.budget} (stages: {stages}), {args.runs} runs (min / median s):")
     for mode, values in times.items():
         print(f"  {mode:<10} {min(values):6.2f} / {statistics.median(values):6.2f}")

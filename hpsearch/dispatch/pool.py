@@ -1,6 +1,7 @@
 """The worker pool: a stage's trials on long-lived worker processes (what the CLI uses).
 
-`PoolExecutor` keeps worker processes, one or more per device (plan.py), started once per stage:
+`PoolExecutor` keeps worker processes, one or more per device (plan.py), started once per stage
+(or once per `search`: keep_workers):
 torch import, CUDA context and dataset loading happen once per worker, so a short trial costs its
 training time plus a few milliseconds. The calling process stays the coordinator: the only one that
 talks to the storage, which keeps grid stages free of duplicates and avoids storage locks between
