@@ -24,6 +24,11 @@ class Strategy(str, Enum):
     grid = "grid"
     tpe = "tpe"
 
+    @property
+    def learns(self) -> bool:
+        """Whether a draw depends on the results so far (TPE): the pool draws no trial ahead for it."""
+        return self is Strategy.tpe
+
 
 def make_sampler(strategy: Strategy, seed: int) -> optuna.samplers.BaseSampler:
     """The Optuna sampler of a strategy. Grid points are enqueued by the stage, so grid samples randomly

@@ -462,16 +462,17 @@ def _worker_end(replies: bool):
     """A worker's trial context for trial 7 on one end of a pipe; the other end plays the coordinator."""
     from multiprocessing import Pipe
 
-    from hpsearch.dispatch.worker import _context
+    from hpsearch.dispatch.worker import Inbox, _context
 
     ours, coordinator = Pipe()
-    return _context(ours, TrialRecord(7, {"lr": 0.1}, 5, 0), "cpu", replies), coordinator
+    inbox = Inbox(ours)
+    return _context(inbox, TrialRecord(7, {"lr": 0.1}, 5, 0), "cpu", replies), coordinator, inbox
 
 
 def test_worker_without_replies_trains_on_and_decides_divergence_itself() -> None:
     from hpsearch.errors import TrialStopped
 
-    ctx, coordinator = _worker_end(replies=False)
+    ctx, coordinator, _ = _worker_end(replies=False)
     ctx.report(0, train_loss=1.0)  # returns at once: nothing was sent back
     ctx.report(1, train_loss=2.0)
     with pytest.raises(TrialStopped, match="diverged"):  # 4.0 > 3x the first loss, decided in the worker
@@ -483,7 +484,7 @@ def test_worker_without_replies_trains_on_and_decides_divergence_itself() -> Non
 def test_worker_without_replies_reads_a_stop_sent_meanwhile_at_its_next_report() -> None:
     from hpsearch.errors import TrialStopped
 
-    ctx, coordinator = _worker_end(replies=False)
+    ctx, coordinator, _ = _worker_end(replies=False)
     coordinator.send(("stops", {6: "a stop for the trial before, which has ended"}))
     ctx.report(0, val_accuracy=0.5)  # the stale stop is read and dropped
     coordinator.send(("stops", {7: "failed by another machine"}))
@@ -494,10 +495,74 @@ def test_worker_without_replies_reads_a_stop_sent_meanwhile_at_its_next_report()
 def test_worker_with_replies_waits_for_the_answer_and_skips_stray_stops() -> None:
     from hpsearch.errors import TrialStopped
 
-    ctx, coordinator = _worker_end(replies=True)
+    ctx, coordinator, _ = _worker_end(replies=True)
     coordinator.send(("reply", None))
     ctx.report(0, val_accuracy=0.5)
     coordinator.send(("stops", {7: "never sent to a waiting worker, skipped if it were"}))
     coordinator.send(("reply", "pruned by median pruner"))
     with pytest.raises(TrialStopped, match="pruned by median pruner"):
         ctx.report(1, val_accuracy=0.5)
+
+
+@pytest.mark.parametrize("replies", [False, True])
+def test_worker_keeps_the_next_trial_sent_while_one_trains(replies: bool) -> None:
+    """The pool queues a short trial's successor behind it: met while the worker looks for stops (or
+    waits for its reply), it is kept, in order, for the worker's main loop, not dropped."""
+    ctx, coordinator, inbox = _worker_end(replies=replies)
+    queued = ("trial", TrialRecord(8, {"lr": 0.2}, 5, 0), replies)
+    coordinator.send(queued)
+    coordinator.send(("stops", {6: "for a trial that has ended"}))
+    if replies:
+        coordinator.send(("reply", None))
+    ctx.report(0, val_accuracy=0.5)  # trains on
+    assert list(inbox.kept) == [queued]
+    assert inbox.recv() == queued and not inbox.kept
+
+
+def _starts_and_ends(trials: list[FrozenTrial]) -> list[tuple[float, float]]:
+    ordered = sorted(trials, key=lambda t: t.number)
+    return [(t.datetime_start.timestamp(), t.datetime_complete.timestamp()) for t in ordered]
+
+
+def test_pool_queues_a_short_trials_successor_while_it_trains(study_file: Callable[..., Path], run_cli: Cli) -> None:
+    """One worker, short trials: once a trial completed quickly, the next one is drawn and sent while
+    the current trains (its trial exists before the current one ends), so none waits for a round trip."""
+    path = study_file(faulty("slow"), coarse='strategy = "random"\ntrials = 8\nepochs = 2', params=LR_ONLY)
+    code, _, err = run_cli("coarse", path, "--workers", "1")
+    assert code == 0, err
+    spans = _starts_and_ends(stored())
+    assert len(spans) == 8 and len(by_state(stored(), "COMPLETE")) == 8
+    ahead = [n for n in range(1, 8) if spans[n][0] < spans[n - 1][1]]  # drawn before its predecessor ended
+    assert ahead == list(range(2, 8)), spans  # trial 1 follows the first short one; every later one is queued
+
+
+@pytest.mark.parametrize("setting", ["tpe", "long trials"])
+def test_pool_queues_nothing_for_tpe_or_long_trials(
+    study_file: Callable[..., Path], run_cli: Cli, monkeypatch: pytest.MonkeyPatch, setting: str
+) -> None:
+    """TPE draws from the results so far: a trial drawn ahead would miss one. A long trial gains nothing
+    from it (and its start time would be early by a whole trial). Either way each trial starts after the last."""
+    from hpsearch.dispatch import pool
+
+    strategy = "tpe" if setting == "tpe" else "random"
+    if setting == "long trials":
+        monkeypatch.setattr(pool, "QUEUE_BELOW_S", 0.0)  # every trial counts as long
+    path = study_file(faulty("slow"), coarse=f'strategy = "{strategy}"\ntrials = 6\nepochs = 2', params=LR_ONLY)
+    code, _, err = run_cli("coarse", path, "--workers", "1")
+    assert code == 0, err
+    spans = _starts_and_ends(stored())
+    assert len(spans) == 6
+    assert all(spans[n][0] >= spans[n - 1][1] for n in range(1, 6)), spans
+
+
+def test_trial_queued_on_a_worker_that_dies_runs_on_its_successor(study_file: Callable[..., Path], run_cli: Cli) -> None:
+    """Trial 2 is queued behind trial 1, whose worker dies: 1 fails as `worker died`, 2 never started
+    there, so it runs on the replacement worker and completes; the stage reaches its target."""
+    path = study_file(faulty("exits_on_1"), coarse='strategy = "random"\ntrials = 5\nepochs = 2', params=LR_ONLY)
+    code, _, err = run_cli("coarse", path, "--workers", "1")
+    assert code == 0, err
+    trials = stored()
+    [failed] = by_state(trials, "FAIL")
+    assert failed.number == 1 and failed.user_attrs["reason"] == "worker died (exit code 3)"
+    assert sorted(t.number for t in by_state(trials, "COMPLETE")) == [0, 2, 3, 4, 5]
+    assert worker_children() == []

@@ -10,6 +10,12 @@ they apply the divergence rule themselves and go on (a stop, rare, comes later).
 back as TrialOutcome. The CLI starts the workers (`start`) as soon as it has read the study file, so
 their imports overlap its own start-up; the stage's `run` adopts them.
 
+Short trials, one by one, get their successor queued (`_queues`): once a worker's last trial
+completed in under QUEUE_BELOW_S, its next trial is drawn and sent while the current one trains, so
+the worker goes from one to the next with no round trip to here. Not for TPE, which would draw it one
+result short. Such a trial's start time in the storage is when it was drawn (at most QUEUE_BELOW_S
+early: its duration is measured in the worker), and the progress line's "running" counts it.
+
 Faults are data: a worker that dies mid-trial (segfault, OOM kill, os._exit) fails its trial with
 `worker died (signal N)` / `worker died (exit code N)` and is replaced; a trial past the trial
 timeout has its worker's process group ended and the worker replaced, reason `timeout`.
@@ -28,106 +34,25 @@ failed here (timeout, worker died) still points at it.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any, Self
 
+from hpsearch.dispatch.handle import TERM_GRACE_S, WorkerHandle
 from hpsearch.dispatch.plan import AUTO, WorkerSlot, no_population_notice
 from hpsearch.errors import DispatchError, WorkloadError
-from hpsearch.procs import InterruptSignals, end_group, end_groups, signal_group, spawn
+from hpsearch.procs import InterruptSignals, end_groups, signal_group
 from hpsearch.workloads.api import TrialOutcome
 from hpsearch.workloads.capture import log_fields
 
 if TYPE_CHECKING:
-    from hpsearch.coordinator import Coordinator, Job
+    from hpsearch.coordinator import Coordinator
 
 TIMEOUT_REASON = "timeout"
 EXIT_WAIT_S = 1.0  # an idle worker asked to exit gets this long before its group is ended: it holds no pending work
-TERM_GRACE_S = 2.0  # an ended worker's group gets this long between SIGTERM and SIGKILL
-DEATH_WAIT_S = 5.0  # a worker whose connection broke gets this long to be reaped before SIGKILL
 IDLE_POLL_S = 1.0  # longest wait for a message when no deadline is near: keeps signals and deaths prompt
-
-
-class _Worker:
-    """The coordinator's handle on one worker process."""
-
-    def __init__(self, slot: WorkerSlot, workload: str) -> None:
-        self.slot = slot
-        self.arg = workload
-        ours, theirs = socket.socketpair()
-        env = dict(os.environ)
-        # Set before the child starts, hence before torch is imported there.
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(slot.threads)
-        if slot.visible is not None:
-            env["CUDA_VISIBLE_DEVICES"] = slot.visible
-        # The child finds what this process finds (tests' and users' workload packages).
-        env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
-        args = [str(theirs.fileno()), workload, slot.device, str(slot.threads), str(os.getpid())]
-        try:
-            # Own session and group: a terminal's Ctrl-C goes to the coordinator, which stops workers itself.
-            self.proc = spawn(
-                [sys.executable, "-m", "hpsearch.dispatch.worker", *args],
-                pass_fds=(theirs.fileno(),),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=2,  # a workload's prints must not mix with the data hpsearch writes to stdout
-            )
-        finally:
-            theirs.close()
-        self.conn = Connection(ours.detach())
-        self.ready = False
-        self.has_population = False  # told by the worker once its workload is loaded
-        self.jobs: dict[int, Job] = {}  # trial number -> job: one, or a population of them
-        self.replies = True  # whether it waits for an answer to each report of its trials (give)
-        self.deadline: float | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def give(self, jobs: list[Job], timeout: float | None, together: bool = False, replies: bool = True) -> None:
-        """Send one trial, or several to train together as a population (one deadline for all).
-        together: a lone trial goes as a population of one too (population mode, through the workload's
-        population entry). replies: whether the worker waits for an answer to each report (a pruner's)."""
-        self.jobs = {job.number: job for job in jobs}
-        self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.replies = replies
-        records = [job.record for job in jobs]
-        if len(records) == 1 and not (together and self.has_population):
-            self.conn.send(("trial", records[0], replies))
-        else:
-            self.conn.send(("population", records, replies))
-
-    def kill(self) -> None:
-        """End its whole process group (SIGTERM, grace, SIGKILL) and reap it: for timeouts, when the
-        trial is abandoned anyway (whatever the trial started goes too)."""
-        end_group(self.proc, TERM_GRACE_S)
-        if not self.conn.closed:
-            self.conn.close()
-
-    def wait_exit(self, deadline: float) -> None:
-        """Ask the worker to exit (by closing its connection) and give it until `deadline`."""
-        if not self.conn.closed:
-            self.conn.close()
-        try:
-            self.proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
-        except subprocess.TimeoutExpired:
-            pass  # ended with its group by the caller
-
-    def death_reason(self) -> str:
-        """Why the worker is gone, once its connection closed: 'worker died (signal 9)'."""
-        try:
-            self.proc.wait(timeout=DEATH_WAIT_S)
-        except subprocess.TimeoutExpired:  # connection broke but the process lingers: finish it
-            pass
-        code = end_group(self.proc, TERM_GRACE_S)  # and whatever its trial started, which may outlive it
-        self.conn.close()
-        return f"worker died (signal {-code})" if code < 0 else f"worker died (exit code {code})"
+QUEUE_BELOW_S = 1.0  # a worker whose last trial completed in less gets its next one queued behind the current
 
 
 class PoolExecutor:
@@ -151,9 +76,9 @@ class PoolExecutor:
         self.trial_timeout = trial_timeout
         self.population = population  # K trials per worker at once; AUTO until a worker measured it
         self.notices: list[str] = []
-        self.workers: list[_Worker] = []
-        self.early: list[_Worker] = []  # started by start(), not yet adopted by run()
-        self.leaving: list[_Worker] = []  # early ones no run adopts, told to go: reaped at the end
+        self.workers: list[WorkerHandle] = []
+        self.early: list[WorkerHandle] = []  # started by start(), not yet adopted by run()
+        self.leaving: list[WorkerHandle] = []  # early ones no run adopts, told to go: reaped at the end
         self.keep_workers = False  # a run that ends well leaves its idle workers to the next one
         self.workload: Any = None  # the stage's Workload, once run
         self.space: Any = None
@@ -169,7 +94,7 @@ class PoolExecutor:
         self._retire(self.early)
         self.early = []
         for slot in self.slots[: max(limit, 1)] if limit is not None else self.slots:
-            self.early.append(_Worker(slot, arg))  # one by one: close() ends those started
+            self.early.append(WorkerHandle(slot, arg))  # one by one: close() ends those started
 
     def close(self) -> None:
         """End the workers that `start` started and no `run` adopted, with their groups (SIGTERM,
@@ -180,7 +105,7 @@ class PoolExecutor:
                 w.conn.close()
         end_groups([w.proc for w in ending], TERM_GRACE_S)
 
-    def _retire(self, workers: list[_Worker]) -> None:
+    def _retire(self, workers: list[WorkerHandle]) -> None:
         """Tell idle workers to go (SIGTERM to their groups) without waiting: reaped at the end of the
         run, or by close."""
         for w in workers:
@@ -226,7 +151,7 @@ class PoolExecutor:
                 end_groups([w.proc for w in self.leaving], TERM_GRACE_S)
                 self.leaving = []
 
-    def _adopt(self, slots: list[WorkerSlot]) -> list[_Worker]:
+    def _adopt(self, slots: list[WorkerSlot]) -> list[WorkerHandle]:
         """The workers for `slots`: those started early for this workload (the first slots, in order),
         then new ones. Early ones that are surplus (fewer trials left than thought) or for another
         workload get SIGTERM now, without waiting: `run` reaps them at its end."""
@@ -236,7 +161,7 @@ class PoolExecutor:
         self._retire([w for w in early if w not in kept])
         self.workers = kept
         for slot in slots[len(kept) :]:
-            self.workers.append(_Worker(slot, arg))  # one by one: if a start fails, those started are ended
+            self.workers.append(WorkerHandle(slot, arg))  # one by one: if a start fails, those started are ended
         return self.workers
 
     # -- the event loop
@@ -254,17 +179,32 @@ class PoolExecutor:
             self._enforce_timeouts(run)
 
     def _hand_out(self, run: Coordinator) -> None:
-        for w in self.workers:
+        # A replacement holding the trial queued on the worker it replaces goes first: it needs no new one.
+        for w in sorted(self.workers, key=lambda w: w.queued is None):
             if w.ready and not w.jobs:
                 # While one worker measures K (auto), the others train trials one by one meanwhile.
                 k = 1 if self.population == AUTO else self._share(run, int(self.population))
-                jobs = run.next_jobs(k)
+                jobs = [w.queued] if w.queued is not None else run.next_jobs(k)  # queued on a worker that died
+                w.queued = None
                 if not jobs:
                     return
                 try:
                     w.give(jobs, self.trial_timeout, together=self.population != 1, replies=run.answers_reports)
                 except OSError:  # died while idle: its death is read from the connection next
                     pass
+        for w in self.workers:  # then the next trial behind each short one
+            if w.jobs and w.queued is None and self._queues(run, w) and (jobs := run.next_jobs(1)):
+                try:
+                    w.queue(jobs[0], replies=run.answers_reports)
+                except OSError:
+                    pass  # died: _replace hands the queued trial to its successor
+
+    def _queues(self, run: Coordinator, worker: WorkerHandle) -> bool:
+        """Whether `worker` gets its next trial now, behind the one it trains: one by one, its last trial
+        completed in under QUEUE_BELOW_S, and a sampler that learns nothing from results (random, grid:
+        TPE would draw it one result short)."""
+        short = worker.last_s is not None and worker.last_s < QUEUE_BELOW_S
+        return short and self.population == 1 and not run.info.settings.strategy.learns
 
     def _share(self, run: Coordinator, k: int) -> int:
         """K, or less near the stage's end: the trials left to start, shared by the workers without
@@ -273,7 +213,7 @@ class PoolExecutor:
         left = run.target - run.done - run.running_total
         return max(1, min(k, -(-left // max(idle, 1))))
 
-    def _on_ready(self, worker: _Worker, has_population: bool) -> None:
+    def _on_ready(self, worker: WorkerHandle, has_population: bool) -> None:
         """A worker loaded the workload: settle K (fall back to 1, or have this worker measure it)."""
         worker.ready, worker.has_population = True, has_population
         if self.population == 1:
@@ -285,7 +225,7 @@ class PoolExecutor:
             worker.jobs = {-1: None}  # type: ignore[dict-item]  # busy measuring
             worker.conn.send(("choose_k", self.space.midpoint()))
 
-    def _receive(self, run: Coordinator, worker: _Worker) -> None:
+    def _receive(self, run: Coordinator, worker: WorkerHandle) -> None:
         try:
             message = worker.conn.recv()
         except (EOFError, OSError):
@@ -316,12 +256,13 @@ class PoolExecutor:
         elif kind == "done" and message[1] in worker.jobs:
             outcome: TrialOutcome = message[2]
             job = worker.jobs.pop(message[1])
+            worker.last_s = outcome.duration_s if outcome.state == "complete" else None
             if not worker.jobs:
-                worker.deadline = None
+                worker.promote(self.trial_timeout)  # the queued trial, if any, is training by now
             run.finish_many([(job, outcome)])  # its held reports and its outcome: one write
 
     @staticmethod
-    def _answer(worker: _Worker, reply: tuple[str, Any], reasons: dict[int, str | None]) -> None:
+    def _answer(worker: WorkerHandle, reply: tuple[str, Any], reasons: dict[int, str | None]) -> None:
         """The reply a waiting worker needs; to one that does not wait, only the reasons to stop (it
         applies the divergence rule itself: a stop from here is a trial failed elsewhere, or the same)."""
         stops = {number: reason for number, reason in reasons.items() if reason is not None}
@@ -333,7 +274,7 @@ class PoolExecutor:
         except OSError:
             pass  # it died meanwhile: the next read says how
 
-    def _replace(self, run: Coordinator, worker: _Worker, reason: str) -> None:
+    def _replace(self, run: Coordinator, worker: WorkerHandle, reason: str) -> None:
         """Fail the dead (or killed) worker's trial with `reason` and start a fresh worker in its place."""
         index = self.workers.index(worker)
         if not worker.ready:
@@ -342,7 +283,8 @@ class PoolExecutor:
                 f"workload {self.workload}: the worker process {reason} while loading it; "
                 "run with $workers 0 to see the error in this process"
             )
-        self.workers[index] = _Worker(worker.slot, self.workload.to_arg())
+        self.workers[index] = WorkerHandle(worker.slot, self.workload.to_arg())
+        self.workers[index].queued = worker.queued  # never started: the successor runs it
         jobs = [job for job in worker.jobs.values() if job is not None]  # None: it was measuring K
         log, tail = log_fields([job.record for job in jobs])  # what it printed until then
         for job in jobs:

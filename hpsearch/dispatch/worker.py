@@ -17,6 +17,8 @@ Messages (pickled tuples), coordinator -> worker:
     ("choose_k", params)                 measure the best population size (--population auto)
     ("reply", reason | None)             answer to a report (("replies", [...]) to a population's)
     ("stops", {number: reason})          stop these trials (to a worker that does not wait for replies)
+A "trial" may come while the one before still trains (short trials: the pool queues the next one,
+so no round trip separates them); it waits in the Inbox until that one is done.
 worker -> coordinator:
     ("ready", pid, has_population)       workload loaded, waiting for trials
     ("load_failed", message)             the workload cannot be imported
@@ -45,6 +47,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C reaches the whole process group: the coordinator alone decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(int(parent))
-    conn = Connection(int(fd))
+    conn = Inbox(Connection(int(fd)))
     try:
         fn = load_workload(workload)
     except WorkloadError as e:
@@ -120,7 +123,29 @@ def _train(fn: Callable[..., Any], together: Any, contexts: list[TrialContext], 
     return outcomes
 
 
-def _context(conn: Connection, record: TrialRecord, device: str, replies: bool, batch: ReportsHook | None = None) -> TrialContext:
+class Inbox:
+    """The worker's connection to its coordinator. Messages read early (a trial queued behind the running
+    one, met while looking for a reply or for stops) are kept, in order, for the next `recv`."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.kept: deque[Any] = deque()
+
+    def send(self, message: Any) -> None:
+        self.conn.send(message)
+
+    def recv(self) -> Any:
+        return self.kept.popleft() if self.kept else self.conn.recv()
+
+    def arrived(self) -> Any:
+        """The next message from the connection itself, None if none is waiting."""
+        return self.conn.recv() if self.conn.poll() else None
+
+    def keep(self, message: Any) -> None:
+        self.kept.append(message)
+
+
+def _context(conn: Inbox, record: TrialRecord, device: str, replies: bool, batch: ReportsHook | None = None) -> TrialContext:
     """The trial object a workload sees; its reports travel to the coordinator. replies: wait for its
     answer (go on / stop) to each; else decide by the divergence rule here and read stops sent meanwhile.
     `batch`: the population's shared hook for all its members' reports of an epoch."""
@@ -135,7 +160,7 @@ def _context(conn: Connection, record: TrialRecord, device: str, replies: bool, 
     return TrialContext.open(record, device, on_report, on_reports=batch)
 
 
-def _batch(conn: Connection, replies: bool) -> ReportsHook:
+def _batch(conn: Inbox, replies: bool) -> ReportsHook:
     """A population's reports of one epoch as one message; the coordinator replies with every reason
     (or, when it does not reply, each member's divergence is decided here, as in _context)."""
     checks: dict[int, DivergenceCheck] = {}
@@ -150,22 +175,27 @@ def _batch(conn: Connection, replies: bool) -> ReportsHook:
     return on_reports
 
 
-def _reply(conn: Connection, kind: str) -> Any:
-    """The coordinator's answer to the report just sent (messages of another kind, none expected, skipped)."""
+def _reply(conn: Inbox, kind: str) -> Any:
+    """The coordinator's answer to the report just sent (a trial queued meanwhile is kept; stray stops,
+    none expected, skipped)."""
     while True:
-        message = conn.recv()
+        message = conn.conn.recv()
         if message[0] == kind:
             return message[1]
+        if message[0] in ("trial", "population"):
+            conn.keep(message)
 
 
-def _stops(conn: Connection) -> dict[int, str]:
+def _stops(conn: Inbox) -> dict[int, str]:
     """The stops the coordinator sent since the last look, without waiting: trial number -> reason
-    (ones for a trial that already ended, which decided the same itself, are dropped by the caller)."""
+    (ones for a trial that already ended, which decided the same itself, are dropped by the caller).
+    Anything else that arrived (the next trial, queued) is kept for the main loop."""
     stops: dict[int, str] = {}
-    while conn.poll():
-        message = conn.recv()
+    while (message := conn.arrived()) is not None:
         if message[0] == "stops":
             stops.update(message[1])
+        else:
+            conn.keep(message)
     return stops
 
 
