@@ -4,6 +4,8 @@ The same training code (the built-in digits MLP, `hpsearch.workloads.digits:mlp`
 runs N trials x E epochs:
 - hpsearch: `hpsearch coarse STUDY --population 1` with its default workers
   (one per core), a fresh results folder each run;
+- the same with no trial queued behind a short one (`QUEUE_BELOW_S = 0`,
+  set in the command's process): what queueing the next trial buys;
 - plain Optuna, one process: `study.optimize` on a JournalFileBackend;
 - plain Optuna, two processes on one journal (n_trials split between them),
   one thread each (OMP_NUM_THREADS=1, as hpsearch gives its workers).
@@ -67,6 +69,9 @@ study.optimize(objective, n_trials=n)
 '''
 
 
+UNQUEUED = "import sys, hpsearch.dispatch.pool as pool; pool.QUEUE_BELOW_S = 0.0; from hpsearch.cli.app import main; sys.argv[0] = 'hpsearch'; main()"
+
+
 def study_file(folder: Path, trials: int, epochs: int) -> Path:
     path = folder / f"digits_{trials}x{epochs}.toml"
     path.write_text(
@@ -121,7 +126,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    results: dict[str, list[float]] = {"hpsearch (default workers)": [], "optuna, 1 process": [], "optuna, 2 processes": []}
+    results: dict[str, list[float]] = {
+        "hpsearch (default workers)": [], "hpsearch, nothing queued": [], "optuna, 1 process": [], "optuna, 2 processes": []
+    }
     whole: list[float] = []  # the 1-trial command
     first: list[float] = []  # its trial's own duration
     imports: list[float] = []  # python -c "import hpsearch.workloads.digits"
@@ -137,6 +144,8 @@ def main() -> None:
             results["hpsearch (default workers)"].append(
                 timed([[str(BIN / "hpsearch"), "coarse", str(spec), "--dir", str(out), "--population", "1", "-q"]])
             )
+            unqueued = [py, "-c", UNQUEUED, "coarse", str(spec), "--dir", str(out / "u"), "--population", "1", "-q"]
+            results["hpsearch, nothing queued"].append(timed([unqueued]))
             results["optuna, 1 process"].append(
                 timed([[py, str(script), str(out / "one.journal"), str(args.trials), str(args.epochs), "0"]])
             )
@@ -153,8 +162,11 @@ def main() -> None:
     for name, times in results.items():
         print(f"  {name:<28} {min(times):6.2f} / {statistics.median(times):6.2f}")
     base = min(results["hpsearch (default workers)"])
-    print(f"  speedup vs optuna 1 process: {min(results['optuna, 1 process']) / base:.2f}x;"
-          f" vs 2 processes: {min(results['optuna, 2 processes']) / base:.2f}x")
+    mid = statistics.median(results["hpsearch (default workers)"])
+    for label, name in (("queueing the next trial", "hpsearch, nothing queued"), ("vs optuna 1 process", "optuna, 1 process"),
+                        ("vs optuna 2 processes", "optuna, 2 processes")):
+        times = results[name]
+        print(f"  {label}: {min(times) / base:.2f}x by min, {statistics.median(times) / mid:.2f}x by median")
     startup = [w - f for w, f in zip(whole, first)]
     print("a 1-trial, 1-epoch hpsearch coarse (min / median s):")
     print(f"  {'whole command':<28} {min(whole):6.2f} / {statistics.median(whole):6.2f}")

@@ -31,7 +31,6 @@ owner on this machine is gone.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 import time
@@ -48,6 +47,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch import optuna_compat as compat
 from hpsearch.errors import StageNotFound, StorageError, StudyNotFound
 from hpsearch.journal import RepairingJournalBackend
+from hpsearch.passwords import mask_url
 from hpsearch.space import Space
 from hpsearch.spec import StageSpec, StudySpec
 from hpsearch.strategy import Strategy
@@ -87,24 +87,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # hpsearch prints its own 
 def results_dir(directory: str | Path | None = None) -> Path:
     """The folder holding one sub-folder per study: --dir, else HPSEARCH_DIR, else ./studies."""
     return Path(directory or os.environ.get("HPSEARCH_DIR") or "studies")
-
-
-# user:password@ in a URL: the password runs to the LAST '@' before the host (an unencoded '@' in a
-# password is common, and SQLAlchemy itself splits there), never past a '/', '?' or whitespace.
-_URL_PASSWORD = re.compile(r"(://[^:/?#@\s]*:)[^/?#\s]*@")
-# password=... as a query parameter (?password=x, &password=x), quoted or not, and DSN-style key=value text.
-_QUERY_PASSWORD = re.compile(r"((?:[?&]|\b)(?:password|passwd|pwd)=)(\"[^\"]*\"|'[^']*'|[^&\s]*)", re.IGNORECASE)
-
-
-def mask_url(url: str) -> str:
-    """The URL (or any text holding URLs) with every password replaced by ***, for messages and logs.
-
-    Covers every form SQLAlchemy accepts: `scheme://user:pw@host` (also with
-    an unencoded '@' or ':' in pw), `?password=pw` / `&password=pw` query
-    parameters, and libpq's `password=pw` key-value form in driver messages.
-    """
-    masked = _URL_PASSWORD.sub(r"\1***@", url)
-    return _QUERY_PASSWORD.sub(r"\1***", masked)
 
 
 def heartbeat_settings() -> tuple[int, int]:

@@ -46,30 +46,6 @@ def test_storage_newer_format_is_refused_with_advice(study_file) -> None:
         StageInfo.from_dict(d)
 
 
-@pytest.mark.parametrize(
-    ("url", "secret"),
-    [
-        ("postgresql://u:secretpw@127.0.0.1/db", "secretpw"),
-        ("postgresql://u:se@cret@127.0.0.1:5432/db", "cret"),  # an unencoded '@' in the password
-        ("postgresql+psycopg://u:a:b@host/db", "a:b"),
-        ("postgresql://u@host/db?password=secretpw&sslmode=require", "secretpw"),
-        ("postgresql://host/db?user=u&password='s p'", "s p"),
-        ("could not connect: host=h user=u password=secretpw dbname=x", "secretpw"),
-    ],
-)
-def test_storage_mask_url_hides_every_password_form(url: str, secret: str) -> None:
-    from hpsearch.storage import mask_url
-
-    masked = mask_url(url)
-    assert secret not in masked and "***" in masked
-    assert mask_url("sqlite:///studies/x.db") == "sqlite:///studies/x.db"
-
-
-def test_storage_bad_url_error_never_shows_the_password(run_cli) -> None:
-    code, _, err = run_cli("leaderboard", "x", "--storage", "postgresql://u:pw@pw@127.0.0.1:1/db?password=other")
-    assert code == 2 and "pw@pw" not in err and "other" not in err and "@pw" not in err.replace("***@", "")
-
-
 def test_storage_creation_race_the_loser_runs_the_winners_stage(study_file) -> None:
     import threading
 

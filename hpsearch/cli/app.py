@@ -121,7 +121,7 @@ def unexpected(e: BaseException) -> str:
 
 
 def _error(text: str) -> None:
-    from hpsearch.storage import mask_url
+    from hpsearch.passwords import mask_url
 
     if _state["debug"]:
         # A driver's traceback can quote the storage URL: mask it there too.
