@@ -144,9 +144,10 @@ def test_multi_machine_killed_worker_trial_fails_at_once_on_its_host_and_stage_c
     def victim_mid_trial() -> bool:
         assert victim.poll() is None, victim.communicate()[1][-2000:]
         running = [t for t in coarse_trials(url) if t.state == TrialState.RUNNING]
-        # Training: owned by the victim and its params written (a kill between the two writes leaves a
-        # trial without params, which `point` below cannot name; the coordinator handles that case too).
-        return any(t.user_attrs.get("owner", "").partition("#")[0] == owner and t.params for t in running)
+        # Training: owned by the victim and its params written (a kill between those writes leaves a
+        # trial without its point, which `point` below cannot name; the coordinator handles that case too).
+        # A database gets the params one write each: wait for all of them (lr alone was seen).
+        return any(t.user_attrs.get("owner", "").partition("#")[0] == owner and len(t.params) == 2 for t in running)
 
     wait_for(victim_mid_trial, "the victim worker to start a trial")
     victim.send_signal(signal.SIGKILL)
