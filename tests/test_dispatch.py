@@ -566,3 +566,26 @@ def test_trial_queued_on_a_worker_that_dies_runs_on_its_successor(study_file: Ca
     assert failed.number == 1 and failed.user_attrs["reason"] == "worker died (exit code 3)"
     assert sorted(t.number for t in by_state(trials, "COMPLETE")) == [0, 2, 3, 4, 5]
     assert worker_children() == []
+
+
+def test_pool_asks_for_a_queued_trial_once_per_trial_started(
+    study_file: Callable[..., Path], run_cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Near the end of a stage there is nothing left to queue: the pool does not ask again at every
+    report of the trials still running (each ask may read every trial of the stage)."""
+    from hpsearch.coordinator import Coordinator
+
+    calls: list[int] = []
+    original = Coordinator.next_jobs
+
+    def counted(self: Coordinator, k: int) -> list[Job]:
+        jobs = original(self, k)
+        calls.append(len(jobs))
+        return jobs
+
+    monkeypatch.setattr(Coordinator, "next_jobs", counted)
+    path = study_file(faulty("slow"), coarse='strategy = "random"\ntrials = 6\nepochs = 30', params=LR_ONLY)
+    code, _, err = run_cli("coarse", path, "--workers", "1")
+    assert code == 0, err
+    assert sum(calls) == 6
+    assert len(calls) <= 6 + 3, calls  # one per trial and a few that found none, not one per report

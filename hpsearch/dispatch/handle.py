@@ -59,6 +59,7 @@ class WorkerHandle:
         self.has_population = False  # told by the worker once its workload is loaded
         self.jobs: dict[int, Job] = {}  # trial number -> job: one, or a population of them
         self.queued: Job | None = None  # the next trial, sent while `jobs` trains (None: none)
+        self.unasked = False  # a trial started since the pool last tried to queue one: try once more
         self.last_s: float | None = None  # the last trial's duration, if it completed
         self.replies = True  # whether it waits for an answer to each report of its trials (give)
         self.deadline: float | None = None
@@ -72,6 +73,7 @@ class WorkerHandle:
         together: a lone trial goes as a population of one too (population mode, through the workload's
         population entry). replies: whether the worker waits for an answer to each report (a pruner's)."""
         self.jobs = {job.number: job for job in jobs}
+        self.unasked = True
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.replies = replies
         records = [job.record for job in jobs]
@@ -92,6 +94,7 @@ class WorkerHandle:
         if job is not None:
             job.started = time.perf_counter()
             self.jobs = {job.number: job}
+            self.unasked = True
             self.deadline = None if timeout is None else time.monotonic() + timeout
 
     def kill(self) -> None:

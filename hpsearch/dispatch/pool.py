@@ -192,8 +192,11 @@ class PoolExecutor:
                     w.give(jobs, self.trial_timeout, together=self.population != 1, replies=run.answers_reports)
                 except OSError:  # died while idle: its death is read from the connection next
                     pass
-        for w in self.workers:  # then the next trial behind each short one
-            if w.jobs and w.queued is None and self._queues(run, w) and (jobs := run.next_jobs(1)):
+        for w in self.workers:  # then the next trial behind each short one: asked once per trial it starts
+            if w.jobs and w.queued is None and w.unasked and self._queues(run, w):
+                w.unasked = False
+                if not (jobs := run.next_jobs(1)):
+                    continue
                 try:
                     w.queue(jobs[0], replies=run.answers_reports)
                 except OSError:
