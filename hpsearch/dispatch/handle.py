@@ -72,9 +72,7 @@ class WorkerHandle:
         """Send one trial, or several to train together as a population (one deadline for all).
         together: a lone trial goes as a population of one too (population mode, through the workload's
         population entry). replies: whether the worker waits for an answer to each report (a pruner's)."""
-        self.jobs = {job.number: job for job in jobs}
-        self.unasked = True
-        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self._train(jobs, timeout)
         self.replies = replies
         records = [job.record for job in jobs]
         if len(records) == 1 and not (together and self.has_population):
@@ -92,10 +90,17 @@ class WorkerHandle:
         """Its trial ended: the queued one, if any, is now the one training (its clock and deadline start)."""
         job, self.queued, self.deadline = self.queued, None, None
         if job is not None:
-            job.started = time.perf_counter()
-            self.jobs = {job.number: job}
-            self.unasked = True
-            self.deadline = None if timeout is None else time.monotonic() + timeout
+            self._train([job], timeout)
+
+    def _train(self, jobs: list[Job], timeout: float | None) -> None:
+        """`jobs` are now what it trains: their clocks and its deadline start, and the pool may queue
+        the next trial behind them."""
+        now = time.perf_counter()
+        for job in jobs:
+            job.started = now
+        self.jobs = {job.number: job for job in jobs}
+        self.unasked = True
+        self.deadline = None if timeout is None else time.monotonic() + timeout
 
     def kill(self) -> None:
         """End its whole process group (SIGTERM, grace, SIGKILL) and reap it: for timeouts, when the

@@ -137,12 +137,15 @@ class Inbox:
     def recv(self) -> Any:
         return self.kept.popleft() if self.kept else self.conn.recv()
 
-    def arrived(self) -> Any:
-        """The next message from the connection itself, None if none is waiting."""
-        return self.conn.recv() if self.conn.poll() else None
+    def arrived(self, wait: bool = False) -> Any:
+        """The next message from the connection itself (not one kept); None if none is waiting, unless `wait`."""
+        return self.conn.recv() if wait or self.conn.poll() else None
 
-    def keep(self, message: Any) -> None:
-        self.kept.append(message)
+    def set_aside(self, message: Any) -> None:
+        """A message met while looking for another kind: a trial (queued behind the running one) is kept
+        for the next `recv`; anything else (a stray stop or reply) is dropped."""
+        if message[0] in ("trial", "population"):
+            self.kept.append(message)
 
 
 def _context(conn: Inbox, record: TrialRecord, device: str, replies: bool, batch: ReportsHook | None = None) -> TrialContext:
@@ -179,23 +182,22 @@ def _reply(conn: Inbox, kind: str) -> Any:
     """The coordinator's answer to the report just sent (a trial queued meanwhile is kept; stray stops,
     none expected, skipped)."""
     while True:
-        message = conn.conn.recv()
+        message = conn.arrived(wait=True)
         if message[0] == kind:
             return message[1]
-        if message[0] in ("trial", "population"):
-            conn.keep(message)
+        conn.set_aside(message)
 
 
 def _stops(conn: Inbox) -> dict[int, str]:
     """The stops the coordinator sent since the last look, without waiting: trial number -> reason
     (ones for a trial that already ended, which decided the same itself, are dropped by the caller).
-    Anything else that arrived (the next trial, queued) is kept for the main loop."""
+    A trial that arrived (the next one, queued) is kept for the main loop."""
     stops: dict[int, str] = {}
     while (message := conn.arrived()) is not None:
         if message[0] == "stops":
             stops.update(message[1])
         else:
-            conn.keep(message)
+            conn.set_aside(message)
     return stops
 
 
