@@ -36,20 +36,24 @@ class BorderFlag:
     range_text: str
     at_limit: bool = False  # the range ends at its domain's bound on this side: it cannot widen that way
     limit_text: str = ""  # that bound, as '0 (inferred: a fraction: inside [0, 1])'
+    # What refine does on this side, in words ('refine will widen it upward to 10'): refine.plan_widening
+    # fills it in from the very rule refine applies; "" says it generically.
+    plan: str = ""
 
     def message(self) -> str:
         direction = "above" if self.side == "high" else "below"
         way = "upward" if self.side == "high" else "downward"
+        configs = "configuration" if self.top_k == 1 else "configurations"
         if self.best_on_border:
             what = f"best value {fmt(self.best_value)} is at the {self.side.upper()} border of {self.range_text}"
             if self.top_count > 1:
-                what += f" (with {self.top_count} of the top {self.top_k})"
+                what += f" (with {self.top_count} of the top {self.top_k} {configs})"
         else:
-            what = f"{self.top_count} of the top {self.top_k} values are at the {self.side.upper()} border of {self.range_text}"
+            what = f"{self.top_count} of the top {self.top_k} {configs} are at the {self.side.upper()} border of {self.range_text}"
         if self.at_limit:
             limit = f" {self.limit_text}" if self.limit_text else ""
-            return f"{self.param}: {what} — the range is at its limit{limit}; refine cannot widen it {way}"
-        return f"{self.param}: {what} — the optimum may lie {direction}; refine will widen the range {way}"
+            return f"{self.param}: {what} — the range is at its limit{limit}; {self.plan or f'refine cannot widen it {way}'}"
+        return f"{self.param}: {what} — the optimum may lie {direction}; {self.plan or f'refine will widen the range {way}'}"
 
 
 def border_side(param: Param, value: Any) -> str | None:
@@ -88,7 +92,8 @@ def row_flags(space: Space, params: dict[str, Any]) -> list[str]:
 def check_borders(space: Space, ranked_params: Sequence[dict[str, Any]], top_k: int) -> list[BorderFlag]:
     """Flag each numeric parameter whose best value, or the majority of the top-k, is on a border.
 
-    `ranked_params` are the params of completed trials, best first.
+    `ranked_params` are the params of the stage's configurations, best first (configs.ranked_configs:
+    a configuration re-run with other seeds counts once, by its mean).
     """
     if not ranked_params:
         return []

@@ -35,6 +35,7 @@ class Config:
     params: dict[str, Any]
     trials: list[FrozenTrial] = field(default_factory=list)
     score: float = math.nan  # the shrunk mean it is ranked by
+    noise: float | None = None  # the stage's measured noise (pooled sd, `noise_sd`), set by ranked_configs
 
     @property
     def values(self) -> list[float]:
@@ -52,6 +53,18 @@ class Config:
     def spread(self) -> float | None:
         """The standard deviation of its runs (None with one run)."""
         return statistics.stdev(self.values) if self.n > 1 else None
+
+    @property
+    def stderr(self) -> float | None:
+        """The standard error of its mean from the stage's measured noise: noise / sqrt(n) (None when the
+        stage has no repeats). Not its own runs' sd: two runs that happen to agree say little of the noise."""
+        return None if self.noise is None else self.noise / math.sqrt(self.n)
+
+    def describe(self, metric: str) -> str:
+        """Its value as every command shows THE best configuration: mean ± standard error, runs, noise."""
+        if self.noise is None:
+            return f"{metric} {self.mean:.4f} ({self.n} run{'s' if self.n != 1 else ''}; noise not measured)"
+        return f"{metric} {self.mean:.4f} ± {self.stderr:.4f} ({self.n} run{'s' if self.n != 1 else ''}; noise sd {self.noise:.4f})"
 
 
 def group_configs(trials: Sequence[FrozenTrial]) -> list[Config]:
@@ -80,6 +93,8 @@ def ranked_configs(trials: Sequence[FrozenTrial], direction: str) -> list[Config
     sd = noise_sd(configs)
     means = [c.mean for c in configs]
     grand = statistics.fmean(means)
+    for c in configs:
+        c.noise = sd
     if sd is None or len(configs) < 2:
         for c in configs:
             c.score = c.mean
@@ -94,3 +109,14 @@ def ranked_configs(trials: Sequence[FrozenTrial], direction: str) -> list[Config
 def difference_noise(sd: float | None, n_a: int, n_b: int) -> float:
     """The standard error of the difference of two means of n_a and n_b runs (0 when sd is unknown)."""
     return 0.0 if sd is None else sd * math.sqrt(1 / max(n_a, 1) + 1 / max(n_b, 1))
+
+
+def best_configuration(store: Any) -> tuple[Any, Config] | None:
+    """THE best configuration of a study, the one `search` names, `final` tests and the report heads with:
+    the top of the noise-aware ranking (ranked_configs) in the latest stage that has a completed trial,
+    with that stage (a storage.StageInfo). None when no stage has one. `store` is a storage.Store."""
+    for info in reversed(store.stages()):
+        configs = ranked_configs(store.trials(info), info.spec.direction.value)
+        if configs:
+            return info, configs[0]
+    return None

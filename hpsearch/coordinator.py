@@ -27,11 +27,11 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import optuna_compat as compat
-from hpsearch.border import BorderFlag, check_borders
 from hpsearch.errors import SpecError
 from hpsearch.jobs import Job, Listener, TrialEvent
 from hpsearch.liveness import LIVE_COORDINATORS, Heartbeat, fail_dead_trials, owner_tag
 from hpsearch.pruner import is_last_report, make_pruner, prune_reason
+from hpsearch.refine import stage_flags
 from hpsearch.retry import Orphans, requeue
 from hpsearch.stage_result import StageResult
 from hpsearch.storage import StageInfo, Store, storage_counts
@@ -65,11 +65,6 @@ FAIL_FAST = 5  # this many failures in a row with no success: the workload is br
 BEST_RESCAN = 100  # finishes between full reads of the stage's best (other coordinators' trials)
 REFRESH_EVERY = 50  # trials between reads of the stage's counts from the journal, away from its target
 log = logging.getLogger("hpsearch.coordinator")
-
-
-def stage_flags(info: StageInfo, ranked: list[FrozenTrial]) -> list[BorderFlag]:
-    """A stage's border flags: its own space and top_k, over its completed trials ranked best first."""
-    return check_borders(info.space, [t.params for t in ranked], info.settings.top_k)
 
 
 class Coordinator:
@@ -214,8 +209,9 @@ class Coordinator:
         divergence rule itself without waiting, and the report is held for a later write (Job.report_value)."""
         return self.pruner != "none"
 
-    def finish(self, job: Job, outcome: TrialOutcome) -> None:
-        """Record how a trial ended. A crash is data: it never stops the stage by itself."""
+    def finish(self, job: Job, outcome: TrialOutcome, emit: bool = True) -> None:
+        """Record how a trial ended. A crash is data: it never stops the stage by itself. With emit=False
+        the caller tells the listener (finish_many: once the batched write is in and the best is known)."""
         self.running.pop(job.number, None)
         self.running_total = max(self.running_total - 1, 0)
         self.ran += 1
@@ -226,7 +222,8 @@ class Coordinator:
             # Failed as stale by another coordinator (our heartbeats stopped reaching the database): its verdict
             # stands, and it re-queued a grid point.
             self.failures.append(f"trial {job.number}: {HEARTBEAT_LOST}")
-        self._emit("finish", job, outcome=outcome)
+        if emit:
+            self._emit("finish", job, outcome=outcome)
 
     # -- a population's K trials at once: one journal append where K would be (optuna_compat.batched_writes)
 
@@ -251,12 +248,14 @@ class Coordinator:
         """`finish` for each of a population's members; their outcomes in one write."""
         with compat.batched_writes(self.study) as late:
             for job, outcome in ended:
-                self.finish(job, outcome)
+                self.finish(job, outcome, emit=False)
         for job, _ in ended:
             if compat.trial_id(job.trial) in late:
                 self.failures.append(f"trial {job.number}: {HEARTBEAT_LOST}")
             else:
                 self._offer_best(compat.latest(job.trial))
+        for job, outcome in ended:  # told after the write: the best they carry includes these outcomes
+            self._emit("finish", job, outcome=outcome)
 
     def interrupt(self) -> None:
         """Record every running trial as FAIL (interrupted); completed trials stay."""
@@ -274,7 +273,7 @@ class Coordinator:
 
     def result(self) -> StageResult:
         trials = self.study.get_trials(deepcopy=False)
-        flags = stage_flags(self.info, ranked_trials(trials, self.direction))
+        flags = stage_flags(self.info, trials)
         self._refresh()
         return StageResult(self.info, trials, self.ran, flags, self.failures, self.done, self.target, self.reasons, self.ended_by)
 

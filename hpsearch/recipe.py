@@ -30,7 +30,6 @@ the storage: nothing here prints (`say` hears the decision lines).
 from __future__ import annotations
 
 import random
-import re
 import statistics
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
@@ -129,24 +128,25 @@ def plan_stages(spec: StudySpec, total: int, given: dict[str, Any] | None = None
     return replace(spec, coarse=coarse, refine=replace(refine, trials=refine_trials))
 
 
+def plan_note(written: StudySpec, planned: StudySpec) -> str | None:
+    """One line when the plan (plan_stages) runs other stage settings than the study file wrote, with
+    both, and how to run the file's as written; None when they agree."""
+    parts = []
+    for name, file, plan in (("coarse", written.coarse, planned.coarse), ("refine", written.refine, planned.refine)):
+        if (file.strategy, file.trials, file.epochs) != (plan.strategy, plan.trials, plan.epochs):
+            extra = f" (+ re-runs of its top {min(plan.top_k, plan.trials)})" if name == "coarse" else ""
+            parts.append(
+                f"{name} {plan.strategy.value}, {plan.trials} trials{extra} x {plan.epochs} epochs "
+                f"(the study file: {file.strategy.value}, {file.trials} x {file.epochs})"
+            )
+    if not parts or planned.search_plan == "study":
+        return None
+    return "search plans its stages from the budget: " + "; ".join(parts) + '; set search_plan = "study" to run them as written'
+
+
 def coarse_repeats(spec: StudySpec) -> int:
     """Re-runs after coarse: its top_k configurations once more each (short trials: cheap noise)."""
     return min(spec.coarse.top_k, spec.coarse.trials) * (COARSE_RUNS - 1)
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in '90', '90s', '30m', '2h', '1h30m', '1d'. Raises HpsearchError for anything else."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 1}
-    parts = re.fullmatch(r"\s*((?:\d+(?:\.\d+)?[smhd]?\s*)+)", text or "")
-    if not parts:
-        raise HpsearchError(f"$timeout {text!r}: use seconds or a duration such as 90s, 30m, 2h, 1h30m")
-    found = re.findall(r"(\d+(?:\.\d+)?)([smhd]?)", parts.group(1))
-    if len(found) > 1 and any(u == "" for _, u in found):
-        raise HpsearchError(f"$timeout {text!r}: give every part a unit, e.g. 1h30m")
-    seconds = sum(float(n) * units[u] for n, u in found)
-    if seconds <= 0:
-        raise HpsearchError(f"$timeout {text!r}: must be longer than 0 seconds")
-    return seconds
 
 
 def search(
@@ -159,6 +159,7 @@ def search(
     pruner: str = "none",
     deadline: float | None = None,
     say: Callable[[str], None] | None = None,
+    stage_ended: Callable[[StageInfo], None] | None = None,
 ) -> SearchResult:
     """Run or continue the whole search (module docstring); returns its decisions and best configuration.
 
@@ -166,7 +167,8 @@ def search(
     `budget` the trial-epochs of the whole search (default: default_budget);
     `listener(stage)` gives each stage's progress listener; `deadline`
     (time.monotonic()) stops starting trials (the stage it ends is resumable);
-    `say` hears one decision line per stage. Raises StageFailed as run_stage does.
+    `say` hears plan_note's line, then one decision line per stage; `stage_ended(stage)` is called
+    before each (the CLI says what a stage run alone says). Raises StageFailed as run_stage does.
     """
     total = budget if budget is not None else default_budget(spec)
     if total < 1:
@@ -174,7 +176,9 @@ def search(
     say = say or (lambda line: None)
     result = SearchResult()
     given = {k: v for k, v in (overrides or {}).items() if v is not None and k != "budget"}
-    spec = plan_stages(spec, total, given)
+    written, spec = spec, plan_stages(spec, total, given)
+    if note := plan_note(written, spec):
+        say(note)
     stage = _coarse(store, spec, given, total)
     previous: Config | None = None
     while True:
@@ -182,6 +186,8 @@ def search(
         ended = _run_planned(store, stage, executor, listener, pruner, deadline, total)
         configs = ranked_configs(store.trials(stage), spec.direction.value)
         left = total - spent(store, stage.index)  # as it was after this stage, also when replayed on resume
+        if stage_ended is not None:
+            stage_ended(store.stage(stage.name))
         if ended == "timeout":
             result.timed_out = True
             result.best = configs[0] if configs else previous

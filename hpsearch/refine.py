@@ -16,7 +16,10 @@ import math
 from dataclasses import replace
 from typing import Any, Sequence
 
-from hpsearch.border import BorderFlag
+from optuna.trial import FrozenTrial
+
+from hpsearch.border import BorderFlag, check_borders
+from hpsearch.configs import ranked_configs
 from hpsearch.space import Bound, Choice, Domain, Param, Range, Space, Value, fmt
 from hpsearch.strategy import Strategy
 
@@ -63,6 +66,39 @@ def derive_space(
 
 
 _WAY = {"low": "below", "high": "above"}
+_TOWARD = {"low": "downward", "high": "upward"}
+
+
+def stage_flags(info: Any, trials: Sequence[FrozenTrial]) -> list[BorderFlag]:
+    """A stage's border flags (info: a storage.StageInfo): its own space and top_k, over its
+    configurations ranked best first (a configuration and its re-runs count once: configs.ranked_configs,
+    the ranking refine narrows by), each saying what refine will do on that side (plan_widening)."""
+    ranked = ranked_configs(trials, info.spec.direction.value)
+    return plan_widening(info.space, check_borders(info.space, [c.params for c in ranked], info.settings.top_k))
+
+
+def plan_widening(space: Space, flags: Sequence[BorderFlag]) -> list[BorderFlag]:
+    """The flags with what refine truly does on each flagged side (BorderFlag.plan), worked out by the
+    rule derive_space applies: the new end of a range, the value a set gains, or why neither happens."""
+    return [replace(f, plan=_widening(space[f.param], f.side)) if f.param in space.names else f for f in flags]
+
+
+def _widening(p: Param, side: str) -> str:
+    way = _TOWARD[side]
+    if isinstance(p, Range):
+        new, why = _narrow_range(p, [p.low if side == "low" else p.high], {side}, Strategy.random)
+        old, end = (p.low, new.low) if side == "low" else (p.high, new.high)
+        if end == old:
+            return f"refine cannot widen it {way}"
+        held = " (" + why.split("; ")[-1] + ")" if "limit" in why.split("; ")[-1] else ""
+        return f"refine will widen it {way} to {fmt(end)}{held}"
+    if isinstance(p, Choice) and p.numeric:
+        new, _why = _narrow_choice(p, [p.ordered[0] if side == "low" else p.ordered[-1]], {side})
+        added = [v for v in new.values if v not in p.values]
+        if added:
+            return f"refine will add {fmt(added[0])} to the set" + (f" (between 0 and {fmt(p.ordered[1])})" if p.at_limit(side) else "")
+        return f"refine cannot extend it {way}"
+    return ""
 
 
 def _narrow_range(p: Range, values: list[Any], sides: set[str], parent_strategy: Strategy) -> tuple[Range, str]:

@@ -23,7 +23,7 @@ from hpsearch.border import BorderFlag, check_borders
 from hpsearch.configs import ranked_configs
 from hpsearch.coordinator import Coordinator, Listener, StageResult
 from hpsearch.errors import HpsearchError, SpecError, StageExists, StageFailed
-from hpsearch.refine import derive_space
+from hpsearch.refine import derive_space, plan_widening
 from hpsearch.spec import StudySpec, check_stage
 from hpsearch.liveness import owner_tag
 from hpsearch.storage import StageInfo, Store, transient_errors
@@ -152,7 +152,7 @@ def plan_refine(
             f"run or continue it first (its trials failed or it was interrupted)"
         )
     top = list(top) if top is not None else ranked[: settings.top_k]
-    flags = check_borders(parent.space, ranked, settings.top_k)
+    flags = plan_widening(parent.space, check_borders(parent.space, ranked, settings.top_k))
     space, changes = derive_space(parent.space, top, flags, parent.settings.strategy)
     info = StageInfo(f"refine-{index}", index, parent.name, settings, space, parent.spec, tuple(changes))
     stored = create_stage(store, info)
@@ -251,9 +251,20 @@ def run_stage(
     finally:
         run.close()
     if run.failures and run.completed_now == 0:
-        first = "; ".join(run.failures[:3])
-        raise StageFailed(f"every trial of stage {info.name} failed ({len(run.failures)} tried): {first}")
+        raise StageFailed(f"every trial of stage {info.name} failed ({len(run.failures)} tried): {failure_summary(run.failures)}")
     return run.result()
+
+
+def failure_summary(failures: Sequence[str], most: int = 3) -> str:
+    """'trial N: reason' lines as one text, each reason once with the trials it ended ('reason (trials 0,
+    1, 2)'), the first `most` reasons."""
+    trials: dict[str, list[str]] = {}
+    for line in failures:
+        number, _, reason = line.partition(": ") if line.startswith("trial ") else ("", "", line)
+        trials.setdefault(reason, []).append(number.removeprefix("trial "))
+    parts = [f"{reason} (trial{'s' if len(ns) > 1 else ''} {', '.join(n for n in ns if n)})" for reason, ns in trials.items()]
+    more = f"; and {len(parts) - most} other reason(s)" if len(parts) > most else ""
+    return "; ".join(parts[:most]) + more
 
 
 def join_stage(

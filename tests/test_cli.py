@@ -68,6 +68,18 @@ def test_cli_leaderboard_csv_to_stdout_and_formats(run_cli, study_file):
     assert code == 0 and out.lstrip().startswith("|")
 
 
+def test_cli_leaderboard_csv_holds_every_stage_unless_stage_is_given(run_cli, study_file, tmp_path):
+    run_cli("coarse", study_file(coarse="trials = 4\nepochs = 1", refine="trials = 3\nepochs = 1"), "-q")
+    run_cli("refine", "fake", "-q")
+    code, out, err = run_cli("leaderboard", "fake", "--csv", tmp_path / "all.csv")
+    assert code == 0, err
+    df = pd.read_csv(tmp_path / "all.csv")
+    assert len(df) == 7 and set(df["stage"]) == {"coarse", "refine-1"}
+    assert "refine-1" in out and "wrote 7 rows" in err  # the table still shows the latest stage
+    code, out, _ = run_cli("leaderboard", "fake", "--stage", "refine-1", "--csv", "-")
+    assert set(pd.read_csv(io.StringIO(out))["stage"]) == {"refine-1"}
+
+
 def test_cli_flags_override_the_study_file(run_cli, study_file):
     code, out, err = run_cli("coarse", study_file(), "--trials", "3", "--epochs", "2", "--strategy", "grid", "--seed", "5", "-q")
     assert code == 0, err
@@ -252,3 +264,30 @@ def test_cli_database_outage_is_said_so_and_no_debug_hint_under_debug(monkeypatc
     monkeypatch.setitem(app_module._state, "debug", True)
     assert "--debug" not in app_module.unexpected(error)
     assert "--debug" not in app_module.unexpected(ValueError("x"))
+
+
+def test_every_command_accepts_the_common_options_it_can_use() -> None:
+    """--dir on every command (where results live), --storage on every command that reads a study
+    (sanity and lr-find run the workload from its study file and touch no storage)."""
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    no_storage = {"sanity", "lr-find"}
+    options = {name: {o for p in c.params for o in p.opts} for name, c in commands.items()}
+    assert {name for name, opts in options.items() if "--dir" not in opts} == set()
+    assert {name for name, opts in options.items() if "--storage" not in opts} == no_storage
+
+
+def test_studies_at_80_columns_breaks_no_name(run_cli, study_file, monkeypatch):
+    """`hpsearch studies` in an 80-column terminal: every study and stage name stays whole on its line."""
+    monkeypatch.setenv("COLUMNS", "80")
+    for name in ("mnist1d_cmd", "mnist1d_model"):
+        run_cli("coarse", study_file(name=name, coarse="trials = 3\nepochs = 1", refine="trials = 2\nepochs = 1"), "-q")
+        run_cli("refine", name, "-q")
+    code, out, err = run_cli("studies")
+    assert code == 0, err
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith("mnist1d_")]
+    assert len(rows) == 4 and all(len(line) <= 80 for line in out.splitlines()), out
+    assert [(r[0], r[1]) for r in rows] == [("mnist1d_cmd", "coarse"), ("mnist1d_cmd", "refine-1"),
+                                          ("mnist1d_model", "coarse"), ("mnist1d_model", "refine-1")], out
+    assert all(r[-1].replace(".", "").lstrip("-").isdigit() for r in rows), out  # the best column is whole too

@@ -320,3 +320,23 @@ def test_command_shipped_example_script_study_runs(run_cli: Cli) -> None:
     trials = stored("digits_script")
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     assert all(0.0 <= t.value <= 1.0 and len(trial_attr(t, "curves")["train_loss"]) == 1 for t in trials)
+
+
+def test_command_wrong_metric_name_stops_at_the_first_trial_with_one_line(tmp_path: Path, run_cli: Cli) -> None:
+    """A script that prints other metrics but not the study's: a wrong `metric` in the study file. One
+    line naming the file's key and what the script printed, after the first trial, not a failure per trial."""
+    path = write_study(tmp_path / "study", "python train.py --lr {lr} --epochs {epochs}", coarse="trials = 6\nepochs = 1")
+    path.write_text(path.read_text().replace('metric = "val_accuracy"', 'metric = "val_acc"'))
+    code, _, err = run_cli("coarse", path, "--workers", "1")
+    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert code == 2 and len(errors) == 1, err
+    assert "metric: the workload never returns 'val_acc'" in errors[0] and "val_accuracy" in errors[0]
+    assert len(errors[0]) < 300 and err.count("val_acc'") == 1
+    assert sum(t.state.name == "COMPLETE" for t in stored()) == 0  # the trial is not kept as a result
+
+
+def test_failure_summary_says_each_reason_once() -> None:
+    from hpsearch.stages import failure_summary
+
+    text = failure_summary([f"trial {n}: exit code 1: boom" for n in range(3)] + ["trial 3: signal 9"])
+    assert text == "exit code 1: boom (trials 0, 1, 2); signal 9 (trial 3)"

@@ -589,3 +589,22 @@ def test_pool_asks_for_a_queued_trial_once_per_trial_started(
     assert code == 0, err
     assert sum(calls) == 6
     assert len(calls) <= 6 + 3, calls  # one per trial and a few that found none, not one per report
+
+
+def test_progress_best_includes_the_trial_just_finished(study_file, run_cli) -> None:
+    """Each finished-trial line's best is the best of every trial finished so far, that one included (it
+    lagged one trial: the best was read before the batched write of the outcome landed), and the
+    stage's first completed trial shows a best."""
+    import re
+
+    spec = study_file(coarse='strategy = "random"\ntrials = 8\nepochs = 2\nseed = 3')
+    code, _out, err = run_cli("coarse", spec, "--workers", "2")
+    assert code == 0, err
+    lines = [m for m in re.finditer(r"trial (\d+) complete val_accuracy=(-?[\d.]+) .*?best val_accuracy (-?[\d.]+) \(trial (\d+)\)", err)]
+    assert len(lines) == 8, err
+    seen: dict[int, float] = {}
+    for m in lines:
+        seen[int(m.group(1))] = float(m.group(2))
+        best_number = max(seen, key=lambda n: (seen[n], -n))
+        assert float(m.group(3)) == pytest.approx(max(seen.values()), abs=1e-4), m.group(0)
+        assert seen[int(m.group(4))] == pytest.approx(seen[best_number], abs=1e-4)

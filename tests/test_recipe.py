@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 
 from hpsearch.configs import ranked_configs
 from hpsearch.errors import HpsearchError, SpecError
+from hpsearch.durations import parse_duration
 from hpsearch.recipe import (
     EXPLORE_ATTR,
     MAX_COARSE_TRIALS,
@@ -18,7 +19,6 @@ from hpsearch.recipe import (
     MIN_COARSE_TRIALS,
     MIN_REFINE_TRIALS,
     default_budget,
-    parse_duration,
     plan_stages,
     search,
     spent,
@@ -297,3 +297,25 @@ def test_search_command_keeps_its_workers_from_one_stage_to_the_next(study_file,
     assert len(stages) >= 2 and all(pids.values()), pids
     assert len(set().union(*pids.values())) <= 2, pids  # one pair of workers for the whole search
     assert not worker_children()
+
+
+def test_search_says_what_its_stages_say_when_run_alone(study_file, run_cli, tmp_path: Path) -> None:
+    """Inside `search`, each stage says what `coarse` and `refine` say (the notices even with -q, the
+    border warnings, refine's derived space), and one line says the plan overrides the study file."""
+    path = study_file(coarse='strategy = "random"\ntrials = 10\nepochs = 1\nseed = 0', refine="trials = 6\nepochs = 2")
+    code, out, err = run_cli("search", path, "--budget", "60", "--population", "2", "--workers", "1", "--dir", tmp_path / "r", "-q")
+    assert code == 0, err
+    assert "has no population entry point" in err
+    assert "warning: [coarse] lr: best value" in err and "HIGH border" in err
+    assert "refine will widen it upward to 10" in err  # peak_above's best crowds lr's high end, 1.0
+    assert "refine-1: space narrowed around the top" in out and "10] (log)" in out  # its table: old -> new
+    assert "search plans its stages from the budget: coarse tpe" in out and "(the study file: random, 10 x 1)" in out
+
+
+def test_search_plan_note_is_silent_when_the_plan_is_the_study_files(study_file) -> None:
+    from hpsearch.recipe import plan_note, plan_stages
+
+    spec = load_spec(study_file())
+    planned = plan_stages(spec, 100)
+    assert plan_note(spec, planned) is not None
+    assert plan_note(spec, spec) is None

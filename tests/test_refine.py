@@ -192,3 +192,61 @@ def test_refine_best_momentum_at_0_99_border_never_widens_past_1(study_file, mom
         assert 0.99 <= _ends(refined.space["momentum"])[1] < 1.0, refined.space["momentum"]
         run_stage(store, refined)
         assert all(t.params["momentum"] < 1.0 for t in store.trials(refined))
+
+
+def _stage(space: Space, top_k: int = 5):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(space=space, spec=SimpleNamespace(direction=SimpleNamespace(value="maximize")),
+                           settings=SimpleNamespace(top_k=top_k))
+
+
+def _trials(rows: list[tuple[dict, float]]):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.trial import create_trial
+
+    dists = {"lr": FloatDistribution(1e-4, 1.0, log=True), "weight_decay": CategoricalDistribution([1e-5, 1e-4, 1e-3])}
+    return [create_trial(params=p, distributions=dists, value=v) for p, v in rows]
+
+
+SPACE = Space((Range("lr", 1e-4, 1.0, log=True), Choice("weight_decay", (1e-5, 1e-4, 1e-3))))
+
+
+def test_stage_flags_count_configurations_not_runs() -> None:
+    """A lucky run at the border whose re-run fell behind: its configuration ranks by its mean, so the
+    border warning neither fires on the lucky run nor counts it and its re-run as two of the top."""
+    from hpsearch.refine import stage_flags
+
+    a, b, c = {"lr": 0.01, "weight_decay": 1e-3}, {"lr": 0.02, "weight_decay": 1e-4}, {"lr": 0.03, "weight_decay": 1e-5}
+    trials = _trials([(a, 0.90), (a, 0.80), (b, 0.88), (b, 0.87), (c, 0.5)])
+    assert [f.param for f in stage_flags(_stage(SPACE), trials)] == []
+    # At the border by its mean, with its re-run: one configuration of the top 3, not "2 of the top 5".
+    flags = stage_flags(_stage(SPACE), _trials([(a, 0.90), (a, 0.89), (b, 0.88), (b, 0.87), (c, 0.5)]))
+    [flag] = [f for f in flags if f.param == "weight_decay"]
+    assert "of the top 3" not in flag.message() and flag.top_k == 3 and flag.top_count == 1
+
+
+def test_border_warning_says_what_refine_then_does() -> None:
+    """The warning's promise is the rule refine applies: the value a set gains, a range's new end."""
+    from hpsearch.refine import stage_flags
+    from hpsearch.space import fmt
+
+    best = {"lr": 1.0, "weight_decay": 1e-3}
+    trials = _trials([(best, 0.9), ({"lr": 0.01, "weight_decay": 1e-4}, 0.5)])
+    flags = stage_flags(_stage(SPACE), trials)
+    by_param = {f.param: f for f in flags}
+    space, _ = derive_space(SPACE, [best], flags, Strategy.random)
+    assert f"refine will add {fmt(1e-2)} to the set" in by_param["weight_decay"].message()
+    assert 1e-2 in space["weight_decay"].values
+    assert f"refine will widen it upward to {fmt(space['lr'].high)}" in by_param["lr"].message()
+    assert space["lr"].high == pytest.approx(10.0)
+
+
+def test_border_warning_at_a_limit_says_what_refine_adds_below_zero() -> None:
+    from hpsearch.refine import plan_widening
+
+    space = Space((Choice("weight_decay", (0.0, 1e-5, 1e-4)),))
+    [flag] = plan_widening(space, check_borders(space, [{"weight_decay": 0.0}], 5))
+    new, _ = derive_space(space, [{"weight_decay": 0.0}], [flag], Strategy.random)
+    added = [v for v in new["weight_decay"].values if v not in space["weight_decay"].values]
+    assert flag.at_limit and added and "refine will add" in flag.message() and "between 0 and" in flag.message()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Callable
 
@@ -28,11 +30,13 @@ def _statuses(spec_path: Path) -> dict[str, str]:
     return {c.name.split()[0]: c.status for c in report.checks}
 
 
-def test_sanity_digits_mlp_passes_and_exits_0(run_cli: Callable[..., tuple[int, str, str]]) -> None:
-    code, out, _ = run_cli("sanity", ROOT / "studies" / "digits_mlp.toml")
-    assert code == 0
+def test_sanity_digits_mlp_passes_and_exits_0(run_cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    code, out, err = run_cli("sanity", ROOT / "studies" / "digits_mlp.toml", "--dir", tmp_path / "r")
+    assert code == 0, err
     assert out.count("PASS") == 2
     assert "log(10)" in out
+    saved = json.loads((tmp_path / "r" / "digits_mlp" / "sanity.json").read_text())  # --dir: where it is kept
+    assert saved["passed"] is True and [c["status"] for c in saved["checks"]] == ["PASS", "PASS"]
 
 
 def test_sanity_example_user_workload_passes() -> None:

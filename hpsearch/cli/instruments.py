@@ -11,7 +11,10 @@ from hpsearch.cli.options import DeviceOpt, DirOpt, SpecArg
 LR_FIND_PLOT = "lr_find.png"  # in the study's results folder
 
 
-def sanity(spec_file: SpecArg, device: DeviceOpt = "cpu") -> None:
+SANITY_FILE = "sanity.json"  # in the study's results folder: the checks, as data
+
+
+def sanity(spec_file: SpecArg, device: DeviceOpt = "cpu", directory: DirOpt = None) -> None:
     """Check a workload before searching: initial loss at chance, and that it can overfit 20 examples.
 
     Calls the study's train(trial) with trial.mode = "sanity" and
@@ -29,16 +32,27 @@ def sanity(spec_file: SpecArg, device: DeviceOpt = "cpu") -> None:
     1% of its first value (regression; a loss that goes negative must fall by
     log(10) nats), else FAIL: do not search.
 
-    Exits 0 when every check passes (PASS or N/A), 1 otherwise (WARN, FAIL or SKIP).
+    The checks are also written as sanity.json in the study's results
+    folder (--dir). Exits 0 when every check passes (PASS or N/A), 1
+    otherwise (WARN, FAIL or SKIP).
 
-    Example: hpsearch sanity studies/digits_mlp.toml
+    Example: hpsearch sanity studies/digits_mlp.toml --dir results
     """
+    import dataclasses
+    import json
+
     from hpsearch.cli.render import make_console, sanity_table
     from hpsearch.instruments.sanity import run_sanity
     from hpsearch.spec import load_spec
+    from hpsearch.storage import results_dir
 
-    report = run_sanity(load_spec(spec_file), device=device)
+    spec = load_spec(spec_file)
+    report = run_sanity(spec, device=device)
     make_console().print(sanity_table(report))
+    saved = results_dir(directory) / spec.name / SANITY_FILE
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps({**dataclasses.asdict(report), "passed": report.passed}, indent=2) + "\n")
+    make_console(stderr=True).print(f"checks saved to {saved}", soft_wrap=True, markup=False)
     if not report.passed:
         raise typer.Exit(1)
 

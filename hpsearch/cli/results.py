@@ -29,7 +29,8 @@ def leaderboard(
         Optional[int], typer.Option("--top", min=1, help="Print only the N best rows (the CSV keeps every trial) [default: all].")
     ] = None,
     csv: Annotated[
-        Optional[str], typer.Option("--csv", help="Also write every trial as CSV to PATH ('-' = stdout, instead of the table).")
+        Optional[str],
+        typer.Option("--csv", help="Also write every trial as CSV to PATH ('-' = stdout, instead of the table): of every stage, unless --stage."),
     ] = None,
     output_format: Annotated[Format, typer.Option("--format", help="How to print it on stdout.")] = Format.table,
     wide: Annotated[
@@ -80,11 +81,15 @@ def leaderboard(
     if unknown:
         raise HpsearchError(f"--columns: no column {', '.join(map(repr, unknown))}; the columns are: {', '.join(map(str, df.columns))}")
     out, err = make_console(), make_console(stderr=True)
+    written = df
+    if csv and stage is None and len(stages) < len(store.stages()):  # the CSV holds every stage unless --stage says
+        every = select_stages(store, "all")
+        written = frame(every, [store.trials(s) for s in every])
     if csv == "-":
-        sys.stdout.write(to_text(df, "csv"))
+        sys.stdout.write(to_text(written, "csv"))
         return
     if csv:
-        write_csv(df, csv)
+        write_csv(written, csv)
     shown = df.head(top) if top else df
     if output_format != Format.table:
         sys.stdout.write(to_text(shown, output_format.value))
@@ -98,9 +103,9 @@ def leaderboard(
         if tested is not None:
             out.print(summary(tested), soft_wrap=True, markup=False, highlight=False)
     for info, stage_trials in zip(stages, trials):
-        print_flags(err, stage_flags(info, ranked_trials(stage_trials, info.spec.direction.value)), info.name)
+        print_flags(err, stage_flags(info, stage_trials), info.name)
     if csv:
-        err.print(f"wrote {len(df)} rows to {csv}")
+        err.print(f"wrote {len(written)} rows to {csv}" + (" (every stage; --stage picks one)" if written is not df else ""))
 
 
 def studies(directory: DirOpt = None, storage: StorageOpt = None) -> None:
@@ -141,13 +146,19 @@ def studies_table(rows: Sequence[Any], finals: dict[str, dict[str, Any]] | None 
     title = f"best = {one}" if one else "best = each study's metric"
     table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     finals = finals or {}
-    for col in ("study", "stage", "from", "strategy", "epochs", "trials", "complete", "failed", "best"):
-        table.add_column(col, overflow="fold")
+    cells = []
     for r in rows:
         value = "" if r.best is None else f"{r.best:.4f}" if one else f"{r.metric} {r.best:.4f}"
-        counts = (str(r.epochs), str(r.trials), str(r.complete), str(r.failed))
         tested = r.study in finals and finals[r.study].get("stage") == r.stage
-        table.add_row(r.study, r.stage + (f" {FINAL_MARK}" if tested else ""), r.parent or "-", r.strategy, *counts, value)
+        stage = r.stage + (f" {FINAL_MARK}" if tested else "")
+        cells.append((r.study, stage, r.parent or "-", r.strategy, str(r.epochs), f"{r.complete}/{r.trials}", str(r.failed), value))
+    # A name is never broken inside a word (`mnist1d_/cmd`, `refine-/1`): each column is at least as wide
+    # as its longest cell, and the counts share one column (trials: "complete/target"), so 80 columns hold it.
+    for i, col in enumerate(("study", "stage", "from", "strategy", "epochs", "trials", "failed", "best")):
+        widest = max([len(col)] + [len(c[i]) for c in cells])
+        table.add_column(col, min_width=widest, no_wrap=True, justify="right" if i >= 4 else "left")
+    for c in cells:
+        table.add_row(*c)
     return table
 
 

@@ -208,7 +208,7 @@ def _deadline(timeout: str | None) -> float | None:
     """--timeout as a time.monotonic() deadline (None: none); a bad duration is a one-line error."""
     if not timeout:
         return None
-    from hpsearch.recipe import parse_duration
+    from hpsearch.durations import parse_duration
 
     return time.monotonic() + parse_duration(timeout)
 
@@ -243,8 +243,7 @@ def _run_and_show(
         # Typer turns a KeyboardInterrupt into a silent exit 130; say what was kept.
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
         raise typer.Exit(130) from None
-    for notice in getattr(executor, "notices", []):
-        err.print(render_settings(notice, flag), soft_wrap=True, markup=False)
+    print_notices(err, executor)
     if not run.quiet:
         err.print(stage_summary(result, time.perf_counter() - start))
     df = frame([info], [result.trials], run.top)
@@ -257,3 +256,22 @@ def _run_and_show(
         err.print(f"stage {info.name} spent its budget of {info.settings.budget} trial-epochs", soft_wrap=True, markup=False)
     if result.shortfall:
         raise StageStoppedShort(f"{result.shortfall}; run the same command again to continue")
+
+
+def print_notices(err: Any, executor: Any) -> None:
+    """The executor's notices since the last call (the K auto chose, a capped worker count, no
+    population entry point), each once: printed also with --quiet."""
+    notices = getattr(executor, "notices", [])
+    for notice in notices:
+        err.print(render_settings(notice, flag), soft_wrap=True, markup=False)
+    notices.clear()
+
+
+def print_stage_notes(err: Any, executor: Any, info: Any, trials: Any) -> None:
+    """What a stage says as it ends inside `search`, as it would run alone: notices and border flags."""
+    from hpsearch.cli.render import print_flags
+    from hpsearch.refine import stage_flags
+
+    print_notices(err, executor)
+    print_flags(err, stage_flags(info, trials), info.name)
+
