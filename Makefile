@@ -17,7 +17,7 @@ OLDEST_OPTUNA ?= 4.3.0
 OLDEST := $(VENV)/optuna-$(OLDEST_OPTUNA)
 DEMO_DIR ?= demo
 
-.PHONY: install demo test bench clean postgres-server
+.PHONY: install demo test bench clean postgres-server browser
 
 # The package's own bytecode, written each time (only what changed is compiled again): the install is
 # editable, and where PYTHONDONTWRITEBYTECODE is set (many containers) Python would otherwise compile
@@ -43,7 +43,7 @@ demo: install
 
 # The postgres tests start their own server on loopback; they need Debian's
 # PostgreSQL server binaries (installed here when missing and we may).
-test: install postgres-server $(OLDEST)/.installed
+test: install postgres-server browser $(OLDEST)/.installed
 	$(BIN)/python -m pytest
 	@echo "== the suite again, on the oldest Optuna that pyproject.toml allows ($(OLDEST_OPTUNA))"
 	PYTHONPATH=$(OLDEST) $(BIN)/python -m pytest -q
@@ -57,6 +57,12 @@ postgres-server:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) ; } || \
 	  echo "warning: no PostgreSQL server binaries; the postgres tests will be skipped (apt-get install postgresql)"
+
+# The report's phone-width test loads it in a real headless Chromium (Debian's; skipped without it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "warning: no chromium; the report's browser test will be skipped (apt-get install chromium)"
 
 bench: install
 	$(BIN)/python bench/dispatch.py

@@ -6,7 +6,7 @@ failed and running ones, unranked, with their reason. Columns: rank, trial, stag
 param>, epochs (that it ran: trials.epochs_run), duration_s, border, then any other metric the workload returned,
 then the diagnostics (see diagnostics.py): update_ratio (the last per-epoch
 update:weight ratio, when the workload calls trial.watch), lr_hint ('lr too
-low?' below 1e-4, 'lr too high?' above 1e-2) and notes (loss-curve shape tags).
+low?' below 1e-4; 'lr too high?' above 1e-2 only when the loss curve shows it too) and notes (loss-curve shape tags).
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def _diagnostics(curves: dict[str, list[float]]) -> dict[str, object]:
     ratio = last_ratio(curves)
     return {
         "update_ratio": ratio,
-        "lr_hint": ratio_hint(ratio),
+        "lr_hint": ratio_hint(ratio, curves),
         "notes": ", ".join(curve_notes(curves)),
     }
 

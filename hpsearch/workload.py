@@ -40,6 +40,8 @@ BUILTIN_PREFIX = "hpsearch."
 PYTHON_NAMES = ("python", "python3")  # as a command's program: the interpreter hpsearch runs in
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 
+_SHELL_SAFE = re.compile(r"[\w@%+=:,./{}-]+")  # what a shell reads as itself; {name} placeholders included
+
 
 class TemplateError(ValueError):
     """A command line that cannot be filled in: an unknown placeholder or a lone brace."""
@@ -101,7 +103,10 @@ class Workload:
         """How messages name it: the function path, the command line as a shell would read it, the model."""
         if self.model:
             return f"model {self.model.model}"
-        return shlex.join(self.command) if self.command else self.function
+        if not self.command:
+            return self.function
+        # As the study file wrote it: quoted only where a shell needs quotes (shlex.join would write '{lr}').
+        return " ".join(a if _SHELL_SAFE.fullmatch(a) else shlex.quote(a) for a in self.command)
 
     def to_data(self) -> str | dict[str, Any]:
         """As stored with a stage (and sent to a worker): a function stays the plain string of old."""

@@ -115,3 +115,55 @@ def test_plot_scatter_of_string_params_only(tmp_path: Path) -> None:
     rows = [{"loss": 1.0 / (i + 1), "optimizer": ("sgd", "adam")[i % 2]} for i in range(4)]
     path = plot_scatter(rows, Space((Choice("optimizer", ("sgd", "adam")),)), "loss", tmp_path / "s.png", maximize=False)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _drawn_ticks(monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]], space: Any, tmp_path: Path) -> dict[str, list[tuple[float, str]]]:
+    """Render plot_scatter and read back, per panel, the (position, label) of each labelled tick in view."""
+    from hpsearch.report import plots
+
+    seen: dict[str, list[tuple[float, str]]] = {}
+    save = plots._save
+
+    def spy(fig: Any, path: str | Path) -> Path:
+        fig.canvas.draw()
+        for ax in fig.axes:
+            if ax.get_visible():
+                low, high = sorted(ax.get_xlim())
+                ticks = zip(ax.xaxis.get_majorticklocs(), ax.get_xticklabels())
+                seen[ax.get_xlabel()] = [(x, t.get_text()) for x, t in ticks if low <= x <= high and t.get_text()]
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    plots.plot_scatter(rows, space, "val_accuracy", tmp_path / "s.png")
+    return seen
+
+
+def test_plot_scatter_labels_a_narrow_log_range_with_distinct_precise_ticks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refine stage's lr over [0.146, 0.232] was labelled `0.2 0.2 0.2 0.2`."""
+    from hpsearch.space import Range, Space
+
+    space = Space((Range("lr", 0.146, 0.232, log=True), Range("weight_decay", 3e-5, 4e-5, log=True)))
+    rows = [{"val_accuracy": 0.8 + i / 100, "lr": 0.146 * 1.05**i, "weight_decay": 3e-5 + i * 1e-6} for i in range(9)]
+    ticks = _drawn_ticks(monkeypatch, rows, space, tmp_path)
+    for name in ("lr (log)", "weight_decay (log)"):
+        labels = [label for _, label in ticks[name]]
+        assert len(labels) >= 2 and len(set(labels)) == len(labels), (name, labels)
+        for x, label in ticks[name]:  # each label is its tick's value, not a rounding of it
+            assert float(label.replace("−", "-")) == pytest.approx(x, rel=1e-9), (name, labels)
+
+
+def test_plot_scatter_gives_zero_a_labelled_place_on_a_log_axis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """weight_decay = 0 was drawn left of 1e-5 with no tick for it."""
+    from hpsearch.space import Choice, Range, Space
+
+    space = Space((Range("lr", 1e-4, 1.0, log=True), Choice("weight_decay", (0, 1e-5, 1e-4, 1e-3))))
+    rows = [{"val_accuracy": 0.5 + i / 20, "lr": 10 ** (-4 + i / 2), "weight_decay": (0, 1e-5, 1e-4, 1e-3)[i % 4]} for i in range(8)]
+    ticks = _drawn_ticks(monkeypatch, rows, space, tmp_path)
+    decay = ticks["weight_decay (log)"]
+    labels = [label for _, label in decay]
+    assert len(set(labels)) == len(labels) == 4
+    assert "0" in labels
+    at = {label: x for x, label in decay}
+    assert at["0"] < min(x for label, x in at.items() if label != "0")  # 0 left of every positive value
+    lr = [label for _, label in ticks["lr (log)"]]
+    assert len(set(lr)) == len(lr) >= 3

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import html
+import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Callable
 
@@ -42,14 +45,11 @@ def _sections(page: str) -> dict[str, str]:
 
 
 def test_report_best_config_failed_trials_and_many_params(study_file: Callable[..., Path], run_cli: RunCli, tmp_path: Path) -> None:
-    import html
-    import json
-    import tomllib
-
     from optuna.trial import TrialState
 
+    from hpsearch.configs import best_configuration
     from hpsearch.storage import Store
-    from hpsearch.trials import LOG_TAIL_ATTR, REASON_ATTR, ranked_trials
+    from hpsearch.trials import LOG_TAIL_ATTR, REASON_ATTR
 
     spec = study_file(workload="crash_high_lr", coarse="trials = 10\nepochs = 2\nseed = 0", params=SIX_PARAMS)
     assert run_cli("coarse", spec, "-q")[0] == 0  # crash_high_lr fails for lr > 0.1
@@ -69,16 +69,14 @@ def test_report_best_config_failed_trials_and_many_params(study_file: Callable[.
     sections = _sections(page)
     assert list(sections)[:4] == ["Best configuration", "Final test", "coarse", "refine-1"]  # it opens with the best
 
-    # 1. The best over all stages (THE ranking), exact, as TOML and JSON that parse back to its params.
+    # 1. THE best configuration (configs.best_configuration), exact, as TOML and JSON that parse back to its params.
     stages = store.stages()
-    every = [(info.name, t) for info in stages for t in store.trials(info)]
-    best = ranked_trials([t for _, t in every], "maximize")[0]
-    best_stage = next(name for name, t in every if t is best)
+    info, best = best_configuration(store)
     toml_text = html.unescape(re.search(r"<pre class='toml'>(.*?)</pre>", page, re.DOTALL).group(1))
     assert tomllib.loads(toml_text) == best.params
     assert isinstance(tomllib.loads(toml_text)["activation"], str) and "[params" not in toml_text
     assert json.loads(html.unescape(re.search(r"<pre class='json'>(.*?)</pre>", page, re.DOTALL).group(1))) == best.params
-    assert f"{best_stage} trial {best.number}, val_accuracy = {best.value:.6g}" in toml_text
+    assert toml_text.startswith(f"# fake: {info.name} trial") and best.describe("val_accuracy") in toml_text
 
     # 2. Every failed trial of each stage, with its reason; the kept output tail in a <pre>, escaped.
     failed = {info.name: store.trials(info, states=(TrialState.FAIL,)) for info in stages}
@@ -111,3 +109,107 @@ def test_report_shows_the_stored_final_result(study_file: Callable[..., Path], r
     best = stored_final(Store("fake", create=False))["configs"][0]
     assert f"test val_accuracy {best['mean']:.4f}" in final and "test split evaluated 1 time(s)" in final
     assert final.count("<tr>") == 2  # the header and the one configuration tested
+
+
+def _coarse_with(store, spec, runs: list[tuple[float, float, bool]]) -> None:
+    """A coarse stage whose completed trials are `runs`: (lr, value, re-run?), told in that order."""
+    import optuna
+
+    from hpsearch.stages import start_coarse
+    from hpsearch.trials import REPEAT_ATTR
+
+    info = start_coarse(store, spec, {})
+    study = store.study(info)
+    dists = info.space.distributions()
+    first: dict[float, int] = {}
+    for number, (lr, value, rerun) in enumerate(runs):
+        attrs = {REPEAT_ATTR: first[lr]} if rerun else {}
+        first.setdefault(lr, number)
+        study.add_trial(optuna.trial.create_trial(
+            params={"lr": lr, "momentum": 0.9}, distributions=dists, value=value, user_attrs=attrs,
+        ))
+
+
+def test_report_headline_is_the_best_configuration_not_a_lucky_run(study_file: Callable[..., Path], tmp_path: Path) -> None:
+    """The report named one run (0.892) whose re-run scored 0.816, while search said 0.8740 over 2 runs."""
+    from hpsearch.configs import best_configuration
+    from hpsearch.report.html import build_report
+    from hpsearch.spec import load_spec
+    from hpsearch.storage import Store
+    from hpsearch.trials import ranked_trials
+
+    spec = load_spec(study_file())
+    store = Store(spec.name, tmp_path / "r")
+    _coarse_with(store, spec, [
+        (0.01, 0.871, False), (0.02, 0.892, False), (0.1, 0.80, False), (0.3, 0.72, False), (0.001, 0.70, False),
+        (0.01, 0.877, True), (0.1, 0.70, True), (0.001, 0.80, True),  # re-runs: the noise is measured (sd 0.058)
+    ])
+    lucky = ranked_trials(store.trials(store.stage("coarse")), "maximize")[0]
+    assert (lucky.params["lr"], lucky.value) == (0.02, 0.892)  # one run beats the best configuration's mean
+    info, best = best_configuration(store)
+    assert best.params["lr"] == 0.01 and best.n == 2
+
+    page = build_report(store, tmp_path / "r").read_text()
+    head = _sections(page)["Best configuration"]
+    assert best.describe("val_accuracy") in head  # "val_accuracy 0.8740 ± ... (2 runs; noise sd ...)"
+    assert "0.8740" in head and "2 runs; noise sd" in head
+    assert "stage <b>coarse</b>" in head and "trials 0 (0.871), 5 (0.877)" in head
+    toml_text = html.unescape(re.search(r"<pre class='toml'>(.*?)</pre>", head, re.DOTALL).group(1))
+    assert tomllib.loads(toml_text) == {"lr": 0.01, "momentum": 0.9}
+    assert json.loads(html.unescape(re.search(r"<pre class='json'>(.*?)</pre>", head, re.DOTALL).group(1))) == best.params
+    assert "coarse trial 1, val_accuracy 0.8920. It is not the best configuration" in head  # the lucky run, explained
+
+
+def test_report_labels_stage_settings_truthfully(study_file: Callable[..., Path], run_cli: RunCli, tmp_path: Path) -> None:
+    """The study file said random, 8 trials; search planned TPE and re-runs: the report said 'from the study file'."""
+    from hpsearch.recipe import search
+    from hpsearch.report.html import build_report
+    from hpsearch.spec import load_spec
+    from hpsearch.storage import Store
+    from hpsearch.trials import REPEAT_ATTR
+
+    recipe = Path(__file__).parent / "workloads" / "recipe.py"
+    spec = load_spec(study_file(workload=f"{recipe}:noisy_peak", coarse='strategy = "random"\ntrials = 8\nepochs = 1\nseed = 0',
+                                refine="trials = 5\nepochs = 2"))
+    store = Store(spec.name, tmp_path / "r")
+    search(store, spec, budget=30, say=lambda line: None)
+    coarse = store.stage("coarse")
+    trials = store.trials(coarse)
+    reruns = sum(REPEAT_ATTR in t.user_attrs for t in trials)
+    assert reruns > 0 and coarse.settings.strategy.value == "tpe"
+    line = re.search(r"<p class='settings'>(.*?)</p>", _sections(build_report(store, tmp_path / "r").read_text())["coarse"]).group(1)
+    assert line.startswith("planned by <code>search</code>") and "study file's [coarse] as written" in line
+    assert f"tpe, {coarse.settings.trials - reruns} trials + {reruns} re-runs × 1 epochs" in line
+
+    # Flags on `coarse` (no search): the study file's section, then what the flags set.
+    path = study_file(name="flags", coarse='strategy = "random"\ntrials = 8\nepochs = 1\nseed = 0')
+    assert run_cli("coarse", path, "--trials", "3", "-q")[0] == 0
+    page = build_report(Store("flags"), tmp_path / "results").read_text()
+    line = re.search(r"<p class='settings'>(.*?)</p>", _sections(page)["coarse"]).group(1)
+    assert line.startswith("set by flags (the study file's [coarse]: random, 8 trials × 1 epochs)")
+    assert "random, 3 trials × 1 epochs" in line and "re-run" not in line
+    assert run_cli("coarse", study_file(name="plain", coarse="trials = 3\nepochs = 1\nseed = 0"), "-q")[0] == 0
+    page = build_report(Store("plain"), tmp_path / "results").read_text()
+    assert "<p class='settings'>the study file's [coarse] · random, 3 trials × 1 epochs" in page
+
+
+def test_report_shows_a_command_as_the_study_file_wrote_it(tmp_path: Path) -> None:
+    """shlex.join quoted the placeholders: the report showed `--lr '{lr}'`."""
+    from hpsearch.report.html import build_report
+    from hpsearch.spec import load_spec
+    from hpsearch.stages import start_coarse
+    from hpsearch.storage import Store
+
+    command = "python train.py --lr {lr} --momentum={momentum} --epochs {epochs} --note 'two words'"
+    path = tmp_path / "cmd.toml"
+    (tmp_path / "train.py").write_text("")
+    path.write_text(
+        f'name = "cmd"\nmetric = "val_accuracy"\n\n[workload]\ncommand = {json.dumps(command)}\n\n'
+        "[params.lr]\nlow = 1e-4\nhigh = 1.0\nlog = true\n\n[params.momentum]\nvalues = [0.5, 0.9]\n"
+    )
+    spec = load_spec(path)
+    store = Store(spec.name, tmp_path / "r")
+    start_coarse(store, spec, {})
+    page = build_report(store, tmp_path / "r").read_text()
+    assert f"<code>{html.escape(command)}</code>" in page
+    assert "&#x27;{lr}&#x27;" not in page and "'{lr}'" not in page

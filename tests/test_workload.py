@@ -76,7 +76,7 @@ def test_workload_stored_and_sent_forms_round_trip() -> None:
         assert Workload.from_data(w.to_data()) == w
         assert Workload.from_arg(w.to_arg()) == w
     assert command.kind == "command" and function.kind == "function"
-    assert str(command) == "python train.py --lr '{lr}'"
+    assert str(command) == "python train.py --lr {lr}"  # as the study file wrote it, no quotes added
 
 
 def test_workload_resolve_prefers_params_then_builtins() -> None:

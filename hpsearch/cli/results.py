@@ -54,7 +54,7 @@ def leaderboard(
     columns rank, trial, stage, state, reason, <metric>, <params>, epochs,
     duration_s, border, and the other metrics the workload returned, then
     update_ratio (last per-epoch update:weight ratio; the recipe wants ~1e-3),
-    lr_hint ('lr too low?' below 1e-4, 'lr too high?' above 1e-2) and notes
+    lr_hint ('lr too low?' below 1e-4; 'lr too high?' above 1e-2 with a loss that rose or oscillated) and notes
     (undertrained, overfitting, flat: lr too low or dead, unstable: lr too high?).
     After `hpsearch final`, one line under the table gives its stored test
     result (mean ± spread, the ensemble's, how many times it was tested).

@@ -1,17 +1,20 @@
 """The study report: one self-contained HTML file (images embedded as base64) per study.
 
-It opens with the best configuration over all stages (trials.ranked_trials),
-as TOML and JSON ready to paste, and the stored result of `hpsearch final`
+It opens with THE best configuration (configs.best_configuration: the one
+`search` names and `final` tests), described as every command describes it,
+with its stage and trials, as TOML and JSON ready to paste, and the stored result of `hpsearch final`
 (final.py: each tested configuration's test metric, the ensemble's, the
 weights file, how many times the test split was evaluated). Then for each stage, in lineage order
-(coarse -> refine-1 -> ...): its settings, its space and, for refine stages,
+(coarse -> refine-1 -> ...): its settings and where they come from (the study
+file, flags, or search's plan; re-runs counted apart), its space and, for refine stages,
 how it was derived from its parent (old range -> new range, why); the border
 flags; the leaderboard (top rows, with the diagnostics columns; wide tables
 scroll sideways); the metric against each parameter, three plots to a row
 (log axes for log ranges, searched range dotted, border zone - the outer 10%
 - shaded; a box and the points per value for string params); the loss curves
 of its top trials; and every failed trial with its reason and the last lines
-of its output.
+of its output. The page fits a phone: tables and plots scroll sideways
+inside their own box, the page itself never does.
 """
 
 from __future__ import annotations
@@ -27,30 +30,36 @@ from typing import Any, Sequence
 
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.configs import Config, best_configuration
 from hpsearch.coordinator import stage_flags
 from hpsearch.errors import HpsearchError
 from hpsearch.final import stored_final, summary
 from hpsearch.leaderboard import frame
 from hpsearch.space import fmt
 from hpsearch.storage import StageInfo, Store, results_dir
-from hpsearch.trials import CURVES_ATTR, LOG_TAIL_ATTR, REASON_ATTR, ranked_trials, trial_attr
+from hpsearch.trials import CURVES_ATTR, LOG_TAIL_ATTR, REASON_ATTR, REPEAT_ATTR, ranked_trials, trial_attr
+from hpsearch.workload import Workload
 
 REPORT_FILE = "report.html"
 CURVES_TOP = 5  # more lines than this make the curves plot unreadable
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }
-h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 0.8em; max-width: 1150px; color: #222; }
+h1, h2, p, li { overflow-wrap: anywhere; } h1 { margin-bottom: 0.2em; }
+h2 { border-bottom: 2px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.6em 0; }
 th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; }
-th { background: #f3f3f3; } td.text, th.text { text-align: left; }
+th { background: #f3f3f3; } td.text, th.text { text-align: left; } td.text { min-width: 9em; }
 .flag { background: #fff4d6; border-left: 4px solid #e0a800; padding: 0.4em 0.8em; margin: 0.3em 0; }
-.muted { color: #666; } img { max-width: 100%; border: 1px solid #eee; margin: 0.4em 0; }
+.muted { color: #666; }
 .scroll { overflow-x: auto; max-width: 100%; }
+.plot { overflow-x: auto; max-width: 100%; margin: 0.4em 0; }
+.plot img { display: block; box-sizing: border-box; max-width: 100%; min-width: 720px; border: 1px solid #eee; }  /* min-width wins on a phone */
 pre { background: #f6f6f6; padding: 0.5em 0.8em; overflow-x: auto; font-size: 0.85em; }
 pre.log { max-height: 16em; overflow-y: auto; } .reason { white-space: pre-wrap; }
 .failed { border-left: 4px solid #c0392b; padding: 0.1em 0.8em; margin: 0.6em 0; }
 """
+VIEWPORT = "<meta name='viewport' content='width=device-width, initial-scale=1'>"  # a phone lays it out at its width
 
 
 def build_report(store: Store, directory: str | Path | None = None, top: int = 10) -> Path:
@@ -66,17 +75,17 @@ def build_report(store: Store, directory: str | Path | None = None, top: int = 1
     trials = [store.trials(info) for info in stages]  # read once: on PostgreSQL reading is most of the time
     parts = [
         f"<h1>{_e(spec.name)}</h1>",
-        f"<p class='muted'>workload <code>{_e(spec.workload)}</code> · {_e(spec.direction.value)} "
+        f"<p class='muted'>workload <code>{_e(str(spec.workload))}</code> · {_e(spec.direction.value)} "
         f"<b>{_e(spec.metric)}</b> · stages: {_e(lineage)}</p>",
-        _best_section(stages, trials),
+        _best_section(spec, best_configuration(store), stages, trials),
         _final_section(stored_final(store)),
     ]
     with tempfile.TemporaryDirectory() as tmp:
         for info, stage_trials in zip(stages, trials):
-            parts.append(_stage_section(info, stage_trials, Path(tmp), top))
+            parts.append(_stage_section(info, stage_trials, Path(tmp), top, _plan(store, info)))
     body = "\n".join(parts)
     page = (
-        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{_e(spec.name)}: hpsearch report</title>"
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'>{VIEWPORT}<title>{_e(spec.name)}: hpsearch report</title>"
         f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n"
     )
     path = results_dir(directory) / spec.name / REPORT_FILE
@@ -88,28 +97,55 @@ def build_report(store: Store, directory: str | Path | None = None, top: int = 1
     return path
 
 
-def _best_section(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]]) -> str:
-    """The best trial over all stages (THE ranking) as a TOML block and JSON, labelled with where it comes from."""
-    spec = stages[-1].spec
-    stage_of = {id(t): info.name for info, stage_trials in zip(stages, trials) for t in stage_trials}
-    ranked = ranked_trials([t for stage_trials in trials for t in stage_trials], spec.direction.value)
+def _best_section(
+    spec: Any, found: tuple[StageInfo, Config] | None, stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]]
+) -> str:
+    """THE best configuration (configs.best_configuration), as `search` and `final` name it: its
+    describe() line, stage and trials, then its params as TOML and JSON; and, when a single run
+    scored better, which one and why it is not the best."""
     out = ["<h2>Best configuration</h2>"]
-    if not ranked:
+    if found is None:
         return out[0] + "\n<p>No completed trial yet, so no best configuration.</p>"
-    best = ranked[0]
-    where = f"{stage_of[id(best)]} trial {best.number}, {spec.metric} = {best.value:.6g}"
-    toml = "\n".join([f"# {spec.name}: {where} ({spec.direction.value}; best of {len(ranked)} completed trials)"]
+    info, best = found
+    numbers = [t.number for t in best.trials]
+    runs = ", ".join(f"{t.number} ({_e(f'{t.value:.4g}')})" for t in best.trials)
+    which = f"trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
+    toml = "\n".join([f"# {spec.name}: {info.name} {which}: {best.describe(spec.metric)}"]
                      + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in best.params.items()])
     out += [
         (
-            f"<p>Stage <b>{_e(stage_of[id(best)])}</b>, trial <b>{best.number}</b>: {_e(spec.metric)} = "
-            f"<b>{_e(f'{best.value:.6g}')}</b>, the best of {len(ranked)} completed trials over all stages. "
-            "Exact values, ready to paste:</p>"
+            f"<p class='best'><b>{_e(best.describe(spec.metric))}</b>: the top of the noise-aware ranking "
+            f"(means over re-runs, shrunk by the measured noise) of stage <b>{_e(info.name)}</b>, the latest "
+            f"with a completed trial; the configuration <code>search</code> names and <code>final</code> tests. "
+            f"Its run{'s' if len(numbers) > 1 else ''}: trial{'s' if len(numbers) > 1 else ''} {runs}.</p>"
         ),
+        _lucky_run(spec, info, best, stages, trials),
+        "<p>Exact values, ready to paste:</p>",
         f"<pre class='toml'>{_e(toml)}</pre>",
         f"<pre class='json'>{_e(json.dumps(dict(best.params), indent=2))}</pre>",
     ]
-    return "\n".join(out)
+    return "\n".join(o for o in out if o)
+
+
+def _lucky_run(spec: Any, info: StageInfo, best: Config, stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]]) -> str:
+    """A line on the best single run over all stages when it is not one of the best's runs and beat their mean."""
+    stage_of = {id(t): s for s, stage_trials in zip(stages, trials) for t in stage_trials}
+    ranked = ranked_trials([t for stage_trials in trials for t in stage_trials], spec.direction.value)
+    if not ranked:
+        return ""
+    top, where = ranked[0], stage_of[id(ranked[0])]
+    sign = 1 if spec.direction.value == "maximize" else -1
+    if (where.name == info.name and top.number in {t.number for t in best.trials}) or sign * (top.value - best.mean) <= 0:
+        return ""
+    why = (
+        "a lone run is the noisiest estimate, so the ranking pulls it toward the stage's mean"
+        if where.name == info.name
+        else f"it is from {where.name} ({where.settings.epochs} epochs); the best comes from the latest stage"
+    )
+    return (
+        f"<p class='muted'>One run scored higher: {_e(where.name)} trial {top.number}, {_e(spec.metric)} "
+        f"{_e(f'{top.value:.4f}')}. It is not the best configuration: {_e(why)}.</p>"
+    )
 
 
 def _final_section(data: dict[str, Any] | None) -> str:
@@ -169,18 +205,46 @@ def _failed_section(trials: Sequence[FrozenTrial]) -> str:
     return "\n".join(out)
 
 
-def _stage_section(info: StageInfo, trials: Sequence[FrozenTrial], tmp: Path, top: int) -> str:
+def _plan(store: Store, info: StageInfo) -> dict[str, int] | None:
+    """The plan `search` left on a stage (recipe.PLAN_ATTR); None for a stage run by `coarse` or `refine`."""
+    from hpsearch.recipe import PLAN_ATTR
+
+    plan = store.study(info).user_attrs.get(PLAN_ATTR)
+    return plan if isinstance(plan, dict) else None
+
+
+def _settings_line(info: StageInfo, trials: Sequence[FrozenTrial], plan: dict[str, int] | None) -> str:
+    """Where the stage's settings come from, truthfully, and what it ran: its trials and, apart, its re-runs."""
+    s = info.settings
+    section = "coarse" if info.index == 0 else "refine"
+    written = info.spec.coarse if info.index == 0 else info.spec.refine
+    if plan is not None and info.spec.search_plan != "study":
+        origin = (f"planned by <code>search</code> from its budget, not the study file's [{section}] as written "
+                  "(search_plan = \"study\" runs that)")
+    elif plan is not None:
+        origin = f"the study file's [{section}], run by <code>search</code>"
+    elif (written.strategy, written.trials, written.epochs) != (s.strategy, s.trials, s.epochs):
+        origin = (f"set by flags (the study file's [{section}]: {_e(written.strategy.value)}, "
+                  f"{written.trials} trials × {written.epochs} epochs)")
+    else:
+        origin = f"the study file's [{section}]"
+    if info.parent:
+        origin = f"derived from <b>{_e(info.parent)}</b> · {origin}"
+    reruns = sum(REPEAT_ATTR in t.user_attrs for t in trials)  # queued ones too: the target holds them
+    runs = f"{s.trials - reruns} trials" + (f" + {reruns} re-run{'s' if reruns != 1 else ''}" if reruns else "")
+    done = ranked_trials(trials, info.spec.direction.value)
+    done_reruns = sum(REPEAT_ATTR in t.user_attrs for t in done)
+    completed = f"{len(done)} completed of {len(trials)}" + (f" ({done_reruns} of them re-runs)" if done_reruns else "")
+    return (f"<p class='settings'>{origin} · {_e(s.strategy.value)}, {runs} × {s.epochs} epochs, seed {s.seed}, "
+            f"top-k {s.top_k} · {completed}</p>")
+
+
+def _stage_section(info: StageInfo, trials: Sequence[FrozenTrial], tmp: Path, top: int, plan: dict[str, int] | None) -> str:
     from hpsearch.report.plots import TrialCurves, plot_curves, plot_scatter
 
     spec = info.spec
     ranked = ranked_trials(trials, spec.direction.value)
-    s = info.settings
-    origin = f"derived from <b>{_e(info.parent)}</b>" if info.parent else "from the study file"
-    out = [
-        f"<h2>{_e(info.name)}</h2>",
-        f"<p>{origin} · {_e(s.strategy.value)}, {s.trials} trials × {s.epochs} epochs, seed {s.seed}, "
-        f"top-k {s.top_k} · {len(ranked)} completed of {len(trials)}</p>",
-    ]
+    out = [f"<h2>{_e(info.name)}</h2>", _settings_line(info, trials, plan)]
     if info.changes:
         rows = [(c["param"], c["old"], c["new"], c["why"]) for c in info.changes]
         out.append(_table(("param", "old range", "new range", "why"), rows))
@@ -247,4 +311,4 @@ def _frame_html(df: Any) -> str:
 
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f"<img alt='{_e(alt)}' src='data:image/png;base64,{data}'>"
+    return f"<div class='plot'><img alt='{_e(alt)}' src='data:image/png;base64,{data}'></div>"

@@ -134,10 +134,11 @@ def plot_scatter(
 
     `rows` are leaderboard rows (dicts with the metric and the params) of
     completed trials. Numeric params: searched range and border zones (outer
-    10%) marked; log ranges get a log x axis; numeric value sets are shown at
-    their values (0 at the left edge on a log axis is drawn at the smallest
-    positive value / 3). String (or bool) params: a box and the points per
-    value, in the study file's order.
+    10%) marked; log ranges get a log x axis whose tick labels carry the
+    digits that tell them apart; numeric value sets are ticked at their
+    values, and a 0 on a log axis gets its own place, labelled "0", a decade
+    below the smallest positive value, past an axis break. String (or bool) params:
+    a box and the points per value, in the study file's order.
     """
     plt = _pyplot()
     params = list(space)
@@ -183,7 +184,7 @@ def _numeric_panel(ax: Any, p: Any, rows: Sequence[dict[str, Any]], metric: str,
         values = [float(v) for v in p.ordered]
         positive = [v for v in values if v > 0]
         log = p.log_spaced
-        floor = positive[0] / 3 if positive else 0.0
+        floor = positive[0] / 10 if positive else 0.0  # a decade apart: room for "0", the break and the next label
         lo, hi = (floor if values[0] <= 0 and log else values[0]), values[-1]
 
     def x_of(value: Any) -> float:
@@ -192,6 +193,8 @@ def _numeric_panel(ax: Any, p: Any, rows: Sequence[dict[str, Any]], metric: str,
     scored = [r for r in rows if _number(r.get(p.name)) and _number(r.get(metric))]
     if log:
         _log_axis(ax, hi / lo)
+        if floor is not None:  # a value set: ticked at its values, 0 at its own place
+            _value_ticks(ax, [x_of(v) for v in p.ordered], [float(v) for v in p.ordered], floor)
         span = math.log10(hi) - math.log10(lo)
         zone_lo, zone_hi = 10 ** (math.log10(lo) + BORDER_ZONE * span), 10 ** (math.log10(hi) - BORDER_ZONE * span)
     else:
@@ -236,14 +239,82 @@ def _same(value: Any, category: Any) -> bool:
 
 
 def _log_axis(ax: Any, ratio: float) -> None:
-    """A log x axis labelled at 10^k, or 1, 2, 5 x 10^k for ranges under two decades (refine)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    """A log x axis labelled at 10^k, at 1, 2, 5 x 10^k for ranges under two decades (refine), and
+    at evenly spaced round values for ranges under a factor of 5 (where 1, 2, 5 x 10^k may leave one tick);
+    every label with the digits that tell it from its neighbours (0.15, 0.175, 0.2, not 0.2, 0.2, 0.2)."""
+    from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter
 
     ax.set_xscale("log")
-    subs = (1.0, 2.0, 5.0) if ratio < 100 else (1.0,)
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt(float(f"{x:.1g}"))))
+    if ratio < NARROW:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
+    else:
+        subs = (1.0, 2.0, 5.0) if ratio < 100 else (1.0,)
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+    ax.xaxis.set_major_formatter(_distinct_formatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+NARROW = 5.0  # a log range narrower than this factor is ticked like a linear one (wider ones hold two of 1, 2, 5 x 10^k)
+BREAK = "//"  # drawn on the x axis between a value set's 0 and its smallest positive value
+
+
+def _value_ticks(ax: Any, xs: list[float], values: list[float], floor: float) -> None:
+    """A value set on a log axis: a tick at each value (its 0 at `floor`, labelled "0"), and an axis
+    break between 0's place and the smallest positive value: the distance there means nothing."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    labels = _tick_labels(values)
+    ax.xaxis.set_major_locator(FixedLocator(xs))
+    ax.set_xticklabels(labels)
+    ax.xaxis.set_minor_locator(NullLocator())
+    positive = [v for v in values if v > 0]
+    if any(v <= 0 for v in values) and positive:
+        gap = math.sqrt(floor * positive[0])
+        ax.text(gap, 0.0, BREAK, transform=ax.get_xaxis_transform(), ha="center", va="center",
+                fontsize=9, backgroundcolor="white", clip_on=False, zorder=4)
+
+
+def _distinct_formatter() -> Any:
+    """A tick formatter that gives every visible tick the fewest significant digits keeping them distinct."""
+    from matplotlib.ticker import Formatter
+
+    class Distinct(Formatter):  # type: ignore[misc]  # matplotlib has no type stubs here
+        def __init__(self) -> None:
+            self.labels: dict[float, str] = {}
+
+        def set_locs(self, locs: Any) -> None:
+            super().set_locs(locs)
+            low, high = sorted(self.axis.get_view_interval()) if self.axis is not None else (-math.inf, math.inf)
+            shown = [float(x) for x in locs if low <= x <= high] or [float(x) for x in locs]
+            self.labels = dict(zip(shown, _tick_labels(shown)))
+
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return self.labels.get(float(x)) or _tick_labels([float(x)])[0]
+
+    return Distinct()
+
+
+def _tick_labels(values: Sequence[float]) -> list[str]:
+    """Tick labels for `values` with the fewest significant digits (1 to 6) that write each one
+    exactly and tell them apart: 0.15, 0.175, 0.2; 1e-05, 2.5e-05; 128; 0 as "0"."""
+    for digits in range(1, 7):
+        labels = [_short(v, digits) for v in values]
+        exact = all(math.isclose(float(label), v, rel_tol=1e-9) for label, v in zip(labels, values))
+        if exact and len(set(labels)) == len(set(values)):
+            break
+    return labels
+
+
+def _short(value: float, digits: int) -> str:
+    """`value` with `digits` significant digits (all of an integer part), trailing zeros dropped:
+    positional from 0.01 to 1e4, else 2.5e-05 (as space.fmt writes values)."""
+    if value == 0:
+        return "0"
+    if 1e-2 <= abs(value) < 1e4:
+        text = f"{value:.{max(digits - 1 - math.floor(math.log10(abs(value))), 0)}f}"
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+    return (mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa) + "e" + exponent
 
 
 def _number(value: Any) -> bool:
