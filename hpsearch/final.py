@@ -1,13 +1,19 @@
 """The end of the recipe: retrain the best configuration with other seeds, test it once, keep the result.
 
 `final` takes the best configurations of the study's latest stage
-(configs.ranked_configs: the noise-aware ranking), retrains each `seeds`
-times for `epochs` (default: that stage's), one after another in this
-process, with every trial record's `split = "test"` (function workloads read
-`trial.split`, command workloads `{split}` / $HPSEARCH_SPLIT, model workloads
-evaluate on data()'s third split), and stores the result beside the study in
-an Optuna study of its own, `<name>.final`, which is no stage: refine,
-search, the border checks and every ranking never read it.
+(configs.best_configuration: the noise-aware ranking's, in the latest stage with
+a completed trial; the one `search` names and the report heads with), retrains each `seeds`
+times for `epochs` (default: that stage's), in worker processes where the
+machine has room or one after another in this process (final_runs.py: the
+same results either way), with every trial record's `split = "test"`
+(function workloads read `trial.split`, command workloads `{split}` /
+$HPSEARCH_SPLIT, model workloads evaluate on data()'s third split), and
+stores the result beside the study in an Optuna study of its own,
+`<name>.final`, which is no stage: refine, search, the border checks and
+every ranking never read it. A command without {split} is refused unless
+its script is said to read $HPSEARCH_SPLIT (`split_from_env`): it would
+test on validation. A run whose workload reports a split other than "test"
+fails (final_runs.py); when every run fails, nothing is stored.
 
 The test split is looked at once: a second `final` returns the stored result
 without running anything, unless `again` (the stored `evaluations` count says
@@ -34,14 +40,17 @@ import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import optuna
 
-from hpsearch.configs import ranked_configs
+from hpsearch.configs import best_configuration, ranked_configs
 from hpsearch.errors import HpsearchError
 from hpsearch.storage import FINAL_STUDY, LOGS_DIR, StageInfo, Store, results_dir
 from hpsearch.trials import derive_seed
+
+if TYPE_CHECKING:
+    from hpsearch.final_runs import Progress, SeedResult
 
 FINAL_ATTR = "hpsearch_final"  # the stored result, on the `<name>.final` Optuna study
 WEIGHTS_FILE = "best.pt"
@@ -50,6 +59,10 @@ NO_ENSEMBLE = "the averaged prediction needs a model workload (a function or com
 
 class FinalRefused(HpsearchError):
     """The final run cannot test: the workload has no test split, or every run failed."""
+
+
+class SplitUnknown(FinalRefused):
+    """A command workload has no {split} (and the script is not said to read $HPSEARCH_SPLIT)."""
 
 
 @dataclass
@@ -82,57 +95,64 @@ def final(
     again: bool = False,
     device: str = "auto",
     warn: Callable[[str], None] | None = None,
+    workers: int | None = None,
+    split_from_env: bool = False,
+    progress: Callable[[Progress], None] | None = None,
 ) -> FinalResult:
     """Test the best `ensemble` configurations `seeds` times each (module docstring); store and return it.
 
-    Without `again`, a stored result is returned as is (the test split stays untouched). Raises
-    FinalRefused when every run failed (e.g. a model workload's data() has no test split).
+    Without `again`, a stored result is returned as is (the test split stays untouched). `workers`:
+    processes for the runs (None: as many as the machine has room for; 0 or 1: this process; the
+    results are the same). `split_from_env`: a command without {split} reads $HPSEARCH_SPLIT.
+    `progress` hears the plan, then each run's start and end. Raises SplitUnknown when a command
+    cannot be told the split, FinalRefused when every run failed (e.g. a model workload's data()
+    has no test split, or the workload reported evaluating on validation).
     """
+    from hpsearch.final_runs import RunsPlanned, SeedRun, plan_processes, run_seeds
+    from hpsearch.workloads.api import TrialRecord
+
     stored = stored_final(store)
     if stored is not None and not again:
         return FinalResult(stored, False, write_best(store, stored))
     if seeds < 1 or ensemble < 1:
         raise HpsearchError("$seeds and $ensemble must be at least 1")
+    found = best_configuration(store)  # THE best: the one `search` names and the report heads with
+    stage = found[0] if found is not None else store.stage(None)
+    _check_split_known(stage, split_from_env)
     if stored is not None and warn is not None:
         warn(f"the test split of {store.name!r} was evaluated {stored.get('evaluations', 0)} time(s) before; "
              "every look at it makes the test figure less honest")
-    stage = store.stage(None)
     configs = ranked_configs(store.trials(stage), stage.spec.direction.value)[:ensemble]
     if not configs:
         raise HpsearchError(f"stage {stage.name} of {store.name!r} has no completed trials; run the search first")
     epochs = epochs or stage.settings.epochs
-    fn = _load(stage)
-    sign = -1.0 if stage.spec.direction.value == "maximize" else 1.0
-    entries, reasons, outputs, best = [], [], [], None  # outputs[c][r]: config c's run r on the test split
-    for rank, config in enumerate(configs, 1):
-        runs, kept = [], []
-        for i in range(seeds):
-            outcome, test_run = _run(fn, store, stage, config.params, epochs, derive_seed("final", stage.settings.seed, rank, i), device, i)
-            value = outcome.metrics.get(stage.spec.metric)
-            if outcome.state != "complete" or value is None or not math.isfinite(value):
-                reasons.append(outcome.reason or outcome.state)
-                continue
-            runs.append({"seed": outcome.seed, "value": value, "metrics": outcome.metrics})
-            if test_run is not None:
-                if ensemble > 1:
-                    kept.append(test_run.outputs)
-                if rank == 1 and (best is None or sign * value < sign * best[0]):
-                    best = (value, outcome.seed, test_run)
-        if kept:
-            outputs.append(kept)
-        values = [r["value"] for r in runs]
-        entries.append({
-            "rank": rank, "params": config.params, "val_mean": config.mean, "val_n": config.n, "runs": runs,
-            "mean": statistics.fmean(values) if values else None,
-            "spread": statistics.stdev(values) if len(values) > 1 else None,
-        })
+    logs = (results_dir(store.directory) / store.name / LOGS_DIR / FINAL_STUDY).resolve()
+    logs.mkdir(parents=True, exist_ok=True)
+    pairs = [(rank, config, i) for rank, config in enumerate(configs, 1) for i in range(seeds)]
+    runs = [
+        SeedRun(rank, i, TrialRecord(
+            number=n, params=dict(config.params), epochs=epochs, seed=derive_seed("final", stage.settings.seed, rank, i),
+            stage=FINAL_STUDY, study=store.name, metric=stage.spec.metric, log_path=str(logs / f"trial-{n}.log"),
+            workdir=stage.spec.folder, split="test",
+        ))
+        for n, (rank, config, i) in enumerate(pairs)
+    ]
+    slots = plan_processes(workers, len(runs), device)
+    # Loaded here only when it trains here, or scores the ensemble here (a model workload's data()).
+    model = stage.spec.workload.kind == "model"
+    fn = _load(stage) if not slots or (model and ensemble > 1) else None
+    hear = progress or (lambda event: None)
+    hear(RunsPlanned(len(runs), len(configs), slots, logs))
+    results = run_seeds(stage.spec.workload, runs, slots, device, hear, fn)
+    entries, outputs, best = _collect(configs, results, stage.spec.metric, stage.spec.direction.value, ensemble > 1)
+    reasons = [f["reason"] for e in entries for f in e["failed"]]
     if not any(e["runs"] for e in entries):
         raise FinalRefused(f"every final run of {store.name!r} failed, nothing was tested: {reasons[0]}")
     data = {
         "stage": stage.name, "epochs": epochs, "seeds": seeds, "metric": stage.spec.metric,
         "direction": stage.spec.direction.value, "configs": entries, "failed": reasons,
         "evaluations": (stored or {}).get("evaluations", 0) + 1,
-        "ensemble": _ensemble(fn, outputs, len(configs), stage.spec.metric, stage.spec.workload.kind == "model"),
+        "ensemble": _ensemble(fn, outputs, len(configs), stage.spec.metric, model),
         "weights": None if best is None else {"file": WEIGHTS_FILE, "seed": best[1], "value": best[0]},
     }
     weights = results_dir(store.directory) / store.name / WEIGHTS_FILE
@@ -143,6 +163,54 @@ def final(
     study = optuna.create_study(storage=store.storage, study_name=f"{store.name}.{FINAL_STUDY}", load_if_exists=True)
     study.set_user_attr(FINAL_ATTR, data)
     return FinalResult(data, True, write_best(store, data))
+
+
+def _collect(
+    configs: list[Any], results: list[SeedResult], metric: str, direction: str, ensemble: bool
+) -> tuple[list[dict[str, Any]], list[list[Any]], tuple[float, int, Any] | None]:
+    """Each configuration's entry (its runs' values, failures, mean and spread); the test outputs of
+    every successful run when `ensemble` (outputs[c][r]: configuration c's run r); and the best
+    configuration's run with the best value that left a TestRun, as (value, seed, TestRun), or None."""
+    sign = -1.0 if direction == "maximize" else 1.0
+    entries, outputs, best = [], [], None
+    for rank, config in enumerate(configs, 1):
+        done, failed, kept = [], [], []
+        for result in (r for r in results if r.run.rank == rank):
+            value, seed = result.metrics.get(metric), result.run.record.seed
+            if result.state != "complete" or value is None or not math.isfinite(value):
+                failed.append({"seed": seed, "reason": result.reason or result.state})
+                continue
+            done.append({"seed": seed, "value": value, "metrics": result.metrics})
+            if result.kept is not None:
+                if ensemble:
+                    kept.append(result.kept.outputs)
+                if rank == 1 and (best is None or sign * value < sign * best[0]):
+                    best = (value, seed, result.kept)
+        if kept:
+            outputs.append(kept)
+        values = [r["value"] for r in done]
+        entries.append({
+            "rank": rank, "params": config.params, "val_mean": config.mean, "val_n": config.n, "runs": done, "failed": failed,
+            "mean": statistics.fmean(values) if values else None,
+            "spread": statistics.stdev(values) if len(values) > 1 else None,
+        })
+    return entries, outputs, best
+
+
+def _check_split_known(stage: StageInfo, split_from_env: bool) -> None:
+    """Refuse a command that cannot be told to evaluate on the test split (it would test on validation)."""
+    from hpsearch.workload import placeholders, resolve
+
+    command = stage.spec.workload.command
+    if not command or split_from_env:
+        return
+    if ("builtin", "split") not in {resolve(name, stage.space.names) for name in placeholders(command)}:
+        raise SplitUnknown(
+            f"{stage.spec.path}: the command `{' '.join(command)}` has no {{split}}, so the final run cannot tell "
+            "the script to evaluate on the test split and would report validation as test; add {split} to the "
+            "command, as the argument that picks the split it evaluates on, or pass $split_from_env if the script "
+            "reads $HPSEARCH_SPLIT"
+        )
 
 
 def _ensemble(fn: Any, outputs: list[list[Any]], k: int, metric: str, model: bool) -> dict[str, Any] | None:
@@ -158,41 +226,10 @@ def _ensemble(fn: Any, outputs: list[list[Any]], k: int, metric: str, model: boo
 
 
 def _load(stage: StageInfo) -> Callable[..., Any]:
-    """The workload, loaded once for every run (a model workload's data() is read once)."""
+    """The workload, loaded once for every run here (a model workload's data() is read once)."""
     from hpsearch.workloads.loader import load_workload
 
     return load_workload(stage.spec.workload)
-
-
-@dataclass
-class _Outcome:
-    state: str
-    metrics: dict[str, float]
-    reason: str
-    seed: int
-
-
-def _run(
-    fn: Callable[..., Any], store: Store, stage: StageInfo, params: dict[str, Any], epochs: int, seed: int, device: str, i: int
-) -> tuple[_Outcome, Any]:
-    """One test run in this process (output in its log under logs/final/), on the test split; with the
-    model workload's TestRun (its predictions and weights; None for other workloads)."""
-    from hpsearch.dispatch.inline import pick_device
-    from hpsearch.workloads.api import TrialContext, TrialRecord
-    from hpsearch.workloads.capture import run_captured
-    from hpsearch.workloads.function import run_trial
-
-    if hasattr(fn, "kept"):
-        fn.kept = None
-    logs = (results_dir(store.directory) / store.name / LOGS_DIR / FINAL_STUDY).resolve()
-    logs.mkdir(parents=True, exist_ok=True)
-    record = TrialRecord(
-        number=i, params=dict(params), epochs=epochs, seed=seed, stage=FINAL_STUDY, study=store.name,
-        metric=stage.spec.metric, log_path=str(logs / f"trial-{i}.log"), workdir=stage.spec.folder, split="test",
-    )
-    ctx = TrialContext.open(record, pick_device(device, command=stage.spec.workload.kind == "command"))
-    [outcome] = run_captured([record], False, lambda: [run_trial(fn, ctx, stage.spec.metric)])
-    return _Outcome(outcome.state, outcome.metrics, outcome.reason, seed), getattr(fn, "kept", None)
 
 
 def write_best(store: Store, data: dict[str, Any]) -> list[Path]:

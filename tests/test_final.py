@@ -216,3 +216,196 @@ def test_final_ensemble_of_a_function_workload_reports_each_config_and_says_why(
     assert ensemble["value"] is None and "needs a model workload" in ensemble["reason"]
     assert out.count("needs a model workload") == 1 and "best.pt" not in out
     assert not (tmp_path / "r" / store.name / "best.pt").exists()
+
+
+# ----------------------------------------------------------------------------- the split: refused, checked
+
+SCRIPT = '''
+import argparse, json, os, random
+p = argparse.ArgumentParser()
+p.add_argument("--lr", type=float)
+p.add_argument("--seed", type=int, default=0)
+p.add_argument("--split", default=os.environ.get("HPSEARCH_SPLIT", "val"))
+p.add_argument("--claim", default="")  # report this split whatever it was given (a script that ignores --split)
+a = p.parse_args()
+value = 0.9 if a.split == "test" else 0.5 + random.Random(a.seed).random() / 10
+print(json.dumps({"epoch": 1, "split": a.claim or a.split, "val_accuracy": value}))
+'''
+
+
+def _command_store(tmp_path: Path, args: str) -> Store:
+    """A coarse stage of 2 one-epoch trials of the command `python script.py ARGS` (SCRIPT)."""
+    from hpsearch.stages import run_stage, start_coarse
+
+    (tmp_path / "script.py").write_text(SCRIPT)
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f'name = "c"\nmetric = "val_accuracy"\ndirection = "maximize"\n\n[workload]\ncommand = "python script.py {args}"\n\n'
+        '[coarse]\ntrials = 2\nepochs = 1\nseed = 0\n\n[params.lr]\nlow = 1e-3\nhigh = 1.0\nlog = true\n'
+    )
+    spec = load_spec(path)
+    store = Store(spec.name, tmp_path / "r")
+    run_stage(store, start_coarse(store, spec, {}))
+    return store
+
+
+def test_final_refuses_a_command_without_split(tmp_path: Path, run_cli) -> None:
+    store = _command_store(tmp_path, "--lr {lr} --seed {seed}")
+    code, out, err = run_cli("final", "c", "--dir", tmp_path / "r", "--seeds", "1", "--epochs", "1")
+    assert code == 2 and out == ""
+    [line] = err.strip().splitlines()
+    assert line.startswith("Error: ") and "python script.py --lr {lr} --seed {seed}" in line and "c.toml" in line
+    assert "add `--split {split}` to the command" in line and "--split-from-env" in line and "$HPSEARCH_SPLIT" in line
+    assert stored_final(store) is None and not (tmp_path / "r" / "c" / "logs" / "final").exists()  # nothing ran
+
+
+def test_final_split_from_env_runs_a_command_that_reads_hpsearch_split(tmp_path: Path, run_cli) -> None:
+    store = _command_store(tmp_path, "--lr {lr} --seed {seed}")
+    code, out, err = run_cli("final", "c", "--dir", tmp_path / "r", "--seeds", "2", "--split-from-env")
+    assert code == 0, err
+    assert [r["value"] for r in stored_final(store)["configs"][0]["runs"]] == [0.9, 0.9]  # the script saw test
+
+
+def test_final_a_command_that_reports_split_val_fails_its_runs(tmp_path: Path) -> None:
+    store = _command_store(tmp_path, "--lr {lr} --seed {seed} --split {split} --claim val")
+    with pytest.raises(FinalRefused, match='reported split "val", not "test": it evaluated on validation'):
+        final(store, seeds=2)
+    assert stored_final(store) is None
+
+
+SPLIT_FUNCTION = '''
+import os
+
+
+def train(trial):
+    """Says the split it evaluated on in a final run only (the search's trial.report takes numbers only):
+    SPLIT_MODE honest says "test", reports_val reports "val", returns_val returns "split": "val"."""
+    mode, test = os.environ["SPLIT_MODE"], trial.split == "test"
+    said = "test" if mode == "honest" else "val"
+    trial.report(0, val_accuracy=0.7, **({"split": said} if test and mode != "returns_val" else {}))
+    return {"val_accuracy": 0.7, **({"split": said} if test else {})}
+'''
+
+
+@pytest.mark.parametrize("mode", ["reports_val", "returns_val"])
+def test_final_a_function_that_reports_split_val_fails_its_runs(study_file, tmp_path: Path, monkeypatch, mode: str) -> None:
+    from hpsearch.stages import run_stage, start_coarse
+
+    (tmp_path / "splits.py").write_text(SPLIT_FUNCTION)
+    spec = load_spec(study_file(workload=f"{tmp_path / 'splits.py'}:train", coarse="trials = 2\nepochs = 1\nseed = 0"))
+    store = Store(spec.name, tmp_path / "r")
+    monkeypatch.setenv("SPLIT_MODE", "honest")
+    run_stage(store, start_coarse(store, spec, {}))
+    assert [r["value"] for r in final(store, seeds=2, workers=0).data["configs"][0]["runs"]] == [0.7, 0.7]  # "test": fine
+    monkeypatch.setenv("SPLIT_MODE", mode)
+    with pytest.raises(FinalRefused, match='reported split "val", not "test": it evaluated on validation'):
+        final(store, seeds=2, workers=0, again=True)
+    assert stored_final(store)["evaluations"] == 1  # the refused look stored nothing
+
+
+def test_final_shipped_digits_script_evaluates_on_the_split_it_is_given() -> None:
+    import subprocess
+    import sys
+
+    studies = Path(__file__).resolve().parent.parent / "studies"
+    assert "{split}" in load_spec(studies / "digits_script.toml").workload.command[-1]
+
+    def last_line(split: str) -> dict:
+        args = [sys.executable, "digits_script.py", "--epochs", "1", "--split", split]
+        return json.loads(subprocess.run(args, cwd=studies, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+
+    val, test = last_line("val"), last_line("test")
+    assert (val["split"], test["split"]) == ("val", "test")
+    assert val["train_loss"] == test["train_loss"] and val["val_loss"] != test["val_loss"]  # same training, other split
+
+
+# ----------------------------------------------------------------------------- runs in parallel, progress, per seed
+
+SEEDED = '''
+import os, random
+
+
+def seeded(trial):
+    """A deterministic value per seed, and the process that trained it."""
+    value = random.Random(trial.seed).random()
+    trial.report(0, val_accuracy=value)
+    return {"val_accuracy": value, "pid": float(os.getpid())}
+
+
+def dies_once(trial):
+    """The first run to start kills its process (no exception: a hard death); the others complete."""
+    flag = os.path.join(os.path.dirname(__file__), "died")
+    try:
+        os.close(os.open(flag, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return seeded(trial)
+    if trial.split == "test":
+        os._exit(3)
+    return seeded(trial)
+'''
+
+
+def _seeded_store(study_file, tmp_path: Path, workload: str = "seeded") -> Store:
+    from hpsearch.stages import run_stage, start_coarse
+
+    (tmp_path / "seeded.py").write_text(SEEDED)
+    spec = load_spec(study_file(workload=f"{tmp_path / 'seeded.py'}:{workload}", coarse="trials = 3\nepochs = 1\nseed = 0"))
+    store = Store(spec.name, tmp_path / "r")
+    run_stage(store, start_coarse(store, spec, {}))
+    return store
+
+
+def test_final_in_worker_processes_equals_one_after_another(study_file, tmp_path: Path) -> None:
+    import os
+
+    store = _seeded_store(study_file, tmp_path)
+    here = final(store, seeds=3, ensemble=2, workers=1).data
+    pooled = final(store, seeds=3, ensemble=2, workers=2, again=True).data
+    for data in (here, pooled):
+        for entry in data["configs"]:
+            for run in entry["runs"]:
+                run["pid"] = run["metrics"].pop("pid")
+    assert {r["pid"] for e in here["configs"] for r in e["runs"]} == {os.getpid()}
+    assert len({r["pid"] for e in pooled["configs"] for r in e["runs"]} - {os.getpid()}) == 2  # two worker processes
+    strip = lambda data: [[(r["seed"], r["value"], r["metrics"]) for r in e["runs"]] + [e["mean"], e["spread"]] for e in data["configs"]]
+    assert strip(pooled) == strip(here)
+    assert len({r["value"] for e in here["configs"] for r in e["runs"]}) == 6  # every seed its own value
+
+
+def test_final_a_run_whose_process_dies_fails_and_the_others_go_on(study_file, tmp_path: Path) -> None:
+    store = _seeded_store(study_file, tmp_path, "dies_once")
+    (tmp_path / "died").unlink(missing_ok=True)  # the stage's first trial took the flag: the final's first run dies
+    events: list = []
+    result = final(store, seeds=4, workers=2, progress=events.append)
+    entry = result.data["configs"][0]
+    assert len(entry["runs"]) == 3 and [f["reason"] for f in entry["failed"]] == ["its process died (exit code 3)"]
+    assert result.data["failed"] == ["its process died (exit code 3)"]
+    ended = [e.result for e in events if type(e).__name__ == "RunEnded"]
+    assert sorted(r.state for r in ended) == ["complete", "complete", "complete", "fail"]
+
+
+def test_final_cli_shows_progress_logs_and_each_seeds_value(study_file, tmp_path: Path, run_cli) -> None:
+    store = _seeded_store(study_file, tmp_path)
+    code, out, err = run_cli("final", store.name, "--dir", tmp_path / "r", "--seeds", "3", "--workers", "2")
+    assert code == 0, err
+    logs = (tmp_path / "r" / store.name / "logs" / "final").resolve()
+    assert f"logs: {logs}/trial-N.log" in err and "2 at a time in worker processes" in err
+    runs = stored_final(store)["configs"][0]["runs"]
+    for i, run in enumerate(runs):
+        assert f"started: rank 1, seed {run['seed']}" in err
+        assert f"ended: rank 1, seed {run['seed']}: val_accuracy {run['value']:.4f}" in err
+        assert (logs / f"trial-{i}.log").is_file()
+    assert " ".join(f"{r['value']:.4f}" for r in runs) in out  # the table's per-seed column
+    again = run_cli("final", store.name, "--dir", tmp_path / "r")
+    assert again[0] == 0 and " ".join(f"{r['value']:.4f}" for r in runs) in again[1] and "started" not in again[2]
+
+
+def test_final_model_runs_in_worker_processes_bring_back_predictions_and_weights(tmp_path: Path) -> None:
+    store = _model_store(tmp_path)
+    here = final(store, seeds=2, ensemble=2, workers=0)
+    pooled = final(store, seeds=2, ensemble=2, workers=2, again=True)
+    values = lambda r: [run["value"] for e in r.data["configs"] for run in e["runs"]]
+    assert values(pooled) == pytest.approx(values(here), rel=1e-6)
+    assert pooled.data["ensemble"]["runs"] == 4  # every run's test outputs came back
+    assert pooled.data["ensemble"]["value"] == pytest.approx(here.data["ensemble"]["value"], rel=1e-6)
+    assert pooled.data["weights"]["seed"] == here.data["weights"]["seed"] and pooled.files[-1].name == "best.pt"

@@ -83,3 +83,14 @@ def test_workload_resolve_prefers_params_then_builtins() -> None:
     assert resolve("seed", ["seed"]) == ("param", "seed")
     assert resolve("hpsearch.seed", ["seed"]) == ("builtin", "seed")
     assert resolve(" lr ", ["lr"]) == ("param", "lr")
+
+
+def test_a_split_label_in_reports_and_results_is_not_a_metric() -> None:
+    """A function may say which split it evaluated on (`final` checks it); in a search it is no metric
+    and fails nothing."""
+    from hpsearch.workloads.api import TrialContext, TrialRecord, normalize_result
+
+    ctx = TrialContext.open(TrialRecord(0, {"lr": 0.1}, 2, 0, metric="val_accuracy"), "cpu")
+    ctx.report(0, val_accuracy=0.5, split="val")
+    assert ctx.curves == {"val_accuracy": [0.5]}
+    assert normalize_result({"val_accuracy": 0.5, "split": "val"}, "val_accuracy") == {"val_accuracy": 0.5}

@@ -40,8 +40,8 @@ def search(
     Example: hpsearch search studies/digits_mlp.toml --budget 700 --seed 1 --timeout 2h
     """
     from hpsearch.cli.progress import ProgressDisplay
-    from hpsearch.cli.render import leaderboard_table, make_console
-    from hpsearch.cli.search import INTERRUPTED_MESSAGE, _deadline, _early_workers
+    from hpsearch.cli.render import changes_table, leaderboard_table, make_console
+    from hpsearch.cli.search import INTERRUPTED_MESSAGE, _deadline, _early_workers, _population_note, print_stage_notes
     from hpsearch.dispatch import DispatchConfig, make_executor
     from hpsearch.leaderboard import frame
     from hpsearch.recipe import search as run_search
@@ -54,10 +54,14 @@ def search(
     store = Store(spec.name, directory, storage)
     out, err = make_console(), make_console(stderr=True)
     displays: list[Any] = []
+    shown: set[str] = set()  # the refine stages whose derived space was printed
 
     def listener(info: Any) -> Any:
         for d in displays:
             d.__exit__(None, None, None)
+        if info.parent and info.name not in shown:  # as `refine` prints it: old -> new range, and why
+            shown.add(info.name)
+            out.print(changes_table(info))
         displays[:] = [ProgressDisplay(err, info, run.quiet).__enter__()]
         return displays[0]
 
@@ -67,6 +71,12 @@ def search(
         displays.clear()
         out.print(line, soft_wrap=True, markup=False)
 
+    def stage_ended(info: Any) -> None:  # what the stage says when run alone: K, notices, border flags
+        for d in displays:
+            d.__exit__(None, None, None)
+        displays.clear()
+        print_stage_notes(err, executor, info, store.trials(info))
+
     try:
         # The workers stay from one stage to the next (torch, the data and the first calls load once per
         # command, not once per stage); started before the search begins, ended on the way out.
@@ -74,7 +84,10 @@ def search(
             if hasattr(executor, "keep_workers"):  # a pool (--workers 0 has none)
                 executor.keep_workers = True
             start_workers(spec.workload, None)
-            result = run_search(store, spec, overrides.as_dict(), budget, executor, listener, run.pruner.value, deadline, say)
+            _population_note(err, run, spec.workload, spec.space)
+            result = run_search(
+                store, spec, overrides.as_dict(), budget, executor, listener, run.pruner.value, deadline, say, stage_ended
+            )
     except KeyboardInterrupt:
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
         raise typer.Exit(130) from None
@@ -88,11 +101,9 @@ def search(
     title = f"{spec.name} {last.name}: top {min(run.top, len(df))} ({spec.direction.value} {spec.metric})"
     out.print(leaderboard_table(df, spec.metric, last.space.names, title))
     if result.best is not None:
-        spread = f" ± {result.best.spread:.4f}" if result.best.spread is not None else ""
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best.params.items())
         out.print(
-            f"best configuration: {params} ({spec.metric} {result.best.mean:.4f}{spread}, {result.best.n} run(s)); "
-            f"test it once: hpsearch final {spec.name}",
+            f"best configuration: {params} ({result.best.describe(spec.metric)}); test it once: hpsearch final {spec.name}",
             soft_wrap=True,
             markup=False,
         )
@@ -111,6 +122,21 @@ def final(
     ] = 1,
     again: Annotated[bool, typer.Option("--again", help="Evaluate the test split again (counted, with a warning).")] = False,
     device: Annotated[str, typer.Option("--device", help="Device the runs train on (auto, cpu, cuda:0, ...).")] = "auto",
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            "--workers", min=0,
+            help="Processes running the seed runs at once [default: one per core (per GPU with GPUs), at most one per run]; "
+            "0 or 1: one after another in this process. The results are the same.",
+        ),
+    ] = None,
+    split_from_env: Annotated[
+        bool,
+        typer.Option(
+            "--split-from-env",
+            help="A command workload without {split}: its script reads $HPSEARCH_SPLIT (else final refuses it: it would test on validation).",
+        ),
+    ] = False,
     directory: DirOpt = None,
     storage: StorageOpt = None,
 ) -> None:
@@ -120,7 +146,12 @@ def final(
     study's latest stage; it is retrained --seeds times for --epochs (default:
     that stage's) with the trial's split set to "test" (trial.split,
     {split} and $HPSEARCH_SPLIT in a command, data()'s third split in a model
-    workload). The result is stored with the study, apart from the search:
+    workload). A command without {split} is refused unless --split-from-env;
+    a run whose workload reports another split ("split": "val") fails. The
+    runs go in parallel where the machine has room (--workers), one line on
+    stderr as each starts and ends; their logs go to logs/final/ in the
+    study's results folder. The result (each seed's value, mean ± spread) is
+    stored with the study, apart from the search:
     a second `final` prints it without touching the test split, unless
     --again. Writes the best configuration as best.toml and best.json and,
     for a model workload, best.pt: the weights (state_dict) of its run with
@@ -132,12 +163,22 @@ def final(
     Example: hpsearch final digits_mlp --seeds 5
     """
     from hpsearch.cli.render import make_console
+    from hpsearch.errors import HpsearchError
+    from hpsearch.final import SplitUnknown
     from hpsearch.final import final as run_final
     from hpsearch.storage import Store
 
     out, err = make_console(), make_console(stderr=True)
     store = Store(name, directory, storage, create=False)
-    result = run_final(store, epochs, seeds, ensemble, again, device, warn=lambda line: err.print(f"warning: {line}", soft_wrap=True, markup=False))
+    try:
+        result = run_final(
+            store, epochs, seeds, ensemble, again, device,
+            warn=lambda line: err.print(f"warning: {line}", soft_wrap=True, markup=False),
+            workers=workers, split_from_env=split_from_env,
+            progress=lambda event: err.print(final_progress(event), soft_wrap=True, markup=False),
+        )
+    except SplitUnknown as e:  # the library names no flag of a script; here, the usual one
+        raise HpsearchError(e.template.replace("add {split} to the command", "add `--split {split}` to the command")) from None
     if not result.ran:
         err.print(
             f"stored result (the test split was evaluated {result.evaluations} time(s)); --again evaluates it again",
@@ -152,23 +193,52 @@ def final(
         out.print(f"wrote {path}", soft_wrap=True, markup=False)
 
 
+def final_progress(event: Any) -> str:
+    """One progress line of `final` (stderr): the plan, then each run as it starts and ends."""
+    import math
+
+    from hpsearch.final_runs import RunEnded, RunsPlanned, RunStarted
+
+    if isinstance(event, RunsPlanned):
+        if not event.slots:
+            where = "one after another in this process"
+        else:
+            kind = "one per GPU" if event.slots[0].visible is not None else "cpu"
+            where = f"{len(event.slots)} at a time in worker processes ({kind}, {event.slots[0].threads} torch thread(s) each)"
+        return f"final: {event.runs} run(s) of the top {event.configs} configuration(s), {where}; logs: {event.logs}/trial-N.log"
+    if isinstance(event, RunStarted):
+        run = event.run
+        return f"final: run {run.record.number + 1}/{event.total} started: rank {run.rank}, seed {run.record.seed} ({event.where})"
+    assert isinstance(event, RunEnded)
+    result, record = event.result, event.result.run.record
+    value = result.metrics.get(record.metric)
+    if result.state == "complete" and value is not None and math.isfinite(value):
+        how = f"{record.metric} {value:.4f}"
+    else:
+        how = f"{'failed' if result.state == 'fail' else result.state}: {result.reason or 'no ' + record.metric}"
+    head = f"final: run {record.number + 1}/{event.total} ended: rank {result.run.rank}, seed {record.seed}"
+    return f"{head}: {how} ({result.duration_s:.1f} s)" + ("" if result.state == "complete" else f"; log: {record.log_path}")
+
+
 def final_table(name: str, data: dict[str, Any]) -> Any:
-    """The stored final result as a table: one row per configuration, test metric mean ± spread."""
+    """The stored final result as a table: one row per configuration, each seed's test metric, mean ± spread."""
     from rich.table import Table
 
     from hpsearch.space import fmt
 
     metric = data["metric"]
     table = Table(title=f"{name} final: test {metric}, {data['epochs']} epochs, from {data['stage']}", box=None)
-    for column in ("rank", f"test {metric}", "seeds", f"val {metric} (n)", "params"):
-        table.add_column(column)
+    for column in ("rank", f"test {metric}", "per seed", "val mean (n)", "params"):
+        table.add_column(column, no_wrap=column != "params", overflow="fold")  # the params wrap first
     for entry in data["configs"]:
         mean = "failed" if entry["mean"] is None else f"{entry['mean']:.4f}"
         spread = f" ± {entry['spread']:.4f}" if entry["spread"] is not None else ""
+        failed = len(entry.get("failed", ()))  # results stored before per-config failures: none shown
+        each = " ".join(f"{r['value']:.4f}" for r in entry["runs"]) + (f" ({failed} failed)" if failed else "")
         params = ", ".join(f"{k}={fmt(v) if isinstance(v, float) else v}" for k, v in entry["params"].items())
         val = f"{entry['val_mean']:.4f} ({entry['val_n']})"
-        table.add_row(str(entry["rank"]), mean + spread, str(len(entry["runs"])), val, params)
+        table.add_row(str(entry["rank"]), mean + spread, each.strip(), val, params)
     ensemble = data.get("ensemble")
     if ensemble and ensemble["value"] is not None:
-        table.add_row("ensemble", f"{ensemble['value']:.4f}", f"{ensemble['runs']} averaged", "", f"the top {ensemble['k']}, averaged prediction")
+        table.add_row("ensemble", f"{ensemble['value']:.4f}", f"{ensemble['runs']} runs averaged", "", f"the top {ensemble['k']}, averaged prediction")
     return table

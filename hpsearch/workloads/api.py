@@ -23,6 +23,12 @@ from typing import Any, Callable, NamedTuple
 
 from hpsearch.divergence import DIVERGED, final_value_diverged
 from hpsearch.errors import TrialStopped
+from hpsearch.limits import LOG_LIMIT
+
+
+# A report's or a returned dict's "split" entry names the split evaluated on (a text label, not a
+# metric): `final` checks it (final_runs.py), every other run leaves it out of the metrics.
+SPLIT_LABEL = "split"
 
 
 class EpochTiming(NamedTuple):
@@ -62,6 +68,8 @@ class TrialRecord:
     workdir: str = ""
     # The split the workload evaluates on: "val" in every stage; "test" only when the final run tests.
     split: str = "val"
+    # Bytes of its output the log keeps: the first and the last half, one line between (0: all; limits.py).
+    log_limit: int = LOG_LIMIT
 
 
 class RecordFields:
@@ -188,7 +196,7 @@ class TrialContext(RecordFields):
         now = time.perf_counter()
         timing = EpochTiming(now - self._last_report, int(iterations) if iterations else None)
         self._last_report = now
-        values = {k: as_number(v) for k, v in metrics.items()}
+        values = {k: as_number(v) for k, v in metrics.items() if k != SPLIT_LABEL}
         for k, v in values.items():
             self._curves.setdefault(k, []).append(v)
         if self._watcher is not None:
@@ -264,7 +272,7 @@ def normalize_result(result: Any, metric: str) -> dict[str, float]:
     numpy numbers, 0-d tensors."""
     if isinstance(result, dict):
         try:
-            return {str(k): as_number(v) for k, v in result.items()}
+            return {str(k): as_number(v) for k, v in result.items() if k != SPLIT_LABEL}
         except ValueError:
             raise ValueError(f"workload returned non-numeric metrics: {result!r}") from None
     try:

@@ -13,8 +13,10 @@ The protocol: every line of the script's stdout that is a JSON object is a
 report; one with an `epoch` key is that epoch's (curves, divergence,
 pruning: `trial.report`, which may stop the trial), and the trial's final
 metrics are the last value seen of each key. Numbers only: other values are
-ignored. `iterations` (optimiser steps in the epoch) feeds the progress
-display. Every line, JSON or not, goes to the trial's log as printed.
+ignored, except a "split" other than "test" in a run asked for the test split
+(`final`): that run fails (wrong_split), the script is stopped. `iterations`
+(optimiser steps in the epoch) feeds the progress display. Every line, JSON
+or not, goes to the trial's log as printed.
 
 Endings: exit code 0 with the study's metric seen -> the metrics (a NaN
 there is diverged, as for functions); non-zero -> FAIL `exit code 3: <last
@@ -116,6 +118,8 @@ class CommandWorkload:
                 if not is_stdout:
                     last_error = line.strip() or last_error
                 elif (report := parse_report(line)) is not None:
+                    if (wrong := wrong_split(_split_of(line), trial.split)) is not None:
+                        raise TrialFailed(wrong)  # a final run that evaluates on validation: stop it now
                     epoch, iterations, values = report
                     metrics.update(values)
                     if epoch is not None:
@@ -143,6 +147,20 @@ def parse_report(line: str) -> tuple[int | None, int | None, dict[str, float]] |
     return epoch, iterations, values
 
 
+def wrong_split(reported: Any, asked: str) -> str | None:
+    """Why a run asked for the test split does not count: it reported another split (None: it did
+    not say, said "test", or was not asked for the test split). For every workload kind (final_runs.py)."""
+    if asked != "test" or reported is None or reported == "test":
+        return None
+    evaluated = "validation" if reported in ("val", "valid", "validation") else "another split"
+    return f'the workload reported split "{reported}", not "test": it evaluated on {evaluated}'
+
+
+def _split_of(line: str) -> Any:
+    """The "split" a report line names, or None (a line is parsed again only when it has one)."""
+    return json.loads(line.strip()).get("split") if '"split"' in line else None
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -156,11 +174,10 @@ def _ending(code: int, last_error: str, metrics: dict[str, float], metric: str) 
         raise TrialFailed(f"signal {-code}{name}" + (f": {last_error}" if last_error else ""))
     if code != 0:
         raise TrialFailed(f"exit code {code}" + (f": {last_error}" if last_error else ""))
-    if metric not in metrics:
-        seen = f" (it printed {', '.join(sorted(metrics))})" if metrics else ""
-        raise TrialFailed(
-            f'the command printed no "{metric}"{seen}: print a JSON line such as {{"epoch": 1, "{metric}": 0.9}} on stdout'
-        )
+    if metric not in metrics and not metrics:
+        raise TrialFailed(f'the command printed no "{metric}": print a JSON line such as {{"epoch": 1, "{metric}": 0.9}} on stdout')
+    # Other metrics but not the study's: a wrong `metric` in the study file, not a failing trial. It ends
+    # complete, and the coordinator stops the stage at once with one line naming the key (as for a function).
     return metrics
 
 
