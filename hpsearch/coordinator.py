@@ -155,6 +155,7 @@ class Coordinator:
             metric=self.metric,
             log_path=str(self.logs / f"trial-{trial.number}.log"),
             workdir=self.info.spec.folder,
+            log_limit=self.info.spec.limits.log_limit,
         )
         job = Job(trial, record)
         self.running[job.number] = job

@@ -133,7 +133,7 @@ def final(
         SeedRun(rank, i, TrialRecord(
             number=n, params=dict(config.params), epochs=epochs, seed=derive_seed("final", stage.settings.seed, rank, i),
             stage=FINAL_STUDY, study=store.name, metric=stage.spec.metric, log_path=str(logs / f"trial-{n}.log"),
-            workdir=stage.spec.folder, split="test",
+            workdir=stage.spec.folder, split="test", log_limit=stage.spec.limits.log_limit,
         ))
         for n, (rank, config, i) in enumerate(pairs)
     ]

@@ -297,7 +297,10 @@ def _serve(conn: Connection, arg: str, device: str, visible: str | None, threads
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     if visible is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible
+    from hpsearch.workloads import logbound
     from hpsearch.workloads.loader import load_workload
+
+    logbound.start_keeper(fork=True)  # the log's keeper, forked before any thread or workload import (as a search's worker)
 
     try:
         fn = load_workload(arg)

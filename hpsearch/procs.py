@@ -14,8 +14,11 @@ Every group `spawn` starts is remembered until it is ended, so a process can
 end what it started on its way out (`end_started`: a worker on SIGTERM ends
 its command trial's group). `spawn(..., die_with_parent=True)` also has the
 kernel SIGKILL the new leader if its parent dies first (Linux).
-`InterruptSignals` holds SIGINT/SIGTERM while a pool runs: the first is a
+`InterruptSignals` holds SIGINT/SIGTERM/SIGHUP while a pool runs: the first is a
 KeyboardInterrupt (clean-up runs), a second kills the groups and exits 130.
+SIGHUP is a closed terminal or a dropped ssh session: it ends the command as
+SIGTERM does, rather than by the default action (which would leave its
+running trials RUNNING in the storage until they are found stale).
 
 Membership is read from /proc (Linux). Elsewhere a group counts as gone once
 its leader is, and `end_group_members` has nothing to go on and does nothing.
@@ -219,9 +222,12 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, a closed terminal or ssh session
+
+
 class InterruptSignals:
-    """While a pool runs: SIGTERM acts like Ctrl-C (KeyboardInterrupt, so clean-up runs), and once
-    one arrived, another SIGINT/SIGTERM kills the groups of `processes()` and exits at once (exit code 130)."""
+    """While a pool runs: SIGTERM and SIGHUP act like Ctrl-C (KeyboardInterrupt, so clean-up runs), and
+    once one arrived, another of them kills the groups of `processes()` and exits at once (exit code 130)."""
 
     def __init__(self, processes: Callable[[], Iterable[subprocess.Popen[Any]]]) -> None:
         self.processes = processes
@@ -230,7 +236,7 @@ class InterruptSignals:
     def __enter__(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread; the caller handles its own
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in INTERRUPTS:
             self.saved[sig] = signal.signal(sig, self._first)
 
     def __exit__(self, *exc: object) -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.errors import SpecError
+from hpsearch.limits import KEYS as LIMIT_KEYS
+from hpsearch.limits import TrialLimits, parse_limits
 from hpsearch.space import Choice, Param, Range, Space
 from hpsearch.strategy import Strategy
 from hpsearch.workload import Workload, check_command, parse_command_value, parse_model
@@ -90,6 +92,8 @@ class StudySpec:
     # "auto": `search` plans its stages from the budget and [refine] epochs (recipe.plan_stages);
     # "study": it runs the [coarse] and [refine] tables as written
     search_plan: str = "auto"
+    # Stall rule and log bound of its trials (limits.py); the flags of the commands that run trials override them
+    limits: TrialLimits = TrialLimits()
 
     def __post_init__(self) -> None:
         if isinstance(self.workload, str):  # library callers and old code pass "module:function"
@@ -113,6 +117,7 @@ class StudySpec:
             "budget": self.budget,
             "metric_epoch": self.metric_epoch,
             "search_plan": self.search_plan,
+            "limits": self.limits.to_dict(),
         }
         if with_space:
             d["space"] = self.space.to_dict()
@@ -134,10 +139,11 @@ class StudySpec:
             budget=d.get("budget"),
             metric_epoch=d.get("metric_epoch", "last"),
             search_plan=d.get("search_plan", "auto"),
+            limits=TrialLimits.from_dict(d.get("limits")),
         )
 
 
-TOP_KEYS = {"name", "workload", "metric", "direction", "coarse", "refine", "params", "description", "budget", "metric_epoch", "search_plan"}
+TOP_KEYS = {"name", "workload", "metric", "direction", "coarse", "refine", "params", "description", "budget", "metric_epoch", "search_plan", *LIMIT_KEYS}
 STAGE_KEYS = {"strategy", "trials", "epochs", "seed", "top_k", "max_failures", "budget"}
 WORKLOAD_KEYS = {"function", "command", "model", "data", "loss", "batch_size", "optimizer", "precision"}
 MODEL_KEYS = {"data", "loss", "batch_size", "optimizer", "precision"}  # only with model = ...
@@ -207,7 +213,8 @@ def parse_spec(data: dict[str, Any], path: str | Path = "<memory>") -> StudySpec
     if search_plan not in SEARCH_PLANS:
         raise SpecError(file, "search_plan", f'{search_plan!r}: use "auto" (search plans its stages from the budget) '
                         'or "study" (search runs [coarse] and [refine] as written)')
-    return StudySpec(name, workload, metric, direction, space, coarse, refine, str(path), folder, budget, metric_epoch, search_plan)
+    limits = parse_limits(data, file)
+    return StudySpec(name, workload, metric, direction, space, coarse, refine, str(path), folder, budget, metric_epoch, search_plan, limits)
 
 
 def check_stage(stage: StageSpec, where: str, file: str | Path) -> StageSpec:

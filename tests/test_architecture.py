@@ -12,7 +12,7 @@ import pytest
 
 PACKAGE = Path(__file__).parent.parent / "hpsearch"
 MAX_LINES = 400
-CORE = {"errors", "spec", "workload", "space", "strategy", "pruner", "border", "refine", "trials", "divergence", "configs"}
+CORE = {"errors", "spec", "workload", "space", "strategy", "pruner", "border", "refine", "trials", "divergence", "configs", "limits"}
 # A private Optuna name: one of these attributes, or an import from one of Optuna's _private modules.
 PRIVATE_OPTUNA = re.compile(
     r"\._(storage|study_id|trial_id|suggest|get_stale_trial_ids|pop_waiting_trial_id|thread_local|backend|cached_trial_ids)\b"

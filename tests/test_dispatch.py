@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from hpsearch.spec import load_spec
 from hpsearch.storage import StageInfo, Store
 
 FAULTY = Path(__file__).parent / "workloads" / "faulty.py"
+STALLS = Path(__file__).parent / "workloads" / "stalls.py"
 SPAWNER = Path(__file__).parent / "workloads" / "spawner.py"
 RELATIVE = Path(__file__).parent / "workloads" / "relative.py"
 LR_ONLY = "[params.lr]\nlow = 1e-4\nhigh = 1.0\nlog = true\n"
@@ -231,6 +233,52 @@ def test_trial_timeout_kills_and_replaces_worker(study_file: Callable[..., Path]
     assert worker_children() == []
 
 
+def group_left(pid: int) -> list[int]:
+    """The live processes of the group worker `pid` led (the worker, its log keeper, what its trials started)."""
+    from hpsearch.procs import group_members
+
+    return group_members(pid) or []
+
+
+def test_stalled_trial_is_ended_replaced_and_recorded_with_its_silence(
+    study_file: Callable[..., Path], run_cli: Cli, markers: Path
+) -> None:
+    """Trial 2 hangs at its epoch 2 (no --trial-timeout): past the stall rule (here the study file's floor of
+    1 s) its worker's group is ended, it fails `stalled`, and the stage still gets its 8 completed trials."""
+    path = study_file(f"{STALLS}:hangs_on_2", coarse='strategy = "random"\ntrials = 8\nepochs = 3', params=LR_ONLY)
+    path.write_text("stall_floor = 1\n" + path.read_text())
+    code, _, err = run_cli("coarse", path, "--workers", "2")
+    assert code == 0, err
+    trials = stored()
+    [failed] = by_state(trials, "FAIL")
+    assert failed.number == 2
+    # e.g. "stalled: no report for 1.6 s (limit 1.0 s: the floor; 10 x the stage's median epoch of 0.051 s is less)"
+    silent, limit = re.fullmatch(r"stalled: no report for ([\d.]+) s \(limit ([\d.]+) s: .*median epoch of .*\)", failed.user_attrs["reason"]).groups()  # type: ignore[union-attr]
+    assert float(silent) > float(limit) >= 1.0
+    assert "trial 2 hangs now" in trial_attr(failed, "log_tail")  # its log is kept, as a timed-out trial's
+    assert len(by_state(trials, "COMPLETE")) == 8
+    pids = {int(p.name.split("-")[0]) for p in markers.iterdir()}
+    assert worker_children() == [] and not any(group_left(pid) for pid in pids)  # keepers and all
+
+
+def test_trial_queued_behind_a_hung_one_runs_on_an_idle_worker(
+    study_file: Callable[..., Path], run_cli: Cli, markers: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Short trials get their successor queued behind them; trial 2 then waits (10 s at most, within the
+    stall floor) until every other trial returned. The one queued behind it must not wait for it: the
+    other worker, idle, takes it back and runs it (trial 2 saw them all); each trial is recorded once."""
+    monkeypatch.setenv("HPSEARCH_TEST_TRIALS", "6")
+    monkeypatch.setenv("HPSEARCH_TEST_WAIT_S", "10")
+    path = study_file(f"{STALLS}:waits_for_the_others", coarse='strategy = "random"\ntrials = 6\nepochs = 2', params=LR_ONLY)
+    code, _, err = run_cli("coarse", path, "--workers", "2")
+    assert code == 0, err
+    trials = stored()
+    assert sorted(t.number for t in trials) == list(range(6)) and len(by_state(trials, "COMPLETE")) == 6
+    assert trial_attr(next(t for t in trials if t.number == 2), "metrics")["saw_all"] == 1.0
+    assert all(sorted(t.intermediate_values) == [0, 1] for t in trials)  # one run's reports each, no copy's
+    assert worker_children() == []
+
+
 @pytest.fixture
 def markers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The folder where tests/workloads/spawner.py leaves its pid and signal markers."""
@@ -331,7 +379,7 @@ def test_hyperband_pruner_runs_and_names_itself(study_file: Callable[..., Path],
     assert {t.user_attrs["reason"] for t in by_state(trials, "PRUNED")} <= {"pruned by hyperband pruner"}
 
 
-@pytest.mark.parametrize("signals", [[signal.SIGINT], [signal.SIGTERM], [signal.SIGINT, signal.SIGINT]])
+@pytest.mark.parametrize("signals", [[signal.SIGINT], [signal.SIGTERM], [signal.SIGHUP], [signal.SIGINT, signal.SIGINT]])
 def test_interrupt_stops_workers_keeps_trials_and_rerun_continues(
     study_file: Callable[..., Path], run_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signals: list[int]
 ) -> None:
@@ -517,6 +565,79 @@ def test_worker_keeps_the_next_trial_sent_while_one_trains(replies: bool) -> Non
     ctx.report(0, val_accuracy=0.5)  # trains on
     assert list(inbox.kept) == [queued]
     assert inbox.recv() == queued and not inbox.kept
+
+
+@pytest.mark.parametrize("replies", [False, True])
+def test_worker_drops_a_queued_trial_taken_back_before_it_starts(replies: bool) -> None:
+    """The pool takes a queued trial back for an idle worker: a drop met while training (looking for stops
+    or a reply) or waiting in the connection when the trial ends removes it; the next one is started."""
+    ctx, coordinator, inbox = _worker_end(replies=replies)
+    queued, after = (("trial", TrialRecord(n, {"lr": 0.2}, 5, 0), replies) for n in (8, 9))
+    coordinator.send(queued)
+    if replies:
+        coordinator.send(("reply", None))
+    ctx.report(0, val_accuracy=0.5)  # trial 8 is kept meanwhile
+    assert list(inbox.kept) == [queued]
+    coordinator.send(("drop", 8))
+    coordinator.send(after)
+    coordinator.send(("drop", 5))  # one it no longer holds: nothing to do
+    assert inbox.recv() == after and not inbox.kept
+
+
+def test_trial_taken_back_too_late_is_recorded_once(
+    study_file: Callable[..., Path], run_cli: Cli, markers: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race: a worker starts its queued trial as the pool hands it to another (here the drop is never
+    sent, so it starts it once trial 2 ends). Its copy counts for nothing: every trial is recorded once."""
+    from hpsearch.dispatch.handle import WorkerHandle
+
+    def late(self: WorkerHandle) -> Job:
+        job, self.queued = self.queued, None
+        return job  # type: ignore[return-value]
+
+    monkeypatch.setattr(WorkerHandle, "recall", late)
+    monkeypatch.setenv("HPSEARCH_TEST_TRIALS", "6")
+    monkeypatch.setenv("HPSEARCH_TEST_WAIT_S", "10")
+    path = study_file(f"{STALLS}:waits_for_the_others", coarse='strategy = "random"\ntrials = 6\nepochs = 2', params=LR_ONLY)
+    code, _, err = run_cli("coarse", path, "--workers", "2")
+    assert code == 0, err
+    trials = stored()
+    assert sorted(t.number for t in trials) == list(range(6)) and len(by_state(trials, "COMPLETE")) == 6
+    assert trial_attr(next(t for t in trials if t.number == 2), "metrics")["saw_all"] == 1.0
+    assert all(sorted(t.intermediate_values) == [0, 1] for t in trials)
+    pids = {int(p.name.split("-")[0]) for p in markers.iterdir() if not p.name.startswith("done-")}
+    assert worker_children() == [] and not any(group_left(pid) for pid in pids)
+
+
+def test_pool_ends_a_worker_that_started_a_trial_taken_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """("started", 8) from a worker that no longer holds trial 8: it is ended and replaced, the trial it was
+    given since (never started: it ran 8) is handed out again, and nothing is recorded for either."""
+    from hpsearch.dispatch import pool as pool_module
+    from hpsearch.dispatch.plan import WorkerSlot
+
+    class Handle:
+        def __init__(self, slot: WorkerSlot, arg: str) -> None:
+            self.slot, self.ready, self.jobs, self.queued, self.killed = slot, True, {}, None, False
+
+        def kill(self) -> None:
+            self.killed = True
+
+    class Run:
+        finished: list[Job] = []
+
+        def finish(self, job: Job, outcome: object) -> None:
+            self.finished.append(job)
+
+    monkeypatch.setattr(pool_module, "WorkerHandle", Handle)
+    pool = PoolExecutor([WorkerSlot("cpu", None, 1, "cpu")])
+    pool.workload = type("Workload", (), {"to_arg": lambda self: "w"})()
+    holder = Handle(pool.slots[0], "w")
+    given = Job(trial=None, record=TrialRecord(9, {}, 1, 0))  # type: ignore[arg-type]
+    holder.jobs = {9: given}
+    pool.workers = [holder]  # type: ignore[list-item]
+    pool._on_started(Run(), holder, 8)  # type: ignore[arg-type]
+    assert holder.killed and pool.workers[0] is not holder
+    assert list(pool.pending) == [given] and Run.finished == []
 
 
 def _starts_and_ends(trials: list[FrozenTrial]) -> list[tuple[float, float]]:

@@ -8,6 +8,7 @@ straight to fd 1 or 2 is seen too.
 from __future__ import annotations
 
 import contextlib
+import json
 import io
 import os
 import socket
@@ -194,3 +195,71 @@ def test_capture_missing_workdir_or_no_log_path_still_runs(tmp_path: Path) -> No
     with contextlib.redirect_stdout(io.StringIO()) as seen:
         [outcome] = run_captured([_record(1, "", "")], False, lambda: [print("shown") or TrialOutcome("complete")])  # type: ignore[func-returns-value]
     assert (outcome.log, outcome.log_tail, seen.getvalue()) == ("", "", "shown\n")
+
+
+# ----------------------------------------------------------------------------- the bound on a trial's log
+
+STALLS = Path(__file__).parent / "workloads" / "stalls.py"
+MB = 1_000_000
+
+
+def _check_bounded(path: Path, limit: int) -> None:
+    """A log of a trial that printed 20 MB, bounded to `limit` bytes: its head, one left-out line, its tail."""
+    from tests.workloads.stalls import FIRST_LINE, LAST_LINE
+
+    data = path.read_bytes()
+    left_out = [line for line in data.split(b"\n") if line.startswith(b"[hpsearch: ")]
+    assert len(left_out) == 1, left_out
+    assert len(data) <= limit + len(left_out[0]) + 2  # the limit, and the one line
+    assert FIRST_LINE.encode() + b"\n" in data[:100] and data.endswith(LAST_LINE.encode() + b"\n")  # (a command's report first)
+    assert b" bytes left out here (log_limit 1 MB: first 500 kB and last 500 kB kept)]" in left_out[0]
+    assert int(left_out[0].split()[1].replace(b",", b"")) > 18 * MB
+
+
+@pytest.mark.parametrize(
+    ("kind", "workers", "setting"),
+    [("function", "1", "study file"), ("command", "1", "flag"), ("function", "0", "flag")],
+)
+def test_loud_trial_log_keeps_head_and_tail_within_the_limit(
+    study_file: Callable[..., Path], run_fd: Cli, tmp_path: Path, kind: str, workers: str, setting: str
+) -> None:
+    """20 MB printed, log_limit 1 MB (from the study file or --log-limit): the log holds the first and the
+    last half MB and one line saying what was left out; the stored tail is the log's end, as before."""
+    from tests.workloads.stalls import LAST_LINE
+
+    path = study_file(workload=f"{STALLS}:prints_a_lot", coarse="trials = 2\nepochs = 1", params=LR_ONLY)
+    if kind == "command":  # the same prints, from a script: its output reaches the log through the worker's
+        workload = f"[workload]\ncommand = {json.dumps(f'python {STALLS}')}\n\n"
+        text = path.read_text().replace(f'workload = "{STALLS}:prints_a_lot"\n', "")
+        path.write_text(text.replace("[coarse]", workload + "[coarse]"))
+    if setting == "study file":
+        path.write_text('log_limit = "1MB"\n' + path.read_text())
+    flags = ["--log-limit", "1MB"] if setting == "flag" else []
+    code, _, err = run_fd("coarse", path, "-q", "--workers", workers, *flags)
+    assert code == 0, err
+    trials = stored()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    for t in trials:
+        _check_bounded(log_file(t), MB)
+        assert trial_attr(t, LOG_TAIL_ATTR).splitlines()[-1] == LAST_LINE
+
+
+@pytest.mark.parametrize(("function", "reason"), [("prints_then_hangs", "timeout"), ("prints_then_dies", "worker died (signal 9)")])
+def test_killed_worker_leaves_a_bounded_log_with_its_latest_tail(
+    study_file: Callable[..., Path], run_fd: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, function: str, reason: str
+) -> None:
+    """A trial prints 20 MB, then hangs until --trial-timeout ends its worker's group, or SIGKILLs its worker
+    alone: its log keeper, ended with it or told by the kernel, still saves the head, the left-out line and
+    the last lines printed."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    monkeypatch.setenv("HPSEARCH_TEST_MARKERS", str(markers))
+    path = study_file(workload=f"{STALLS}:{function}", coarse="trials = 1\nepochs = 1\nmax_failures = 1", params=LR_ONLY)
+    code, _, err = run_fd("coarse", path, "-q", "--workers", "1", "--log-limit", "1MB", "--trial-timeout", "3")
+    assert code == 1, err  # its only trial failed
+    [trial] = stored()
+    assert trial.user_attrs["reason"] == reason
+    _check_bounded(log_file(trial), MB)
+    from hpsearch.procs import group_members
+
+    assert not any(group_members(int(p.name.split("-")[0])) for p in markers.iterdir())  # the keeper went too

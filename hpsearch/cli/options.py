@@ -104,7 +104,8 @@ class RunOptions:
             "--workers",
             min=0,
             help="CPU worker processes [default: one per core]; torch's threads are split between them so the "
-            "cores are not oversubscribed. 0 runs the trials one by one in this process.",
+            "cores are not oversubscribed. 0 runs the trials one by one in this process (for debugging: no "
+            "--trial-timeout, and a trial that hangs is not detected as stalled).",
         ),
     ] = None
     trial_timeout: Annotated[
@@ -116,6 +117,34 @@ class RunOptions:
             help="Kill a trial running longer than this (its worker is replaced); recorded as FAIL: timeout.",
         ),
     ] = None
+    stall_factor: Annotated[
+        Optional[float],
+        typer.Option(
+            "--stall-factor",
+            min=0,
+            help="End a trial silent (no report) for this many times the stage's median epoch, never sooner than "
+            "--stall-floor; recorded as FAIL: stalled, and replaced. 0 turns stall detection off (not detected "
+            "with --workers 0) [default: the study file's stall_factor, else 10].",
+        ),
+    ] = None
+    stall_floor: Annotated[
+        Optional[float],
+        typer.Option(
+            "--stall-floor",
+            min=0,
+            metavar="SECONDS",
+            help="The least silence called stalled [default: the study file's stall_floor, else 60].",
+        ),
+    ] = None
+    log_limit: Annotated[
+        Optional[str],
+        typer.Option(
+            "--log-limit",
+            metavar="SIZE",
+            help="Bytes of output each trial's log keeps, e.g. 10MB: the first and the last half, with a line "
+            "saying how much was left out; 0 keeps all [default: the study file's log_limit, else 10MB].",
+        ),
+    ] = None
     population: Annotated[
         Optional[str],
         typer.Option(
@@ -123,7 +152,8 @@ class RunOptions:
             metavar="K|auto",
             help="Train K trials at once in one vectorized model per worker, for workloads with a population "
             "entry point (the built-in digits MLP and every model workload; others run one trial per worker, with a notice). "
-            "auto: a worker measures K = 1, 2, 4, ... and keeps the largest that still raises trials/second by 15%.",
+            "auto: a worker times K = 1, 2, 4, ... up to K = 8 (further while each doubling gains 8%) and keeps the "
+            "largest K within 8% of the fastest; K = 1 if no K beats it by 8%.",
         ),
     ] = None
     pruner: Annotated[
@@ -134,6 +164,12 @@ class RunOptions:
             "earlier trials at the same epoch, after 5 trials) or hyperband. Diverged losses are always stopped.",
         ),
     ] = Pruner.none
+
+    def overrides(self) -> Any:
+        """--stall-factor, --stall-floor, --log-limit as the executor takes them (limits.LimitOverrides)."""
+        from hpsearch.limits import LimitOverrides
+
+        return LimitOverrides(self.stall_factor, self.stall_floor, self.log_limit)
 
 
 def grouped(fn: Callable[..., Any]) -> Callable[..., Any]:

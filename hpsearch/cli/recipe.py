@@ -41,15 +41,14 @@ def search(
     """
     from hpsearch.cli.progress import ProgressDisplay
     from hpsearch.cli.render import changes_table, leaderboard_table, make_console
-    from hpsearch.cli.search import INTERRUPTED_MESSAGE, _deadline, _early_workers, _population_note, print_stage_notes
-    from hpsearch.dispatch import DispatchConfig, make_executor
+    from hpsearch.cli.search import INTERRUPTED_MESSAGE, _deadline, _early_workers, _executor, _population_note, print_stage_notes
     from hpsearch.leaderboard import frame
     from hpsearch.recipe import search as run_search
     from hpsearch.spec import load_spec
     from hpsearch.storage import Store
 
     deadline = _deadline(timeout)
-    executor = make_executor(DispatchConfig(run.devices, run.per_device, run.workers, run.trial_timeout, run.population))
+    executor = _executor(run)
     spec = load_spec(spec_file)
     store = Store(spec.name, directory, storage)
     out, err = make_console(), make_console(stderr=True)

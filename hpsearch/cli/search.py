@@ -35,8 +35,9 @@ def coarse(
 
     Trials run in worker processes over every visible GPU (else one per CPU
     core); live progress goes to stderr. A trial that crashes, dies, times
-    out or diverges is recorded with its reason and the search goes on;
-    Ctrl-C keeps every finished trial, and the same command continues.
+    out, stalls (stops reporting: --stall-factor, --stall-floor) or diverges
+    is recorded with its reason and the search goes on; Ctrl-C (or a closed
+    terminal: SIGHUP) keeps every finished trial, and the same command continues.
     --budget EPOCHS caps the trial-epochs the stage spends (with a pruner, the
     way to know its cost); --timeout starts no trial after that long.
 
@@ -153,7 +154,7 @@ def worker(
 def _executor(run: RunOptions) -> Any:
     from hpsearch.dispatch import DispatchConfig, make_executor
 
-    return make_executor(DispatchConfig(run.devices, run.per_device, run.workers, run.trial_timeout, run.population))
+    return make_executor(DispatchConfig(run.devices, run.per_device, run.workers, run.trial_timeout, run.population), run.overrides())
 
 
 @contextmanager

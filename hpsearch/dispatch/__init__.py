@@ -24,12 +24,14 @@ from hpsearch.dispatch.plan import (
 )
 from hpsearch.dispatch.pool import TIMEOUT_REASON, PoolExecutor
 from hpsearch.errors import DispatchError
+from hpsearch.limits import LimitOverrides
 
 __all__ = [
     "AUTO",
     "TIMEOUT_REASON",
     "DispatchConfig",
     "InlineExecutor",
+    "LimitOverrides",
     "PoolExecutor",
     "WorkerSlot",
     "cpu_cores",
@@ -42,17 +44,19 @@ __all__ = [
 ]
 
 
-def make_executor(config: DispatchConfig) -> InlineExecutor | PoolExecutor:
-    """The executor for `config`: a worker pool, or InlineExecutor for workers = 0."""
+def make_executor(config: DispatchConfig, overrides: LimitOverrides = LimitOverrides()) -> InlineExecutor | PoolExecutor:
+    """The executor for `config`: a worker pool, or InlineExecutor for workers = 0 (which cannot watch for
+    stalls: its trial runs in this very process). `overrides`: the stall rule's and log bound's settings
+    given for this run, in place of each study file's (limits.py)."""
     if config.trial_timeout is not None and config.trial_timeout <= 0:
         raise DispatchError("$trial_timeout must be a positive number of seconds")
     population = parse_population(config.population)
     if config.workers == 0 and config.per_device is None:
         if config.trial_timeout is not None:
             raise DispatchError("$trial_timeout needs worker processes; $workers 0 runs trials in this process")
-        return InlineExecutor("cpu" if config.devices == "cpu" else "auto", population)
+        return InlineExecutor("cpu" if config.devices == "cpu" else "auto", population, overrides)
     slots = plan_workers(config)
-    pool = PoolExecutor(slots, config.trial_timeout, population)
+    pool = PoolExecutor(slots, config.trial_timeout, population, overrides)
     note = capped_note(config, slots)
     if note:
         pool.notices.append(note)

@@ -5,7 +5,9 @@ A worker is started as the leader of its own session and process group (procs.sp
 threads (OMP_NUM_THREADS) and its GPU (CUDA_VISIBLE_DEVICES) set in its environment before it
 imports torch, and one end of a socket pair as its connection. Besides the trial (or population)
 it trains, a worker may hold one `queued` trial: sent while the current one trains, started by the
-worker the moment that one ends (pool.py decides when: short trials, one by one).
+worker the moment that one ends (pool.py decides when: short trials, one by one). The worker says
+("started", number) as it starts each trial; until then the pool may take a queued trial back
+(`recall`) for a worker that fell idle.
 """
 
 from __future__ import annotations
@@ -63,10 +65,16 @@ class WorkerHandle:
         self.last_s: float | None = None  # the last trial's duration, if it completed
         self.replies = True  # whether it waits for an answer to each report of its trials (give)
         self.deadline: float | None = None
+        self.heard = time.monotonic()  # its trials' last report, or their start: how long they have been silent
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def idle(self) -> bool:
+        """Loaded, and neither training nor about to start a queued trial: it may be given trials."""
+        return self.ready and not self.jobs and self.queued is None
 
     def give(self, jobs: list[Job], timeout: float | None, together: bool = False, replies: bool = True) -> None:
         """Send one trial, or several to train together as a population (one deadline for all).
@@ -87,10 +95,21 @@ class WorkerHandle:
         self.conn.send(("trial", job.record, replies))
 
     def promote(self, timeout: float | None) -> None:
-        """Its trial ended: the queued one, if any, is now the one training (its clock and deadline start)."""
+        """It started its queued trial: that one is now the one training (its clock and deadline start)."""
         job, self.queued, self.deadline = self.queued, None, None
         if job is not None:
             self._train([job], timeout)
+
+    def recall(self) -> Job:
+        """Take back its queued trial, not started yet, for another worker: it is told to drop it (a worker
+        that started it meanwhile says so, with ("started", number): the pool then ends it, see pool.py)."""
+        assert self.queued is not None
+        job, self.queued = self.queued, None
+        try:
+            self.conn.send(("drop", job.number))
+        except OSError:
+            pass  # died: its death is read next, with nothing of this trial's
+        return job
 
     def _train(self, jobs: list[Job], timeout: float | None) -> None:
         """`jobs` are now what it trains: their clocks and its deadline start, and the pool may queue
@@ -100,7 +119,8 @@ class WorkerHandle:
             job.started = now
         self.jobs = {job.number: job for job in jobs}
         self.unasked = True
-        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.heard = time.monotonic()
+        self.deadline = None if timeout is None else self.heard + timeout
 
     def kill(self) -> None:
         """End its whole process group (SIGTERM, grace, SIGKILL) and reap it: for timeouts, when the

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from hpsearch.dispatch.plan import AUTO, no_population_notice, visible_gpus
+from hpsearch.limits import LimitOverrides
 from hpsearch.workloads.api import EpochTiming, ReportHook, ReportsHook, TrialContext
 from hpsearch.workloads.capture import run_captured
 from hpsearch.workloads.function import run_trial
@@ -49,9 +51,10 @@ def pick_device(requested: str = "auto", command: bool = False) -> str:
 class InlineExecutor:
     """Runs the stage's trials in the calling process: one after another, or K at a time as a population."""
 
-    def __init__(self, device: str = "auto", population: int | str = 1) -> None:
+    def __init__(self, device: str = "auto", population: int | str = 1, overrides: LimitOverrides = LimitOverrides()) -> None:
         self.device = device
         self.population = population
+        self.overrides = overrides  # the log bound given for this run (no stall is watched for here)
         self.notices: list[str] = []
 
     def run(self, run: Coordinator) -> None:
@@ -67,6 +70,7 @@ class InlineExecutor:
         if k == AUTO:
             k = choose_population_size(entry, run.info.space.midpoint(), device).k  # type: ignore[arg-type]
             self.notices.append(f"population: K = {k} (measured)")
+        log_limit = run.info.spec.limits.with_overrides(self.overrides).log_limit
         while True:
             jobs = run.next_jobs(int(k))
             if not jobs:
@@ -74,6 +78,8 @@ class InlineExecutor:
                     return
                 time.sleep(IDLE_POLL_S)  # other machines' trials may fail and need replacing
                 continue
+            for job in jobs:
+                job.record = replace(job.record, log_limit=log_limit)
             records = [job.record for job in jobs]
             together = entry is not None and int(k) > 1
             batch = self._batch(run, jobs) if together else None

@@ -14,13 +14,18 @@ Short trials, one by one, get their successor queued (`_queues`): once a worker'
 completed in under QUEUE_BELOW_S, its next trial is drawn and sent while the current one trains, so
 the worker goes from one to the next with no round trip to here. Not for TPE, which would draw it one
 result short. Such a trial's start time in the storage is when it was drawn (at most QUEUE_BELOW_S
-early: its duration is measured in the worker), and the progress line's "running" counts it.
+early: its duration is measured in the worker), and the progress line's "running" counts it. A
+queued trial never waits behind a running one while a worker is free (`_next_for`): a worker that
+falls idle takes it back (the holder is told to drop it) when the holder's trial has run past
+QUEUE_BELOW_S, or when the stage has no new trial for it. A holder that had started it in that
+instant says so ("started"): it is ended and replaced, and only the new owner's run is recorded.
 
 Faults are data: a worker that dies mid-trial (segfault, OOM kill, os._exit) fails its trial with
 `worker died (signal N)` / `worker died (exit code N)` and is replaced; a trial past the trial
-timeout has its worker's process group ended and the worker replaced, reason `timeout`.
-SIGINT/SIGTERM stop every worker before the stage records its running trials as interrupted; a
-second signal during that clean-up exits at once, workers killed first.
+timeout has its worker's process group ended and the worker replaced, reason `timeout`; so has a
+trial silent past the stall rule (limits.py, stalls.py), reason `stalled: no report for 61 s (...)`.
+SIGINT/SIGTERM/SIGHUP stop every worker before the stage records its running trials as interrupted;
+a second signal during that clean-up exits at once, workers killed first.
 
 Processes: each worker leads its own process group, which is the trial's (everything it starts
 joins it). Ending a worker always ends its group: SIGTERM, TERM_GRACE_S for them to leave, then
@@ -36,20 +41,25 @@ from __future__ import annotations
 
 import signal
 import time
+from collections import deque
+from dataclasses import replace
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any, Self
 
 from hpsearch.dispatch.handle import TERM_GRACE_S, WorkerHandle
 from hpsearch.dispatch.plan import AUTO, WorkerSlot, no_population_notice
+from hpsearch.dispatch.stalls import StallWatch
 from hpsearch.errors import DispatchError, WorkloadError
+from hpsearch.limits import LimitOverrides, TrialLimits
 from hpsearch.procs import InterruptSignals, end_groups, signal_group
 from hpsearch.workloads.api import TrialOutcome
 from hpsearch.workloads.capture import log_fields
 
 if TYPE_CHECKING:
-    from hpsearch.coordinator import Coordinator
+    from hpsearch.coordinator import Coordinator, Job
 
 TIMEOUT_REASON = "timeout"
+TAKEN_BACK = "started a trial given to another worker"  # why a worker is replaced that fails no trial
 EXIT_WAIT_S = 1.0  # an idle worker asked to exit gets this long before its group is ended: it holds no pending work
 IDLE_POLL_S = 1.0  # longest wait for a message when no deadline is near: keeps signals and deaths prompt
 QUEUE_BELOW_S = 1.0  # a worker whose last trial completed in less gets its next one queued behind the current
@@ -69,11 +79,15 @@ class PoolExecutor:
     them, and `close` (or leaving `with pool:`) ends any that no run adopted.
     """
 
-    def __init__(self, slots: list[WorkerSlot], trial_timeout: float | None = None, population: int | str = 1) -> None:
+    def __init__(
+        self, slots: list[WorkerSlot], trial_timeout: float | None = None, population: int | str = 1,
+        overrides: LimitOverrides = LimitOverrides(),
+    ) -> None:
         if not slots:
             raise DispatchError("no worker to start; set $workers to 1 or more")
         self.slots = slots
         self.trial_timeout = trial_timeout
+        self.overrides = overrides  # the stall rule's and the log bound's settings given for this run
         self.population = population  # K trials per worker at once; AUTO until a worker measured it
         self.notices: list[str] = []
         self.workers: list[WorkerHandle] = []
@@ -82,6 +96,9 @@ class PoolExecutor:
         self.keep_workers = False  # a run that ends well leaves its idle workers to the next one
         self.workload: Any = None  # the stage's Workload, once run
         self.space: Any = None
+        self.pending: deque[Job] = deque()  # drawn, started nowhere: queued on a worker that died, or taken back
+        # The stage's limits (its study file's, `overrides` applied) and its measures of epochs: set by run.
+        self.stalls = StallWatch(TrialLimits())
 
     def start(self, workload: Any, limit: int | None = None) -> None:
         """Start (up to `limit` of) the workers now, before the stage is set up: their imports (torch,
@@ -122,6 +139,8 @@ class PoolExecutor:
     def run(self, run: Coordinator) -> None:
         self.workload = run.info.spec.workload
         self.space = run.info.space
+        self.stalls = StallWatch(run.info.spec.limits.with_overrides(self.overrides))
+        self.pending.clear()
         # Never more workers than trials left to start: each costs a process and its start-up.
         left = max(run.target - run.done - run.running_total, 1)
         slots = self.slots[:left]
@@ -169,24 +188,21 @@ class PoolExecutor:
     def _loop(self, run: Coordinator) -> None:
         while True:
             self._hand_out(run)
-            busy = [w for w in self.workers if w.jobs]
+            busy = [w for w in self.workers if w.jobs or w.queued is not None]
             starting = [w for w in self.workers if not w.ready]
-            if not busy and not starting and not run.waiting_on_others():
+            if not busy and not starting and not self.pending and not run.waiting_on_others():
                 return  # every worker idle and the stage wants no more trials
             for conn in wait([w.conn for w in self.workers], timeout=self._wait_time()):
                 worker = next(w for w in self.workers if w.conn is conn)
                 self._receive(run, worker)
-            self._enforce_timeouts(run)
+            self._enforce_limits(run)
 
     def _hand_out(self, run: Coordinator) -> None:
-        # A replacement holding the trial queued on the worker it replaces goes first: it needs no new one.
-        for w in sorted(self.workers, key=lambda w: w.queued is None):
-            if w.ready and not w.jobs:
+        for w in self.workers:
+            if w.idle:
                 # While one worker measures K (auto), the others train trials one by one meanwhile.
                 k = 1 if self.population == AUTO else self._share(run, int(self.population))
-                jobs = [w.queued] if w.queued is not None else run.next_jobs(k)  # queued on a worker that died
-                w.queued = None
-                if not jobs:
+                if not (jobs := self._next_for(run, k)):
                     return
                 try:
                     w.give(jobs, self.trial_timeout, together=self.population != 1, replies=run.answers_reports)
@@ -198,9 +214,31 @@ class PoolExecutor:
                 if not (jobs := run.next_jobs(1)):
                     continue
                 try:
-                    w.queue(jobs[0], replies=run.answers_reports)
+                    w.queue(self._bounded(jobs)[0], replies=run.answers_reports)
                 except OSError:
                     pass  # died: _replace hands the queued trial to its successor
+
+    def _next_for(self, run: Coordinator, k: int) -> list[Job]:
+        """What an idle worker trains next: a trial drawn earlier that no worker started (its worker died, or
+        it was taken back), a trial queued behind one that has run past QUEUE_BELOW_S (the queue's premise,
+        a short trial, no longer holds), a new trial, or any trial still queued: a queued trial never waits
+        behind a running one while a worker is free."""
+        if self.pending:
+            return [self.pending.popleft()]
+        now = time.perf_counter()
+        holders = [w for w in self.workers if w.queued is not None and w.jobs]  # no jobs: starting it right now
+        overdue = [w for w in holders if any(j is not None and now - j.started > QUEUE_BELOW_S for j in w.jobs.values())]
+        if overdue:
+            return [overdue[0].recall()]
+        if jobs := run.next_jobs(k):
+            return self._bounded(jobs)
+        return [holders[0].recall()] if holders else []
+
+    def _bounded(self, jobs: list[Job]) -> list[Job]:
+        """New trials, their records carrying this run's log bound (the study file's, or the one given)."""
+        for job in jobs:
+            job.record = replace(job.record, log_limit=self.stalls.limits.log_limit)
+        return jobs
 
     def _queues(self, run: Coordinator, worker: WorkerHandle) -> bool:
         """Whether `worker` gets its next trial now, behind the one it trains: one by one, its last trial
@@ -243,12 +281,17 @@ class PoolExecutor:
             worker.jobs = {}
             self.population = max(int(message[1]), 1)
             self.notices.append(f"population: K = {self.population} (measured: {message[2]})")
+        elif kind == "started":
+            self._on_started(run, worker, message[1])
         elif kind == "report" and message[1] in worker.jobs:
             _, number, epoch, metrics, seconds, iterations = message
+            self.stalls.heard(worker)
             reason = run.report(worker.jobs[number], epoch, metrics, seconds, iterations)
             self._answer(worker, ("reply", reason), {number: reason})
         elif kind == "reports":  # a population's epoch: one message, one reply, one storage write
             known = [(worker.jobs[n], epoch, metrics, seconds, its) for n, epoch, metrics, seconds, its in message[1] if n in worker.jobs]
+            if known:
+                self.stalls.heard(worker)
             reasons = dict(zip((entry[0].number for entry in known), run.report_many(known)))
             self._answer(worker, ("replies", [reasons.get(n) for n, *_ in message[1]]), reasons)
         elif kind == "done_all":
@@ -260,9 +303,27 @@ class PoolExecutor:
             outcome: TrialOutcome = message[2]
             job = worker.jobs.pop(message[1])
             worker.last_s = outcome.duration_s if outcome.state == "complete" else None
+            if worker.last_s is not None:
+                self.stalls.completed(worker.last_s)
             if not worker.jobs:
-                worker.promote(self.trial_timeout)  # the queued trial, if any, is training by now
+                worker.deadline = None  # a queued trial's clock starts with its "started"
             run.finish_many([(job, outcome)])  # its held reports and its outcome: one write
+
+    def _on_started(self, run: Coordinator, worker: WorkerHandle, number: int) -> None:
+        """The worker started trial `number`: given to it (nothing to do), its queued one (now current), or
+        one taken back from it a moment too late (it ran no drop before starting it): that copy must not
+        count, so the worker is ended and replaced; what it was given since, never started, is handed out
+        again, and nothing is recorded for it."""
+        if number in worker.jobs:
+            return
+        if worker.queued is not None and worker.queued.number == number:
+            worker.promote(self.trial_timeout)
+            return
+        unstarted = [job for job in worker.jobs.values() if job is not None]
+        worker.jobs = {}
+        self.pending.extend(unstarted)
+        worker.kill()
+        self._replace(run, worker, TAKEN_BACK)  # fails no trial: it holds none now
 
     @staticmethod
     def _answer(worker: WorkerHandle, reply: tuple[str, Any], reasons: dict[int, str | None]) -> None:
@@ -287,7 +348,8 @@ class PoolExecutor:
                 "run with $workers 0 to see the error in this process"
             )
         self.workers[index] = WorkerHandle(worker.slot, self.workload.to_arg())
-        self.workers[index].queued = worker.queued  # never started: the successor runs it
+        if worker.queued is not None:
+            self.pending.appendleft(worker.queued)  # never started: the first worker free runs it
         jobs = [job for job in worker.jobs.values() if job is not None]  # None: it was measuring K
         log, tail = log_fields([job.record for job in jobs])  # what it printed until then
         for job in jobs:
@@ -295,12 +357,17 @@ class PoolExecutor:
             outcome.log, outcome.log_tail = log, tail
             run.finish(job, outcome)
 
-    def _enforce_timeouts(self, run: Coordinator) -> None:
+    def _enforce_limits(self, run: Coordinator) -> None:
+        """End and replace the workers whose trials ran past the trial timeout, or went silent past the stall
+        rule: their trials fail `timeout` / `stalled: ...`."""
         now = time.monotonic()
         for w in list(self.workers):
-            if w.jobs and w.deadline is not None and now >= w.deadline:
+            if not w.jobs or None in w.jobs.values():  # idle, or measuring K (it reports nothing meanwhile)
+                continue
+            timed_out = w.deadline is not None and now >= w.deadline
+            if (reason := TIMEOUT_REASON if timed_out else self.stalls.reason(w, now)) is not None:
                 w.kill()
-                self._replace(run, w, TIMEOUT_REASON)
+                self._replace(run, w, reason)
 
     def _wait_time(self) -> float:
         deadlines = [w.deadline for w in self.workers if w.jobs and w.deadline is not None]

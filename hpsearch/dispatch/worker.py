@@ -17,10 +17,14 @@ Messages (pickled tuples), coordinator -> worker:
     ("choose_k", params)                 measure the best population size (--population auto)
     ("reply", reason | None)             answer to a report (("replies", [...]) to a population's)
     ("stops", {number: reason})          stop these trials (to a worker that does not wait for replies)
+    ("drop", number)                     forget the queued trial `number`, not started: another worker runs it
 A "trial" may come while the one before still trains (short trials: the pool queues the next one,
-so no round trip separates them); it waits in the Inbox until that one is done.
+so no round trip separates them); it waits in the Inbox until that one is done. Before it starts a
+trial the worker reads every message that has arrived, so a drop sent before then is never missed.
 worker -> coordinator:
     ("ready", pid, has_population)       workload loaded, waiting for trials
+    ("started", number)                  it starts this trial now (a dropped one it started already: the
+                                         pool ends this worker, whose copy of it counts for nothing)
     ("load_failed", message)             the workload cannot be imported
     ("k", K, "1: 12.0/s, 2: 20.1/s, ...")  the measured population size
     ("report", number, epoch, metrics, epoch_seconds, iterations)   one per member and epoch
@@ -34,10 +38,12 @@ workloads/capture.py), so its outcome comes back with `log` and `log_tail`.
 The worker leads its own process group, which everything the trial starts
 joins: when the trial ends, however it ends, the worker ends every other
 process of its group (procs.end_group_members) and stays, ready for the next.
-Processes the workload started while it was imported are spared. On
-SIGTERM (sent by the coordinator on a timeout or an interrupt, and by the
-kernel when the coordinator dies) the worker ends the trial's processes
-before it dies.
+Processes the workload started while it was imported are spared, and so
+is the log keeper the worker forks first (workloads/logbound.py: it writes
+each trial's log within record.log_limit). On SIGTERM (sent by the
+coordinator on a timeout, a stall or an interrupt, and by the kernel when
+the coordinator dies) the worker ends the trial's processes, the keeper
+too (which saves the log's head and latest tail), before it dies.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from typing import Any, Callable
 from hpsearch.divergence import DivergenceCheck
 from hpsearch.errors import WorkloadError
 from hpsearch.procs import end_group_members, end_started, group_members, parent_death_signal
+from hpsearch.workloads import logbound
 from hpsearch.workloads.api import EpochTiming, ReportsHook, TrialContext, TrialOutcome, TrialRecord
 from hpsearch.workloads.capture import run_captured
 from hpsearch.workloads.function import run_trial
@@ -67,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     fd, workload, device, threads, parent = (argv or sys.argv[1:])[:5]
     # Ctrl-C reaches the whole process group: the coordinator alone decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logbound.start_keeper(fork=True)  # forked while this process has one thread and no workload
     _die_with_parent(int(parent))
     conn = Inbox(Connection(int(fd)))
     try:
@@ -96,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         records: list[TrialRecord] = [message[1]] if kind == "trial" else message[1]
         replies = bool(message[2]) if len(message) > 2 else True
+        if kind == "trial":
+            try:
+                conn.send(("started", records[0].number))
+            except OSError:
+                return 0
         together = entry if kind == "population" else None
         batch = _batch(conn, replies) if together is not None else None
         contexts = [_context(conn, record, device, replies, batch) for record in records]
@@ -125,7 +138,8 @@ def _train(fn: Callable[..., Any], together: Any, contexts: list[TrialContext], 
 
 class Inbox:
     """The worker's connection to its coordinator. Messages read early (a trial queued behind the running
-    one, met while looking for a reply or for stops) are kept, in order, for the next `recv`."""
+    one, met while looking for a reply or for stops) are kept, in order, for the next `recv`; a drop takes
+    a kept trial back out."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -135,7 +149,14 @@ class Inbox:
         self.conn.send(message)
 
     def recv(self) -> Any:
-        return self.kept.popleft() if self.kept else self.conn.recv()
+        """The main loop's next message (a trial, a population, choose_k), kept or new; every message that
+        has arrived is read first, so a trial dropped before this call is never returned."""
+        while True:
+            while self.conn.poll():
+                self.set_aside(self.conn.recv())
+            if self.kept:
+                return self.kept.popleft()
+            self.set_aside(self.conn.recv())
 
     def arrived(self, wait: bool = False) -> Any:
         """The next message from the connection itself (not one kept); None if none is waiting, unless `wait`."""
@@ -143,9 +164,12 @@ class Inbox:
 
     def set_aside(self, message: Any) -> None:
         """A message met while looking for another kind: a trial (queued behind the running one) is kept
-        for the next `recv`; anything else (a stray stop or reply) is dropped."""
-        if message[0] in ("trial", "population"):
+        for the next `recv`; a drop removes the kept trial it names; anything else (a stray stop or reply)
+        is dropped."""
+        if message[0] in ("trial", "population", "choose_k"):
             self.kept.append(message)
+        elif message[0] == "drop":
+            self.kept = deque(m for m in self.kept if not (m[0] == "trial" and m[1].number == message[1]))
 
 
 def _context(conn: Inbox, record: TrialRecord, device: str, replies: bool, batch: ReportsHook | None = None) -> TrialContext:

@@ -13,6 +13,11 @@ log at `log_path`, then stamps each outcome with `log` ("host:path") and
   (a child's prints must not land in the command's data either), while fd 2
   stays the live view's (the CLI's consoles hold the real streams).
 
+With a bound (record.log_limit > 0, the default) fds 1 and 2 (or fd 1 and
+sys.stdout, sys.stderr in-process) point at a pipe instead, read by the
+process's log keeper, which keeps the log's first and last bytes
+(workloads/logbound.py); log_tail reads the file's end as before.
+
 A population (several records trained together by one call) shares one log,
 its first member's log_path: its output cannot be told apart by member.
 Every member's outcome points at that file. A record with log_path ""
@@ -31,6 +36,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TextIO
 
+from hpsearch.workloads import logbound
 from hpsearch.workloads.api import TrialOutcome, TrialRecord
 
 TAIL_LINES = 20  # lines of a log kept with the trial (shown for failures, and where the file is out of reach)
@@ -54,7 +60,7 @@ def run_captured(
 def trial_scope(records: Sequence[TrialRecord], fd_level: bool) -> Iterator[None]:
     """For the duration: output into the shared log (if any), current folder the study's (if here)."""
     path = shared_log_path(records)
-    with _capture(path, fd_level) if path else contextlib.nullcontext():
+    with _capture(path, fd_level, records[0].log_limit) if path else contextlib.nullcontext():
         with _in_folder(records[0].workdir if records else ""):
             yield
 
@@ -108,15 +114,34 @@ def read_tail(path: str | Path, lines: int = TAIL_LINES, max_chars: int = TAIL_C
 
 
 @contextlib.contextmanager
-def _capture(path: str, fd_level: bool) -> Iterator[None]:
-    """Point the process's output at the file `path` (created with its folder; replaced if there)."""
+def _capture(path: str, fd_level: bool, limit: int) -> Iterator[None]:
+    """Point the process's output at the file `path` (created with its folder; replaced if there), through
+    the log keeper when `limit` bounds it (see logbound.py)."""
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        file_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (0 if limit > 0 else os.O_APPEND), 0o644)
     except OSError as e:  # an unwritable results folder must not stop the search: run uncaptured
         print(f"hpsearch: cannot write the trial log {path} ({e}); its output is not captured", file=sys.stderr)
         yield
         return
+    keeper = logbound.keeper() if limit > 0 else None
+    fd = keeper.begin(file_fd, path, limit) if keeper is not None else None
+    if fd is None:  # unbounded, or no keeper to bound it: the output goes straight into the file
+        fd, keeper = file_fd, None
+    else:
+        os.close(file_fd)  # the keeper holds its own copy
+    try:
+        with _pointed_at(fd, fd_level):
+            yield
+    finally:
+        os.close(fd)  # the pipe's last write end here: the keeper reads what is left, then says it is done
+        if keeper is not None:
+            keeper.finish()
+
+
+@contextlib.contextmanager
+def _pointed_at(fd: int, fd_level: bool) -> Iterator[None]:
+    """For the duration: fds 1 and 2 (fd_level) or fd 1 and sys.stdout, sys.stderr write to `fd`."""
     fds = (1, 2) if fd_level else (1,)
     log = open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
     try:
@@ -139,7 +164,6 @@ def _capture(path: str, fd_level: bool) -> Iterator[None]:
                 os.close(copy)
     finally:
         log.close()
-        os.close(fd)
 
 
 @contextlib.contextmanager
