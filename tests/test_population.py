@@ -19,7 +19,6 @@ from hpsearch.errors import TrialStopped
 from hpsearch.workloads.population import (
     Member,
     as_members,
-    choose_k,
     population_entry,
     report_population,
     run_population,
@@ -89,7 +88,7 @@ def test_run_population_classifies_each_member() -> None:
         ("pruned", "diverged"),
         ("pruned", "diverged"),
     ]
-    assert outcomes[0].metrics == {"val_accuracy": 0.5}
+    assert outcomes[0].metrics == {"val_accuracy": 0.5, "population": 4}  # its population's size, kept with its metrics
     assert outcomes[0].curves == {"val_accuracy": [0.5, 0.5]}
     assert outcomes[1].curves == {"val_accuracy": [0.1]}
 
@@ -116,25 +115,6 @@ def test_run_population_wrong_number_of_results_fails() -> None:
 def test_run_population_rejects_mixed_epochs() -> None:
     with pytest.raises(ValueError, match="epochs"):
         run_population(lambda trials: [], [_ctx(0, epochs=1), _ctx(1, epochs=2)], "val_accuracy")
-
-
-def test_choose_k_stops_when_doubling_no_longer_pays() -> None:
-    # 1 s fixed plus 0.25 s per trial: doubling k gains 2 (1 + k/4) / (1 + k/2): 1.2x from 8 to 16, 1.11x from 16 to 32.
-    choice = choose_k(lambda k: 1.0 + 0.25 * k, max_k=1024, min_gain=1.15)
-    assert choice.k == 16
-    assert sorted(choice.throughput) == [1, 2, 4, 8, 16, 32]
-    assert "K=32" in choice.stopped_because
-
-
-def test_choose_k_stops_at_memory_and_max_k() -> None:
-    def timer(k: int) -> float:
-        if k >= 8:
-            raise RuntimeError("CUDA out of memory")
-        return 1.0
-
-    assert choose_k(timer).k == 4
-    assert choose_k(lambda k: 1.0, max_k=32).k == 32
-    assert choose_k(lambda k: 1.0, fits=lambda k: k <= 2).k == 2
 
 
 def test_import_population_does_not_import_torch() -> None:
@@ -313,13 +293,6 @@ def test_mlp_population_shared_order_env_var(monkeypatch: pytest.MonkeyPatch) ->
     assert _shared_order_run(monkeypatch, "0") == _shared_order_run(monkeypatch, None, shared_order=False)
 
 
-def test_choose_k_takes_one_when_stacking_loses() -> None:
-    """A model where a stacked step costs more than K solo steps (a CNN on CPU): K = 1, one probe past it."""
-    choice = choose_k(lambda k: 1.0 * k**1.2)  # throughput falls as K grows
-    assert choice.k == 1 and sorted(choice.throughput) == [1, 2]
-    assert "K=2 gained only" in choice.stopped_because
-
-
 def _clocks(monkeypatch: pytest.MonkeyPatch, seconds):
     """Injected clocks (not real ones): each call of the returned pop_fn's population of k advances
     CPU time and wall time by seconds(k, run) = (cpu, wall). Returns pop_fn and the runs per k."""
@@ -341,15 +314,19 @@ def _clocks(monkeypatch: pytest.MonkeyPatch, seconds):
 
 
 def test_choose_population_size_times_each_k_more_than_once_and_keeps_the_fastest(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One disturbed probe (a slow first run at K=2) must not decide: the faster repeat counts."""
+    """One disturbed probe (a slow first run at K=2) must not decide: the faster repeat counts. A timing
+    that took LONG_PROBE_S is not repeated (a slow spell moves a long timing less)."""
     from hpsearch.workloads import population
 
-    # run 1 is the warm-up at K=1; then K=1 takes 10 s (disturbed), then 1 s; K=2 takes 3 s (disturbed), then 1 s
-    cost = {(1, 2): 10.0, (2, 1): 3.0}
-    pop_fn, runs = _clocks(monkeypatch, lambda k, run: (cost.get((k, run), 1.0),) * 2)
+    # run 1 is the warm-up at K=1; then K=1 takes 0.1875 s (disturbed), then 0.125 s; K=2 the same
+    cost = {(1, 2): 0.1875, (2, 1): 0.1875}
+    pop_fn, runs = _clocks(monkeypatch, lambda k, run: (cost.get((k, run), 0.125),) * 2)
     choice = population.choose_population_size(pop_fn, {"lr": 0.1}, max_k=2)
     assert runs[2] == population.PROBE_REPEATS  # each K timed PROBE_REPEATS times
-    assert choice.throughput[1] == pytest.approx(1 / 1.0) and choice.throughput[2] == pytest.approx(2 / 1.0)  # the faster runs
+    assert choice.throughput[1] == pytest.approx(1 / 0.125) and choice.throughput[2] == pytest.approx(2 / 0.125)  # the faster runs
+    pop_fn, runs = _clocks(monkeypatch, lambda k, run: (population.LONG_PROBE_S,) * 2)
+    population.choose_population_size(pop_fn, {"lr": 0.1}, max_k=2)
+    assert runs == {1: 2, 2: 1}  # the warm-up and one timing each
 
 
 def test_choose_population_size_on_a_cpu_reads_cpu_time_not_the_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -49,7 +49,8 @@ def test_search_default_budget_is_coarse_plus_two_refines(study_file, tmp_path: 
     store = Store(spec.name, tmp_path / "r")
     result = search(store, spec, say=lines.append)
     assert [s.name for s in result.stages] == ["coarse", "refine-1", "refine-2"]
-    assert all(LINE.match(line) for line in lines), lines
+    assert lines[0].startswith("search plans its stages from the budget:")  # the plan replaced the file's stages
+    assert all(LINE.match(line) for line in lines[1:]), lines
     assert lines[-1].endswith("stop (budget spent)")
     assert spent(store) <= default_budget(spec)
 
@@ -107,7 +108,7 @@ def test_search_resumes_after_an_interrupt(study_file, tmp_path: Path) -> None:
     lines: list[str] = []
     result = search(store, spec, say=lines.append)
     assert [s.name for s in store.stages()] == ["coarse", "refine-1", "refine-2"]
-    assert lines[0].startswith("coarse: ") and lines[-1].startswith("refine-2: ")
+    assert lines[0].startswith("search plans") and lines[1].startswith("coarse: ") and lines[-1].startswith("refine-2: ")
     assert spent(store) <= default_budget(spec)
     done = [t for t in store.trials(store.stage("refine-1")) if t.state == TrialState.COMPLETE]
     assert len(done) == store.stage("refine-1").settings.trials
@@ -237,8 +238,8 @@ def test_coarse_explores_more_only_when_its_best_does_not_stand_out(study_file, 
         spread = [t for t in store.trials(coarse) if t.user_attrs.get(EXPLORE_ATTR)]
         assert (plan["extra"] > 0) is more and len(spread) == plan["extra"]
         said = f"{plan['extra']} more trials spread over the space (the best did not stand out from the noise)"
-        assert lines[0].startswith("coarse:") and (said in lines[0]) is more, lines[0]  # the decision line says so
-        assert all("spread over the space" not in line for line in lines[1:])
+        assert lines[1].startswith("coarse:") and (said in lines[1]) is more, lines[1]  # the decision line says so
+        assert all("spread over the space" not in line for line in lines[2:])
         assert plan["extra"] <= plan["explore"] - plan["extra"]  # at most as many as coarse had
         assert spent(store) <= default_budget(spec)
         configs = ranked_configs(store.trials(coarse), "maximize")

@@ -112,6 +112,11 @@ class Leaderboard:
             table.add_row(*(c.cells[i] for c in cols), style=None if row[self.own["state"]] == "COMPLETE" else "dim")
         yield Text(self.title, style="bold")
         yield from console.render(table, options.update(width=max(width, sum(widths) + gaps)))
+        sizes = self.df.get("population") if "population" not in self.params else None  # run_population's record
+        if sizes is not None and bool((pd.to_numeric(sizes, errors="coerce") > 1).any()):
+            legend.append("population = trials trained together (--population): each step is the solo trial's math up to float "
+                          "rounding (another summation order), which chaotic runs (high lr, near divergence) amplify over "
+                          "epochs: their results can depend on K; stable ones match their solo runs to ~1e-5")
         for line in legend:
             yield Text(line, style="dim")
 

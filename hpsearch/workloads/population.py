@@ -25,6 +25,7 @@ process, and only workloads (imported in the training processes) load torch.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -33,11 +34,16 @@ from hpsearch.errors import TrialStopped
 from hpsearch.workloads.api import TrialContext, TrialOutcome, TrialRecord, exception_reason, report_together, result_outcome
 
 PopulationFn = Callable[[list[Any]], list[Any]]
+POPULATION_KEY = "population"  # the metric each member's outcome gets: how many trials trained together
 
-MIN_GAIN = 1.08  # a doubling of K must raise trials/second by 8% to be worth its memory and latency
+MIN_GAIN = 1.08  # 8%: a doubling that raises trials/second less is flat; K must beat K=1 by this to be taken
 MAX_K = 256  # probes stop here even if throughput still grows: results come back K at a time
+EXPLORE_K = 8  # below this K a flat doubling does not end the probes: 1->2 is often flat on a CPU, 1->8 not
+PROBE_BUDGET_S = 5.0  # ...unless the probes already took this long (CPU time on a CPU; a minute-long epoch)
+PROBE_TRIALS = 8  # past EXPLORE_K, no K is probed whose population would take longer than 8 trials at K=1
 PROBE_EPOCHS = 1  # the timed probe runs: one epoch is enough to reach steady state on small models
-PROBE_REPEATS = 2  # each K is timed this often and the fastest run counts: one run of a small model is noisy
+PROBE_REPEATS = 2  # each K is timed this often (in separate passes) and the fastest run counts: one run is noisy
+LONG_PROBE_S = 0.25  # ...unless its first timing took this long: a slow spell moves a long one less (CNN: halves the cost)
 OFF_CPU = 0.25  # a probe whose CPU time is under this share of its wall time waits on something else: wall time counts
 MIN_PROBE_S = 0.1  # and each timing repeats its population until it took this long in all (0.1 s: the same K as 0.2 s in repeated probes, at half the cost)
 
@@ -145,6 +151,10 @@ def run_population(pop_fn: PopulationFn, contexts: Sequence[TrialContext], metri
     result; members already stopped stay pruned). Each member's duration_s
     is its share of the population's wall time, split evenly (the wall time
     / K): the members' durations add up to the time the population took.
+    Each outcome's metrics get POPULATION_KEY: K, the trials trained together
+    (unless the trainer returned that name itself), so the trial's row says
+    so: a member equals its solo run per step up to float rounding, which
+    chaotic training amplifies (docs/population.md, "How equal").
     Raises ValueError when the trials cannot share a loop (check_population).
     KeyboardInterrupt propagates (the caller records the trials).
     """
@@ -164,7 +174,9 @@ def run_population(pop_fn: PopulationFn, contexts: Sequence[TrialContext], metri
     duration = (time.perf_counter() - start) / len(members)
     outcomes = []
     for k, (member, ctx) in enumerate(zip(members, contexts)):
-        outcomes.append(_member_outcome(member, ctx, None if results is None else results[k], crash, metric, duration))
+        outcome = _member_outcome(member, ctx, None if results is None else results[k], crash, metric, duration)
+        outcome.metrics.setdefault(POPULATION_KEY, len(members))  # kept with its metrics: a leaderboard column
+        outcomes.append(outcome)
     return outcomes
 
 
@@ -193,45 +205,96 @@ class PopulationChoice:
     stopped_because: str = ""
 
 
+def pick_k(rates: Mapping[int, float], min_gain: float = MIN_GAIN) -> int:
+    """The population size to train at, from measured trials/second per K: the decision of `auto`.
+
+    K = 1 unless some K beat K = 1 by `min_gain`; else the largest K whose
+    rate is within `min_gain` of the fastest. Ties go to the larger K because
+    the probes do not see what a population amortises besides compute (its
+    members' reports, journal writes and messages are one per population):
+    on the MNIST-1D CNN, K = 4 and K = 8 probed 6% apart (11.5/s, 10.9/s)
+    while K = 8 ran the 30-trial stage 1.2-1.6x faster. Pure: no timing here.
+    """
+    if not rates:
+        return 1
+    best = max(rates.values())
+    if 1 in rates and best < min_gain * rates[1]:
+        return 1
+    return max(k for k, rate in rates.items() if rate * min_gain >= best)
+
+
 def choose_k(
     time_k: Callable[[int], float],
     max_k: int = MAX_K,
     min_gain: float = MIN_GAIN,
     fits: Callable[[int], bool] | None = None,
+    budget_s: float = PROBE_BUDGET_S,
+    spent: Callable[[], float] | None = None,
+    repeats: int = 1,
+    long_s: float = math.inf,
 ) -> PopulationChoice:
-    """The largest K = 1, 2, 4, ... whose doubling still raised trials/second by `min_gain`.
+    """Time K = 1, 2, 4, ... and pick K from the rates (`pick_k`).
 
     `time_k(k)` runs a short population of k trials and returns its seconds;
     it may raise MemoryError (or a RuntimeError saying 'out of memory') when k
     does not fit. `fits(k)` may veto a k before it is timed (a memory
-    estimate). Doubling stops at the first k that does not fit, does not pay
-    (throughput(k) < min_gain * throughput(k/2)), or exceeds max_k; the
-    answer is the last k that paid. Torch-free: the timing is the caller's.
+    estimate). A doubling is flat when it does not raise the best
+    trials/second so far by `min_gain`. The doubling stops before a k that
+    exceeds max_k, does not fit, or (past EXPLORE_K) would take longer than
+    PROBE_TRIALS trials at K = 1 (predicted: twice the previous timing; a
+    CPU-bound stack, whose cost grows with K), and after a flat doubling at
+    k >= EXPLORE_K, or below it once the probes took `budget_s`
+    (`spent()`; default: the sum of the timings). A flat doubling below
+    EXPLORE_K goes on: on a CPU, K = 2 often runs no faster than K = 1 while
+    K = 8 does (the MNIST-1D CNN: 1->2 0.94x, K = 8 1.7x over the stage).
+    Then every k probed whose timing took under `long_s` is timed
+    `repeats - 1` more times, largest first, and its fastest timing counts: a
+    slow spell of the machine then hits different k in different passes
+    instead of both timings of one k. Torch-free: the timing is the caller's.
     """
-    best, best_rate = 1, _rate(time_k, 1)
-    rates = {1: best_rate}
-    k = 2
+    seconds: dict[int, float] = {}
+    stopped = _double(time_k, seconds, max_k, min_gain, fits, budget_s, spent)
+    for _ in range(repeats - 1):
+        for k in sorted((k for k, t in seconds.items() if t < long_s), reverse=True):
+            seconds[k] = min(seconds[k], max(time_k(k), 1e-9))
+    rates = {k: k / t for k, t in seconds.items()}
+    return PopulationChoice(pick_k(rates, min_gain), rates, stopped)
+
+
+def _double(
+    time_k: Callable[[int], float],
+    seconds: dict[int, float],
+    max_k: int,
+    min_gain: float,
+    fits: Callable[[int], bool] | None,
+    budget_s: float,
+    spent: Callable[[], float] | None,
+) -> str:
+    """choose_k's first pass: one timing per k = 1, 2, 4, ... into `seconds`; returns why it stopped."""
+    best, k = 0.0, 1
     while True:
         if k > max_k:
-            return PopulationChoice(best, rates, f"reached max_k={max_k}")
+            return f"reached max_k={max_k}"
+        if k > EXPLORE_K and 2 * seconds[k // 2] > PROBE_TRIALS * seconds[1]:
+            return f"K={k} would take longer than {PROBE_TRIALS} trials at K=1"
         if fits is not None and not fits(k):
-            return PopulationChoice(best, rates, f"K={k} would not fit in memory")
+            return f"K={k} would not fit in memory"
         try:
-            rate = _rate(time_k, k)
+            seconds[k] = max(time_k(k), 1e-9)
         except (MemoryError, RuntimeError) as e:
             if isinstance(e, RuntimeError) and "out of memory" not in str(e).lower():
                 raise
-            return PopulationChoice(best, rates, f"K={k} ran out of memory")
-        rates[k] = rate
-        if rate < min_gain * best_rate:
-            return PopulationChoice(best, rates, f"K={k} gained only {rate / best_rate:.2f}x over K={best}")
-        best, best_rate = k, rate
+            return f"K={k} ran out of memory"
+        rate = k / seconds[k]
+        if k > 1 and rate < min_gain * best:  # a flat doubling
+            why = f"K={k} gained only {rate / best:.2f}x over the best before it"
+            if k >= EXPLORE_K:
+                return why
+            took = spent() if spent is not None else sum(seconds.values())
+            if took >= budget_s:
+                return f"{why} (probes took {took:.1f}s)"
+        best = max(best, rate)
         k *= 2
-
-
-def _rate(time_k: Callable[[int], float], k: int) -> float:
-    seconds = max(time_k(k), 1e-9)
-    return k / seconds
 
 
 def probe_contexts(params: Mapping[str, Any], k: int, epochs: int = PROBE_EPOCHS, device: str = "cpu") -> list[TrialContext]:
@@ -252,23 +315,25 @@ def choose_population_size(
 
     Runs `pop_fn` on K = 1, 2, 4, ... probe trials (all with `params`, e.g.
     the stage's first trial, for `epochs` epochs each), untimed warm-up at
-    K=1 first, and keeps doubling while trials/second grows by at least
-    `min_gain` per doubling (see choose_k). On a CUDA device a K whose
+    K=1 first; doubles through flat doublings up to K = EXPLORE_K (while the
+    probes took under PROBE_BUDGET_S: of CPU time on a CPU, where the other
+    workers slow the wall clock 2-3x, else of wall time), then while a doubling
+    raises trials/second by `min_gain`, and takes the largest K within
+    `min_gain` of the fastest (choose_k, pick_k). On a CUDA device a K whose
     predicted peak memory (twice the previous K's measured peak) exceeds
     `memory_fraction` of the free memory is not tried; on CPU the cap is
-    max_k and a probe that runs out of memory. Each K is timed PROBE_REPEATS
-    times (the fastest counts), each timing repeated until MIN_PROBE_S of wall time. On a CPU
+    max_k and a probe that runs out of memory. Each K is timed PROBE_REPEATS times in separate passes (the
+    fastest counts; once if it took LONG_PROBE_S), each timing repeated until MIN_PROBE_S of wall time. On a CPU
     device the timings are this process's CPU time, not the wall clock: the other workers and
     the coordinator share the cores during the probe, and a probe descheduled for a moment once
     made K=2 look no faster than K=1 (K=1 chosen, 4x slower than K=32); wall time where the CPU
     time is under OFF_CPU of it (the work is elsewhere) and on a GPU (asynchronous kernels). Cost: about as much as training
-    2 * PROBE_REPEATS * K_chosen trials for `epochs` epochs.
+    2 * PROBE_REPEATS * K_probed trials for `epochs` epochs (K_probed >= EXPLORE_K on a quick workload).
     """
     peaks: dict[int, int] = {}
     cuda = str(device).startswith("cuda")
-
-    def time_k(k: int) -> float:
-        return min(time_once(k) for _ in range(PROBE_REPEATS))  # the least disturbed of the runs
+    clock = time.perf_counter if cuda else time.process_time  # as the timings: CPU time on a CPU
+    started = clock()
 
     def time_once(k: int) -> float:
         """Seconds per population of k, over as many runs as make MIN_PROBE_S (one tiny run is all noise)."""
@@ -300,5 +365,8 @@ def choose_population_size(
         free, _total = torch.cuda.mem_get_info(device)
         return 2 * peaks[k // 2] <= memory_fraction * free
 
+    def spent() -> float:
+        return clock() - started
+
     pop_fn(probe_contexts(params, 1, epochs, device))  # warm-up: data loading, lazy init, kernel caches
-    return choose_k(time_k, max_k=max_k, min_gain=min_gain, fits=fits)
+    return choose_k(time_once, max_k, min_gain, fits, PROBE_BUDGET_S, spent, PROBE_REPEATS, LONG_PROBE_S)
