@@ -17,7 +17,7 @@ OLDEST_OPTUNA ?= 4.3.0
 OLDEST := $(VENV)/optuna-$(OLDEST_OPTUNA)
 DEMO_DIR ?= demo
 
-.PHONY: install demo test bench clean postgres-server browser
+.PHONY: install demo test lint bench clean postgres-server browser
 
 # The package's own bytecode, written each time (only what changed is compiled again): the install is
 # editable, and where PYTHONDONTWRITEBYTECODE is set (many containers) Python would otherwise compile
@@ -48,6 +48,13 @@ test: install postgres-server browser $(OLDEST)/.installed
 	@echo "== the suite again, on the oldest Optuna that pyproject.toml allows ($(OLDEST_OPTUNA))"
 	PYTHONPATH=$(OLDEST) $(BIN)/python -m pytest -q
 
+# ruff (lint and format) and mypy, configured in pyproject.toml; .ci/run runs it before the tests.
+LINTED := hpsearch tests bench studies
+lint: install
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy hpsearch
+
 $(OLDEST)/.installed: $(STAMP)
 	rm -rf $(OLDEST)
 	$(BIN)/python -m pip install --quiet --no-deps --target $(OLDEST) "optuna==$(OLDEST_OPTUNA)"
@@ -68,4 +75,4 @@ bench: install
 	$(BIN)/python bench/dispatch.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -29,11 +29,11 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hpsearch.dispatch import InlineExecutor, PoolExecutor, plan_workers  # noqa: E402
-from hpsearch.dispatch.plan import DispatchConfig  # noqa: E402
-from hpsearch.spec import load_spec  # noqa: E402
-from hpsearch.stages import run_stage, start_coarse  # noqa: E402
-from hpsearch.storage import Store  # noqa: E402
+from hpsearch.dispatch import InlineExecutor, PoolExecutor, plan_workers
+from hpsearch.dispatch.plan import DispatchConfig
+from hpsearch.spec import load_spec
+from hpsearch.stages import run_stage, start_coarse
+from hpsearch.storage import Store
 
 SCRIPT = 'import json, sys\nprint(json.dumps({"epoch": 1, "val_accuracy": float(sys.argv[1])}))\n'
 
@@ -52,7 +52,9 @@ def plain_optuna(n: int, folder: Path) -> float:
 
     def objective(trial: optuna.Trial) -> float:
         lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
-        out = subprocess.run([sys.executable, str(folder / "tiny.py"), str(lr)], check=True, capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, str(folder / "tiny.py"), str(lr)], check=True, capture_output=True, text=True
+        )
         return json.loads(out.stdout.splitlines()[-1])["val_accuracy"]
 
     start = time.perf_counter()

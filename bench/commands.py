@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
-OPTUNA_SCRIPT = '''
+OPTUNA_SCRIPT = """
 import sys, optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
@@ -66,10 +66,13 @@ def objective(trial):
     return mlp(ctx)["val_accuracy"]
 
 study.optimize(objective, n_trials=n)
-'''
+"""
 
 
-UNQUEUED = "import sys, hpsearch.dispatch.pool as pool; pool.QUEUE_BELOW_S = 0.0; from hpsearch.cli.app import main; sys.argv[0] = 'hpsearch'; main()"
+UNQUEUED = (
+    "import sys, hpsearch.dispatch.pool as pool; pool.QUEUE_BELOW_S = 0.0; from hpsearch.cli.app import main; "
+    "sys.argv[0] = 'hpsearch'; main()"
+)
 
 
 def study_file(folder: Path, trials: int, epochs: int) -> Path:
@@ -102,7 +105,9 @@ def timed(commands: list[list[str]], threads: int | None = None) -> float:
     OMP_NUM_THREADS (two processes with torch's default of one thread per core oversubscribe 2 cores)."""
     env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     start = time.perf_counter()
-    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, env=env) for c in commands]
+    procs = [
+        subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, env=env) for c in commands
+    ]
     for p in procs:
         _, err = p.communicate()
         if p.returncode != 0:
@@ -127,7 +132,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     results: dict[str, list[float]] = {
-        "hpsearch (default workers)": [], "hpsearch, nothing queued": [], "optuna, 1 process": [], "optuna, 2 processes": []
+        "hpsearch (default workers)": [],
+        "hpsearch, nothing queued": [],
+        "optuna, 1 process": [],
+        "optuna, 2 processes": [],
     }
     whole: list[float] = []  # the 1-trial command
     first: list[float] = []  # its trial's own duration
@@ -163,15 +171,21 @@ def main() -> None:
         print(f"  {name:<28} {min(times):6.2f} / {statistics.median(times):6.2f}")
     base = min(results["hpsearch (default workers)"])
     mid = statistics.median(results["hpsearch (default workers)"])
-    for label, name in (("queueing the next trial", "hpsearch, nothing queued"), ("vs optuna 1 process", "optuna, 1 process"),
-                        ("vs optuna 2 processes", "optuna, 2 processes")):
+    for label, name in (
+        ("queueing the next trial", "hpsearch, nothing queued"),
+        ("vs optuna 1 process", "optuna, 1 process"),
+        ("vs optuna 2 processes", "optuna, 2 processes"),
+    ):
         times = results[name]
         print(f"  {label}: {min(times) / base:.2f}x by min, {statistics.median(times) / mid:.2f}x by median")
     startup = [w - f for w, f in zip(whole, first)]
     print("a 1-trial, 1-epoch hpsearch coarse (min / median s):")
     print(f"  {'whole command':<28} {min(whole):6.2f} / {statistics.median(whole):6.2f}")
     print(f"  {'its trial, in its worker':<28} {min(first):6.2f} / {statistics.median(first):6.2f}")
-    print(f"  {'start-up (whole - trial)':<28} {min(startup):6.2f} / {statistics.median(startup):6.2f}   (goal: under 2 s)")
+    print(
+        f"  {'start-up (whole - trial)':<28} {min(startup):6.2f} / {statistics.median(startup):6.2f}   "
+        "(goal: under 2 s)"
+    )
     print(f"  {'the workload import alone':<28} {min(imports):6.2f} / {statistics.median(imports):6.2f}")
     beyond = [s - i for s, i in zip(startup, imports)]
     print(f"  {'start-up beyond that import':<28} {min(beyond):6.2f} / {statistics.median(beyond):6.2f}")

@@ -38,8 +38,6 @@ sys.path.insert(0, str(HERE.parent.parent))
 
 def tiny(trial):  # type: ignore[no-untyped-def]
     """A few milliseconds of torch: the per-trial cost hpsearch adds should dominate nothing."""
-    import torch
-
     torch.manual_seed(trial.seed)
     x, y = torch.randn(128, 64), torch.randint(0, 10, (128,))
     model = torch.nn.Linear(64, 10)
@@ -58,8 +56,6 @@ def tiny(trial):  # type: ignore[no-untyped-def]
 
 def cpu_bound(trial):  # type: ignore[no-untyped-def]
     """About half a second of small-batch MLP training: CPU-bound, like a digits trial."""
-    import torch
-
     torch.manual_seed(trial.seed)
     x, y = torch.randn(4096, 64), torch.randint(0, 10, (4096,))
     model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
@@ -88,7 +84,9 @@ def bare_optuna(n: int, epochs: int, storage: object | None) -> float:
     study = optuna.create_study(direction="maximize", storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
 
     def objective(trial: optuna.Trial) -> float:
-        ctx = TrialContext(TrialRecord(trial.number, {"lr": trial.suggest_float("lr", 1e-4, 1.0, log=True)}, epochs, trial.number))
+        ctx = TrialContext(
+            TrialRecord(trial.number, {"lr": trial.suggest_float("lr", 1e-4, 1.0, log=True)}, epochs, trial.number)
+        )
 
         def report(epoch: int, metrics: dict[str, float], timing: object = None) -> None:
             trial.report(metrics["val_accuracy"], epoch)
@@ -107,9 +105,9 @@ def hpsearch_stage(
     function: str, n: int, epochs: int, workers: int, folder: Path, threads: int | None = None
 ) -> tuple[float, float]:
     """(steady-state seconds per trial, seconds before the first trial started) for an hpsearch stage."""
+    from hpsearch.coordinator import TrialEvent
     from hpsearch.dispatch import DispatchConfig, PoolExecutor, plan_workers
     from hpsearch.spec import load_spec
-    from hpsearch.coordinator import TrialEvent
     from hpsearch.stages import run_stage, start_coarse
     from hpsearch.storage import Store
 
@@ -150,27 +148,34 @@ def main() -> None:
     args = parser.parse_args()
 
     import optuna
-    import torch
 
     from hpsearch.dispatch import cpu_cores
     from hpsearch.storage import JournalFileBackend, JournalStorage
 
     torch.set_num_threads(cpu_cores())  # the bare loop gets the whole machine, as one worker does
-    print(f"machine: {platform.machine()}, {cpu_cores()} cores, {platform.python_version()}, torch {torch.__version__}, "
-          f"optuna {optuna.__version__}")
+    print(
+        f"machine: {platform.machine()}, {cpu_cores()} cores, {platform.python_version()}, torch {torch.__version__}, "
+        f"optuna {optuna.__version__}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         epochs = 3
         bare_mem = bare_optuna(args.trials, epochs, None)
-        bare_journal = bare_optuna(args.trials, epochs, JournalStorage(JournalFileBackend(str(folder / "bare.journal"))))
+        bare_journal = bare_optuna(
+            args.trials, epochs, JournalStorage(JournalFileBackend(str(folder / "bare.journal")))
+        )
         hp, startup = hpsearch_stage("tiny", args.trials, epochs, 1, folder)
         print("\n1. per-trial overhead, tiny workload (3 epochs x 4 steps, a report per epoch)")
         print(f"   bare Optuna loop, in-memory storage:   {bare_mem * 1e3:7.2f} ms/trial")
         print(f"   bare Optuna loop, journal file storage: {bare_journal * 1e3:7.2f} ms/trial")
-        print(f"   hpsearch, 1 worker, journal storage:    {hp * 1e3:7.2f} ms/trial  "
-              f"(worker start-up {startup:.2f} s, once per stage)")
+        print(
+            f"   hpsearch, 1 worker, journal storage:    {hp * 1e3:7.2f} ms/trial  "
+            f"(worker start-up {startup:.2f} s, once per stage)"
+        )
         print(f"   overhead vs bare in-memory: {(hp - bare_mem) * 1e3:.2f} ms/trial, ratio {hp / bare_mem:.2f}x")
-        print(f"   overhead vs bare journal:   {(hp - bare_journal) * 1e3:.2f} ms/trial, ratio {hp / bare_journal:.2f}x")
+        print(
+            f"   overhead vs bare journal:   {(hp - bare_journal) * 1e3:.2f} ms/trial, ratio {hp / bare_journal:.2f}x"
+        )
 
         one, _ = hpsearch_stage("cpu_bound", args.cpu_trials, 4, 1, folder)
         one_1t, _ = hpsearch_stage("cpu_bound", args.cpu_trials, 4, 1, folder, threads=1)
@@ -178,7 +183,10 @@ def main() -> None:
         print(f"\n2. throughput, CPU-bound trials ({args.cpu_trials} trials per run, small-batch MLP)")
         print(f"   1 worker,  {cpu_cores()} torch threads (CLI default for --workers 1): {1 / one:6.2f} trials/s")
         print(f"   1 worker,  1 torch thread:                              {1 / one_1t:6.2f} trials/s")
-        print(f"   2 workers, {max(cpu_cores() // 2, 1)} torch thread each (CLI default here):      {1 / two:6.2f} trials/s")
+        print(
+            f"   2 workers, {max(cpu_cores() // 2, 1)} torch thread each (CLI default here):      "
+            f"{1 / two:6.2f} trials/s"
+        )
         print(f"   ratio 2 workers vs 1 worker ({cpu_cores()} threads): {one / two:.2f}x")
         print(f"   ratio 2 workers vs 1 worker (1 thread):  {one_1t / two:.2f}x")
     print(f"\nload average during the run (1, 5, 15 min): {os.getloadavg()}")

@@ -36,7 +36,7 @@ values = [0, 1e-5, 1e-4, 1e-3]
 [params.momentum]
 values = [0.5, 0.9, 0.95, 0.99]
 """
-CNN = '''
+CNN = """
 import torch
 from torch import nn
 import sys
@@ -47,7 +47,7 @@ from digits_model import data  # noqa: F401  (the same split as the MLP)
 def build(params):
     return nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 16, 10))
-'''
+"""
 
 
 def study(folder: Path, workload: str) -> Path:
@@ -67,8 +67,20 @@ def study(folder: Path, workload: str) -> Path:
 
 def run(path: Path, trials: int, epochs: int, population: str, folder: Path) -> float:
     results = folder / f"r{time.time_ns()}"
-    cmd = [str(HPSEARCH), "coarse", str(path), "--trials", str(trials), "--epochs", str(epochs),
-           "--population", population, "--dir", str(results), "-q"]
+    cmd = [
+        str(HPSEARCH),
+        "coarse",
+        str(path),
+        "--trials",
+        str(trials),
+        "--epochs",
+        str(epochs),
+        "--population",
+        population,
+        "--dir",
+        str(results),
+        "-q",
+    ]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
@@ -99,13 +111,18 @@ def main() -> None:
                         times[population].append(run(path, trials, args.epochs, population, folder))
                 one, auto = times["1"], times["auto"]
                 rows.append((workload, trials, min(one), statistics.median(one), min(auto), statistics.median(auto)))
-                print(f"{workload} {trials}x{args.epochs}: --population 1 min {min(one):.1f}s, auto min {min(auto):.1f}s, "
-                      f"{min(one) / min(auto):.2f}x", flush=True)
-    print(f"\n| workload | trials x epochs | --population 1 min / median s | auto min / median s | speed-up (min) |")
+                print(
+                    f"{workload} {trials}x{args.epochs}: --population 1 min {min(one):.1f}s, "
+                    f"auto min {min(auto):.1f}s, {min(one) / min(auto):.2f}x",
+                    flush=True,
+                )
+    print("\n| workload | trials x epochs | --population 1 min / median s | auto min / median s | speed-up (min) |")
     print("|---|---|---|---|---|")
     for workload, trials, one_min, one_med, auto_min, auto_med in rows:
-        print(f"| {workload} | {trials} x {args.epochs} | {one_min:.1f} / {one_med:.1f} | {auto_min:.1f} / {auto_med:.1f} "
-              f"| {one_min / auto_min:.2f}x |")
+        print(
+            f"| {workload} | {trials} x {args.epochs} | {one_min:.1f} / {one_med:.1f} "
+            f"| {auto_min:.1f} / {auto_med:.1f} | {one_min / auto_min:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -26,23 +26,25 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hpsearch.coordinator import TrialEvent  # noqa: E402
-from hpsearch.dispatch import InlineExecutor  # noqa: E402
-from hpsearch.leaderboard import frame, write_csv  # noqa: E402
-from hpsearch.spec import load_spec  # noqa: E402
-from hpsearch.stages import run_stage, start_coarse  # noqa: E402
-from hpsearch.storage import Store  # noqa: E402
+from hpsearch.coordinator import TrialEvent
+from hpsearch.dispatch import InlineExecutor
+from hpsearch.leaderboard import frame, write_csv
+from hpsearch.spec import load_spec
+from hpsearch.stages import run_stage, start_coarse
+from hpsearch.storage import Store
 
-WORKLOAD = '''
+WORKLOAD = """
 def tiny(trial):
     trial.report(0, val_accuracy=trial.params["lr"])
     return {"val_accuracy": trial.params["lr"]}
-'''
+"""
 
 
 def blocks(stamps: list[float], size: int) -> list[float]:
     """ms per trial in each block of `size` consecutive trials."""
-    return [1000 * (stamps[i + size - 1] - stamps[i - 1 if i else 0]) / size for i in range(0, len(stamps) - size + 1, size)]
+    return [
+        1000 * (stamps[i + size - 1] - stamps[i - 1 if i else 0]) / size for i in range(0, len(stamps) - size + 1, size)
+    ]
 
 
 def plain_optuna(n: int, folder: Path) -> list[float]:

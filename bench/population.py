@@ -39,8 +39,8 @@ from typing import Any
 
 import torch
 
-from hpsearch.workloads.api import TrialContext, TrialRecord
 from hpsearch.workloads import digits
+from hpsearch.workloads.api import TrialContext, TrialRecord
 from hpsearch.workloads.digits_population import mlp_population
 
 EPOCHS = 2
@@ -89,8 +89,19 @@ STAGE = re.compile(r"ran \d+ trials in ([0-9.]+)s")
 def coarse(population: str, trials: int, epochs: int, folder: Path, tree: Path = ROOT) -> tuple[float, float, str]:
     """One `hpsearch coarse` of the MNIST-1D CNN: (command wall s, the stage's own s, what auto measured).
     `tree`: the folder whose `hpsearch` package runs (its workers too: they start with it as their cwd)."""
-    cmd = [str(Path(sys.executable).parent / "hpsearch"), "coarse", str(MNIST1D), "--trials", str(trials),
-           "--epochs", str(epochs), "--population", population, "--dir", str(folder / f"r{time.time_ns()}")]
+    cmd = [
+        str(Path(sys.executable).parent / "hpsearch"),
+        "coarse",
+        str(MNIST1D),
+        "--trials",
+        str(trials),
+        "--epochs",
+        str(epochs),
+        "--population",
+        population,
+        "--dir",
+        str(folder / f"r{time.time_ns()}"),
+    ]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tree, env=env)
@@ -99,7 +110,11 @@ def coarse(population: str, trials: int, epochs: int, folder: Path, tree: Path =
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr}")
     stage = STAGE.search(done.stderr)
     chosen = CHOSEN.search(done.stderr)
-    return wall, float(stage.group(1)) if stage else float("nan"), f"K={chosen.group(1)} ({chosen.group(2)})" if chosen else ""
+    return (
+        wall,
+        float(stage.group(1)) if stage else float("nan"),
+        f"K={chosen.group(1)} ({chosen.group(2)})" if chosen else "",
+    )
 
 
 def mnist1d(variants: list[str], rounds: int, trials: int, epochs: int, baseline: Path | None = None) -> None:
@@ -110,21 +125,27 @@ def mnist1d(variants: list[str], rounds: int, trials: int, epochs: int, baseline
     stages: dict[str, list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
-            order = variants[r % len(variants):] + variants[: r % len(variants)]  # rotated: no variant always first
+            order = variants[r % len(variants) :] + variants[: r % len(variants)]  # rotated: no variant always first
             for v in order:
                 tree = baseline if v == "auto@base" and baseline else ROOT
                 wall, stage, chosen = coarse(v.partition("@")[0], trials, epochs, Path(tmp), tree)
                 walls[v].append(wall)
                 stages[v].append(stage)
                 print(f"round {r + 1}/{rounds} --population {v}: {wall:.1f}s (stage {stage:.1f}s) {chosen}", flush=True)
-    print(f"\nMNIST-1D CNN, {trials} trials x {epochs} epochs, whole commands, torch {torch.__version__}, rounds={rounds}")
+    print(
+        f"\nMNIST-1D CNN, {trials} trials x {epochs} epochs, whole commands, torch {torch.__version__}, rounds={rounds}"
+    )
     base = {k: statistics.median(walls[k]) for k in ("1", "8") if k in walls}
-    print(f"{'--population':<14}{'wall s (median)':>17}{'min':>8}{'max':>8}{'stage s':>9}"
-          + "".join(f"{'t/t(K=' + k + ')':>11}" for k in base))
+    print(
+        f"{'--population':<14}{'wall s (median)':>17}{'min':>8}{'max':>8}{'stage s':>9}"
+        + "".join(f"{'t/t(K=' + k + ')':>11}" for k in base)
+    )
     for v in variants:
         med = statistics.median(walls[v])
         ratios = "".join(f"{med / b:>10.2f}x" for b in base.values())
-        print(f"{v:<14}{med:>17.1f}{min(walls[v]):>8.1f}{max(walls[v]):>8.1f}{statistics.median(stages[v]):>9.1f}{ratios}")
+        print(
+            f"{v:<14}{med:>17.1f}{min(walls[v]):>8.1f}{max(walls[v]):>8.1f}{statistics.median(stages[v]):>9.1f}{ratios}"
+        )
 
 
 def main() -> None:
@@ -140,8 +161,12 @@ def main() -> None:
     parser.add_argument("--variants", default="auto,1,8", help="--mnist1d: the --population values to compare")
     parser.add_argument("--trials", type=int, default=30, help="--mnist1d: trials per stage")
     parser.add_argument("--epochs", type=int, default=5, help="--mnist1d: epochs per trial")
-    parser.add_argument("--baseline", type=Path, help="--mnist1d: also time auto of the hpsearch package in this folder "
-                        "(e.g. `git archive HEAD hpsearch | tar -x -C /tmp/base`)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="--mnist1d: also time auto of the hpsearch package in this folder "
+        "(e.g. `git archive HEAD hpsearch | tar -x -C /tmp/base`)",
+    )
     args = parser.parse_args()
     if args.mnist1d:
         return mnist1d(args.variants.split(","), args.rounds, args.trials, args.epochs, args.baseline)

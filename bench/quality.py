@@ -75,7 +75,9 @@ def picked(store: Store) -> dict[str, Any]:
 class _Trial:
     """The trial record the built-in digits workload reads (params, epochs, seed, device, split, report)."""
 
-    def __init__(self, params: dict[str, Any], epochs: int, seed: int, split: str = "val", on_report: Any = None) -> None:
+    def __init__(
+        self, params: dict[str, Any], epochs: int, seed: int, split: str = "val", on_report: Any = None
+    ) -> None:
         self.params, self.epochs, self.seed, self.split, self.device = params, epochs, seed, split, "cpu"
         self.on_report = on_report
 
@@ -85,12 +87,14 @@ class _Trial:
 
 
 def test_accuracy(params: dict[str, Any], seeds: int) -> float:
-    """The picked configuration retrained for FLAT_EPOCHS on train, evaluated on the TEST split, mean of `seeds` runs."""
+    """The picked configuration retrained for FLAT_EPOCHS on train, tested on the TEST split: mean of `seeds` runs."""
     from hpsearch.workloads.digits import mlp
 
     if not params:
         return float("nan")
-    return statistics.fmean(mlp(_Trial(params, FLAT_EPOCHS, 10_000 + i, split="test"))["val_accuracy"] for i in range(seeds))
+    return statistics.fmean(
+        mlp(_Trial(params, FLAT_EPOCHS, 10_000 + i, split="test"))["val_accuracy"] for i in range(seeds)
+    )
 
 
 def coarse_refine(seed: int, tmp: Path) -> dict[str, Any]:
@@ -125,26 +129,34 @@ def successive_halving(seed: int, tmp: Path) -> dict[str, Any]:
     """Plain Optuna, random sampler + SuccessiveHalvingPruner (min 1 epoch, reduction 3), to BUDGET epochs."""
     from hpsearch.workloads.digits import mlp
 
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed),
-                                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=seed),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+    )
     spent = 0
     while spent + FLAT_EPOCHS <= BUDGET:
         trial = study.ask()
-        params = {"lr": trial.suggest_float("lr", 1e-4, 1.0, log=True),
-                  "weight_decay": trial.suggest_categorical("weight_decay", [0, 1e-5, 1e-4, 1e-3]),
-                  "momentum": trial.suggest_categorical("momentum", [0.5, 0.9, 0.95, 0.99])}
+        params = {
+            "lr": trial.suggest_float("lr", 1e-4, 1.0, log=True),
+            "weight_decay": trial.suggest_categorical("weight_decay", [0, 1e-5, 1e-4, 1e-3]),
+            "momentum": trial.suggest_categorical("momentum", [0.5, 0.9, 0.95, 0.99]),
+        }
 
         def on_report(epoch: int, metrics: dict[str, float]) -> None:
             nonlocal spent
             spent += 1
-            trial.report(metrics["val_accuracy"], epoch)
-            if epoch < FLAT_EPOCHS - 1 and trial.should_prune():
+            trial.report(metrics["val_accuracy"], epoch)  # noqa: B023 - called in this iteration
+            if epoch < FLAT_EPOCHS - 1 and trial.should_prune():  # noqa: B023 - same
                 raise optuna.TrialPruned()
 
         try:
             value = mlp(_Trial(params, FLAT_EPOCHS, seed * 1000 + trial.number, on_report=on_report))["val_accuracy"]
-            study.tell(trial, value if math.isfinite(value) else None,
-                       state=optuna.trial.TrialState.COMPLETE if math.isfinite(value) else optuna.trial.TrialState.FAIL)
+            study.tell(
+                trial,
+                value if math.isfinite(value) else None,
+                state=optuna.trial.TrialState.COMPLETE if math.isfinite(value) else optuna.trial.TrialState.FAIL,
+            )
         except optuna.TrialPruned:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -184,7 +196,7 @@ def bergstra_bengio(n_trials: int = 9, reps: int = 2000) -> dict[str, tuple[floa
         xs, ys = rng.random(), rng.random()
 
         def f(p: tuple[float, float]) -> float:
-            return -((p[0] - xs) ** 2) - 0.01 * (p[1] - ys) ** 2
+            return -((p[0] - xs) ** 2) - 0.01 * (p[1] - ys) ** 2  # noqa: B023 - used in this iteration only
 
         random_points = [(rng.random(), rng.random()) for _ in range(n_trials)]
         for name, points in (("grid", grid_points), ("random", random_points)):
@@ -228,21 +240,28 @@ def main() -> None:
                 scores[name].append(test_accuracy(method(seed, tmp), args.test_seeds))
             print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
 
-    print(f"\ntest accuracy of the configuration ranked first (retrained {FLAT_EPOCHS} epochs, mean of {args.test_seeds} seeds), "
-          f"digits MLP, {BUDGET} epochs per search, seeds {args.first_seed}-{args.first_seed + args.seeds - 1} "
-          f"({time.perf_counter() - start:.0f} s)")
+    print(
+        f"\ntest accuracy of the configuration ranked first "
+        f"(retrained {FLAT_EPOCHS} epochs, mean of {args.test_seeds} seeds), "
+        f"digits MLP, {BUDGET} epochs per search, seeds {args.first_seed}-{args.first_seed + args.seeds - 1} "
+        f"({time.perf_counter() - start:.0f} s)"
+    )
     print(f"{'search':<32}{'mean':>8}{'std':>8}{'min':>8}{'max':>8}   per seed")
     for name, values in scores.items():
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         per_seed = " ".join(f"{v:.4f}" for v in values)
-        print(f"{name:<32}{statistics.mean(values):>8.4f}{std:>8.4f}{min(values):>8.4f}{max(values):>8.4f}   {per_seed}")
+        print(
+            f"{name:<32}{statistics.mean(values):>8.4f}{std:>8.4f}{min(values):>8.4f}{max(values):>8.4f}   {per_seed}"
+        )
     base = scores["(s) hpsearch search"]
     if len(base) > 1:
         print("paired difference, search minus each (mean ± standard error, same seeds):")
         for name, values in scores.items():
             if name != "(s) hpsearch search":
                 diffs = [b - v for b, v in zip(base, values)]
-                print(f"  {name:<30}{statistics.mean(diffs):+.4f} ± {statistics.stdev(diffs) / math.sqrt(len(diffs)):.4f}")
+                print(
+                    f"  {name:<30}{statistics.mean(diffs):+.4f} ± {statistics.stdev(diffs) / math.sqrt(len(diffs)):.4f}"
+                )
 
     print("\nBergstra & Bengio: x matters, y barely (f = -(x-x*)^2 - 0.01 (y-y*)^2), 2000 random optima")
     for n in (9, 16, 25):

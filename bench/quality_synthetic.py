@@ -11,20 +11,21 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic import true_quality  # noqa: E402
+from synthetic import true_quality
 
-from hpsearch.dispatch import InlineExecutor  # noqa: E402
-from hpsearch.recipe import search  # noqa: E402
-from hpsearch.spec import parse_spec  # noqa: E402
-from hpsearch.stages import run_stage, start_coarse  # noqa: E402
-from hpsearch.storage import Store  # noqa: E402
-from hpsearch.trials import ranked_trials  # noqa: E402
+from hpsearch.dispatch import InlineExecutor
+from hpsearch.recipe import search
+from hpsearch.spec import parse_spec
+from hpsearch.stages import run_stage, start_coarse
+from hpsearch.storage import Store
+from hpsearch.trials import ranked_trials
 
 WORKLOAD = str(Path(__file__).resolve().parent / "synthetic.py") + ":train"
 LONG = 10  # epochs of a refine-length trial
@@ -35,10 +36,18 @@ PARAMS = {
 }
 
 
-def _spec(name: str, coarse: dict[str, Any], refine: dict[str, Any] | None = None, params: dict | None = None,
-          **top: Any) -> Any:
-    data = {"name": name, "workload": WORKLOAD, "metric": "val_accuracy", "direction": "maximize",
-            "params": params or PARAMS, "coarse": coarse, **top}
+def _spec(
+    name: str, coarse: dict[str, Any], refine: dict[str, Any] | None = None, params: dict | None = None, **top: Any
+) -> Any:
+    data = {
+        "name": name,
+        "workload": WORKLOAD,
+        "metric": "val_accuracy",
+        "direction": "maximize",
+        "params": params or PARAMS,
+        "coarse": coarse,
+        **top,
+    }
     if refine:
         data["refine"] = refine
     return parse_spec(data, Path(__file__))
@@ -58,7 +67,9 @@ def m_search(seed: int, tmp: Path, budget: int, coarse: dict[str, Any] | None = 
     if coarse is None:
         spec = _spec("search", {"seed": seed}, {"epochs": LONG})
     else:
-        spec = _spec("search", {**coarse, "seed": seed}, {"trials": 12, "epochs": LONG, "top_k": 5}, search_plan="study")
+        spec = _spec(
+            "search", {**coarse, "seed": seed}, {"trials": 12, "epochs": LONG, "top_k": 5}, search_plan="study"
+        )
     store = Store(spec.name, tmp / f"search{seed}{'' if coarse is None else 'alt'}")
     result = search(store, spec, budget=budget, executor=InlineExecutor("cpu"))
     return dict(result.best.params)
@@ -69,6 +80,7 @@ def m_flat(strategy: str) -> Callable[[int, Path, int], dict[str, Any]]:
         spec = _spec(f"flat_{strategy}", {"strategy": strategy, "trials": budget // LONG, "epochs": LONG, "seed": seed})
         store = Store(spec.name, tmp / f"{strategy}{seed}")
         return _best_params(run_stage(store, start_coarse(store, spec, {}), InlineExecutor("cpu")).trials)
+
     return run
 
 
@@ -81,8 +93,11 @@ def m_hyperband(seed: int, tmp: Path, budget: int) -> dict[str, Any]:
 
 def m_grid(seed: int, tmp: Path, budget: int) -> dict[str, Any]:
     n = budget // LONG  # 40 points: lr 8 x weight_decay 5, momentum 0.9
-    params = {"lr": {"low": 1e-6, "high": 1.0, "log": True, "grid_points": 8},
-              "weight_decay": {"low": 1e-7, "high": 1e-1, "log": True, "grid_points": 5}, "momentum": {"values": [0.9]}}
+    params = {
+        "lr": {"low": 1e-6, "high": 1.0, "log": True, "grid_points": 8},
+        "weight_decay": {"low": 1e-7, "high": 1e-1, "log": True, "grid_points": 5},
+        "momentum": {"values": [0.9]},
+    }
     spec = _spec("grid", {"strategy": "grid", "trials": n, "epochs": LONG, "seed": seed}, params=params)
     store = Store(spec.name, tmp / f"grid{seed}")
     return _best_params(run_stage(store, start_coarse(store, spec, {}), InlineExecutor("cpu")).trials)
@@ -95,14 +110,19 @@ def m_successive_halving(seed: int, tmp: Path, budget: int) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from synthetic import quality
 
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed),
-                                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=seed),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+    )
     spent, number = 0, 0
     while spent + LONG <= budget:
         trial = study.ask()
-        p = {"lr": trial.suggest_float("lr", 1e-6, 1.0, log=True),
-             "weight_decay": trial.suggest_float("weight_decay", 1e-7, 1e-1, log=True),
-             "momentum": trial.suggest_float("momentum", 0.5, 0.99)}
+        p = {
+            "lr": trial.suggest_float("lr", 1e-6, 1.0, log=True),
+            "weight_decay": trial.suggest_float("weight_decay", 1e-7, 1e-1, log=True),
+            "momentum": trial.suggest_float("momentum", 0.5, 0.99),
+        }
         rng = random.Random(hash((seed, number)) % 2**31)
         number += 1
         state, value = optuna.trial.TrialState.COMPLETE, 0.0
@@ -140,12 +160,22 @@ def main(seeds: int, budget: int, first: int = 0) -> None:
                 params = method(seed, Path(folder), budget)
                 scores[name].append(true_quality(params) if params else 0.0)
             print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
-    print(f"\ntrue quality of the configuration ranked first, synthetic workload, {budget} trial-epochs, seeds {first}-{first + seeds - 1}")
+    print(
+        f"\ntrue quality of the configuration ranked first, synthetic workload, {budget} trial-epochs, seeds "
+        f"{first}-{first + seeds - 1}"
+    )
     print(f"{'method':<26}{'mean':>8}{'± se':>8}{'std':>8}{'<0.1':>6}   paired diff vs search (mean ± se)")
     base = scores["hpsearch search"]
     for name, values in scores.items():
         sd = statistics.stdev(values)
         diffs = [b - v for b, v in zip(base, values)]
-        paired = f"{statistics.fmean(diffs):+.3f} ± {statistics.stdev(diffs) / math.sqrt(len(diffs)):.3f}" if name != "hpsearch search" else ""
+        paired = (
+            f"{statistics.fmean(diffs):+.3f} ± {statistics.stdev(diffs) / math.sqrt(len(diffs)):.3f}"
+            if name != "hpsearch search"
+            else ""
+        )
         near = sum(v < 0.1 for v in values)
-        print(f"{name:<26}{statistics.fmean(values):>8.3f}{sd / math.sqrt(len(values)):>8.3f}{sd:>8.3f}{near:>6}   {paired}")
+        print(
+            f"{name:<26}{statistics.fmean(values):>8.3f}{sd / math.sqrt(len(values)):>8.3f}{sd:>8.3f}{near:>6}   "
+            f"{paired}"
+        )

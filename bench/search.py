@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from commands import study_file  # noqa: E402  the same digits study as bench/commands.py
+from commands import study_file
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -52,7 +52,18 @@ def main() -> None:
         for run in range(args.runs):
             for mode in times:
                 out = folder / f"{mode}{run}"
-                command = [str(BIN / "python"), "-c", RUN, mode, str(spec), "--budget", str(args.budget), "--dir", str(out), "-q"]
+                command = [
+                    str(BIN / "python"),
+                    "-c",
+                    RUN,
+                    mode,
+                    str(spec),
+                    "--budget",
+                    str(args.budget),
+                    "--dir",
+                    str(out),
+                    "-q",
+                ]
                 start = time.perf_counter()
                 done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
                 times[mode].append(time.perf_counter() - start)
@@ -61,12 +72,16 @@ def main() -> None:
             if not stages:
                 from hpsearch.storage import Store
 
-                stages = ", ".join(info.name for info in Store("digits_40x2", folder / f"kept{run}", create=False).stages())
+                stages = ", ".join(
+                    info.name for info in Store("digits_40x2", folder / f"kept{run}", create=False).stages()
+                )
     print(f"hpsearch search, digits MLP, --budget {args.budget} (stages: {stages}), {args.runs} runs (min / median s):")
     for mode, values in times.items():
         print(f"  {mode:<10} {min(values):6.2f} / {statistics.median(values):6.2f}")
-    print(f"  kept workers: {min(times['per-stage']) / min(times['kept']):.2f}x faster (min), "
-          f"{statistics.median(times['per-stage']) / statistics.median(times['kept']):.2f}x (median)")
+    print(
+        f"  kept workers: {min(times['per-stage']) / min(times['kept']):.2f}x faster (min), "
+        f"{statistics.median(times['per-stage']) / statistics.median(times['kept']):.2f}x (median)"
+    )
 
 
 if __name__ == "__main__":

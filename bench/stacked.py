@@ -20,17 +20,18 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hpsearch.workload import ModelSpec  # noqa: E402
-from hpsearch.workloads.api import TrialContext, TrialRecord  # noqa: E402
-from hpsearch.workloads.loader import load_workload  # noqa: E402
-from hpsearch.workloads.model import ModelWorkload  # noqa: E402
+from hpsearch.workload import ModelSpec
+from hpsearch.workloads.api import TrialContext, TrialRecord
+from hpsearch.workloads.loader import load_workload
+from hpsearch.workloads.model import ModelWorkload
 
 EPOCHS = 2
 HERE = Path(__file__).resolve()
@@ -42,8 +43,13 @@ def mlp(params: dict[str, Any]) -> nn.Module:
 
 def cnn(params: dict[str, Any]) -> nn.Module:
     return nn.Sequential(
-        nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(16 * 64, 10),
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * 64, 10),
     )
 
 
@@ -55,8 +61,11 @@ def data() -> Any:
 
 
 def draw(rng: random.Random) -> dict[str, Any]:
-    return {"lr": 10 ** rng.uniform(-4, 0), "momentum": rng.choice([0.5, 0.9, 0.95, 0.99]),
-            "weight_decay": rng.choice([0.0, 1e-5, 1e-4, 1e-3])}
+    return {
+        "lr": 10 ** rng.uniform(-4, 0),
+        "momentum": rng.choice([0.5, 0.9, 0.95, 0.99]),
+        "weight_decay": rng.choice([0.0, 1e-5, 1e-4, 1e-3]),
+    }
 
 
 def contexts(n: int, rng: random.Random) -> list[TrialContext]:

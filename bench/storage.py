@@ -22,21 +22,21 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import optuna  # noqa: E402
-from optuna.trial import TrialState, create_trial  # noqa: E402
+import optuna
+from optuna.trial import TrialState, create_trial
 
-from hpsearch.leaderboard import leaderboard  # noqa: E402
-from hpsearch.spec import parse_spec  # noqa: E402
-from hpsearch.coordinator import Coordinator  # noqa: E402
-from hpsearch.stages import start_coarse  # noqa: E402
-from hpsearch.storage import Store  # noqa: E402
-from hpsearch.workloads.api import TrialOutcome  # noqa: E402
+from hpsearch.coordinator import Coordinator
+from hpsearch.leaderboard import leaderboard
+from hpsearch.spec import parse_spec
+from hpsearch.stages import start_coarse
+from hpsearch.storage import Store
+from hpsearch.workloads.api import TrialOutcome
 
 SPEC = {
     "name": "bench",
@@ -64,7 +64,9 @@ def per_trial_ms(store: Store, n: int) -> float:
             run.report(job, epoch, metrics)
             for k, v in metrics.items():
                 curves[k].append(v)
-        run.finish(job, TrialOutcome("complete", {"val_accuracy": 0.7, "val_loss": 0.3}, curves=curves, duration_s=0.01))
+        run.finish(
+            job, TrialOutcome("complete", {"val_accuracy": 0.7, "val_loss": 0.3}, curves=curves, duration_s=0.01)
+        )
     return (time.perf_counter() - start) * 1000 / n
 
 
@@ -152,7 +154,12 @@ def main() -> None:
                     fill(make_store(f"lb{n}"), f"lb{n}", n)
                     row.append(f"{export_s(make_store, f'lb{n}', Path(tmp) / 'lb.csv'):.2f}")
                 rows.append(row)
-    header = ["storage", "ms per trial (ask+5 reports+tell)", "leaderboard CSV 1k trials (s)", "leaderboard CSV 10k trials (s)"]
+    header = [
+        "storage",
+        "ms per trial (ask+5 reports+tell)",
+        "leaderboard CSV 1k trials (s)",
+        "leaderboard CSV 10k trials (s)",
+    ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:

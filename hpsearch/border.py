@@ -15,8 +15,9 @@ is `at_limit`: its message says so, and refine does not widen that way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from hpsearch.space import Choice, Param, Range, Space, fmt
 
@@ -49,11 +50,20 @@ class BorderFlag:
             if self.top_count > 1:
                 what += f" (with {self.top_count} of the top {self.top_k} {configs})"
         else:
-            what = f"{self.top_count} of the top {self.top_k} {configs} are at the {self.side.upper()} border of {self.range_text}"
+            what = (
+                f"{self.top_count} of the top {self.top_k} {configs} are at the {self.side.upper()} border of "
+                f"{self.range_text}"
+            )
         if self.at_limit:
             limit = f" {self.limit_text}" if self.limit_text else ""
-            return f"{self.param}: {what} — the range is at its limit{limit}; {self.plan or f'refine cannot widen it {way}'}"
-        return f"{self.param}: {what} — the optimum may lie {direction}; {self.plan or f'refine will widen the range {way}'}"
+            return (
+                f"{self.param}: {what} — the range is at its limit{limit}; "
+                f"{self.plan or f'refine cannot widen it {way}'}"
+            )
+        return (
+            f"{self.param}: {what} — the optimum may lie {direction}; "
+            f"{self.plan or f'refine will widen the range {way}'}"
+        )
 
 
 def border_side(param: Param, value: Any) -> str | None:

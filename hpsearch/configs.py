@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -39,7 +40,7 @@ class Config:
 
     @property
     def values(self) -> list[float]:
-        return [float(t.value) for t in self.trials]  # type: ignore[arg-type]
+        return [float(t.value) for t in self.trials]  # type: ignore[arg-type]  # complete trials: each has a value
 
     @property
     def n(self) -> int:
@@ -64,7 +65,10 @@ class Config:
         """Its value as every command shows THE best configuration: mean ± standard error, runs, noise."""
         if self.noise is None:
             return f"{metric} {self.mean:.4f} ({self.n} run{'s' if self.n != 1 else ''}; noise not measured)"
-        return f"{metric} {self.mean:.4f} ± {self.stderr:.4f} ({self.n} run{'s' if self.n != 1 else ''}; noise sd {self.noise:.4f})"
+        return (
+            f"{metric} {self.mean:.4f} ± {self.stderr:.4f} "
+            f"({self.n} run{'s' if self.n != 1 else ''}; noise sd {self.noise:.4f})"
+        )
 
 
 def group_configs(trials: Sequence[FrozenTrial]) -> list[Config]:

@@ -334,7 +334,7 @@ class Coordinator:
 
     def _failing(self) -> bool:
         """The broken-workload rule (FAIL_FAST failures in a row, none completed) or the failure cap."""
-        return self.fail_streak >= FAIL_FAST and self.completed_now == 0 or len(self.failures) >= self.max_failures
+        return (self.fail_streak >= FAIL_FAST and self.completed_now == 0) or len(self.failures) >= self.max_failures
 
     def _ended(self) -> bool:
         """The deadline passed, or one more trial could take the stage past its budget (running ones
@@ -394,6 +394,6 @@ class Coordinator:
     def _emit(self, kind: str, job: Job, **data: Any) -> None:
         if self.listener is not None:
             best = self.best() if kind == "finish" else None
-            counts_now = dict(done=self.done, target=self.target, failed=self.failed_total, running=len(self.running))
+            counts_now: dict[str, Any] = dict(done=self.done, target=self.target, failed=self.failed_total, running=len(self.running))
             self.listener(TrialEvent(kind, job, best=best, **counts_now, **data))
 

@@ -18,7 +18,8 @@ A diverged trial ends PRUNED with the reason `diverged`.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 DIVERGED = "diverged"
 DIVERGE_FACTOR = 3.0  # a training loss above 3x its first report has exploded (recipe: "several times")

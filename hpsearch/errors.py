@@ -10,7 +10,8 @@ so no library module has to know the command line.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 SETTING = re.compile(r"\$([a-z][a-z_]*)")
 
@@ -66,7 +67,9 @@ class JournalDamaged(StorageError):
 
     def __init__(self, path: Any, line: int) -> None:
         self.path, self.line = path, line
-        super().__init__(f"{path}: damaged record at line {line}; repair the study (every other record is kept, with a backup)")
+        super().__init__(
+            f"{path}: damaged record at line {line}; repair the study (every other record is kept, with a backup)"
+        )
 
 
 class JournalWriteError(StorageError):

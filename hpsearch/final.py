@@ -38,9 +38,10 @@ import json
 import math
 import re
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -120,8 +121,10 @@ def final(
     stage = found[0] if found is not None else store.stage(None)
     _check_split_known(stage, split_from_env)
     if stored is not None and warn is not None:
-        warn(f"the test split of {store.name!r} was evaluated {stored.get('evaluations', 0)} time(s) before; "
-             "every look at it makes the test figure less honest")
+        warn(
+            f"the test split of {store.name!r} was evaluated {stored.get('evaluations', 0)} time(s) before; "
+            "every look at it makes the test figure less honest"
+        )
     configs = ranked_configs(store.trials(stage), stage.spec.direction.value)[:ensemble]
     if not configs:
         raise HpsearchError(f"stage {stage.name} of {store.name!r} has no completed trials; run the search first")
@@ -130,11 +133,23 @@ def final(
     logs.mkdir(parents=True, exist_ok=True)
     pairs = [(rank, config, i) for rank, config in enumerate(configs, 1) for i in range(seeds)]
     runs = [
-        SeedRun(rank, i, TrialRecord(
-            number=n, params=dict(config.params), epochs=epochs, seed=derive_seed("final", stage.settings.seed, rank, i),
-            stage=FINAL_STUDY, study=store.name, metric=stage.spec.metric, log_path=str(logs / f"trial-{n}.log"),
-            workdir=stage.spec.folder, split="test", log_limit=stage.spec.limits.log_limit,
-        ))
+        SeedRun(
+            rank,
+            i,
+            TrialRecord(
+                number=n,
+                params=dict(config.params),
+                epochs=epochs,
+                seed=derive_seed("final", stage.settings.seed, rank, i),
+                stage=FINAL_STUDY,
+                study=store.name,
+                metric=stage.spec.metric,
+                log_path=str(logs / f"trial-{n}.log"),
+                workdir=stage.spec.folder,
+                split="test",
+                log_limit=stage.spec.limits.log_limit,
+            ),
+        )
         for n, (rank, config, i) in enumerate(pairs)
     ]
     slots = plan_processes(workers, len(runs), device)
@@ -149,8 +164,13 @@ def final(
     if not any(e["runs"] for e in entries):
         raise FinalRefused(f"every final run of {store.name!r} failed, nothing was tested: {reasons[0]}")
     data = {
-        "stage": stage.name, "epochs": epochs, "seeds": seeds, "metric": stage.spec.metric,
-        "direction": stage.spec.direction.value, "configs": entries, "failed": reasons,
+        "stage": stage.name,
+        "epochs": epochs,
+        "seeds": seeds,
+        "metric": stage.spec.metric,
+        "direction": stage.spec.direction.value,
+        "configs": entries,
+        "failed": reasons,
         "evaluations": (stored or {}).get("evaluations", 0) + 1,
         "ensemble": _ensemble(fn, outputs, len(configs), stage.spec.metric, model),
         "weights": None if best is None else {"file": WEIGHTS_FILE, "seed": best[1], "value": best[0]},
@@ -174,7 +194,8 @@ def _collect(
     sign = -1.0 if direction == "maximize" else 1.0
     entries, outputs, best = [], [], None
     for rank, config in enumerate(configs, 1):
-        done, failed, kept = [], [], []
+        done: list[dict[str, Any]] = []
+        failed, kept = [], []
         for result in (r for r in results if r.run.rank == rank):
             value, seed = result.metrics.get(metric), result.run.record.seed
             if result.state != "complete" or value is None or not math.isfinite(value):
@@ -189,11 +210,18 @@ def _collect(
         if kept:
             outputs.append(kept)
         values = [r["value"] for r in done]
-        entries.append({
-            "rank": rank, "params": config.params, "val_mean": config.mean, "val_n": config.n, "runs": done, "failed": failed,
-            "mean": statistics.fmean(values) if values else None,
-            "spread": statistics.stdev(values) if len(values) > 1 else None,
-        })
+        entries.append(
+            {
+                "rank": rank,
+                "params": config.params,
+                "val_mean": config.mean,
+                "val_n": config.n,
+                "runs": done,
+                "failed": failed,
+                "mean": statistics.fmean(values) if values else None,
+                "spread": statistics.stdev(values) if len(values) > 1 else None,
+            }
+        )
     return entries, outputs, best
 
 
@@ -218,7 +246,13 @@ def _ensemble(fn: Any, outputs: list[list[Any]], k: int, metric: str, model: boo
     if k < 2:
         return None
     if not model or not outputs:
-        return {"k": k, "runs": 0, "metrics": {}, "value": None, "reason": NO_ENSEMBLE if not model else "no run succeeded"}
+        return {
+            "k": k,
+            "runs": 0,
+            "metrics": {},
+            "value": None,
+            "reason": NO_ENSEMBLE if not model else "no run succeeded",
+        }
     metrics = fn.ensemble_metrics(outputs)
     value = metrics.get(metric)
     reason = "" if value is not None else f"no {metric} for a prediction (it scores {', '.join(metrics)})"
@@ -238,8 +272,13 @@ def write_best(store: Store, data: dict[str, Any]) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     best = data["configs"][0]
     head = f"# {store.name}: best of {data['stage']}, test {data['metric']} = {_fmt(best['mean'])}"
-    lines = [head + (f" ± {_fmt(best['spread'])}" if best["spread"] is not None else "") + f" ({len(best['runs'])} seeds)"]
-    lines += [f"{k if re.fullmatch(r'[A-Za-z0-9_-]+', k) else json.dumps(k)} = {json.dumps(v)}" for k, v in best["params"].items()]
+    lines = [
+        head + (f" ± {_fmt(best['spread'])}" if best["spread"] is not None else "") + f" ({len(best['runs'])} seeds)"
+    ]
+    lines += [
+        f"{k if re.fullmatch(r'[A-Za-z0-9_-]+', k) else json.dumps(k)} = {json.dumps(v)}"
+        for k, v in best["params"].items()
+    ]
     toml, js = folder / "best.toml", folder / "best.json"
     toml.write_text("\n".join(lines) + "\n")
     js.write_text(json.dumps(best["params"], indent=2) + "\n")

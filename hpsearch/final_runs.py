@@ -30,10 +30,11 @@ import pickle
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import DispatchError, TrialFailed, WorkloadError
 from hpsearch.workloads.api import TrialContext, TrialRecord
@@ -216,8 +217,9 @@ class _Pool:
             while pending or any(w.run is not None for w in workers):
                 for w in workers:
                     if w.run is None and pending:
-                        w.give(pending.pop(0))
-                        self.progress(RunStarted(w.run, self.total, w.name))
+                        given = pending.pop(0)
+                        w.give(given)
+                        self.progress(RunStarted(given, self.total, w.name))
                 for conn in wait([w.conn for w in workers if w.run is not None]):
                     i = next(i for i, w in enumerate(workers) if w.conn is conn)
                     result = workers[i].receive()
@@ -240,9 +242,12 @@ class _Worker:
     """One worker process of the pool and the run it holds."""
 
     def __init__(self, context: Any, slot: WorkerSlot, arg: str, name: str) -> None:
-        self.slot, self.name, self.run, self.started = slot, name, None, 0.0
+        self.slot, self.name, self.started = slot, name, 0.0
+        self.run: SeedRun | None = None
         self.conn, theirs = context.Pipe()
-        self.proc = context.Process(target=_serve, args=(theirs, arg, slot.device, slot.visible, slot.threads), daemon=True)
+        self.proc = context.Process(
+            target=_serve, args=(theirs, arg, slot.device, slot.visible, slot.threads), daemon=True
+        )
         self.proc.start()
         theirs.close()
 
@@ -300,7 +305,9 @@ def _serve(conn: Connection, arg: str, device: str, visible: str | None, threads
     from hpsearch.workloads import logbound
     from hpsearch.workloads.loader import load_workload
 
-    logbound.start_keeper(fork=True)  # the log's keeper, forked before any thread or workload import (as a search's worker)
+    logbound.start_keeper(
+        fork=True
+    )  # the log's keeper, forked before any thread or workload import (as a search's worker)
 
     try:
         fn = load_workload(arg)

@@ -30,9 +30,10 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from optuna.storages.journal import BaseJournalBackend, JournalFileSymlinkLock
 
@@ -132,8 +133,11 @@ class RepairingJournalBackend(BaseJournalBackend):
             shutil.copy2(self.path, backup)
             self._truncate(good)
             log.warning(
-                "%s: set aside a torn final record (%d bytes, the end of a write that was cut off); original kept as %s",
-                self.shown, size - good, backup.name,
+                "%s: set aside a torn final record (%d bytes, the end of a write that was cut off); "
+                "original kept as %s",
+                self.shown,
+                size - good,
+                backup.name,
             )
         return good
 

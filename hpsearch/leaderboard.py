@@ -11,19 +11,28 @@ low?' below 1e-4; 'lr too high?' above 1e-2 only when the loss curve shows it to
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.border import row_flags
+from hpsearch.configs import ranked_configs
 from hpsearch.errors import HpsearchError
-from hpsearch.space import Range
 from hpsearch.instruments.diagnostics import curve_notes, last_ratio, ratio_hint
+from hpsearch.space import Range
 from hpsearch.storage import StageInfo, Store, study_names
-from hpsearch.trials import CURVES_ATTR, DURATION_ATTR, METRICS_ATTR, REASON_ATTR, display_order, epochs_run, ranked_trials, trial_attr
+from hpsearch.trials import (
+    CURVES_ATTR,
+    DURATION_ATTR,
+    METRICS_ATTR,
+    REASON_ATTR,
+    display_order,
+    epochs_run,
+    trial_attr,
+)
 
 ALL = "all"
 
@@ -42,7 +51,19 @@ def leaderboard(store: Store, stage: str | None = None, top: int | None = None) 
     return frame(stages, [store.trials(s) for s in stages], top)
 
 
-OWN_COLUMNS = ("rank", "trial", "stage", "state", "reason", "epochs", "duration_s", "border", "update_ratio", "lr_hint", "notes")
+OWN_COLUMNS = (
+    "rank",
+    "trial",
+    "stage",
+    "state",
+    "reason",
+    "epochs",
+    "duration_s",
+    "border",
+    "update_ratio",
+    "lr_hint",
+    "notes",
+)
 DIAGNOSTIC_COLUMNS = ("update_ratio", "lr_hint", "notes")
 OWN_PREFIX = "hpsearch_"  # the leaderboard's own column, moved aside for a param or metric of the same name
 METRIC_PREFIX = "metric_"  # a returned metric named like a param
@@ -102,7 +123,16 @@ def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], 
         row.update({col[k]: v for k, v in _diagnostics(trial_attr(t, CURVES_ATTR) or {}).items()})
         rows.append(row)
     head = [col[c] for c in ("rank", "trial", "stage", "state", "reason")]
-    columns = [*head, metric, *param_names, col["epochs"], col["duration_s"], col["border"], *(REPEAT_COLUMNS if repeats else ()), *extra]
+    columns = [
+        *head,
+        metric,
+        *param_names,
+        col["epochs"],
+        col["duration_s"],
+        col["border"],
+        *(REPEAT_COLUMNS if repeats else ()),
+        *extra,
+    ]
     columns += [col[c] for c in DIAGNOSTIC_COLUMNS]
     df = pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
     df[col["rank"]] = df[col["rank"]].astype("Int64")
@@ -199,7 +229,7 @@ class StageSummary:
     complete: int
     failed: int
     metric: str
-    best: float | None
+    best: float | None  # the mean of the stage's best configuration (configs.ranked_configs)
 
 
 def study_summaries(directory: str | Path | None = None, url: str | None = None) -> list[StageSummary]:
@@ -209,7 +239,7 @@ def study_summaries(directory: str | Path | None = None, url: str | None = None)
         store = Store(name, directory, url, create=False)
         for info in store.stages():
             trials = store.trials(info)
-            ranked = ranked_trials(trials, info.spec.direction.value)
+            ranked = ranked_configs(trials, info.spec.direction.value)  # THE best: a configuration's mean over its runs
             out.append(
                 StageSummary(
                     name,
@@ -221,7 +251,7 @@ def study_summaries(directory: str | Path | None = None, url: str | None = None)
                     sum(t.state == TrialState.COMPLETE for t in trials),
                     sum(t.state == TrialState.FAIL for t in trials),
                     info.spec.metric,
-                    ranked[0].value if ranked else None,
+                    ranked[0].mean if ranked else None,
                 )
             )
     return out

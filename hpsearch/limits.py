@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import re
 import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hpsearch.errors import HpsearchError, SpecError
 
@@ -94,7 +95,9 @@ def parse_limits(data: dict[str, Any], file: str | Path) -> TrialLimits:
         try:
             values["log_limit"] = parse_size(data["log_limit"], "log_limit")
         except HpsearchError:
-            raise SpecError(file, "log_limit", f'must be bytes or a size such as "10MB" (0: unbounded), got {data["log_limit"]!r}') from None
+            raise SpecError(
+                file, "log_limit", f'must be bytes or a size such as "10MB" (0: unbounded), got {data["log_limit"]!r}'
+            ) from None
     return TrialLimits(**values)
 
 
@@ -117,7 +120,9 @@ class StallLimit:
     why: str
 
 
-def stall_limit(epoch_gaps: Sequence[float], durations: Sequence[float], factor: float, floor: float) -> StallLimit | None:
+def stall_limit(
+    epoch_gaps: Sequence[float], durations: Sequence[float], factor: float, floor: float
+) -> StallLimit | None:
     """The stall rule: `factor` x the median of `epoch_gaps` (seconds between a trial's reports, its
     start counting as one), or with none x the median of `durations` (completed trials'), never under
     `floor`. None when the rule is off (factor 0) or there is no basis yet: nothing is stalled."""

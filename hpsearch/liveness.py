@@ -18,8 +18,8 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -129,7 +129,11 @@ def fail_dead_trials(
         if t.number in ours:
             continue
         owner = t.user_attrs.get(OWNER_ATTR)
-        ownerless = owner is None and t.datetime_start is not None and (now - t.datetime_start).total_seconds() > OWNERLESS_GRACE_S
+        ownerless = (
+            owner is None
+            and t.datetime_start is not None
+            and (now - t.datetime_start).total_seconds() > OWNERLESS_GRACE_S
+        )
         if ownerless or (owner is not None and is_stale(owner)):
             failed = compat.fail_trial(study, t, REASON_ATTR, INTERRUPTED)
             if failed is not None:

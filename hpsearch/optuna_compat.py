@@ -39,8 +39,9 @@ Optuna name appears in any other module.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -48,6 +49,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import BaseJournalBackend
 from optuna.trial import FrozenTrial, TrialState
+
 
 def new_trial(study: optuna.Study) -> optuna.Trial:
     """A new RUNNING trial, no params yet, without looking at the queue. `Study.ask` first scans every
@@ -62,7 +64,9 @@ def suggest(trial: optuna.Trial, distributions: dict[str, BaseDistribution]) -> 
         trial._suggest(name, distribution)
 
 
-def tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None, state: TrialState | None = None) -> FrozenTrial:
+def tell(
+    study: optuna.Study, trial: optuna.Trial, value: float | None = None, state: TrialState | None = None
+) -> FrozenTrial:
     """`Study.tell` (the same checks, the sampler's after_trial, the same write), returning the trial
     as the storage holds it: Study.tell deep-copies it for its return, attributes, curves and all,
     the largest single cost of recording a short trial."""
@@ -109,12 +113,12 @@ def pop_waiting(study: optuna.Study, waiting: list[FrozenTrial] | None = None) -
 
 def record_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
     """Record that `trial` is alive now (RDB storages opened with a heartbeat interval)."""
-    study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+    study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]  # Optuna's private _storage
 
 
 def stale_trial_ids(study: optuna.Study) -> list[int]:
     """Ids of the study's RUNNING trials whose last heartbeat is older than the storage's grace period."""
-    return list(study._storage._get_stale_trial_ids(study._study_id))  # type: ignore[attr-defined]
+    return list(study._storage._get_stale_trial_ids(study._study_id))  # type: ignore[attr-defined]  # private, as above
 
 
 def fail_trial(study: optuna.Study, trial: int | FrozenTrial, key: str, reason: str) -> FrozenTrial | None:

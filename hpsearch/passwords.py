@@ -14,7 +14,9 @@ import re
 # a password reaches the driver as the start of the host, and its messages quote it: _SEEN_PASSWORDS.
 _URL_PASSWORD = re.compile(r"(://[^:/?#@\s]*:)[^/?#\s]*@")
 # password=... as a query parameter (?password=x, &password=x), quoted or not, and DSN-style key=value text.
-_QUERY_PASSWORD = re.compile(r"((?:[?&]|\b)(?:password|passwd|pwd)=)(?!\*\*\*)(\"[^\"]*\"|'[^']*'|[^&\s]*)", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(
+    r"((?:[?&]|\b)(?:password|passwd|pwd)=)(?!\*\*\*)(\"[^\"]*\"|'[^']*'|[^&\s]*)", re.IGNORECASE
+)
 _SEEN_PASSWORDS: set[str] = set()  # what mask_url has hidden so far: hidden in every later text too
 
 

@@ -27,6 +27,7 @@ A zombie counts as gone: it has exited, and only its parent's wait is missing.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -35,9 +36,10 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Collection, Iterable, Sequence
+from typing import Any
 
 KILL_POLL_S = 0.01  # how often a wait looks whether the processes left
 KILLED_WAIT_S = 1.0  # after SIGKILL, the longest wait for the kernel to finish them off
@@ -160,10 +162,8 @@ def end_group_members(grace: float, spare: Collection[int] = ()) -> list[int]:
         _kill(pid, signal.SIGKILL)
     _wait_gone(live, KILLED_WAIT_S)
     for pid in targets:  # our own children would stay zombies until the workload's Popen looked
-        try:
+        with contextlib.suppress(ChildProcessError):  # not ours (a grandchild, reaped by its parent or by init)
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass  # not ours (a grandchild, reaped by its parent or by init)
     return targets
 
 
@@ -209,17 +209,13 @@ def _prctl() -> Any:
 
 
 def _killpg(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _kill(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, a closed terminal or ssh session

@@ -13,8 +13,9 @@ type: int ranges and int value sets stay Python ints.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any
 
 from optuna.trial import FrozenTrial
 
@@ -53,6 +54,7 @@ def derive_space(
     flagged = {(f.param, f.side) for f in flags}
     params: list[Param] = []
     changes: list[dict[str, str]] = []
+    new: Param
     for p in space:
         values = [t[p.name] for t in top if p.name in t]
         sides = {side for side in ("low", "high") if (p.name, side) in flagged}
@@ -93,10 +95,12 @@ def _widening(p: Param, side: str) -> str:
         held = " (" + why.split("; ")[-1] + ")" if "limit" in why.split("; ")[-1] else ""
         return f"refine will widen it {way} to {fmt(end)}{held}"
     if isinstance(p, Choice) and p.numeric:
-        new, _why = _narrow_choice(p, [p.ordered[0] if side == "low" else p.ordered[-1]], {side})
-        added = [v for v in new.values if v not in p.values]
+        extended, _why = _narrow_choice(p, [p.ordered[0] if side == "low" else p.ordered[-1]], {side})
+        added = [v for v in extended.values if v not in p.values]
         if added:
-            return f"refine will add {fmt(added[0])} to the set" + (f" (between 0 and {fmt(p.ordered[1])})" if p.at_limit(side) else "")
+            return f"refine will add {fmt(added[0])} to the set" + (
+                f" (between 0 and {fmt(p.ordered[1])})" if p.at_limit(side) else ""
+            )
         return f"refine cannot extend it {way}"
     return ""
 
@@ -128,7 +132,7 @@ def _narrow_range(p: Range, values: list[Any], sides: set[str], parent_strategy:
             continue
         bound = domain.bound(side)
         if p.at_limit(side):
-            why.append(f"cannot widen {_WAY[side]}: at its limit {bound.note()}")  # type: ignore[union-attr]
+            why.append(f"cannot widen {_WAY[side]}: at its limit {bound.note()}")  # type: ignore[union-attr]  # at_limit: a bound
             continue
         old = p.low if side == "low" else p.high
         target = p.unscale(lo - widen) if side == "low" else p.unscale(hi + widen)
@@ -154,7 +158,7 @@ def _stop_inside(old: float, target: float, bound: Bound | None, side: str) -> t
     return (old + bound.value) / 2, f"stopped halfway to its limit {bound.note()}"
 
 
-def _finish_range(p: Range, domain: Domain, low: float, high: float, widened: set[str]) -> tuple[Value, Value]:
+def _finish_range(p: Range, domain: Domain, low: float, high: float, widened: set[str]) -> tuple[float, float]:
     """Round the new ends outward (ints to ints, floats to a few digits) without leaving the domain, nor
     the old range on a side that was not widened."""
 
@@ -215,7 +219,7 @@ def _narrow_choice(p: Choice, values: list[Any], sides: set[str]) -> tuple[Choic
             continue
         bound = domain.bound(side)
         if p.at_limit(side):
-            why.append(f"cannot extend {_WAY[side]}: at its limit {bound.note()}")  # type: ignore[union-attr]
+            why.append(f"cannot extend {_WAY[side]}: at its limit {bound.note()}")  # type: ignore[union-attr]  # at_limit: a bound
             extra = _between_zero(ordered, p.log_spaced, p.is_int) if side == "low" and ordered[0] == 0 else None
             if extra is not None:
                 keep.append(extra)
@@ -230,7 +234,7 @@ def _narrow_choice(p: Choice, values: list[Any], sides: set[str]) -> tuple[Choic
         why.append(f"added {fmt(extra)} {_WAY[side]}: best on the {side.upper()} border")
         if note:
             why.append(note)
-    return replace(p, values=tuple(sorted(dict.fromkeys(keep))), origin=p.span()), "; ".join(why)  # type: ignore[type-var]
+    return replace(p, values=tuple(sorted(dict.fromkeys(keep))), origin=p.span()), "; ".join(why)
 
 
 def _extend(
@@ -249,10 +253,10 @@ def _extend(
     if len(ordered) < 2:
         return None, ""
     if side == "high":
-        a, b = float(ordered[-2]), float(ordered[-1])  # type: ignore[arg-type]
+        a, b = float(ordered[-2]), float(ordered[-1])
         step = b * (b / a) if geometric and a > 0 else b + (b - a)
     else:
-        b, a = float(ordered[0]), float(ordered[1])  # type: ignore[arg-type]  # b: the end, a: its neighbour
+        b, a = float(ordered[0]), float(ordered[1])  # b: the end, a: its neighbour
         step = b / (a / b) if geometric and b > 0 else b - (a - b)
     end = b
     bound = domain.bound(side)
@@ -276,8 +280,8 @@ def _extend(
     if bound is not None and not beyond(bound.value, step):  # the step reaches or crosses the bound
         step = (end + bound.value) / 2
         note = f"stopped halfway to its limit {bound.note()}"
-    value = _short(step, lambda x: beyond(x, end) and domain.contains(x) and (bound is None or x != bound.value))
-    return (value, note) if value is not None else (None, "")
+    short = _short(step, lambda x: beyond(x, end) and domain.contains(x) and (bound is None or x != bound.value))
+    return (short, note) if short is not None else (None, "")
 
 
 def _between_zero(ordered: list[Value], geometric: bool, is_int: bool) -> Value | None:
@@ -285,8 +289,8 @@ def _between_zero(ordered: list[Value], geometric: bool, is_int: bool) -> Value 
     (weight decay {0, 1e-5, 1e-4} best at 0 -> 1e-6), continuing the set's spacing."""
     if len(ordered) < 2:
         return None
-    b = float(ordered[1])  # type: ignore[arg-type]
-    c = float(ordered[2]) if len(ordered) > 2 else None  # type: ignore[arg-type]
+    b = float(ordered[1])
+    c = float(ordered[2]) if len(ordered) > 2 else None
     step = b / (c / b) if geometric and c and b > 0 else b / 2
     if is_int:
         value = round(step)

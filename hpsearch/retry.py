@@ -79,7 +79,8 @@ class Orphans:
                 if number in still:
                     log.warning(
                         "stage %s: trial %d failed and its point was never queued again; queuing it here",
-                        self.stage, number,
+                        self.stage,
+                        number,
                     )
                     requeue(self.study, number, trial_params(still[number]))
                     self.took_over += 1

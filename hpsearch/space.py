@@ -20,14 +20,15 @@ out is inferred:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported where used: reading a study file needs neither (0.3 s before workers start)
     from optuna.distributions import BaseDistribution
 
-Value = Union[int, float, str, bool]
+Value = int | float | str | bool
 LOG_SPACED_RATIO = 2.0  # consecutive values at least this far apart: a geometric set
 FRACTION, NON_NEGATIVE, INT_MIN_1, LOG_POSITIVE = "a fraction: inside [0, 1]", "non-negative", "int >= 1", "log: > 0"
 
@@ -95,8 +96,8 @@ def _make_domain(
     text = f"limits [{', '.join('-' if v is None else fmt(v) for v in limits)}]"
     sides: dict[str, Bound | None] = {}
     for i, side in enumerate(("low", "high")):
-        if limits[i] is not None:
-            candidates: list[Bound | None] = [Bound(float(limits[i]), True, text, explicit=True)]  # type: ignore[arg-type]
+        if (limit := limits[i]) is not None:
+            candidates: list[Bound | None] = [Bound(float(limit), True, text, explicit=True)]
         elif side == "low":
             candidates = [
                 Bound(0.0, True, FRACTION) if fraction else None,
@@ -147,7 +148,7 @@ class Range:
     def domain(self) -> Domain:
         """The bounds refine never crosses (see the module docstring): `limits`, else inferred."""
         lowest, highest, _ = self.span()
-        fraction = not self.is_int and not self.log and 0 <= lowest and highest <= 1
+        fraction = not self.is_int and not self.log and lowest >= 0 and highest <= 1
         return _make_domain(self.limits, lowest, highest, log=self.log, is_int=self.is_int, fraction=fraction)
 
     def span(self) -> tuple[float, float, bool]:
@@ -180,7 +181,7 @@ class Range:
         if self.is_int:
             return sorted({int(round(p)) for p in points})
         # geomspace/linspace hit the end points exactly; keep them exact for Optuna's bounds check.
-        values = [float(p) for p in points]
+        values: list[Value] = [float(p) for p in points]
         values[0], values[-1] = float(self.low), float(self.high)
         return values
 
@@ -242,7 +243,7 @@ class Choice:
 
     @property
     def ordered(self) -> tuple[Value, ...]:
-        return tuple(sorted(self.values)) if self.numeric else self.values  # type: ignore[type-var]
+        return tuple(sorted(self.values)) if self.numeric else self.values
 
     @property
     def log_spaced(self) -> bool:
@@ -251,8 +252,8 @@ class Choice:
         (weight decay {0, 1e-5, 1e-4}). Momentum {0.5, 0.9, 0.95, 0.99} is not."""
         if not self.numeric:
             return False
-        positive = [float(v) for v in self.ordered if float(v) > 0]  # type: ignore[arg-type]
-        return len(positive) >= 2 and all(b / a >= LOG_SPACED_RATIO for a, b in zip(positive, positive[1:]))
+        positive = [float(v) for v in self.ordered if float(v) > 0]
+        return len(positive) >= 2 and all(b / a >= LOG_SPACED_RATIO for a, b in itertools.pairwise(positive))
 
     @property
     def is_int(self) -> bool:
@@ -264,7 +265,7 @@ class Choice:
         if not self.numeric or not self.values:
             return Domain()
         lowest, highest, geometric = self.span()
-        fraction = not self.is_int and not geometric and 0 <= lowest and highest <= 1
+        fraction = not self.is_int and not geometric and lowest >= 0 and highest <= 1
         return _make_domain(
             self.limits, lowest, highest, log=geometric and lowest > 0, is_int=self.is_int, fraction=fraction
         )
@@ -273,14 +274,14 @@ class Choice:
         """(lowest, highest, geometric) of the study file's set: what the domain is inferred from."""
         if self.origin is not None:
             return self.origin
-        ordered = [float(v) for v in self.ordered]  # type: ignore[arg-type]
+        ordered = [float(v) for v in self.ordered]
         return ordered[0], ordered[-1], self.log_spaced
 
     def at_limit(self, side: str) -> bool:
         """True when the set's end value on `side` is its domain's bound: it cannot widen that way."""
         if not self.numeric or len(self.values) < 2:
             return False
-        return _at_limit(self.domain().bound(side), self.ordered[0 if side == "low" else -1], side)  # type: ignore[arg-type]
+        return _at_limit(self.domain().bound(side), self.ordered[0 if side == "low" else -1], side)  # type: ignore[arg-type]  # numeric: checked above
 
     def midpoint(self) -> Value:
         """The middle value: of the sorted values for a numeric set, of the listed order otherwise."""
@@ -310,7 +311,7 @@ class Choice:
         return d
 
 
-Param = Union[Range, Choice]
+Param = Range | Choice
 
 
 def _at_limit(bound: Bound | None, end: float, side: str) -> bool:
@@ -325,7 +326,7 @@ class Space:
 
     params: tuple[Param, ...] = field(default_factory=tuple)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self):  # type: ignore[no-untyped-def]  # -> Iterator[Param]: its import would be line 401
         return iter(self.params)
 
     def __len__(self) -> int:
@@ -366,7 +367,7 @@ class Space:
             limits = tuple(d.get("limits", (None, None)))
             origin = tuple(d["origin"]) if "origin" in d else None
             if "values" in d:
-                params.append(Choice(name, tuple(d["values"]), limits, origin=origin))  # type: ignore[arg-type]
+                params.append(Choice(name, tuple(d["values"]), limits, origin=origin))
             else:
                 params.append(
                     Range(
@@ -376,8 +377,8 @@ class Space:
                         log=bool(d.get("log", False)),
                         type=d.get("type", "float"),
                         grid_points=int(d.get("grid_points", 5)),
-                        limits=limits,  # type: ignore[arg-type]
-                        origin=origin,  # type: ignore[arg-type]
+                        limits=limits,
+                        origin=origin,
                     )
                 )
         return cls(tuple(params))

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import random
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from optuna.trial import TrialState
 
@@ -23,9 +24,9 @@ from hpsearch.border import BorderFlag, check_borders
 from hpsearch.configs import ranked_configs
 from hpsearch.coordinator import Coordinator, Listener, StageResult
 from hpsearch.errors import HpsearchError, SpecError, StageExists, StageFailed
+from hpsearch.liveness import owner_tag
 from hpsearch.refine import derive_space, plan_widening
 from hpsearch.spec import StudySpec, check_stage
-from hpsearch.liveness import owner_tag
 from hpsearch.storage import StageInfo, Store, transient_errors
 from hpsearch.strategy import Strategy
 from hpsearch.trials import (
@@ -77,7 +78,10 @@ def start_coarse(
             )
         store.delete(stored)
         if notify is not None:
-            notify(f"the stored coarse stage had no completed trial: replaced it with {spec.path} ({', '.join(changed)} changed)")
+            notify(
+                f"the stored coarse stage had no completed trial: "
+                f"replaced it with {spec.path} ({', '.join(changed)} changed)"
+            )
     info = StageInfo("coarse", 0, None, settings, spec.space, spec)
     stored = create_stage(store, info)
     return info if stored is info else _resume(store, stored, overrides, spec.path)
@@ -99,7 +103,10 @@ def _resume(store: Store, stored: StageInfo, overrides: dict[str, Any], file: st
                 "or start a new study to change it",
             )
     settings = stored.settings.with_overrides(
-        trials=given.get("trials"), top_k=given.get("top_k"), max_failures=given.get("max_failures"), budget=given.get("budget")
+        trials=given.get("trials"),
+        top_k=given.get("top_k"),
+        max_failures=given.get("max_failures"),
+        budget=given.get("budget"),
     )
     if settings != stored.settings:
         stored = replace(stored, settings=settings)
@@ -158,7 +165,9 @@ def plan_refine(
     stored = create_stage(store, info)
     if stored is info:
         for params in carry[: settings.trials]:
-            store.study(info).enqueue_trial({k: v for k, v in params.items() if k in space.names}, user_attrs={CARRIED_ATTR: True})
+            store.study(info).enqueue_trial(
+                {k: v for k, v in params.items() if k in space.names}, user_attrs={CARRIED_ATTR: True}
+            )
     return (info, flags, False) if stored is info else (_resume(store, stored, overrides, "refine"), [], True)
 
 
@@ -251,7 +260,9 @@ def run_stage(
     finally:
         run.close()
     if run.failures and run.completed_now == 0:
-        raise StageFailed(f"every trial of stage {info.name} failed ({len(run.failures)} tried): {failure_summary(run.failures)}")
+        raise StageFailed(
+            f"every trial of stage {info.name} failed ({len(run.failures)} tried): {failure_summary(run.failures)}"
+        )
     return run.result()
 
 
@@ -262,7 +273,9 @@ def failure_summary(failures: Sequence[str], most: int = 3) -> str:
     for line in failures:
         number, _, reason = line.partition(": ") if line.startswith("trial ") else ("", "", line)
         trials.setdefault(reason, []).append(number.removeprefix("trial "))
-    parts = [f"{reason} (trial{'s' if len(ns) > 1 else ''} {', '.join(n for n in ns if n)})" for reason, ns in trials.items()]
+    parts = [
+        f"{reason} (trial{'s' if len(ns) > 1 else ''} {', '.join(n for n in ns if n)})" for reason, ns in trials.items()
+    ]
     more = f"; and {len(parts) - most} other reason(s)" if len(parts) > most else ""
     return "; ".join(parts[:most]) + more
 
@@ -286,4 +299,6 @@ def join_stage(
     """
     info = store.stage(stage)
     # Seed differs per joining process, so machines that join together do not draw the same points.
-    return run_stage(store, info, executor, listener, pruner, zlib.crc32(owner_tag().encode()) % 1_000_000_007, deadline)
+    return run_stage(
+        store, info, executor, listener, pruner, zlib.crc32(owner_tag().encode()) % 1_000_000_007, deadline
+    )

@@ -81,6 +81,7 @@ def transient_errors() -> tuple[type[BaseException], ...]:
     sqlalchemy_errors = sys.modules.get("sqlalchemy.exc")
     return (*errors, sqlalchemy_errors.SQLAlchemyError) if sqlalchemy_errors is not None else errors
 
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # hpsearch prints its own progress
 
 
@@ -96,7 +97,10 @@ def heartbeat_settings() -> tuple[int, int]:
     grace period not longer than the interval (every live trial would look dead).
     """
     values = []
-    for env, default in (("HPSEARCH_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL_S), ("HPSEARCH_HEARTBEAT_GRACE", HEARTBEAT_GRACE_S)):
+    for env, default in (
+        ("HPSEARCH_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL_S),
+        ("HPSEARCH_HEARTBEAT_GRACE", HEARTBEAT_GRACE_S),
+    ):
         raw = os.environ.get(env, "").strip()
         if not raw:
             values.append(default)
@@ -182,7 +186,9 @@ def open_storage(
         # Absolute: a trial may run in another folder (its study file's) while this process writes.
         backend = RepairingJournalBackend(journal.resolve(), shown=journal)
     except OSError as e:
-        raise StorageError(f"cannot write the study folder {folder}: {e.strerror}; set $directory to a writable folder") from None
+        raise StorageError(
+            f"cannot write the study folder {folder}: {e.strerror}; set $directory to a writable folder"
+        ) from None
     return JournalStorage(backend), str(journal)
 
 
@@ -190,7 +196,9 @@ def _storage_from_url(url: str) -> BaseStorage:
     shown = mask_url(url)
     if "://" not in url:
         if not url.endswith(".journal"):
-            raise StorageError(f"$storage {shown}: use an Optuna RDB URL (sqlite:///x.db, postgresql://...) or a .journal file")
+            raise StorageError(
+                f"$storage {shown}: use an Optuna RDB URL (sqlite:///x.db, postgresql://...) or a .journal file"
+            )
         try:
             Path(url).parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(RepairingJournalBackend(Path(url).resolve(), shown=url))
@@ -275,7 +283,9 @@ class Store:
         from optuna.exceptions import DuplicatedStudyError
 
         try:
-            study = optuna.create_study(storage=self.storage, study_name=info.optuna_name, direction=info.spec.direction.value)
+            study = optuna.create_study(
+                storage=self.storage, study_name=info.optuna_name, direction=info.spec.direction.value
+            )
         except DuplicatedStudyError:
             return self._wait_for_record(info)
         study.set_user_attr(ATTR, info.to_dict())

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from operator import attrgetter
+from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -51,7 +53,7 @@ STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2,
 def ranked_trials(trials: Sequence[FrozenTrial], direction: str) -> list[FrozenTrial]:
     """Completed trials with a finite value, best first; ties keep the order of `trials`."""
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
-    return sorted(done, key=lambda t: t.value, reverse=direction == "maximize")  # type: ignore[arg-type,return-value]
+    return sorted(done, key=attrgetter("value"), reverse=direction == "maximize")  # done: every value a float
 
 
 def display_order(trials: Sequence[FrozenTrial], direction: str) -> list[tuple[int | None, FrozenTrial]]:
@@ -137,7 +139,9 @@ def spent_epochs(trials: Sequence[FrozenTrial], setting: int) -> int:
     )
 
 
-def metric_value(metrics: dict[str, float], curves: dict[str, list[float]], metric: str, direction: str, epoch: str) -> float:
+def metric_value(
+    metrics: dict[str, float], curves: dict[str, list[float]], metric: str, direction: str, epoch: str
+) -> float:
     """A trial's value: its returned `metric` (epoch "last"), or its best reported epoch's ("best",
     in the study's direction; the returned value when it reported none, and the returned value counts too)."""
     value = metrics[metric]

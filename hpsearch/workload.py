@@ -26,9 +26,10 @@ import os
 import re
 import shlex
 import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from hpsearch.errors import SpecError
 
@@ -76,7 +77,7 @@ class ModelSpec:
         return OPTIMIZERS[self.optimizer]
 
 
-def ungrouped_ranges(workload: "Workload", space: Any) -> list[str]:
+def ungrouped_ranges(workload: Workload, space: Any) -> list[str]:
     """The params that make every population of a model workload a population of one: non-optimiser
     params drawn from a range (two trials almost never share a value, and only optimiser params may
     differ inside a stacked model)."""
@@ -142,7 +143,7 @@ def parse_command(text: str) -> tuple[str, ...]:
     except ValueError as e:
         raise TemplateError(f"cannot split {text!r} into arguments ({e}); balance its quotes") from None
     if not argv:
-        raise TemplateError("is empty; give the program and its arguments, e.g. \"python train.py {lr} {epochs}\"")
+        raise TemplateError('is empty; give the program and its arguments, e.g. "python train.py {lr} {epochs}"')
     return argv
 
 
@@ -227,19 +228,31 @@ def parse_model(data: Mapping[str, Any], file: Path, names: Sequence[str], resol
         raise SpecError(file, "workload.loss", f'must be one of {", ".join(LOSSES)} or "file.py:fn", got {loss!r}')
     if loss not in LOSSES:
         if ":" not in loss:
-            raise SpecError(file, "workload.loss", f'{loss!r} is not a loss; use one of {", ".join(LOSSES)} or "file.py:fn"')
+            raise SpecError(
+                file, "workload.loss", f'{loss!r} is not a loss; use one of {", ".join(LOSSES)} or "file.py:fn"'
+            )
         loss = resolve(loss, file, "workload.loss")
     batch_size = data.get("batch_size", 64)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise SpecError(file, "workload.batch_size", f"must be a positive integer (or search a param named batch_size), got {batch_size!r}")
+        raise SpecError(
+            file,
+            "workload.batch_size",
+            f"must be a positive integer (or search a param named batch_size), got {batch_size!r}",
+        )
     optimizer = data.get("optimizer", "sgd")
     if optimizer not in OPTIMIZERS:
-        raise SpecError(file, "workload.optimizer", f"{optimizer!r} is not an optimiser; use one of {', '.join(OPTIMIZERS)}")
+        raise SpecError(
+            file, "workload.optimizer", f"{optimizer!r} is not an optimiser; use one of {', '.join(OPTIMIZERS)}"
+        )
     precision = data.get("precision", "fp32")
     if precision not in PRECISIONS:
-        raise SpecError(file, "workload.precision", f"{precision!r} is not a precision; use one of {', '.join(PRECISIONS)}")
+        raise SpecError(
+            file, "workload.precision", f"{precision!r} is not a precision; use one of {', '.join(PRECISIONS)}"
+        )
     if "lr" not in names:
-        raise SpecError(file, "params", f"a model workload's {optimizer} optimiser needs a param named lr; add [params.lr]")
+        raise SpecError(
+            file, "params", f"a model workload's {optimizer} optimiser needs a param named lr; add [params.lr]"
+        )
     return ModelSpec(model, source, loss, batch_size, optimizer, precision)
 
 
@@ -252,7 +265,9 @@ def parse_command_value(value: Any, file: Path, names: Sequence[str], folder: st
         elif isinstance(value, list) and value and all(isinstance(a, str) for a in value):
             argv = tuple(value)
         else:
-            raise TemplateError(f'must be a command line or a list of arguments, e.g. ["python", "train.py"], got {value!r}')
+            raise TemplateError(
+                f'must be a command line or a list of arguments, e.g. ["python", "train.py"], got {value!r}'
+            )
         check_command(argv, names)
     except TemplateError as e:
         raise SpecError(file, key, str(e)) from None
@@ -268,12 +283,18 @@ def _check_program(argv: tuple[str, ...], folder: Path, file: Path, key: str) ->
     if program in PYTHON_NAMES:
         script = argv[1] if len(argv) > 1 else ""
         if script.endswith(".py") and not placeholders([script]) and not (folder / script).is_file():
-            raise SpecError(file, key, f"script {script} does not exist in {folder} (the command runs in the study file's folder)")
+            raise SpecError(
+                file, key, f"script {script} does not exist in {folder} (the command runs in the study file's folder)"
+            )
     elif "/" in program:
         path = folder / program
         if not path.is_file():
-            raise SpecError(file, key, f"program {program} does not exist in {folder} (the command runs in the study file's folder)")
+            raise SpecError(
+                file, key, f"program {program} does not exist in {folder} (the command runs in the study file's folder)"
+            )
         if not os.access(path, os.X_OK):
-            raise SpecError(file, key, f"program {program} is not executable; chmod +x it, or run it with its interpreter")
+            raise SpecError(
+                file, key, f"program {program} is not executable; chmod +x it, or run it with its interpreter"
+            )
     elif shutil.which(program) is None:
         raise SpecError(file, key, f"program {program!r} is not on PATH; give its full path")

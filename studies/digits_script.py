@@ -41,4 +41,14 @@ for epoch in range(1, args.epochs + 1):
         out = model(x[held_out])
         val_loss, val_accuracy = loss_fn(out, y[held_out]).item(), (out.argmax(1) == y[held_out]).float().mean().item()
     # Named as the study's metric on either split; "split" says which one it was.
-    print(json.dumps({"epoch": epoch, "split": args.split, "train_loss": loss.item(), "val_loss": val_loss, "val_accuracy": val_accuracy}))
+    print(
+        json.dumps(
+            {
+                "epoch": epoch,
+                "split": args.split,
+                "train_loss": loss.item(),
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+            }
+        )
+    )

@@ -57,8 +57,11 @@ def splits(split: str = "val"):
     x, y = torch.tensor(data["x"], dtype=torch.float32), torch.tensor(data["y"], dtype=torch.long)
     train = (x[:TRAIN], y[:TRAIN])
     if split == "test":
-        return train, (torch.tensor(data["x_test"], dtype=torch.float32), torch.tensor(data["y_test"], dtype=torch.long))
-    return train, (x[TRAIN:TRAIN + VAL], y[TRAIN:TRAIN + VAL])
+        return train, (
+            torch.tensor(data["x_test"], dtype=torch.float32),
+            torch.tensor(data["y_test"], dtype=torch.long),
+        )
+    return train, (x[TRAIN : TRAIN + VAL], y[TRAIN : TRAIN + VAL])
 
 
 def cnn(channels: int = 25):
@@ -67,8 +70,12 @@ def cnn(channels: int = 25):
 
     return nn.Sequential(
         nn.Unflatten(1, (1, 40)),
-        nn.Conv1d(1, channels, 5, stride=2, padding=1), nn.ReLU(),
-        nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(channels * 5, 10),
+        nn.Conv1d(1, channels, 5, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(channels, channels, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(channels, channels, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(channels * 5, 10),
     )

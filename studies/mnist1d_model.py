@@ -14,4 +14,4 @@ def data():
     d = arrays()
     x, y = torch.tensor(d["x"], dtype=torch.float32), torch.tensor(d["y"], dtype=torch.long)
     test = (torch.tensor(d["x_test"], dtype=torch.float32), torch.tensor(d["y_test"], dtype=torch.long))
-    return (x[:TRAIN], y[:TRAIN]), (x[TRAIN:TRAIN + VAL], y[TRAIN:TRAIN + VAL]), test
+    return (x[:TRAIN], y[:TRAIN]), (x[TRAIN : TRAIN + VAL], y[TRAIN : TRAIN + VAL]), test

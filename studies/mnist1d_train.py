@@ -8,7 +8,6 @@ import argparse
 import json
 
 import torch
-
 from mnist1d_data import cnn, splits
 
 
@@ -45,8 +44,16 @@ def fit(lr, weight_decay, momentum, epochs, seed, device="cpu", split="val", rep
 def train(trial):
     """The function workload: the same training, reporting to hpsearch each epoch."""
     p = trial.params
-    return fit(p["lr"], p["weight_decay"], p["momentum"], trial.epochs, trial.seed, trial.device, trial.split,
-               report=lambda epoch, m: trial.report(epoch, **m))
+    return fit(
+        p["lr"],
+        p["weight_decay"],
+        p["momentum"],
+        trial.epochs,
+        trial.seed,
+        trial.device,
+        trial.split,
+        report=lambda epoch, m: trial.report(epoch, **m),
+    )
 
 
 if __name__ == "__main__":

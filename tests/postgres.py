@@ -59,7 +59,7 @@ def postgres_url() -> Iterator[str]:
     if not initdb or not pg_ctl:
         _unavailable("initdb/pg_ctl not found (Debian: apt-get install postgresql)")
     try:
-        import psycopg  # noqa: F401  (the driver SQLAlchemy uses for postgresql:// URLs)
+        import psycopg  # the driver SQLAlchemy uses for postgresql:// URLs
     except ImportError:
         _unavailable("the psycopg driver is not installed (pip install 'psycopg[binary]')")
     root = Path(tempfile.mkdtemp(prefix="hpsearch-pg-"))
@@ -89,14 +89,16 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
         _unavailable(f"{e} {detail.decode(errors='replace').strip()[-300:]}")
     try:
-        import psycopg
+        import psycopg  # the driver SQLAlchemy uses for postgresql:// URLs
 
         conn = psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True)
         conn.cursor().execute("CREATE DATABASE hpsearch")
         conn.close()
         yield f"postgresql://postgres@127.0.0.1:{port}/hpsearch"
     finally:
-        subprocess.run(_as_server_user([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True, timeout=60)
+        subprocess.run(
+            _as_server_user([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True, timeout=60
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -12,7 +12,20 @@ import pytest
 
 PACKAGE = Path(__file__).parent.parent / "hpsearch"
 MAX_LINES = 400
-CORE = {"errors", "spec", "workload", "space", "strategy", "pruner", "border", "refine", "trials", "divergence", "configs", "limits"}
+CORE = {
+    "errors",
+    "spec",
+    "workload",
+    "space",
+    "strategy",
+    "pruner",
+    "border",
+    "refine",
+    "trials",
+    "divergence",
+    "configs",
+    "limits",
+}
 # A private Optuna name: one of these attributes, or an import from one of Optuna's _private modules.
 PRIVATE_OPTUNA = re.compile(
     r"\._(storage|study_id|trial_id|suggest|get_stale_trial_ids|pop_waiting_trial_id|thread_local|backend|cached_trial_ids)\b"
@@ -86,7 +99,7 @@ def test_architecture_has_no_import_cycle() -> None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt) :] + [nxt]
+                cycle = [*stack[stack.index(nxt) :], nxt]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if nxt not in state:
                 visit(nxt)
@@ -101,7 +114,11 @@ def test_architecture_has_no_import_cycle() -> None:
 def test_architecture_core_imports_only_core_and_never_torch() -> None:
     graph, modules = _graph(), _modules()
     for name in CORE:
-        allowed = CORE | {"workloads", "workloads.loader", "workloads.api"}  # spec checks a workload path without importing it
+        allowed = CORE | {
+            "workloads",
+            "workloads.loader",
+            "workloads.api",
+        }  # spec checks a workload path without importing it
         assert graph[name] <= allowed, f"{name} imports {graph[name] - allowed}"
         assert not _third_party(modules[name]) & {"torch", "typer", "rich", "matplotlib"}, name
 
@@ -139,7 +156,10 @@ def test_architecture_private_optuna_names_only_in_optuna_compat() -> None:
 
 
 def test_architecture_cli_start_up_imports_no_torch_optuna_or_pandas() -> None:
-    code = "import sys, hpsearch.cli; print(sorted(m for m in ('torch', 'optuna', 'pandas', 'matplotlib') if m in sys.modules))"
+    code = (
+        "import sys, hpsearch.cli; "
+        "print(sorted(m for m in ('torch', 'optuna', 'pandas', 'matplotlib') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -162,6 +182,8 @@ def test_architecture_library_errors_name_settings_not_flags() -> None:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Raise) and node.exc is not None:
-                texts = [c.value for c in ast.walk(node.exc) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+                texts = [
+                    c.value for c in ast.walk(node.exc) if isinstance(c, ast.Constant) and isinstance(c.value, str)
+                ]
                 bad = [t for t in texts if flag.search(t)]
                 assert not bad, f"{name}:{node.lineno} raises a message naming a flag: {bad}"

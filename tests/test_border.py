@@ -6,7 +6,9 @@ from hpsearch.border import check_borders, row_flags
 from hpsearch.space import Choice, Range, Space
 
 LR = Range("lr", 1e-4, 1.0, log=True)
-SPACE = Space((LR, Range("dropout", 0.0, 0.5), Choice("momentum", (0.5, 0.9, 0.95, 0.99)), Choice("act", ("relu", "tanh"))))
+SPACE = Space(
+    (LR, Range("dropout", 0.0, 0.5), Choice("momentum", (0.5, 0.9, 0.95, 0.99)), Choice("act", ("relu", "tanh")))
+)
 
 
 def _trials(*lrs, dropout=0.25, momentum=0.9, act="relu"):

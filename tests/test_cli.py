@@ -81,7 +81,9 @@ def test_cli_leaderboard_csv_holds_every_stage_unless_stage_is_given(run_cli, st
 
 
 def test_cli_flags_override_the_study_file(run_cli, study_file):
-    code, out, err = run_cli("coarse", study_file(), "--trials", "3", "--epochs", "2", "--strategy", "grid", "--seed", "5", "-q")
+    code, out, err = run_cli(
+        "coarse", study_file(), "--trials", "3", "--epochs", "2", "--strategy", "grid", "--seed", "5", "-q"
+    )
     assert code == 0, err
     code, out, _ = run_cli("leaderboard", "fake", "--csv", "-")
     df = pd.read_csv(io.StringIO(out))
@@ -215,9 +217,9 @@ def test_cli_installed_command_reports_error_without_traceback(tmp_path):
 @pytest.mark.torch
 def test_cli_builtin_digits_study_end_to_end(run_cli, tmp_path):
     spec = ROOT / "studies" / "digits_mlp.toml"
-    code, out, err = run_cli("coarse", spec, "--trials", "4", "--epochs", "1", "-q")
+    code, _, err = run_cli("coarse", spec, "--trials", "4", "--epochs", "1", "-q")
     assert code == 0, err
-    code, out, err = run_cli("refine", "digits_mlp", "--trials", "2", "--epochs", "2", "-q")
+    code, _, err = run_cli("refine", "digits_mlp", "--trials", "2", "--epochs", "2", "-q")
     assert code == 0, err
     csv = tmp_path / "lb.csv"
     code, _, err = run_cli("leaderboard", "digits_mlp", "--stage", "all", "--csv", csv)
@@ -249,12 +251,16 @@ def test_cli_database_outage_is_said_so_and_no_debug_hint_under_debug(monkeypatc
     import sqlalchemy.exc
 
     app_module = _sys.modules["hpsearch.cli.app"]
-    refused = sqlalchemy.exc.OperationalError("UPDATE trials", {}, ConnectionRefusedError("connection to server failed: Connection refused"))
+    refused = sqlalchemy.exc.OperationalError(
+        "UPDATE trials", {}, ConnectionRefusedError("connection to server failed: Connection refused")
+    )
     try:
         try:
             raise refused
         except sqlalchemy.exc.OperationalError as e:
-            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit. invalid data, e.g. exceeding max length") from e
+            raise optuna.exceptions.StorageInternalError(
+                "An exception is raised during the commit. invalid data, e.g. exceeding max length"
+            ) from e
     except optuna.exceptions.StorageInternalError as e:
         error = e
     monkeypatch.setitem(app_module._state, "debug", False)
@@ -288,6 +294,10 @@ def test_studies_at_80_columns_breaks_no_name(run_cli, study_file, monkeypatch):
     assert code == 0, err
     rows = [line.split() for line in out.splitlines() if line.strip().startswith("mnist1d_")]
     assert len(rows) == 4 and all(len(line) <= 80 for line in out.splitlines()), out
-    assert [(r[0], r[1]) for r in rows] == [("mnist1d_cmd", "coarse"), ("mnist1d_cmd", "refine-1"),
-                                          ("mnist1d_model", "coarse"), ("mnist1d_model", "refine-1")], out
+    assert [(r[0], r[1]) for r in rows] == [
+        ("mnist1d_cmd", "coarse"),
+        ("mnist1d_cmd", "refine-1"),
+        ("mnist1d_model", "coarse"),
+        ("mnist1d_model", "refine-1"),
+    ], out
     assert all(r[-1].replace(".", "").lstrip("-").isdigit() for r in rows), out  # the best column is whole too

@@ -14,8 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -90,7 +90,7 @@ def test_command_argparse_script_coarse_and_refine_from_another_folder(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    code, out, err = run_cli("coarse", path, "--workers", "2")
+    code, _, err = run_cli("coarse", path, "--workers", "2")
     assert code == 0, err
     trials = stored()
     assert [t.state.name for t in trials] == ["COMPLETE"] * 4
@@ -108,19 +108,22 @@ def test_command_argparse_script_coarse_and_refine_from_another_folder(
         params = json.loads(env["HPSEARCH_PARAMS"])
         assert r["argv"][:2] == ["--lr", repr(params["lr"])]  # the exact value, as one argument
         assert r["argv"][r["argv"].index("--seed") + 1] == env["HPSEARCH_SEED"]
-    code, out, err = run_cli("refine", "cmd", "--workers", "2")
+    code, _, err = run_cli("refine", "cmd", "--workers", "2")
     assert code == 0, err
     refined = stored(stage="refine-1")
     assert len(refined) == 3 and all(t.state.name == "COMPLETE" for t in refined)
     assert all(len(trial_attr(t, "curves")["val_loss"]) == 4 for t in refined)  # refine's epochs reached the script
-    code, out, err = run_cli("leaderboard", "cmd", "--stage", "all", "--csv", tmp_path / "lb.csv")
+    code, _, err = run_cli("leaderboard", "cmd", "--stage", "all", "--csv", tmp_path / "lb.csv")
     assert code == 0 and len((tmp_path / "lb.csv").read_text().splitlines()) == 1 + 4 + 3
 
 
 def test_command_exit_code_signal_and_missing_metric_are_failures_with_reasons(tmp_path: Path, run_cli: Cli) -> None:
     markers = tmp_path / "markers"
     path = write_study(
-        tmp_path / "study", FAULT_COMMAND.replace("{markers}", str(markers)), MODES, 'strategy = "grid"\ntrials = 4\nepochs = 2'
+        tmp_path / "study",
+        FAULT_COMMAND.replace("{markers}", str(markers)),
+        MODES,
+        'strategy = "grid"\ntrials = 4\nepochs = 2',
     )
     code, _, err = run_cli("coarse", path, "--workers", "2")
     assert code == 0, err
@@ -196,7 +199,10 @@ def test_command_interrupt_ends_the_script_and_rerun_continues(tmp_path: Path, r
     env = {**os.environ, "SCRIPT_SLEEP": "20"}  # the first epoch takes 20 s: the interrupt comes during it
     cli = subprocess.Popen(
         [sys.executable, "-m", "hpsearch", "coarse", str(path), "--workers", "1", "-q"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         for _ in range(600):  # the script runs (a bound, not a timing assertion)
@@ -236,7 +242,7 @@ def test_command_unused_param_is_one_warning(tmp_path: Path, run_cli: Cli) -> No
 @pytest.mark.parametrize("command", ["sanity", "lr-find"])
 def test_command_instruments_refuse_with_one_line(tmp_path: Path, run_cli: Cli, command: str) -> None:
     path = write_study(tmp_path / "study", "python train.py --lr {lr} --epochs {epochs}")
-    code, out, err = run_cli(command, path)
+    code, _, err = run_cli(command, path)
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("Error: ")
     assert "command workload" in lines[0] and "function workload" in lines[0]
@@ -266,15 +272,29 @@ def _context(tmp_path: Path, params: dict, epochs: int = 2, stops_at: int | None
     def on_report(epoch: int, metrics: dict, timing: object) -> str | None:
         return "pruned by test" if stops_at is not None and epoch >= stops_at else None
 
-    record = TrialRecord(7, params, epochs, 123, stage="refine-2", study="s", metric="val_accuracy", workdir=str(tmp_path))
+    record = TrialRecord(
+        7, params, epochs, 123, stage="refine-2", study="s", metric="val_accuracy", workdir=str(tmp_path)
+    )
     return TrialContext.open(record, "cpu", on_report)
 
 
 def test_command_runner_pruned_mid_run_ends_the_group(tmp_path: Path) -> None:
     shutil.copy(SCRIPT, tmp_path / "train.py")
     markers = tmp_path / "m"
-    workload = CommandWorkload(("python", str(tmp_path / "train.py"), "--lr", "{lr}", "--epochs", "{epochs}",
-                                "--sleep", "0.05", "--markers", str(markers)))
+    workload = CommandWorkload(
+        (
+            "python",
+            str(tmp_path / "train.py"),
+            "--lr",
+            "{lr}",
+            "--epochs",
+            "{epochs}",
+            "--sleep",
+            "0.05",
+            "--markers",
+            str(markers),
+        )
+    )
     ctx = _context(tmp_path, {"lr": 0.1}, epochs=50, stops_at=3)
     with pytest.raises(TrialStopped, match="pruned by test"):
         workload(ctx)
@@ -290,17 +310,22 @@ def test_command_runner_cannot_start_program(tmp_path: Path) -> None:
 def test_command_runner_heavy_stderr_does_not_block(tmp_path: Path) -> None:
     script = tmp_path / "loud.py"
     script.write_text(
-        "import sys, json\nsys.stderr.write('x' * 1_000_000 + '\\n')\nprint(json.dumps({'epoch': 1, 'val_accuracy': 0.5}))\n"
+        "import sys, json\nsys.stderr.write('x' * 1_000_000 + '\\n')\n"
+        "print(json.dumps({'epoch': 1, 'val_accuracy': 0.5}))\n"
     )
     assert CommandWorkload(("python", str(script)))(_context(tmp_path, {})) == {"val_accuracy": 0.5}
 
 
 def test_command_report_lines() -> None:
-    assert parse_report('{"epoch": 2, "val_loss": 0.5, "iterations": 10, "note": "x", "ok": true}') == (2, 10, {"val_loss": 0.5})
+    assert parse_report('{"epoch": 2, "val_loss": 0.5, "iterations": 10, "note": "x", "ok": true}') == (
+        2,
+        10,
+        {"val_loss": 0.5},
+    )
     assert parse_report('{"val_accuracy": NaN}')[2]["val_accuracy"] != 0.0  # NaN is a number (diverged)
     assert parse_report("epoch 3 {not json}") is None
     assert parse_report("[1, 2]") is None
-    assert parse_report("  {\"epoch\": 1}  ") == (1, None, {})
+    assert parse_report('  {"epoch": 1}  ') == (1, None, {})
 
 
 def test_command_emit_writes_the_same_json_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -315,7 +340,7 @@ def test_command_emit_writes_the_same_json_line(capsys: pytest.CaptureFixture[st
 def test_command_shipped_example_script_study_runs(run_cli: Cli) -> None:
     """The README's example: studies/digits_script.toml runs studies/digits_script.py (plain PyTorch)."""
     study = Path(__file__).resolve().parent.parent / "studies" / "digits_script.toml"
-    code, out, err = run_cli("coarse", study, "--trials", "2", "--epochs", "1", "--workers", "2")
+    code, _, err = run_cli("coarse", study, "--trials", "2", "--epochs", "1", "--workers", "2")
     assert code == 0, err
     trials = stored("digits_script")
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
@@ -325,7 +350,9 @@ def test_command_shipped_example_script_study_runs(run_cli: Cli) -> None:
 def test_command_wrong_metric_name_stops_at_the_first_trial_with_one_line(tmp_path: Path, run_cli: Cli) -> None:
     """A script that prints other metrics but not the study's: a wrong `metric` in the study file. One
     line naming the file's key and what the script printed, after the first trial, not a failure per trial."""
-    path = write_study(tmp_path / "study", "python train.py --lr {lr} --epochs {epochs}", coarse="trials = 6\nepochs = 1")
+    path = write_study(
+        tmp_path / "study", "python train.py --lr {lr} --epochs {epochs}", coarse="trials = 6\nepochs = 1"
+    )
     path.write_text(path.read_text().replace('metric = "val_accuracy"', 'metric = "val_acc"'))
     code, _, err = run_cli("coarse", path, "--workers", "1")
     errors = [line for line in err.splitlines() if line.startswith("Error:")]

@@ -62,7 +62,9 @@ def test_coordinator_heartbeat_logs_and_survives_a_database_hiccup(study_file, t
     coordinator.close()
 
 
-def test_coordinator_heartbeat_programming_error_is_raised_on_the_main_thread(study_file, tmp_path, monkeypatch) -> None:
+def test_coordinator_heartbeat_programming_error_is_raised_on_the_main_thread(
+    study_file, tmp_path, monkeypatch
+) -> None:
     coordinator = _coordinator(study_file, tmp_path, monkeypatch)
     assert coordinator.next_job() is not None
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -83,7 +83,7 @@ NOISY_U = [1.69, 1.2, 0.9, 0.7, 0.6, 0.58, 0.55, 0.6, 0.57, 0.63, 0.62, 0.68, 0.
 @pytest.mark.parametrize("val", [NOISY_DESCENT, LATE_UPTICK, NOISY_PLATEAU])
 def test_overfitting_does_not_fire_on_a_noisy_epoch(val: list[float]) -> None:
     """The MNIST-1D report: val loss 1.69 -> 0.41 with one epoch > 5% above the minimum was called overfitting."""
-    assert max(val[val.index(min(val)):]) > 1.05 * min(val)  # the old rule's trigger is there
+    assert max(val[val.index(min(val)) :]) > 1.05 * min(val)  # the old rule's trigger is there
     assert not overfits(TRAIN, val)
     assert "overfitting" not in curve_notes({"train_loss": TRAIN, "val_loss": val})
 
@@ -99,10 +99,22 @@ def test_overfitting_fires_on_a_sustained_rise_while_train_falls(val: list[float
 def test_leaderboard_appends_diagnostics_after_existing_columns(
     study_file: Callable[..., Path], run_cli: Callable[..., tuple[int, str, str]]
 ) -> None:
-    code, _, err = run_cli("coarse", study_file(coarse='trials = 4\nepochs = 4\nseed = 0'), "-q")
+    code, _, err = run_cli("coarse", study_file(coarse="trials = 4\nepochs = 4\nseed = 0"), "-q")
     assert code == 0, err
     df = leaderboard(Store("fake"))
-    expected_head = ["rank", "trial", "stage", "state", "reason", "val_accuracy", "lr", "momentum", "epochs", "duration_s", "border"]
+    expected_head = [
+        "rank",
+        "trial",
+        "stage",
+        "state",
+        "reason",
+        "val_accuracy",
+        "lr",
+        "momentum",
+        "epochs",
+        "duration_s",
+        "border",
+    ]
     assert list(df.columns[: len(expected_head)]) == expected_head
     assert list(df.columns[-3:]) == ["update_ratio", "lr_hint", "notes"]
     assert df["update_ratio"].isna().all()  # the fake workloads never call trial.watch
@@ -136,7 +148,9 @@ def test_plain_workload_without_watch_records_no_ratio() -> None:
     from hpsearch.workloads.function import run_trial
     from hpsearch.workloads.loader import load_workload
 
-    outcome = run_trial(load_workload(f"{BROKEN}:no_watch"), TrialContext(TrialRecord(0, {"lr": 0.1}, 2, 0)), "val_accuracy")
+    outcome = run_trial(
+        load_workload(f"{BROKEN}:no_watch"), TrialContext(TrialRecord(0, {"lr": 0.1}, 2, 0)), "val_accuracy"
+    )
     assert outcome.state == "complete"
     assert "update_ratio" not in outcome.curves
     assert len(outcome.curves["train_loss"]) == 2
@@ -148,7 +162,7 @@ def test_leaderboard_csv_has_ratio_and_hint_for_a_watched_workload(
 ) -> None:
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
-    path = study_file(workload=f"{BROKEN}:good", coarse='trials = 3\nepochs = 2\nseed = 0')
+    path = study_file(workload=f"{BROKEN}:good", coarse="trials = 3\nepochs = 2\nseed = 0")
     assert run_cli("coarse", path, "-q")[0] == 0
     code, out, _ = run_cli("leaderboard", "fake", "--csv", "-")
     assert code == 0

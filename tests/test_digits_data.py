@@ -22,7 +22,7 @@ def test_digits_arrays_equal_scikit_learns_loader() -> None:
 def test_digits_split_is_fixed_and_disjoint() -> None:
     split = load_digits_split("cpu")
     assert [len(split[k][0]) for k in ("train", "val", "test")] == [1078, 359, 360]
-    rows = {tuple(r.tolist()) + (int(t),) for k in split for r, t in zip(*split[k])}
+    rows = {(*r.tolist(), int(t)) for k in split for r, t in zip(*split[k])}
     assert len(rows) == len({tuple(r) for r in np.c_[digits_arrays()[0] / 16.0, digits_arrays()[1]].tolist()})
 
 

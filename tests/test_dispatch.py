@@ -14,22 +14,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import ClassVar
 
 import pytest
-
-from hpsearch.trials import trial_attr
 from optuna.trial import FrozenTrial
 from rich.console import Console
 
-from hpsearch.dispatch import DispatchConfig, PoolExecutor, cpu_cores, make_executor, plan_workers, visible_gpus
-from hpsearch.errors import DispatchError
 from hpsearch.cli.progress import ProgressDisplay
 from hpsearch.coordinator import Job, TrialEvent
-from hpsearch.workloads.api import TrialRecord
+from hpsearch.dispatch import DispatchConfig, PoolExecutor, cpu_cores, make_executor, plan_workers, visible_gpus
+from hpsearch.errors import DispatchError
 from hpsearch.spec import load_spec
 from hpsearch.storage import StageInfo, Store
+from hpsearch.trials import trial_attr
+from hpsearch.workloads.api import TrialRecord
 
 FAULTY = Path(__file__).parent / "workloads" / "faulty.py"
 STALLS = Path(__file__).parent / "workloads" / "stalls.py"
@@ -148,7 +148,9 @@ def test_trial_timeout_needs_workers() -> None:
 # ----------------------------------------------------------------------------- the pool
 
 
-def test_pool_two_workers_grid_has_no_duplicates_and_no_leftovers(study_file: Callable[..., Path], run_cli: Cli) -> None:
+def test_pool_two_workers_grid_has_no_duplicates_and_no_leftovers(
+    study_file: Callable[..., Path], run_cli: Cli
+) -> None:
     params = "[params.lr]\nvalues = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]\n"
     path = study_file(faulty("grid_point"), coarse='strategy = "grid"\ntrials = 20\nepochs = 1', params=params)
     code, _, err = run_cli("coarse", path, "--devices", "cpu", "--workers", "2")
@@ -253,7 +255,9 @@ def test_stalled_trial_is_ended_replaced_and_recorded_with_its_silence(
     [failed] = by_state(trials, "FAIL")
     assert failed.number == 2
     # e.g. "stalled: no report for 1.6 s (limit 1.0 s: the floor; 10 x the stage's median epoch of 0.051 s is less)"
-    silent, limit = re.fullmatch(r"stalled: no report for ([\d.]+) s \(limit ([\d.]+) s: .*median epoch of .*\)", failed.user_attrs["reason"]).groups()  # type: ignore[union-attr]
+    silent, limit = re.fullmatch(
+        r"stalled: no report for ([\d.]+) s \(limit ([\d.]+) s: .*median epoch of .*\)", failed.user_attrs["reason"]
+    ).groups()  # type: ignore[union-attr]
     assert float(silent) > float(limit) >= 1.0
     assert "trial 2 hangs now" in trial_attr(failed, "log_tail")  # its log is kept, as a timed-out trial's
     assert len(by_state(trials, "COMPLETE")) == 8
@@ -269,7 +273,9 @@ def test_trial_queued_behind_a_hung_one_runs_on_an_idle_worker(
     other worker, idle, takes it back and runs it (trial 2 saw them all); each trial is recorded once."""
     monkeypatch.setenv("HPSEARCH_TEST_TRIALS", "6")
     monkeypatch.setenv("HPSEARCH_TEST_WAIT_S", "10")
-    path = study_file(f"{STALLS}:waits_for_the_others", coarse='strategy = "random"\ntrials = 6\nepochs = 2', params=LR_ONLY)
+    path = study_file(
+        f"{STALLS}:waits_for_the_others", coarse='strategy = "random"\ntrials = 6\nepochs = 2', params=LR_ONLY
+    )
     code, _, err = run_cli("coarse", path, "--workers", "2")
     assert code == 0, err
     trials = stored()
@@ -379,7 +385,9 @@ def test_hyperband_pruner_runs_and_names_itself(study_file: Callable[..., Path],
     assert {t.user_attrs["reason"] for t in by_state(trials, "PRUNED")} <= {"pruned by hyperband pruner"}
 
 
-@pytest.mark.parametrize("signals", [[signal.SIGINT], [signal.SIGTERM], [signal.SIGHUP], [signal.SIGINT, signal.SIGINT]])
+@pytest.mark.parametrize(
+    "signals", [[signal.SIGINT], [signal.SIGTERM], [signal.SIGHUP], [signal.SIGINT, signal.SIGINT]]
+)
 def test_interrupt_stops_workers_keeps_trials_and_rerun_continues(
     study_file: Callable[..., Path], run_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signals: list[int]
 ) -> None:
@@ -598,7 +606,9 @@ def test_trial_taken_back_too_late_is_recorded_once(
     monkeypatch.setattr(WorkerHandle, "recall", late)
     monkeypatch.setenv("HPSEARCH_TEST_TRIALS", "6")
     monkeypatch.setenv("HPSEARCH_TEST_WAIT_S", "10")
-    path = study_file(f"{STALLS}:waits_for_the_others", coarse='strategy = "random"\ntrials = 6\nepochs = 2', params=LR_ONLY)
+    path = study_file(
+        f"{STALLS}:waits_for_the_others", coarse='strategy = "random"\ntrials = 6\nepochs = 2', params=LR_ONLY
+    )
     code, _, err = run_cli("coarse", path, "--workers", "2")
     assert code == 0, err
     trials = stored()
@@ -623,7 +633,7 @@ def test_pool_ends_a_worker_that_started_a_trial_taken_back(monkeypatch: pytest.
             self.killed = True
 
     class Run:
-        finished: list[Job] = []
+        finished: ClassVar[list[Job]] = []
 
         def finish(self, job: Job, outcome: object) -> None:
             self.finished.append(job)
@@ -676,7 +686,9 @@ def test_pool_queues_nothing_for_tpe_or_long_trials(
     assert all(spans[n][0] >= spans[n - 1][1] for n in range(1, 6)), spans
 
 
-def test_trial_queued_on_a_worker_that_dies_runs_on_its_successor(study_file: Callable[..., Path], run_cli: Cli) -> None:
+def test_trial_queued_on_a_worker_that_dies_runs_on_its_successor(
+    study_file: Callable[..., Path], run_cli: Cli
+) -> None:
     """Trial 2 is queued behind trial 1, whose worker dies: 1 fails as `worker died`, 2 never started
     there, so it runs on the replacement worker and completes; the stage reaches its target."""
     path = study_file(faulty("exits_on_1"), coarse='strategy = "random"\ntrials = 5\nepochs = 2', params=LR_ONLY)
@@ -719,9 +731,14 @@ def test_progress_best_includes_the_trial_just_finished(study_file, run_cli) -> 
     import re
 
     spec = study_file(coarse='strategy = "random"\ntrials = 8\nepochs = 2\nseed = 3')
-    code, _out, err = run_cli("coarse", spec, "--workers", "2")
+    code, _, err = run_cli("coarse", spec, "--workers", "2")
     assert code == 0, err
-    lines = [m for m in re.finditer(r"trial (\d+) complete val_accuracy=(-?[\d.]+) .*?best val_accuracy (-?[\d.]+) \(trial (\d+)\)", err)]
+    lines = [
+        m
+        for m in re.finditer(
+            r"trial (\d+) complete val_accuracy=(-?[\d.]+) .*?best val_accuracy (-?[\d.]+) \(trial (\d+)\)", err
+        )
+    ]
     assert len(lines) == 8, err
     seen: dict[int, float] = {}
     for m in lines:

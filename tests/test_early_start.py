@@ -92,7 +92,9 @@ def test_workers_started_for_another_workload_are_replaced_by_start(study_file: 
 def test_an_invalid_study_file_starts_no_worker(
     study_file: Callable[..., Path], run_cli: Cli, early_pids: list[int]
 ) -> None:
-    path = study_file(faulty("grid_point"), coarse="trials = 2\nepochs = 1", params="[params.lr]\nlow = 1.0\nhigh = 0.1\n")
+    path = study_file(
+        faulty("grid_point"), coarse="trials = 2\nepochs = 1", params="[params.lr]\nlow = 1.0\nhigh = 0.1\n"
+    )
     code, _, err = run_cli("coarse", path, "--workers", "2", "-q")
     assert code == 2 and err.startswith("Error: ") and len(err.strip().splitlines()) == 1, err
     assert early_pids == [] and worker_children() == []  # its workload's module never ran
@@ -137,7 +139,10 @@ def test_early_workers_of_another_workload_are_replaced(study_file: Callable[...
 def test_early_workers_no_run_adopts_are_ended(study_file: Callable[..., Path]) -> None:
     spec = load_spec(study_file(faulty("grid_point"), params=LR_ONLY))
     pids: list[int] = []
-    with pytest.raises(KeyboardInterrupt), PoolExecutor(plan_workers(DispatchConfig("cpu", workers=2), gpus=[])) as pool:
+    with (
+        pytest.raises(KeyboardInterrupt),
+        PoolExecutor(plan_workers(DispatchConfig("cpu", workers=2), gpus=[])) as pool,
+    ):
         pool.start(spec.workload, 2)
         pids.extend(w.pid for w in pool.early)
         raise KeyboardInterrupt  # Ctrl-C while the stage is being set up
@@ -161,11 +166,15 @@ def test_a_workload_that_fails_to_import_is_one_line_error(
     study_file: Callable[..., Path], run_cli: Cli, tmp_path: Path, early_pids: list[int]
 ) -> None:
     bad = tmp_path / "bad_import.py"
-    bad.write_text("import hpsearch_no_such_module_for_tests\n\n\ndef train(trial):\n    return {'val_accuracy': 1.0}\n")
+    bad.write_text(
+        "import hpsearch_no_such_module_for_tests\n\n\ndef train(trial):\n    return {'val_accuracy': 1.0}\n"
+    )
     path = study_file(f"{bad}:train", coarse="trials = 4\nepochs = 1", params=LR_ONLY)
     code, _, err = run_cli("coarse", path, "--workers", "2", "-q")
     assert code == 2, err
-    assert err.strip().splitlines() == [err.strip()] and err.startswith(f"Error: workload {bad}:train: importing it failed")
+    assert err.strip().splitlines() == [err.strip()] and err.startswith(
+        f"Error: workload {bad}:train: importing it failed"
+    )
     assert "hpsearch_no_such_module_for_tests" in err
     assert len(early_pids) == WORKERS and worker_children() == [] and not any(running(p) for p in early_pids)
     # The same line as when the workload is imported in this process.
@@ -204,8 +213,13 @@ def test_worker_exit_runs_the_workloads_atexit_handlers(
 
 def _main(body: str, *argv: str) -> subprocess.CompletedProcess[str]:
     """Run `body`, then the hpsearch console entry point (cli.main) with `argv`, in a fresh interpreter."""
-    code = f"import sys\n{textwrap.dedent(body)}\nsys.argv = ['hpsearch', *{list(argv)!r}]\nfrom hpsearch.cli import main\nmain()\n"
-    return subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120, cwd=os.getcwd())
+    code = (
+        f"import sys\n{textwrap.dedent(body)}\nsys.argv = ['hpsearch', *{list(argv)!r}]\n"
+        "from hpsearch.cli import main\nmain()\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120, cwd=os.getcwd()
+    )
 
 
 def test_cli_exit_keeps_atexit_handlers_exit_codes_and_flushed_output() -> None:

@@ -18,7 +18,11 @@ RECIPE = Path(__file__).parent / "workloads" / "recipe.py"
 
 
 def _searched(study_file, tmp_path: Path, workload: str = "noisy_peak") -> Store:
-    spec = load_spec(study_file(workload=f"{RECIPE}:{workload}", coarse="trials = 8\nepochs = 1\nseed = 0", refine="trials = 5\nepochs = 2"))
+    spec = load_spec(
+        study_file(
+            workload=f"{RECIPE}:{workload}", coarse="trials = 8\nepochs = 1\nseed = 0", refine="trials = 5\nepochs = 2"
+        )
+    )
     store = Store(spec.name, tmp_path / "r")
     search(store, spec, say=lambda line: None)
     return store
@@ -94,7 +98,7 @@ def test_final_builtin_digits_evaluates_on_its_test_split() -> None:
 # ----------------------------------------------------------------------------- model workloads: ensemble, weights
 
 MODELS = Path(__file__).parent / "workloads" / "models.py"
-REGRESSION = '''
+REGRESSION = """
 import torch
 from torch import nn
 
@@ -111,7 +115,7 @@ def _split(n, seed):
 
 def data():
     return _split(96, 1), _split(48, 2), _split(48, 3)
-'''
+"""
 
 
 def _model_store(tmp_path: Path, loss: str = "cross_entropy") -> Store:
@@ -120,14 +124,19 @@ def _model_store(tmp_path: Path, loss: str = "cross_entropy") -> Store:
 
     if loss != "cross_entropy":
         (tmp_path / "reg.py").write_text(REGRESSION)
-        model, data, metric, direction = f"{tmp_path / 'reg.py'}:build", f"{tmp_path / 'reg.py'}:data", "val_loss", "minimize"
+        model, data, metric, direction = (
+            f"{tmp_path / 'reg.py'}:build",
+            f"{tmp_path / 'reg.py'}:data",
+            "val_loss",
+            "minimize",
+        )
     else:
         model, data, metric, direction = f"{MODELS}:mlp", f"{MODELS}:data", "val_accuracy", "maximize"
     path = tmp_path / "m.toml"
     path.write_text(
         f'name = "m"\nmetric = "{metric}"\ndirection = "{direction}"\n\n'
         f'[workload]\nmodel = "{model}"\ndata = "{data}"\nloss = "{loss}"\nbatch_size = 32\n\n'
-        '[coarse]\ntrials = 4\nepochs = 1\nseed = 0\n\n[params.lr]\nlow = 1e-2\nhigh = 0.5\nlog = true\n'
+        "[coarse]\ntrials = 4\nepochs = 1\nseed = 0\n\n[params.lr]\nlow = 1e-2\nhigh = 0.5\nlog = true\n"
     )
     spec = load_spec(path)
     store = Store(spec.name, tmp_path / "r")
@@ -143,7 +152,9 @@ def _retrained(store: Store, entry: dict) -> list:
     found = []
     for run in entry["runs"]:
         workload = load_workload(store.stage(None).spec.workload)
-        metrics = workload(TrialContext.open(TrialRecord(0, dict(entry["params"]), 1, run["seed"], split="test"), "cpu"))
+        metrics = workload(
+            TrialContext.open(TrialRecord(0, dict(entry["params"]), 1, run["seed"], split="test"), "cpu")
+        )
         assert metrics == pytest.approx(run["metrics"])  # the same run: final's figures are this training's
         found.append((workload, metrics))
     return found
@@ -164,7 +175,9 @@ def test_final_ensemble_scores_the_averaged_softmax_of_every_run(tmp_path: Path)
     y = runs[0].splits("cpu")["test"][1]
     mean = torch.stack(probs).mean(0)
     assert ensemble["value"] == pytest.approx(float((mean.argmax(-1) == y).float().mean()))
-    assert ensemble["metrics"]["val_loss"] == pytest.approx(float(-mean[torch.arange(len(y)), y].log().mean()), rel=1e-5)
+    assert ensemble["metrics"]["val_loss"] == pytest.approx(
+        float(-mean[torch.arange(len(y)), y].log().mean()), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("loss", ["mse", f"{MODELS}:l1"])
@@ -208,7 +221,9 @@ def test_final_saves_the_best_runs_weights_loadable_into_build(tmp_path: Path, r
     assert code == 0 and f"wrote {pt}" in out and "stored result" in err
 
 
-def test_final_ensemble_of_a_function_workload_reports_each_config_and_says_why(study_file, tmp_path: Path, run_cli) -> None:
+def test_final_ensemble_of_a_function_workload_reports_each_config_and_says_why(
+    study_file, tmp_path: Path, run_cli
+) -> None:
     store = _searched(study_file, tmp_path)
     code, out, err = run_cli("final", store.name, "--dir", tmp_path / "r", "--seeds", "1", "--ensemble", "2")
     assert code == 0, err
@@ -220,7 +235,7 @@ def test_final_ensemble_of_a_function_workload_reports_each_config_and_says_why(
 
 # ----------------------------------------------------------------------------- the split: refused, checked
 
-SCRIPT = '''
+SCRIPT = """
 import argparse, json, os, random
 p = argparse.ArgumentParser()
 p.add_argument("--lr", type=float)
@@ -230,7 +245,7 @@ p.add_argument("--claim", default="")  # report this split whatever it was given
 a = p.parse_args()
 value = 0.9 if a.split == "test" else 0.5 + random.Random(a.seed).random() / 10
 print(json.dumps({"epoch": 1, "split": a.claim or a.split, "val_accuracy": value}))
-'''
+"""
 
 
 def _command_store(tmp_path: Path, args: str) -> Store:
@@ -240,8 +255,9 @@ def _command_store(tmp_path: Path, args: str) -> Store:
     (tmp_path / "script.py").write_text(SCRIPT)
     path = tmp_path / "c.toml"
     path.write_text(
-        f'name = "c"\nmetric = "val_accuracy"\ndirection = "maximize"\n\n[workload]\ncommand = "python script.py {args}"\n\n'
-        '[coarse]\ntrials = 2\nepochs = 1\nseed = 0\n\n[params.lr]\nlow = 1e-3\nhigh = 1.0\nlog = true\n'
+        'name = "c"\nmetric = "val_accuracy"\ndirection = "maximize"\n\n'
+        f'[workload]\ncommand = "python script.py {args}"\n\n'
+        "[coarse]\ntrials = 2\nepochs = 1\nseed = 0\n\n[params.lr]\nlow = 1e-3\nhigh = 1.0\nlog = true\n"
     )
     spec = load_spec(path)
     store = Store(spec.name, tmp_path / "r")
@@ -261,7 +277,7 @@ def test_final_refuses_a_command_without_split(tmp_path: Path, run_cli) -> None:
 
 def test_final_split_from_env_runs_a_command_that_reads_hpsearch_split(tmp_path: Path, run_cli) -> None:
     store = _command_store(tmp_path, "--lr {lr} --seed {seed}")
-    code, out, err = run_cli("final", "c", "--dir", tmp_path / "r", "--seeds", "2", "--split-from-env")
+    code, _, err = run_cli("final", "c", "--dir", tmp_path / "r", "--seeds", "2", "--split-from-env")
     assert code == 0, err
     assert [r["value"] for r in stored_final(store)["configs"][0]["runs"]] == [0.9, 0.9]  # the script saw test
 
@@ -288,7 +304,9 @@ def train(trial):
 
 
 @pytest.mark.parametrize("mode", ["reports_val", "returns_val"])
-def test_final_a_function_that_reports_split_val_fails_its_runs(study_file, tmp_path: Path, monkeypatch, mode: str) -> None:
+def test_final_a_function_that_reports_split_val_fails_its_runs(
+    study_file, tmp_path: Path, monkeypatch, mode: str
+) -> None:
     from hpsearch.stages import run_stage, start_coarse
 
     (tmp_path / "splits.py").write_text(SPLIT_FUNCTION)
@@ -296,7 +314,10 @@ def test_final_a_function_that_reports_split_val_fails_its_runs(study_file, tmp_
     store = Store(spec.name, tmp_path / "r")
     monkeypatch.setenv("SPLIT_MODE", "honest")
     run_stage(store, start_coarse(store, spec, {}))
-    assert [r["value"] for r in final(store, seeds=2, workers=0).data["configs"][0]["runs"]] == [0.7, 0.7]  # "test": fine
+    assert [r["value"] for r in final(store, seeds=2, workers=0).data["configs"][0]["runs"]] == [
+        0.7,
+        0.7,
+    ]  # "test": fine
     monkeypatch.setenv("SPLIT_MODE", mode)
     with pytest.raises(FinalRefused, match='reported split "val", not "test": it evaluated on validation'):
         final(store, seeds=2, workers=0, again=True)
@@ -312,7 +333,9 @@ def test_final_shipped_digits_script_evaluates_on_the_split_it_is_given() -> Non
 
     def last_line(split: str) -> dict:
         args = [sys.executable, "digits_script.py", "--epochs", "1", "--split", split]
-        return json.loads(subprocess.run(args, cwd=studies, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+        return json.loads(
+            subprocess.run(args, cwd=studies, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+        )
 
     val, test = last_line("val"), last_line("test")
     assert (val["split"], test["split"]) == ("val", "test")
@@ -349,7 +372,9 @@ def _seeded_store(study_file, tmp_path: Path, workload: str = "seeded") -> Store
     from hpsearch.stages import run_stage, start_coarse
 
     (tmp_path / "seeded.py").write_text(SEEDED)
-    spec = load_spec(study_file(workload=f"{tmp_path / 'seeded.py'}:{workload}", coarse="trials = 3\nepochs = 1\nseed = 0"))
+    spec = load_spec(
+        study_file(workload=f"{tmp_path / 'seeded.py'}:{workload}", coarse="trials = 3\nepochs = 1\nseed = 0")
+    )
     store = Store(spec.name, tmp_path / "r")
     run_stage(store, start_coarse(store, spec, {}))
     return store
@@ -367,7 +392,13 @@ def test_final_in_worker_processes_equals_one_after_another(study_file, tmp_path
                 run["pid"] = run["metrics"].pop("pid")
     assert {r["pid"] for e in here["configs"] for r in e["runs"]} == {os.getpid()}
     assert len({r["pid"] for e in pooled["configs"] for r in e["runs"]} - {os.getpid()}) == 2  # two worker processes
-    strip = lambda data: [[(r["seed"], r["value"], r["metrics"]) for r in e["runs"]] + [e["mean"], e["spread"]] for e in data["configs"]]
+
+    def strip(data):
+        return [
+            [(r["seed"], r["value"], r["metrics"]) for r in e["runs"]] + [e["mean"], e["spread"]]
+            for e in data["configs"]
+        ]
+
     assert strip(pooled) == strip(here)
     assert len({r["value"] for e in here["configs"] for r in e["runs"]}) == 6  # every seed its own value
 
@@ -404,7 +435,10 @@ def test_final_model_runs_in_worker_processes_bring_back_predictions_and_weights
     store = _model_store(tmp_path)
     here = final(store, seeds=2, ensemble=2, workers=0)
     pooled = final(store, seeds=2, ensemble=2, workers=2, again=True)
-    values = lambda r: [run["value"] for e in r.data["configs"] for run in e["runs"]]
+
+    def values(r):
+        return [run["value"] for e in r.data["configs"] for run in e["runs"]]
+
     assert values(pooled) == pytest.approx(values(here), rel=1e-6)
     assert pooled.data["ensemble"]["runs"] == 4  # every run's test outputs came back
     assert pooled.data["ensemble"]["value"] == pytest.approx(here.data["ensemble"]["value"], rel=1e-6)

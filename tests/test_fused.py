@@ -16,10 +16,20 @@ K, B = 3, 5
 def _models() -> dict[str, nn.Sequential]:
     return {
         "mlp": nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4)),
-        "no bias, tanh, identity": nn.Sequential(nn.Linear(12, 8, bias=False), nn.Tanh(), nn.Identity(), nn.Linear(8, 3)),
+        "no bias, tanh, identity": nn.Sequential(
+            nn.Linear(12, 8, bias=False), nn.Tanh(), nn.Identity(), nn.Linear(8, 3)
+        ),
         "linear into a conv and back": nn.Sequential(
-            nn.Linear(12, 32), nn.GELU(), nn.Unflatten(1, (2, 4, 4)), nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(),
-            nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 5), nn.Dropout(0.5), nn.Linear(5, 2),
+            nn.Linear(12, 32),
+            nn.GELU(),
+            nn.Unflatten(1, (2, 4, 4)),
+            nn.Conv2d(2, 3, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(12, 5),
+            nn.Dropout(0.5),
+            nn.Linear(5, 2),
         ),
     }
 

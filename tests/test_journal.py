@@ -44,14 +44,21 @@ def test_journal_torn_final_record_is_set_aside_before_the_next_write(run_cli, s
     assert (df["state"] == "COMPLETE").sum() == 9  # nothing unreadable, the stage went on
     for line in journal.read_bytes().splitlines():
         assert line.startswith(b'{"op_code"')
-    assert len(optuna.load_study(study_name="fake.coarse", storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal)))).trials) >= 9
+    assert (
+        len(
+            optuna.load_study(
+                study_name="fake.coarse", storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+            ).trials
+        )
+        >= 9
+    )
 
 
 def test_journal_damaged_record_in_the_middle_names_the_line_and_repair_keeps_the_rest(run_cli, study_file, journal):
     spec = study_file(coarse="trials = 4\nepochs = 1")
     _coarse(run_cli, spec)
     lines = journal.read_bytes().splitlines(keepends=True)
-    damaged = lines[:5] + [b"\x89garbage that is not json\n", lines[5][:20] + lines[6]] + lines[7:]
+    damaged = [*lines[:5], b"\x89garbage that is not json\n", lines[5][:20] + lines[6], *lines[7:]]
     journal.write_bytes(b"".join(damaged))
     for command in (["leaderboard", "fake"], ["studies"]):
         code, _, err = run_cli(*command)
@@ -92,7 +99,9 @@ def test_journal_full_disk_is_a_clear_error_and_nothing_written_is_lost(run_cli,
     monkeypatch.setattr(journal_module.os, "fsync", fsync)
     code, _, err = _coarse(run_cli, spec)
     assert code == 1
-    assert "optuna.journal: cannot write to the study journal: No space left on device" in err and "Traceback" not in err
+    assert (
+        "optuna.journal: cannot write to the study journal: No space left on device" in err and "Traceback" not in err
+    )
     monkeypatch.setattr(journal_module.os, "fsync", real_fsync)  # space freed
     before = _board(run_cli)
     done = (before["state"] == "COMPLETE").sum()

@@ -28,7 +28,9 @@ def test_leaderboard_maximize_ranks_highest_first(study_file):
 
 
 def test_leaderboard_minimize_ranks_lowest_first(study_file):
-    _, df = _board(study_file, workload="peak_inside", metric="val_accuracy", direction="minimize", coarse="trials = 8\nepochs = 1")
+    _, df = _board(
+        study_file, workload="peak_inside", metric="val_accuracy", direction="minimize", coarse="trials = 8\nepochs = 1"
+    )
     assert df["val_accuracy"].is_monotonic_increasing
     assert df.iloc[0]["rank"] == 1
 
@@ -47,7 +49,19 @@ def test_leaderboard_failed_trials_follow_completed_with_reason(study_file):
 def test_leaderboard_csv_has_required_columns_in_order(study_file):
     _, df = _board(study_file, coarse="trials = 4\nepochs = 1")
     csv = pd.read_csv(io.StringIO(to_text(df, "csv")))
-    required = ["rank", "trial", "stage", "state", "reason", "val_accuracy", "lr", "momentum", "epochs", "duration_s", "border"]
+    required = [
+        "rank",
+        "trial",
+        "stage",
+        "state",
+        "reason",
+        "val_accuracy",
+        "lr",
+        "momentum",
+        "epochs",
+        "duration_s",
+        "border",
+    ]
     assert list(csv.columns[: len(required)]) == required
     assert len(csv) == 4 and (csv["stage"] == "coarse").all() and (csv["epochs"] == 1).all()
 
@@ -89,8 +103,10 @@ def test_leaderboard_csv_neutralises_formulas_and_numbers_stay_numbers(tmp_path)
     from hpsearch.leaderboard import to_text, write_csv
 
     df = pd.DataFrame(
-        {"reason": ["=cmd|' /C calc'!A0", "=HYPERLINK(\"http://x\")", "+1", "@SUM(A1)", "\tx", "ok"],
-         "val_loss": [-1.5, 0.25, -3.0, 1.0, 2.0, -0.5]}
+        {
+            "reason": ["=cmd|' /C calc'!A0", '=HYPERLINK("http://x")', "+1", "@SUM(A1)", "\tx", "ok"],
+            "val_loss": [-1.5, 0.25, -3.0, 1.0, 2.0, -0.5],
+        }
     )
     for text in (to_text(df, "csv"), write_csv(df, tmp_path / "b.csv").read_text()):
         back = pd.read_csv(io.StringIO(text))

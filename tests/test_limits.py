@@ -39,14 +39,18 @@ def test_stall_limit_none_without_a_basis_or_when_off(gaps: list[float], duratio
 def test_stall_reason_says_how_long_it_was_silent_and_the_limit() -> None:
     limit = stall_limit([0.5], [], factor=10, floor=60)
     assert limit is not None
-    assert stall_reason(61.2, limit) == "stalled: no report for 61 s (limit 60 s: the floor; 10 x the stage's median epoch of 0.5 s is less)"
+    assert (
+        stall_reason(61.2, limit)
+        == "stalled: no report for 61 s (limit 60 s: the floor; 10 x the stage's median epoch of 0.5 s is less)"
+    )
 
 
 # ----------------------------------------------------------------------------- settings
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"), [(0, 0), (1234, 1234), ("10MB", 10_000_000), ("512 KiB", 524_288), ("1.5gb", 1_500_000_000), ("0", 0)]
+    ("text", "expected"),
+    [(0, 0), (1234, 1234), ("10MB", 10_000_000), ("512 KiB", 524_288), ("1.5gb", 1_500_000_000), ("0", 0)],
 )
 def test_parse_size(text: object, expected: int) -> None:
     assert parse_size(text, "log_limit") == expected
@@ -59,7 +63,9 @@ def test_parse_size_rejects_what_is_no_size(text: object) -> None:
 
 
 def _spec(**top: object) -> StudySpec:
-    return parse_spec({"name": "s", "workload": "json:dumps", "metric": "m", "params": {"lr": {"low": 0.1, "high": 1.0}}, **top})
+    return parse_spec(
+        {"name": "s", "workload": "json:dumps", "metric": "m", "params": {"lr": {"low": 0.1, "high": 1.0}}, **top}
+    )
 
 
 def test_study_file_keys_set_the_limits_and_flags_override_them() -> None:
@@ -124,7 +130,10 @@ def test_bounded_log_keeps_head_and_tail_and_says_what_it_left_out(tmp_path: Pat
     left_out, _, tail = tail.partition("\n")
     assert tail.endswith("line 09999\n") and tail.startswith("line ")  # the last half, from a line's start
     assert len(tail) <= 1000
-    assert f"{110_000 - 1000 - len(tail):,} bytes left out here (log_limit 2 kB: first 1 kB and last 1 kB kept)]" == left_out
+    assert (
+        f"{110_000 - 1000 - len(tail):,} bytes left out here (log_limit 2 kB: first 1 kB and last 1 kB kept)]"
+        == left_out
+    )
     assert len(text) <= 2000 + len(marker + left_out) + 2
 
 

@@ -24,7 +24,7 @@ def _study(study_file, tmp_path, monkeypatch, url: str | None = None):
 
 
 def test_liveness_dead_local_owner_fails_at_once_even_with_a_heartbeat(study_file, tmp_path, monkeypatch) -> None:
-    store, study = _study(study_file, tmp_path, monkeypatch, url=f"sqlite:///{tmp_path / 'hb.db'}")
+    _store, study = _study(study_file, tmp_path, monkeypatch, url=f"sqlite:///{tmp_path / 'hb.db'}")
     dead = compat.new_trial(study)
     dead.set_user_attr("owner", f"{socket.gethostname()}:999999999")
     compat.record_heartbeat(study, dead)  # a fresh heartbeat: the grace period (60 s) has not passed
@@ -37,7 +37,7 @@ def test_liveness_dead_local_owner_fails_at_once_even_with_a_heartbeat(study_fil
 
 
 def test_liveness_ownerless_trial_is_stale_after_its_grace(study_file, tmp_path, monkeypatch) -> None:
-    store, study = _study(study_file, tmp_path, monkeypatch)
+    _store, study = _study(study_file, tmp_path, monkeypatch)
     young = compat.new_trial(study)  # its coordinator is between creating it and tagging it
     assert fail_dead_trials(study, heartbeat=False, ours=set()) == []
     import hpsearch.liveness as liveness

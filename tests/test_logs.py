@@ -8,13 +8,13 @@ straight to fd 1 or 2 is seen too.
 from __future__ import annotations
 
 import contextlib
-import json
 import io
+import json
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import optuna
 import pytest
@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial
 
 from hpsearch import cli
 from hpsearch.storage import Store
-from hpsearch.trials import trial_attr, LOG_ATTR, LOG_TAIL_ATTR
+from hpsearch.trials import LOG_ATTR, LOG_TAIL_ATTR, trial_attr
 from hpsearch.workloads.api import TrialOutcome, TrialRecord
 from hpsearch.workloads.capture import TAIL_LINES, run_captured
 
@@ -132,7 +132,9 @@ def test_logs_errors_are_one_line(study_file: Callable[..., Path], run_fd: Cli, 
     study = optuna.load_study(study_name=info.optuna_name, storage=store.storage)
     study.add_trial(
         optuna.trial.create_trial(
-            params={"lr": 0.01}, distributions={"lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}, value=0.5
+            params={"lr": 0.01},
+            distributions={"lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)},
+            value=0.5,
         )
     )
     code, out, err = run_fd("logs", "fake", "3")
@@ -165,7 +167,10 @@ def test_capture_restores_the_streams_and_the_folder(tmp_path: Path) -> None:
     [outcome] = run_captured([_record(0, tmp_path / "logs" / "trial-0.log", tmp_path / "study")], False, body)
     text = (tmp_path / "logs" / "trial-0.log").read_text()
     assert text == f"to sys.stdout\nto sys.stderr\nto fd 1\ncwd {tmp_path / 'study'}\n"  # in order
-    assert outcome.log == f"{socket.gethostname()}:{tmp_path / 'logs' / 'trial-0.log'}" and outcome.log_tail == text.strip()
+    assert (
+        outcome.log == f"{socket.gethostname()}:{tmp_path / 'logs' / 'trial-0.log'}"
+        and outcome.log_tail == text.strip()
+    )
     assert (os.fstat(1).st_ino, sys.stdout, os.getcwd()) == (before_fd1, before_stdout, before_cwd)
 
 
@@ -211,7 +216,9 @@ def _check_bounded(path: Path, limit: int) -> None:
     left_out = [line for line in data.split(b"\n") if line.startswith(b"[hpsearch: ")]
     assert len(left_out) == 1, left_out
     assert len(data) <= limit + len(left_out[0]) + 2  # the limit, and the one line
-    assert FIRST_LINE.encode() + b"\n" in data[:100] and data.endswith(LAST_LINE.encode() + b"\n")  # (a command's report first)
+    assert FIRST_LINE.encode() + b"\n" in data[:100] and data.endswith(
+        LAST_LINE.encode() + b"\n"
+    )  # (a command's report first)
     assert b" bytes left out here (log_limit 1 MB: first 500 kB and last 500 kB kept)]" in left_out[0]
     assert int(left_out[0].split()[1].replace(b",", b"")) > 18 * MB
 
@@ -244,9 +251,16 @@ def test_loud_trial_log_keeps_head_and_tail_within_the_limit(
         assert trial_attr(t, LOG_TAIL_ATTR).splitlines()[-1] == LAST_LINE
 
 
-@pytest.mark.parametrize(("function", "reason"), [("prints_then_hangs", "timeout"), ("prints_then_dies", "worker died (signal 9)")])
+@pytest.mark.parametrize(
+    ("function", "reason"), [("prints_then_hangs", "timeout"), ("prints_then_dies", "worker died (signal 9)")]
+)
 def test_killed_worker_leaves_a_bounded_log_with_its_latest_tail(
-    study_file: Callable[..., Path], run_fd: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, function: str, reason: str
+    study_file: Callable[..., Path],
+    run_fd: Cli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    function: str,
+    reason: str,
 ) -> None:
     """A trial prints 20 MB, then hangs until --trial-timeout ends its worker's group, or SIGKILLs its worker
     alone: its log keeper, ended with it or told by the kernel, still saves the head, the left-out line and
@@ -254,7 +268,9 @@ def test_killed_worker_leaves_a_bounded_log_with_its_latest_tail(
     markers = tmp_path / "markers"
     markers.mkdir()
     monkeypatch.setenv("HPSEARCH_TEST_MARKERS", str(markers))
-    path = study_file(workload=f"{STALLS}:{function}", coarse="trials = 1\nepochs = 1\nmax_failures = 1", params=LR_ONLY)
+    path = study_file(
+        workload=f"{STALLS}:{function}", coarse="trials = 1\nepochs = 1\nmax_failures = 1", params=LR_ONLY
+    )
     code, _, err = run_fd("coarse", path, "-q", "--workers", "1", "--log-limit", "1MB", "--trial-timeout", "3")
     assert code == 1, err  # its only trial failed
     [trial] = stored()

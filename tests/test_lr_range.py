@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -29,7 +29,9 @@ def _val_accuracy(lr: float) -> float:
     from hpsearch.workloads.loader import load_workload
 
     fn = load_workload("hpsearch.workloads.digits:mlp")
-    outcome = run_trial(fn, TrialContext(TrialRecord(0, {"lr": lr, "momentum": 0.9, "weight_decay": 0.0}, 2, 0)), "val_accuracy")
+    outcome = run_trial(
+        fn, TrialContext(TrialRecord(0, {"lr": lr, "momentum": 0.9, "weight_decay": 0.0}, 2, 0)), "val_accuracy"
+    )
     value = outcome.metrics.get("val_accuracy", math.nan)
     return value if math.isfinite(value) else 0.0
 
@@ -50,7 +52,9 @@ def test_lr_find_digits_suggests_a_range_that_trains(tmp_path: Path) -> None:
 
 
 @pytest.mark.torch
-def test_lr_find_cli_applies_the_range_with_a_backup(tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
+def test_lr_find_cli_applies_the_range_with_a_backup(
+    tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
     spec_path = tmp_path / "example.toml"
     shutil.copy(ROOT / "studies" / "example.toml", spec_path)
     shutil.copy(ROOT / "studies" / "example_workload.py", tmp_path / "example_workload.py")
@@ -65,14 +69,17 @@ def test_lr_find_cli_applies_the_range_with_a_backup(tmp_path: Path, run_cli: Ca
 
 @pytest.mark.torch
 def test_lr_find_plain_workload_without_watch_is_an_error(study_file: Callable[..., Path]) -> None:
-    with pytest.raises(HpsearchError, match="trial.watch"):
+    with pytest.raises(HpsearchError, match=r"trial.watch"):
         find_lr_range(load_spec(study_file(workload=f"{BROKEN}:no_watch")))
 
 
 def test_suggest_spans_steep_fall_to_minimum() -> None:
     lrs = [10 ** (-7 + 8 * i / 99) for i in range(100)]  # 1e-7 .. 10
     # flat at 2.3 up to 1e-3, falls to 0.3 by 1e-1, then blows up
-    losses = [2.3 if lr < 1e-3 else max(0.3, 2.3 - 1.0 * math.log10(lr / 1e-3)) if lr <= 1e-1 else 0.3 * (lr / 1e-1) ** 2 for lr in lrs]
+    losses = [
+        2.3 if lr < 1e-3 else max(0.3, 2.3 - 1.0 * math.log10(lr / 1e-3)) if lr <= 1e-1 else 0.3 * (lr / 1e-1) ** 2
+        for lr in lrs
+    ]
     low, high = suggest(lrs, losses)
     assert 1e-3 <= low <= 3e-3
     assert 0.08 <= high <= 0.2
@@ -96,7 +103,7 @@ def test_apply_range_edits_only_low_and_high_of_lr(tmp_path: Path, study_file: C
 
 
 def test_apply_range_refuses_a_value_set(study_file: Callable[..., Path]) -> None:
-    path = study_file(params='[params.lr]\nvalues = [0.1, 0.01]\n')
+    path = study_file(params="[params.lr]\nvalues = [0.1, 0.01]\n")
     with pytest.raises(SpecError, match="value set"):
         apply_range(path, 0.001, 0.1)
     assert not path.with_name(path.name + ".bak").exists()

@@ -30,7 +30,9 @@ def workload(model: str = "mlp", data: str = "data", **options: object) -> Model
     return ModelWorkload(ModelSpec(f"{MODELS}:{model}", f"{MODELS}:{data}", **options), load_workload)  # type: ignore[arg-type]
 
 
-def ctx(params: dict, seed: int = 0, epochs: int = 3, number: int = 0, split: str = "val", diverge: bool = False) -> TrialContext:
+def ctx(
+    params: dict, seed: int = 0, epochs: int = 3, number: int = 0, split: str = "val", diverge: bool = False
+) -> TrialContext:
     """A trial; diverge=True stops it as the coordinator does when its training loss diverges."""
     check = DivergenceCheck()
     hook = (lambda epoch, metrics, timing: check(metrics)) if diverge else None
@@ -79,10 +81,20 @@ def test_model_stacked_optimisers_step_like_torch() -> None:
     w0 = torch.randn(3, 4)
     grads = [torch.randn(3, 4) for _ in range(4)]
     for stacked, make, values in [
-        (StackedSGD, lambda p, v: torch.optim.SGD([p], lr=v["lr"], momentum=v["momentum"], weight_decay=v["weight_decay"],
-                                                  nesterov=v["nesterov"]), {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01, "nesterov": True}),
-        (StackedAdamW, lambda p, v: torch.optim.AdamW([p], lr=v["lr"], betas=(v["beta1"], v["beta2"]), eps=v["eps"],
-                                                      weight_decay=v["weight_decay"]), {"lr": 0.01, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "eps": 1e-8}),
+        (
+            StackedSGD,
+            lambda p, v: torch.optim.SGD(
+                [p], lr=v["lr"], momentum=v["momentum"], weight_decay=v["weight_decay"], nesterov=v["nesterov"]
+            ),
+            {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01, "nesterov": True},
+        ),
+        (
+            StackedAdamW,
+            lambda p, v: torch.optim.AdamW(
+                [p], lr=v["lr"], betas=(v["beta1"], v["beta2"]), eps=v["eps"], weight_decay=v["weight_decay"]
+            ),
+            {"lr": 0.01, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.99, "eps": 1e-8},
+        ),
     ]:
         p = w0.clone().requires_grad_(True)
         opt = make(p, values)
@@ -125,10 +137,17 @@ def test_model_diverged_member_is_masked_and_the_others_match_solo() -> None:
 
 
 def test_model_population_groups_by_non_optimiser_params() -> None:
-    trials = [ctx({"lr": 0.1, "width": 16}), ctx({"lr": 0.2, "width": 32}), ctx({"lr": 0.3, "width": 16, "momentum": 0.9})]
+    trials = [
+        ctx({"lr": 0.1, "width": 16}),
+        ctx({"lr": 0.2, "width": 32}),
+        ctx({"lr": 0.3, "width": 16, "momentum": 0.9}),
+    ]
     assert groups(trials, "sgd") == [[0, 2], [1]]
     assert groups([ctx({"lr": 0.1, "beta1": 0.9}), ctx({"lr": 0.1, "beta1": 0.8})], "adamw") == [[0, 1]]
-    assert groups([ctx({"lr": 0.1, "beta1": 0.9}), ctx({"lr": 0.1, "beta1": 0.8})], "sgd") == [[0], [1]]  # sgd reads no beta1
+    assert groups([ctx({"lr": 0.1, "beta1": 0.9}), ctx({"lr": 0.1, "beta1": 0.8})], "sgd") == [
+        [0],
+        [1],
+    ]  # sgd reads no beta1
     contexts = [ctx({"lr": 0.1, "width": 16}, seed=1, number=0), ctx({"lr": 0.1, "width": 32}, seed=2, number=1)]
     outcomes = run_population(workload().population, contexts, "val_accuracy")
     assert [o.state for o in outcomes] == ["complete", "complete"]
@@ -227,7 +246,8 @@ def test_model_bad_build_and_data_are_trial_failures_with_reasons() -> None:
 def _study(tmp_path: Path, name: str = "m", trials: int = 8) -> Path:
     path = tmp_path / f"{name}.toml"
     path.write_text(
-        f'name = "{name}"\nmetric = "val_accuracy"\n\n[workload]\nmodel = "{MODELS}:mlp"\ndata = "{MODELS}:data"\nbatch_size = 32\n\n'
+        f'name = "{name}"\nmetric = "val_accuracy"\n\n'
+        f'[workload]\nmodel = "{MODELS}:mlp"\ndata = "{MODELS}:data"\nbatch_size = 32\n\n'
         f"[coarse]\ntrials = {trials}\nepochs = 2\n\n"
         "[params.lr]\nlow = 1e-3\nhigh = 0.5\nlog = true\n\n[params.momentum]\nvalues = [0.5, 0.9]\n\n"
         "[params.weight_decay]\nvalues = [0, 1e-4]\n"
@@ -272,7 +292,7 @@ def test_model_cli_instruments_need_no_watch_call(tmp_path: Path, run_cli, comma
 
 def test_model_cli_range_of_a_non_optimiser_param_is_one_note(tmp_path: Path, run_cli) -> None:
     path = _study(tmp_path, trials=2)
-    path.write_text(path.read_text() + "\n[params.width]\nlow = 8\nhigh = 32\ntype = \"int\"\n")
+    path.write_text(path.read_text() + '\n[params.width]\nlow = 8\nhigh = 32\ntype = "int"\n')
     code, _, err = run_cli("coarse", path, "--dir", tmp_path / "r", "--workers", "0", "--population", "2")
     assert code == 0, err
     notes = [line for line in err.splitlines() if "never share a population" in line]

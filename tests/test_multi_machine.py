@@ -19,14 +19,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.spec import load_spec
 from hpsearch.coordinator import Coordinator
+from hpsearch.spec import load_spec
 from hpsearch.stages import run_stage, start_coarse
 from hpsearch.storage import Store
 from hpsearch.trials import HEARTBEAT_LOST, INTERRUPTED
@@ -77,7 +77,7 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        raise AssertionError(f"{proc.args} did not finish; stderr: {err[-2000:]}")
+        raise AssertionError(f"{proc.args} did not finish; stderr: {err[-2000:]}") from None
     return proc.returncode, out, err
 
 
@@ -157,7 +157,9 @@ def test_multi_machine_killed_worker_trial_fails_at_once_on_its_host_and_stage_c
         assert code == 0, err[-2000:]
 
     trials = coarse_trials(url)
-    [dead] = [t for t in trials if t.user_attrs.get("owner", "").partition("#")[0] == owner and t.state != TrialState.COMPLETE]
+    [dead] = [
+        t for t in trials if t.user_attrs.get("owner", "").partition("#")[0] == owner and t.state != TrialState.COMPLETE
+    ]
     # On the same host its host:pid is provably gone: failed at the next look (`interrupted`), unless its
     # heartbeat grace ran out first on a loaded machine (a machine gone entirely: the stale-grid test).
     assert dead.state == TrialState.FAIL and dead.user_attrs["reason"] in (INTERRUPTED, HEARTBEAT_LOST)

@@ -106,9 +106,21 @@ def test_compat_journal_operation_numbers_are_the_ones_fsync_policy_assumes() ->
     from optuna.storages.journal import _storage  # private: pinned here, used only through optuna_compat
 
     ops = _storage.JournalOperation
-    durable = {ops.CREATE_STUDY, ops.DELETE_STUDY, ops.SET_STUDY_USER_ATTR, ops.SET_STUDY_SYSTEM_ATTR, ops.SET_TRIAL_STATE_VALUES}
+    durable = {
+        ops.CREATE_STUDY,
+        ops.DELETE_STUDY,
+        ops.SET_STUDY_USER_ATTR,
+        ops.SET_STUDY_SYSTEM_ATTR,
+        ops.SET_TRIAL_STATE_VALUES,
+    }
     assert {int(op) for op in durable} <= compat.DURABLE_JOURNAL_OPS
-    lazy = {ops.CREATE_TRIAL, ops.SET_TRIAL_PARAM, ops.SET_TRIAL_INTERMEDIATE_VALUE, ops.SET_TRIAL_USER_ATTR, ops.SET_TRIAL_SYSTEM_ATTR}
+    lazy = {
+        ops.CREATE_TRIAL,
+        ops.SET_TRIAL_PARAM,
+        ops.SET_TRIAL_INTERMEDIATE_VALUE,
+        ops.SET_TRIAL_USER_ATTR,
+        ops.SET_TRIAL_SYSTEM_ATTR,
+    }
     assert not {int(op) for op in lazy} & compat.DURABLE_JOURNAL_OPS
     assert compat.journal_record_is_durable({"op_code": int(ops.SET_TRIAL_STATE_VALUES)})
 
@@ -138,7 +150,9 @@ def test_compat_batched_writes_hold_a_populations_writes_for_one_append(tmp_path
         assert backend.appends == before + 4  # held: 4 x (owner, 2 params, report, state) not yet written
         assert all(compat.latest(t).state == TrialState.RUNNING for t in trials)  # reads: as before the block
     assert backend.appends == before + 5 and not late
-    fresh = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(tmp_path / "optuna.journal"))))
+    fresh = optuna.load_study(
+        study_name="s", storage=JournalStorage(JournalFileBackend(str(tmp_path / "optuna.journal")))
+    )
     assert [(t.state, t.value, t.user_attrs, t.intermediate_values, set(t.params)) for t in fresh.trials] == [
         (TrialState.COMPLETE, 0.25, {"owner": "me"}, {0: 0.5}, {"lr", "m"})
     ] * 4

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
-from hpsearch import cli
 from hpsearch.report.plots import TrialCurves, plot_curves, sparkline
 
 RunCli = Callable[..., tuple[int, str, str]]
@@ -17,7 +17,7 @@ RunCli = Callable[..., tuple[int, str, str]]
 
 @pytest.fixture
 def searched(study_file: Callable[..., Path], run_cli: RunCli) -> Path:
-    code, _, err = run_cli("coarse", study_file(coarse='trials = 6\nepochs = 3\nseed = 0'), "-q")
+    code, _, err = run_cli("coarse", study_file(coarse="trials = 6\nepochs = 3\nseed = 0"), "-q")
     assert code == 0, err
     return study_file()
 
@@ -72,20 +72,36 @@ def _png_size(path: Path) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
-def test_plot_scatter_wraps_params_into_rows_and_draws_string_params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plot_scatter_wraps_params_into_rows_and_draws_string_params(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import numpy as np
 
     from hpsearch.report import plots
     from hpsearch.space import Choice, Range, Space
 
-    space = Space((
-        Range("lr", 1e-4, 1.0, log=True), Choice("momentum", (0.5, 0.9, 0.99)), Range("weight_decay", 1e-6, 1e-2, log=True),
-        Choice("activation", ("relu", "tanh", "gelu")), Choice("batch_size", (16, 32, 64)), Range("dropout", 0.0, 0.5),
-        Range("warmup", 0, 10, type="int"),
-    ))
+    space = Space(
+        (
+            Range("lr", 1e-4, 1.0, log=True),
+            Choice("momentum", (0.5, 0.9, 0.99)),
+            Range("weight_decay", 1e-6, 1e-2, log=True),
+            Choice("activation", ("relu", "tanh", "gelu")),
+            Choice("batch_size", (16, 32, 64)),
+            Range("dropout", 0.0, 0.5),
+            Range("warmup", 0, 10, type="int"),
+        )
+    )
     rows = [
-        {"val_accuracy": 0.5 + i / 20, "lr": 10 ** (-4 + i / 2), "momentum": 0.9, "weight_decay": 1e-4, "activation": ("relu", "tanh", "gelu")[i % 3],
-         "batch_size": np.int64((16, 32, 64)[i % 3]), "dropout": 0.1, "warmup": np.int64(i)}  # an Int64 column's ints are numpy's
+        {
+            "val_accuracy": 0.5 + i / 20,
+            "lr": 10 ** (-4 + i / 2),
+            "momentum": 0.9,
+            "weight_decay": 1e-4,
+            "activation": ("relu", "tanh", "gelu")[i % 3],
+            "batch_size": np.int64((16, 32, 64)[i % 3]),
+            "dropout": 0.1,
+            "warmup": np.int64(i),
+        }  # an Int64 column's ints are numpy's
         for i in range(8)
     ]
     seen: dict[str, Any] = {}
@@ -113,11 +129,15 @@ def test_plot_scatter_of_string_params_only(tmp_path: Path) -> None:
     from hpsearch.space import Choice, Space
 
     rows = [{"loss": 1.0 / (i + 1), "optimizer": ("sgd", "adam")[i % 2]} for i in range(4)]
-    path = plot_scatter(rows, Space((Choice("optimizer", ("sgd", "adam")),)), "loss", tmp_path / "s.png", maximize=False)
+    path = plot_scatter(
+        rows, Space((Choice("optimizer", ("sgd", "adam")),)), "loss", tmp_path / "s.png", maximize=False
+    )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _drawn_ticks(monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]], space: Any, tmp_path: Path) -> dict[str, list[tuple[float, str]]]:
+def _drawn_ticks(
+    monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]], space: Any, tmp_path: Path
+) -> dict[str, list[tuple[float, str]]]:
     """Render plot_scatter and read back, per panel, the (position, label) of each labelled tick in view."""
     from hpsearch.report import plots
 
@@ -138,7 +158,9 @@ def _drawn_ticks(monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]], sp
     return seen
 
 
-def test_plot_scatter_labels_a_narrow_log_range_with_distinct_precise_ticks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plot_scatter_labels_a_narrow_log_range_with_distinct_precise_ticks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A refine stage's lr over [0.146, 0.232] was labelled `0.2 0.2 0.2 0.2`."""
     from hpsearch.space import Range, Space
 
@@ -152,12 +174,17 @@ def test_plot_scatter_labels_a_narrow_log_range_with_distinct_precise_ticks(tmp_
             assert float(label.replace("−", "-")) == pytest.approx(x, rel=1e-9), (name, labels)
 
 
-def test_plot_scatter_gives_zero_a_labelled_place_on_a_log_axis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plot_scatter_gives_zero_a_labelled_place_on_a_log_axis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """weight_decay = 0 was drawn left of 1e-5 with no tick for it."""
     from hpsearch.space import Choice, Range, Space
 
     space = Space((Range("lr", 1e-4, 1.0, log=True), Choice("weight_decay", (0, 1e-5, 1e-4, 1e-3))))
-    rows = [{"val_accuracy": 0.5 + i / 20, "lr": 10 ** (-4 + i / 2), "weight_decay": (0, 1e-5, 1e-4, 1e-3)[i % 4]} for i in range(8)]
+    rows = [
+        {"val_accuracy": 0.5 + i / 20, "lr": 10 ** (-4 + i / 2), "weight_decay": (0, 1e-5, 1e-4, 1e-3)[i % 4]}
+        for i in range(8)
+    ]
     ticks = _drawn_ticks(monkeypatch, rows, space, tmp_path)
     decay = ticks["weight_decay (log)"]
     labels = [label for _, label in decay]

@@ -8,7 +8,6 @@ differently from autograd + torch.optim.SGD; the observed gap is ~1e-7.
 from __future__ import annotations
 
 import math
-
 import subprocess
 import sys
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 from hpsearch.errors import TrialStopped
+from hpsearch.workloads.api import TrialContext, TrialRecord
 from hpsearch.workloads.population import (
     Member,
     as_members,
@@ -23,7 +23,6 @@ from hpsearch.workloads.population import (
     report_population,
     run_population,
 )
-from hpsearch.workloads.api import TrialContext, TrialRecord
 
 ATOL, RTOL = 1e-5, 1e-4
 STEPS = 6
@@ -313,7 +312,9 @@ def _clocks(monkeypatch: pytest.MonkeyPatch, seconds):
     return pop_fn, runs
 
 
-def test_choose_population_size_times_each_k_more_than_once_and_keeps_the_fastest(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_choose_population_size_times_each_k_more_than_once_and_keeps_the_fastest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """One disturbed probe (a slow first run at K=2) must not decide: the faster repeat counts. A timing
     that took LONG_PROBE_S is not repeated (a slow spell moves a long timing less)."""
     from hpsearch.workloads import population
@@ -323,7 +324,9 @@ def test_choose_population_size_times_each_k_more_than_once_and_keeps_the_fastes
     pop_fn, runs = _clocks(monkeypatch, lambda k, run: (cost.get((k, run), 0.125),) * 2)
     choice = population.choose_population_size(pop_fn, {"lr": 0.1}, max_k=2)
     assert runs[2] == population.PROBE_REPEATS  # each K timed PROBE_REPEATS times
-    assert choice.throughput[1] == pytest.approx(1 / 0.125) and choice.throughput[2] == pytest.approx(2 / 0.125)  # the faster runs
+    assert choice.throughput[1] == pytest.approx(1 / 0.125) and choice.throughput[2] == pytest.approx(
+        2 / 0.125
+    )  # the faster runs
     pop_fn, runs = _clocks(monkeypatch, lambda k, run: (population.LONG_PROBE_S,) * 2)
     population.choose_population_size(pop_fn, {"lr": 0.1}, max_k=2)
     assert runs == {1: 2, 2: 1}  # the warm-up and one timing each
@@ -340,7 +343,9 @@ def test_choose_population_size_on_a_cpu_reads_cpu_time_not_the_wall_clock(monke
     assert choice.k == 2 and choice.throughput == {1: pytest.approx(1.0), 2: pytest.approx(2.0)}
 
 
-def test_choose_population_size_uses_the_wall_clock_when_the_work_is_not_on_its_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_choose_population_size_uses_the_wall_clock_when_the_work_is_not_on_its_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A population entry that waits (sleeps, a subprocess) spends no CPU time here: wall time counts,
     and each timing still ends after MIN_PROBE_S of it."""
     from hpsearch.workloads import population

@@ -154,7 +154,11 @@ def test_population_texts_state_the_rule_the_code_applies() -> None:
 
     gain = f"within {round((MIN_GAIN - 1) * 100)}% of the fastest"
     help_text = typing.get_type_hints(RunOptions, include_extras=True)["population"].__metadata__[0].help
-    texts = {"--help": help_text, "README.md": (ROOT / "README.md").read_text(), "docs": (ROOT / "docs" / "population.md").read_text()}
+    texts = {
+        "--help": help_text,
+        "README.md": (ROOT / "README.md").read_text(),
+        "docs": (ROOT / "docs" / "population.md").read_text(),
+    }
     for name, text in texts.items():
         assert gain in text, name
         assert f"up to K = {EXPLORE_K}" in text, name

@@ -6,8 +6,6 @@ import io
 
 import pandas as pd
 import pytest
-
-from hpsearch.trials import trial_attr
 from optuna.trial import TrialState
 
 from hpsearch.dispatch import AUTO, DispatchConfig, InlineExecutor, PoolExecutor, make_executor, parse_population
@@ -16,6 +14,7 @@ from hpsearch.space import Choice, Range, Space
 from hpsearch.spec import load_spec
 from hpsearch.stages import run_stage, start_coarse
 from hpsearch.storage import Store
+from hpsearch.trials import trial_attr
 from tests.conftest import TESTS
 
 POP = TESTS / "workloads" / "population_fake.py"
@@ -32,7 +31,7 @@ def test_population_parse_values():
     assert parse_population("8") == 8
     assert parse_population("auto") == AUTO
     for bad in ("0", "-2", "many"):
-        with pytest.raises(DispatchError, match="^population"):  # the CLI spells it --population
+        with pytest.raises(DispatchError, match=r"^population"):  # the CLI spells it --population
             parse_population(bad)
 
 
@@ -95,7 +94,7 @@ def test_population_cli_digits_matches_sequential(run_cli, tmp_path):
     assert run_cli("coarse", spec, *args, "--dir", tmp_path / "b")[0] == 0
     boards = []
     for folder in ("a", "b"):
-        code, out, _ = run_cli("leaderboard", "digits_mlp", "--csv", "-", "--dir", tmp_path / folder)
+        _, out, _ = run_cli("leaderboard", "digits_mlp", "--csv", "-", "--dir", tmp_path / folder)
         boards.append(pd.read_csv(io.StringIO(out)).sort_values("trial").reset_index(drop=True))
     together, alone = boards
     assert list(together["lr"]) == list(alone["lr"])
@@ -110,7 +109,9 @@ def test_population_pool_writes_a_populations_bookkeeping_together(study_file, m
 
     appends = []
     original = RepairingJournalBackend.append_logs
-    monkeypatch.setattr(RepairingJournalBackend, "append_logs", lambda self, logs: (appends.append(len(logs)), original(self, logs))[1])
+    monkeypatch.setattr(
+        RepairingJournalBackend, "append_logs", lambda self, logs: (appends.append(len(logs)), original(self, logs))[1]
+    )
     counts = {}
     for k in (1, 4):
         store, info = _stage(study_file, "score_together", trials=8, name=f"writes{k}")
@@ -122,7 +123,9 @@ def test_population_pool_writes_a_populations_bookkeeping_together(study_file, m
     # Per population of 4 x 2 epochs: 4 creations, then 1 (owners, params), 1 (reports and endings).
     assert counts[4] <= 8 // 4 * (4 + 1 + 1) + 2 < counts[1] <= 8 * 3 + 2, counts
     trials = Store("writes4").trials(Store("writes4").stage("coarse"))
-    assert all(t.user_attrs.get("owner") and set(t.params) == {"lr", "momentum"} for t in trials)  # nothing held back was lost
+    assert all(
+        t.user_attrs.get("owner") and set(t.params) == {"lr", "momentum"} for t in trials
+    )  # nothing held back was lost
     assert all(len(t.intermediate_values) == 2 for t in trials if t.state == TrialState.COMPLETE)
 
 
@@ -136,13 +139,17 @@ def test_population_auto_the_other_workers_train_one_by_one_while_one_measures(s
     size = {t.number: (trial_attr(t, "metrics") or {}).get("population_size", 1) for t in done}
     first_pair = min(t.datetime_start for t in done if size[t.number] == 2)
     # trained by the worker that was not measuring, before K was known (as populations of one)
-    assert any(size[t.number] == 1 and t.datetime_start < first_pair for t in done if t.state == TrialState.COMPLETE), size
+    assert any(size[t.number] == 1 and t.datetime_start < first_pair for t in done if t.state == TrialState.COMPLETE), (
+        size
+    )
 
 
 def test_population_pool_shares_the_last_trials_between_workers(study_file):
     store, info = _stage(study_file, "score_together", trials=10, name="share")
     executor = PoolExecutor(make_executor(DispatchConfig("cpu", None, 2, None, 8)).slots, population=8)
     result = run_stage(store, info, executor)
-    sizes = [trial_attr(t, "metrics").get("population_size", 1.0) for t in result.trials if t.state == TrialState.COMPLETE]
+    sizes = [
+        trial_attr(t, "metrics").get("population_size", 1.0) for t in result.trials if t.state == TrialState.COMPLETE
+    ]
     # At most half each (two of 5, or smaller when one worker came late), never one of 8 and one of 2.
     assert len(result.trials) == 10 and sizes and max(sizes) <= 5.0

@@ -41,7 +41,11 @@ def test_population_member_losses_equal_its_solo_run_step_by_step_when_training_
         return ModelWorkload(ModelSpec(f"{models}:convnet", f"{models}:images", batch_size=128), load_workload)  # type: ignore[arg-type]
 
     steps = 12
-    stable = [{"lr": 0.01, "momentum": 0.9}, {"lr": 0.05, "momentum": 0.9}, {"lr": 0.1, "momentum": 0.5, "weight_decay": 1e-3}]
+    stable = [
+        {"lr": 0.01, "momentum": 0.9},
+        {"lr": 0.05, "momentum": 0.9},
+        {"lr": 0.1, "momentum": 0.5, "weight_decay": 1e-3},
+    ]
     chaotic = {"lr": 0.6, "momentum": 0.9}  # its loss swings 1.2 -> 13 -> 5.8 -> 1.6: a neighbour, not a subject
     params = [*stable, chaotic]
     together = [_ctx(p, seed=i, steps=steps, number=i) for i, p in enumerate(params)]
@@ -65,7 +69,9 @@ def test_run_population_records_each_members_population_size() -> None:
     assert [o.metrics.get(POPULATION_KEY) for o in outcomes] == [3, 3, 99]  # a trainer's own value stays
 
 
-def test_leaderboard_footnote_says_what_equal_means_when_trials_ran_in_populations(study_file, run_cli, tmp_path) -> None:
+def test_leaderboard_footnote_says_what_equal_means_when_trials_ran_in_populations(
+    study_file, run_cli, tmp_path
+) -> None:
     path = study_file(workload=f"{POP}:score", coarse="trials = 6\nepochs = 1")
     code, out, err = run_cli("coarse", path, "--workers", "0", "--population", "3", "--dir", tmp_path / "pop")
     assert code == 0, err

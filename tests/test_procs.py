@@ -66,7 +66,8 @@ def test_end_group_members_spares_the_leader_and_ends_children_and_grandchildren
     then = (
         "from hpsearch.procs import end_group_members, running\n"
         "sleeper = subprocess.Popen(['sleep', '300'])\n"
-        "grandchild = int(subprocess.run(['sh', '-c', 'sleep 300 >/dev/null 2>&1 & echo $!'], capture_output=True, text=True).stdout)\n"
+        "grandchild = int(subprocess.run(['sh', '-c', 'sleep 300 >/dev/null 2>&1 & echo $!'], "
+        "capture_output=True, text=True).stdout)\n"
         "ended = end_group_members(30)\n"
         "print(sorted(ended), running(sleeper.pid), running(grandchild), sleeper.pid, grandchild, flush=True)\n"
         "time.sleep(300)\n"

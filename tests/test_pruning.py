@@ -18,7 +18,9 @@ LR_ONLY = "[params.lr]\nlow = 0.01\nhigh = 1.0\n"
 
 
 def _run(study_file, workload: str, pruner: str, trials: int, epochs: int):
-    spec = load_spec(study_file(workload=f"{WORKLOADS}:{workload}", coarse=f"trials = {trials}\nepochs = {epochs}", params=LR_ONLY))
+    spec = load_spec(
+        study_file(workload=f"{WORKLOADS}:{workload}", coarse=f"trials = {trials}\nepochs = {epochs}", params=LR_ONLY)
+    )
     store = Store(spec.name)
     result = run_stage(store, start_coarse(store, spec, {}), pruner=pruner)
     return sorted(result.trials, key=lambda t: t.number)

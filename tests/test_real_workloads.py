@@ -59,7 +59,7 @@ def test_real_negative_falling_loss_is_not_divergence(run_cli, study_file):
         coarse="trials = 5\nepochs = 4",
         params="[params.lr]\nlow = 1e-3\nhigh = 1.0\nlog = true\n",
     )
-    code, out, err = run_cli("coarse", spec, "-q", "--workers", "0")
+    code, _, err = run_cli("coarse", spec, "-q", "--workers", "0")
     assert code == 0, err
     df = pd.read_csv(io.StringIO(run_cli("leaderboard", "fake", "--csv", "-")[1]))
     assert set(df["state"]) == {"COMPLETE"}, df[["state", "reason"]]
@@ -67,9 +67,12 @@ def test_real_negative_falling_loss_is_not_divergence(run_cli, study_file):
 
 def test_real_stage_that_cannot_reach_its_target_says_so_and_exits_1(run_cli, study_file):
     spec = study_file(workload=f"{REAL}:disk_fills_after_three", coarse="trials = 10\nepochs = 1")
-    code, out, err = run_cli("coarse", spec, "-q", "--workers", "0")
+    code, _, err = run_cli("coarse", spec, "-q", "--workers", "0")
     assert code == 1
-    assert "stage coarse stopped short: 3 of 10 trials completed, 10 failed (OSError: [Errno 28] No space left on device ×10)" in err
+    assert (
+        "stage coarse stopped short: 3 of 10 trials completed, "
+        "10 failed (OSError: [Errno 28] No space left on device ×10)" in err
+    )
     assert "Traceback" not in err
     df = pd.read_csv(io.StringIO(run_cli("leaderboard", "fake", "--csv", "-")[1]))
     assert (df["state"] == "COMPLETE").sum() == 3  # nothing completed is lost
@@ -85,7 +88,7 @@ def test_real_edited_study_file_replaces_a_stage_with_no_completed_trial(run_cli
     code, _, err = run_cli("coarse", broken, "-q", "--workers", "0")
     assert code == 1
     fixed = study_file(workload="peak_inside", coarse="trials = 3\nepochs = 1")  # same study, workload fixed
-    code, out, err = run_cli("coarse", fixed, "-q", "--workers", "0")
+    code, _, err = run_cli("coarse", fixed, "-q", "--workers", "0")
     assert code == 0, err
     assert "replaced it with" in err and "workload changed" in err
     df = pd.read_csv(io.StringIO(run_cli("leaderboard", "fake", "--csv", "-")[1]))

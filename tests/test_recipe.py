@@ -10,8 +10,8 @@ import pytest
 from optuna.trial import TrialState
 
 from hpsearch.configs import ranked_configs
-from hpsearch.errors import HpsearchError, SpecError
 from hpsearch.durations import parse_duration
+from hpsearch.errors import HpsearchError, SpecError
 from hpsearch.recipe import (
     EXPLORE_ATTR,
     MAX_COARSE_TRIALS,
@@ -38,7 +38,9 @@ LINE = re.compile(
 )
 
 
-def _study(study_file, workload="noisy_peak", coarse="trials = 10\nepochs = 1\nseed = 0", refine="trials = 10\nepochs = 3"):
+def _study(
+    study_file, workload="noisy_peak", coarse="trials = 10\nepochs = 1\nseed = 0", refine="trials = 10\nepochs = 3"
+):
     return load_spec(study_file(workload=f"{RECIPE}:{workload}", coarse=coarse, refine=refine))
 
 
@@ -67,7 +69,9 @@ def test_search_never_spends_more_than_the_budget_and_sizes_the_last_stage(study
 
 
 def test_search_pruned_and_failed_trials_count_the_epochs_they_ran(study_file, tmp_path: Path) -> None:
-    spec = load_spec(study_file(workload=f"{RECIPE.parent / 'issue16.py'}:crash_after_2", coarse="trials = 6\nepochs = 4\nseed = 0"))
+    spec = load_spec(
+        study_file(workload=f"{RECIPE.parent / 'issue16.py'}:crash_after_2", coarse="trials = 6\nepochs = 4\nseed = 0")
+    )
     store = Store(spec.name, tmp_path / "r")
     info = start_coarse(store, spec, {"budget": 14, "trials": 50})
     run_stage(store, info)
@@ -108,7 +112,9 @@ def test_search_resumes_after_an_interrupt(study_file, tmp_path: Path) -> None:
     lines: list[str] = []
     result = search(store, spec, say=lines.append)
     assert [s.name for s in store.stages()] == ["coarse", "refine-1", "refine-2"]
-    assert lines[0].startswith("search plans") and lines[1].startswith("coarse: ") and lines[-1].startswith("refine-2: ")
+    assert (
+        lines[0].startswith("search plans") and lines[1].startswith("coarse: ") and lines[-1].startswith("refine-2: ")
+    )
     assert spent(store) <= default_budget(spec)
     done = [t for t in store.trials(store.stage("refine-1")) if t.state == TrialState.COMPLETE]
     assert len(done) == store.stage("refine-1").settings.trials
@@ -165,6 +171,7 @@ def _interrupt_at(stage: str, finished: int):
                 seen["n"] += 1
                 if seen["n"] == finished:
                     raise KeyboardInterrupt
+
         return hear
 
     return listener
@@ -208,7 +215,9 @@ def test_plan_stages_flags_win_over_the_plan(study_file) -> None:
 
 
 def test_search_plan_study_keeps_the_study_files_stages(study_file) -> None:
-    pinned = _planned(study_file, coarse="trials = 7\nepochs = 2", refine="trials = 4\nepochs = 6", extra='search_plan = "study"')
+    pinned = _planned(
+        study_file, coarse="trials = 7\nepochs = 2", refine="trials = 4\nepochs = 6", extra='search_plan = "study"'
+    )
     plan = plan_stages(pinned, 400)
     assert (plan.coarse.strategy.value, plan.coarse.trials, plan.coarse.epochs) == ("random", 7, 2)
     assert (plan.refine.trials, plan.refine.epochs) == (4, 6)
@@ -267,8 +276,13 @@ def test_spread_points_fill_the_space_away_from_the_trials_seen() -> None:
     points = spread_points(spec_space, seen, 8, seed=1)
     assert points == spread_points(spec_space, seen, 8, seed=1) and len(points) == 8
     assert all(1e-4 <= p["lr"] <= 1.0 and 0.0 <= p["wd"] <= 1.0 and p["m"] in (0.5, 0.9) for p in points)
-    far = [min(abs(spec_space["lr"].position(p["lr"]) - spec_space["lr"].position(s["lr"])) + abs(p["wd"] - s["wd"]) for s in seen)
-           for p in points]
+    far = [
+        min(
+            abs(spec_space["lr"].position(p["lr"]) - spec_space["lr"].position(s["lr"])) + abs(p["wd"] - s["wd"])
+            for s in seen
+        )
+        for p in points
+    ]
     assert min(far) > 0.2  # none lands in the corner already tried
 
 
@@ -286,15 +300,21 @@ def test_search_plan_is_stored_with_the_spec(study_file) -> None:
 def test_search_command_keeps_its_workers_from_one_stage_to_the_next(study_file, run_cli, tmp_path: Path) -> None:
     """Each stage of `hpsearch search` starts no workers of its own: the same two processes train every
     stage's trials (torch, the data and the first calls load once per command), and none outlives it."""
-    from tests.test_dispatch import worker_children
     from hpsearch.trials import METRICS_ATTR, trial_attr
+    from tests.test_dispatch import worker_children
 
-    path = study_file(workload=f"{RECIPE}:noisy_peak_pid", coarse="trials = 10\nepochs = 1\nseed = 0", refine="trials = 10\nepochs = 3")
+    path = study_file(
+        workload=f"{RECIPE}:noisy_peak_pid",
+        coarse="trials = 10\nepochs = 1\nseed = 0",
+        refine="trials = 10\nepochs = 3",
+    )
     code, _, err = run_cli("search", path, "--budget", "80", "--workers", "2", "--dir", tmp_path / "r", "-q")
     assert code == 0, err
     store = Store("fake", tmp_path / "r", create=False)
     stages = [info.name for info in store.stages()]
-    pids = {name: {trial_attr(t, METRICS_ATTR)["worker_pid"] for t in store.trials(store.stage(name))} for name in stages}
+    pids = {
+        name: {trial_attr(t, METRICS_ATTR)["worker_pid"] for t in store.trials(store.stage(name))} for name in stages
+    }
     assert len(stages) >= 2 and all(pids.values()), pids
     assert len(set().union(*pids.values())) <= 2, pids  # one pair of workers for the whole search
     assert not worker_children()
@@ -304,7 +324,9 @@ def test_search_says_what_its_stages_say_when_run_alone(study_file, run_cli, tmp
     """Inside `search`, each stage says what `coarse` and `refine` say (the notices even with -q, the
     border warnings, refine's derived space), and one line says the plan overrides the study file."""
     path = study_file(coarse='strategy = "random"\ntrials = 10\nepochs = 1\nseed = 0', refine="trials = 6\nepochs = 2")
-    code, out, err = run_cli("search", path, "--budget", "60", "--population", "2", "--workers", "1", "--dir", tmp_path / "r", "-q")
+    code, out, err = run_cli(
+        "search", path, "--budget", "60", "--population", "2", "--workers", "1", "--dir", tmp_path / "r", "-q"
+    )
     assert code == 0, err
     assert "has no population entry point" in err
     assert "warning: [coarse] lr: best value" in err and "HIGH border" in err

@@ -139,8 +139,12 @@ def test_refine_explicit_limits_still_win():
 
 def test_refine_every_new_value_is_inside_the_domain():
     params = [
-        Choice("momentum", (0.5, 0.9, 0.95, 0.99)), Range("dropout", 0.0, 0.5), Range("m", 0.9, 0.9999),
-        Choice("bs", (16, 32, 64)), Range("n", 1, 4, type="int"), Choice("f", (0.1, 0.2, 0.3)),
+        Choice("momentum", (0.5, 0.9, 0.95, 0.99)),
+        Range("dropout", 0.0, 0.5),
+        Range("m", 0.9, 0.9999),
+        Choice("bs", (16, 32, 64)),
+        Range("n", 1, 4, type="int"),
+        Choice("f", (0.1, 0.2, 0.3)),
     ]
     for p in params:
         lo, hi = _ends(p)
@@ -181,7 +185,14 @@ def test_refine_best_momentum_at_0_99_border_never_widens_past_1(study_file, mom
     from hpsearch.storage import Store
 
     params = "[params.lr]\nlow = 1e-3\nhigh = 1.0\nlog = true\n\n" + momentum
-    spec = load_spec(study_file(workload=MOMENTUM_WORKLOAD, coarse="trials = 16\nepochs = 1", refine="trials = 8\nepochs = 1\ntop_k = 4", params=params))
+    spec = load_spec(
+        study_file(
+            workload=MOMENTUM_WORKLOAD,
+            coarse="trials = 16\nepochs = 1",
+            refine="trials = 8\nepochs = 1\ntop_k = 4",
+            params=params,
+        )
+    )
     store = Store(spec.name)
     run_stage(store, start_coarse(store, spec, {}))
     for stage in ("refine-1", "refine-2"):
@@ -197,8 +208,11 @@ def test_refine_best_momentum_at_0_99_border_never_widens_past_1(study_file, mom
 def _stage(space: Space, top_k: int = 5):
     from types import SimpleNamespace
 
-    return SimpleNamespace(space=space, spec=SimpleNamespace(direction=SimpleNamespace(value="maximize")),
-                           settings=SimpleNamespace(top_k=top_k))
+    return SimpleNamespace(
+        space=space,
+        spec=SimpleNamespace(direction=SimpleNamespace(value="maximize")),
+        settings=SimpleNamespace(top_k=top_k),
+    )
 
 
 def _trials(rows: list[tuple[dict, float]]):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -18,7 +19,15 @@ RunCli = Callable[..., tuple[int, str, str]]
 
 PARAMS_3 = ["lr", "momentum", "weight_decay"]
 PARAMS_6 = ["learning_rate", "momentum", "weight_decay", "batch_size", "activation", "dropout_rate"]
-VALUES = {"lr": 3.2e-3, "learning_rate": 3.2e-3, "momentum": 0.9, "weight_decay": 1.5e-5, "batch_size": 64, "activation": "relu", "dropout_rate": 0.25}
+VALUES = {
+    "lr": 3.2e-3,
+    "learning_rate": 3.2e-3,
+    "momentum": 0.9,
+    "weight_decay": 1.5e-5,
+    "batch_size": 64,
+    "activation": "relu",
+    "dropout_rate": 0.25,
+}
 
 
 def _frame(params: Sequence[str], stages: Sequence[str] = ("coarse",), n: int = 8) -> pd.DataFrame:
@@ -53,7 +62,9 @@ def _frame(params: Sequence[str], stages: Sequence[str] = ("coarse",), n: int = 
 
 def _render(df: pd.DataFrame, params: Sequence[str], width: int = 80, crop: bool = True, **kwargs: Any) -> list[str]:
     console = Console(width=width, record=True, file=io.StringIO())
-    console.print(leaderboard_table(df, "val_accuracy", params, "fake: coarse (maximize val_accuracy)", **kwargs), crop=crop)
+    console.print(
+        leaderboard_table(df, "val_accuracy", params, "fake: coarse (maximize val_accuracy)", **kwargs), crop=crop
+    )
     return console.export_text().splitlines()
 
 
@@ -136,8 +147,6 @@ def test_make_console_respects_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     assert make_console(width=60).width == 60
 
 
-
-
 @pytest.fixture
 def six_params(study_file: Callable[..., Path], run_cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "80")
@@ -157,7 +166,20 @@ def test_cli_leaderboard_wide(six_params: None, run_cli: RunCli) -> None:
     code, out, err = run_cli("leaderboard", "fake", "--wide")
     assert code == 0, err
     header = out.splitlines()[1].split()
-    for name in ("rank", "trial", "val_accuracy", "lr", "momentum", "weight_decay", "activation", "batch_size", "dropout_rate", "epochs", "time", "border"):
+    for name in (
+        "rank",
+        "trial",
+        "val_accuracy",
+        "lr",
+        "momentum",
+        "weight_decay",
+        "activation",
+        "batch_size",
+        "dropout_rate",
+        "epochs",
+        "time",
+        "border",
+    ):
         assert name in header, (name, out)
     assert "…" not in out and "ValueError: lr" in out
 

@@ -6,8 +6,8 @@ import html
 import json
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tests.conftest import SIX_PARAMS
 
@@ -15,7 +15,7 @@ RunCli = Callable[..., tuple[int, str, str]]
 
 
 def test_report_after_coarse_and_refine(study_file: Callable[..., Path], run_cli: RunCli, tmp_path: Path) -> None:
-    assert run_cli("coarse", study_file(coarse='trials = 8\nepochs = 3\nseed = 0'), "-q")[0] == 0
+    assert run_cli("coarse", study_file(coarse="trials = 8\nepochs = 3\nseed = 0"), "-q")[0] == 0
     assert run_cli("refine", "fake", "-q")[0] == 0
     code, out, err = run_cli("report", "fake")
     assert code == 0, err
@@ -37,14 +37,14 @@ def test_report_unknown_study_is_a_usage_error(run_cli: RunCli) -> None:
     assert err.startswith("Error:") and "nope" in err
 
 
-
-
 def _sections(page: str) -> dict[str, str]:
     """The page's <h2> sections by their title."""
     return {part.split("</h2>", 1)[0]: part for part in page.split("<h2>")[1:]}
 
 
-def test_report_best_config_failed_trials_and_many_params(study_file: Callable[..., Path], run_cli: RunCli, tmp_path: Path) -> None:
+def test_report_best_config_failed_trials_and_many_params(
+    study_file: Callable[..., Path], run_cli: RunCli, tmp_path: Path
+) -> None:
     from optuna.trial import TrialState
 
     from hpsearch.configs import best_configuration
@@ -60,7 +60,9 @@ def test_report_best_config_failed_trials_and_many_params(study_file: Callable[.
     study = store.study(coarse)
     trial = study.ask(fixed_distributions=coarse.space.distributions())
     trial.set_user_attr(REASON_ATTR, "RuntimeError: CUDA error: out of memory")
-    trial.set_user_attr(LOG_TAIL_ATTR, 'epoch 1 loss 2.30\n  File "<train.py>", line 7\nRuntimeError: CUDA error: out of memory')
+    trial.set_user_attr(
+        LOG_TAIL_ATTR, 'epoch 1 loss 2.30\n  File "<train.py>", line 7\nRuntimeError: CUDA error: out of memory'
+    )
     study.tell(trial, state=TrialState.FAIL)
 
     code, _, err = run_cli("report", "fake")
@@ -75,7 +77,9 @@ def test_report_best_config_failed_trials_and_many_params(study_file: Callable[.
     toml_text = html.unescape(re.search(r"<pre class='toml'>(.*?)</pre>", page, re.DOTALL).group(1))
     assert tomllib.loads(toml_text) == best.params
     assert isinstance(tomllib.loads(toml_text)["activation"], str) and "[params" not in toml_text
-    assert json.loads(html.unescape(re.search(r"<pre class='json'>(.*?)</pre>", page, re.DOTALL).group(1))) == best.params
+    assert (
+        json.loads(html.unescape(re.search(r"<pre class='json'>(.*?)</pre>", page, re.DOTALL).group(1))) == best.params
+    )
     assert toml_text.startswith(f"# fake: {info.name} trial") and best.describe("val_accuracy") in toml_text
 
     # 2. Every failed trial of each stage, with its reason; the kept output tail in a <pre>, escaped.
@@ -98,7 +102,12 @@ def test_report_shows_the_stored_final_result(study_file: Callable[..., Path], r
     from hpsearch.storage import Store
 
     recipe = Path(__file__).parent / "workloads" / "recipe.py"
-    assert run_cli("coarse", study_file(workload=f"{recipe}:noisy_peak", coarse="trials = 6\nepochs = 1\nseed = 0"), "-q")[0] == 0
+    assert (
+        run_cli("coarse", study_file(workload=f"{recipe}:noisy_peak", coarse="trials = 6\nepochs = 1\nseed = 0"), "-q")[
+            0
+        ]
+        == 0
+    )
     assert run_cli("report", "fake")[0] == 0
     page = (tmp_path / "results" / "fake" / "report.html").read_text()
     assert "Not tested yet" in _sections(page)["Final test"]
@@ -125,12 +134,19 @@ def _coarse_with(store, spec, runs: list[tuple[float, float, bool]]) -> None:
     for number, (lr, value, rerun) in enumerate(runs):
         attrs = {REPEAT_ATTR: first[lr]} if rerun else {}
         first.setdefault(lr, number)
-        study.add_trial(optuna.trial.create_trial(
-            params={"lr": lr, "momentum": 0.9}, distributions=dists, value=value, user_attrs=attrs,
-        ))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"lr": lr, "momentum": 0.9},
+                distributions=dists,
+                value=value,
+                user_attrs=attrs,
+            )
+        )
 
 
-def test_report_headline_is_the_best_configuration_not_a_lucky_run(study_file: Callable[..., Path], tmp_path: Path) -> None:
+def test_report_headline_is_the_best_configuration_not_a_lucky_run(
+    study_file: Callable[..., Path], tmp_path: Path
+) -> None:
     """The report named one run (0.892) whose re-run scored 0.816, while search said 0.8740 over 2 runs."""
     from hpsearch.configs import best_configuration
     from hpsearch.report.html import build_report
@@ -140,13 +156,23 @@ def test_report_headline_is_the_best_configuration_not_a_lucky_run(study_file: C
 
     spec = load_spec(study_file())
     store = Store(spec.name, tmp_path / "r")
-    _coarse_with(store, spec, [
-        (0.01, 0.871, False), (0.02, 0.892, False), (0.1, 0.80, False), (0.3, 0.72, False), (0.001, 0.70, False),
-        (0.01, 0.877, True), (0.1, 0.70, True), (0.001, 0.80, True),  # re-runs: the noise is measured (sd 0.058)
-    ])
+    _coarse_with(
+        store,
+        spec,
+        [
+            (0.01, 0.871, False),
+            (0.02, 0.892, False),
+            (0.1, 0.80, False),
+            (0.3, 0.72, False),
+            (0.001, 0.70, False),
+            (0.01, 0.877, True),
+            (0.1, 0.70, True),
+            (0.001, 0.80, True),  # re-runs: the noise is measured (sd 0.058)
+        ],
+    )
     lucky = ranked_trials(store.trials(store.stage("coarse")), "maximize")[0]
     assert (lucky.params["lr"], lucky.value) == (0.02, 0.892)  # one run beats the best configuration's mean
-    info, best = best_configuration(store)
+    _info, best = best_configuration(store)
     assert best.params["lr"] == 0.01 and best.n == 2
 
     page = build_report(store, tmp_path / "r").read_text()
@@ -156,11 +182,15 @@ def test_report_headline_is_the_best_configuration_not_a_lucky_run(study_file: C
     assert "stage <b>coarse</b>" in head and "trials 0 (0.871), 5 (0.877)" in head
     toml_text = html.unescape(re.search(r"<pre class='toml'>(.*?)</pre>", head, re.DOTALL).group(1))
     assert tomllib.loads(toml_text) == {"lr": 0.01, "momentum": 0.9}
-    assert json.loads(html.unescape(re.search(r"<pre class='json'>(.*?)</pre>", head, re.DOTALL).group(1))) == best.params
+    assert (
+        json.loads(html.unescape(re.search(r"<pre class='json'>(.*?)</pre>", head, re.DOTALL).group(1))) == best.params
+    )
     assert "coarse trial 1, val_accuracy 0.8920. It is not the best configuration" in head  # the lucky run, explained
 
 
-def test_report_labels_stage_settings_truthfully(study_file: Callable[..., Path], run_cli: RunCli, tmp_path: Path) -> None:
+def test_report_labels_stage_settings_truthfully(
+    study_file: Callable[..., Path], run_cli: RunCli, tmp_path: Path
+) -> None:
     """The study file said random, 8 trials; search planned TPE and re-runs: the report said 'from the study file'."""
     from hpsearch.recipe import search
     from hpsearch.report.html import build_report
@@ -169,15 +199,22 @@ def test_report_labels_stage_settings_truthfully(study_file: Callable[..., Path]
     from hpsearch.trials import REPEAT_ATTR
 
     recipe = Path(__file__).parent / "workloads" / "recipe.py"
-    spec = load_spec(study_file(workload=f"{recipe}:noisy_peak", coarse='strategy = "random"\ntrials = 8\nepochs = 1\nseed = 0',
-                                refine="trials = 5\nepochs = 2"))
+    spec = load_spec(
+        study_file(
+            workload=f"{recipe}:noisy_peak",
+            coarse='strategy = "random"\ntrials = 8\nepochs = 1\nseed = 0',
+            refine="trials = 5\nepochs = 2",
+        )
+    )
     store = Store(spec.name, tmp_path / "r")
     search(store, spec, budget=30, say=lambda line: None)
     coarse = store.stage("coarse")
     trials = store.trials(coarse)
     reruns = sum(REPEAT_ATTR in t.user_attrs for t in trials)
     assert reruns > 0 and coarse.settings.strategy.value == "tpe"
-    line = re.search(r"<p class='settings'>(.*?)</p>", _sections(build_report(store, tmp_path / "r").read_text())["coarse"]).group(1)
+    line = re.search(
+        r"<p class='settings'>(.*?)</p>", _sections(build_report(store, tmp_path / "r").read_text())["coarse"]
+    ).group(1)
     assert line.startswith("planned by <code>search</code>") and "study file's [coarse] as written" in line
     assert f"tpe, {coarse.settings.trials - reruns} trials + {reruns} re-runs × 1 epochs" in line
 

@@ -12,8 +12,8 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -45,8 +45,18 @@ def _measure(report: Path, width: int, tmp_path: Path) -> dict:
     page = tmp_path / f"measure-{width}.html"
     page.write_text(MEASURE % (width, html.escape(report.read_text(), quote=True)), encoding="utf-8")
     run = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,2200", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, check=True,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1400,2200",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     found = re.search(r"<pre id=\"measure\">(.*?)</pre>", run.stdout, re.DOTALL)
     assert found, run.stdout[-2000:] + run.stderr[-2000:]
@@ -81,7 +91,9 @@ def test_report_in_a_browser_at_phone_and_desktop_width(report: Path, tmp_path: 
     wide = [t for t in phone["tables"] if t["w"] > phone["view"]]
     assert wide, phone  # the leaderboard is wider than a phone...
     assert all(t["box"] is not None and t["box"] <= phone["view"] for t in wide), phone  # ...and scrolls in its box
-    assert all(i["w"] >= READABLE and i["box"] is not None and i["box"] <= phone["view"] for i in phone["images"]), phone
+    assert all(i["w"] >= READABLE and i["box"] is not None and i["box"] <= phone["view"] for i in phone["images"]), (
+        phone
+    )
 
     desktop = _measure(report, 1280, tmp_path)
     assert desktop["page"] <= desktop["view"], desktop

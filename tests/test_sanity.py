@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -47,7 +46,7 @@ def test_sanity_softmax_before_cross_entropy_fails_overfit(
     study_file: Callable[..., Path], run_cli: Callable[..., tuple[int, str, str]]
 ) -> None:
     path = study_file(workload=f"{BROKEN}:softmax_before_ce")
-    code, out, _ = run_cli("sanity", path)
+    code, _, _ = run_cli("sanity", path)
     assert code == 1
     report = run_sanity(load_spec(path))
     initial, overfit = report.checks
@@ -71,7 +70,9 @@ def test_sanity_workload_ignoring_subset_fails(study_file: Callable[..., Path]) 
     assert "trial.subset" in report.checks[1].advice
 
 
-def test_sanity_plain_workload_without_watch_skips(study_file: Callable[..., Path], run_cli: Callable[..., tuple[int, str, str]]) -> None:
+def test_sanity_plain_workload_without_watch_skips(
+    study_file: Callable[..., Path], run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
     path = study_file(workload=f"{BROKEN}:no_watch")
     report = run_sanity(load_spec(path))
     assert [c.status for c in report.checks] == [SKIP, SKIP]
@@ -117,7 +118,9 @@ def test_sanity_regression_model_that_cannot_fit_fails(study_file: Callable[...,
     assert not report.passed
 
 
-def test_sanity_regression_cli_exits_0(study_file: Callable[..., Path], run_cli: Callable[..., tuple[int, str, str]]) -> None:
+def test_sanity_regression_cli_exits_0(
+    study_file: Callable[..., Path], run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
     code, out, _ = run_cli("sanity", _regression(study_file, "mlp"))
     assert code == 0 and "N/A" in out and "PASS" in out
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from hpsearch.spec import load_spec
 from hpsearch.stages import plan_refine, run_stage, start_coarse

@@ -23,7 +23,9 @@ def test_space_linear_and_int_grid_points():
 
 
 def test_space_cartesian_grid_has_every_point_once():
-    space = Space((Range("lr", 1e-3, 1e-1, log=True, grid_points=3), Choice("m", (0.9, 0.99)), Choice("act", ("relu", "tanh"))))
+    space = Space(
+        (Range("lr", 1e-3, 1e-1, log=True, grid_points=3), Choice("m", (0.9, 0.99)), Choice("act", ("relu", "tanh")))
+    )
     grid = space.grid()
     assert len(grid) == 3 * 2 * 2
     assert len({tuple(sorted(p.items())) for p in grid}) == len(grid)

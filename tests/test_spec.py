@@ -42,7 +42,10 @@ def test_spec_file_workload_is_resolved_relative_to_study_file():
 
 def test_spec_defaults_when_stage_tables_missing(tmp_path):
     path = tmp_path / "s.toml"
-    path.write_text('name = "s"\nworkload = "hpsearch.workloads.digits:mlp"\nmetric = "val_accuracy"\n[params.lr]\nlow = 0.001\nhigh = 0.1\nlog = true\n')
+    path.write_text(
+        'name = "s"\nworkload = "hpsearch.workloads.digits:mlp"\nmetric = "val_accuracy"\n'
+        "[params.lr]\nlow = 0.001\nhigh = 0.1\nlog = true\n"
+    )
     spec = load_spec(path)
     assert spec.direction == Direction.maximize
     assert (spec.coarse.trials, spec.coarse.epochs) == (30, 2)
@@ -70,7 +73,7 @@ def _params(text: str) -> dict:
         (_params("[params.wd]\nvalues = []\n"), "params.wd.values", "non-empty list"),
         (_params("[params.wd]\nvalues = [1, 1]\n"), "params.wd.values", "twice"),
         (_params("[params.lr]\nlow = 0.1\nhigh = 1.0\nlogg = true\n"), "params.lr.logg", "did you mean 'log'"),
-        (_params("[params.lr]\nlow = 0.1\nhigh = 1.0\ntype = \"double\"\n"), "params.lr.type", "use \"float\" or \"int\""),
+        (_params('[params.lr]\nlow = 0.1\nhigh = 1.0\ntype = "double"\n'), "params.lr.type", 'use "float" or "int"'),
         (_params("[params.lr]\nlow = 0.1\nhigh = 1.0\ngrid_points = 1\n"), "params.lr.grid_points", ">= 2"),
         (_params("[params.m]\nvalues = [0.9]\nlimits = [1, 0]\n"), "params.m.limits", "[lowest, highest]"),
         (_params("[params.lr]\nlow = 0.1\nhigh = 2.0\nlimits = [0, 1]\n"), "params.lr.limits", "within limits"),
@@ -78,7 +81,7 @@ def _params(text: str) -> dict:
         ({"coarse": 'strategy = "bayes"'}, "coarse.strategy", "random, grid, tpe"),
         ({"coarse": "trials = 0"}, "coarse.trials", "positive integer"),
         ({"refine": "top_kk = 3"}, "refine.top_kk", "did you mean 'top_k'"),
-        ({"direction": "up"}, "direction", "\"maximize\" or \"minimize\""),
+        ({"direction": "up"}, "direction", '"maximize" or "minimize"'),
         ({"workload": "nowhere.py:train"}, "workload", "does not exist"),
         ({"workload": "no_such_module_xyz:train"}, "workload", "cannot be found"),
         ({"workload": "hpsearch.workloads.digits:resnet"}, "workload", "defines no function 'resnet'"),
@@ -116,14 +119,16 @@ def test_spec_bad_toml_and_missing_file(tmp_path):
 
 
 def test_spec_int_range(study_file):
-    spec = load_spec(study_file(params="[params.hidden]\nlow = 16\nhigh = 256\nlog = true\ntype = \"int\"\n"))
+    spec = load_spec(study_file(params='[params.hidden]\nlow = 16\nhigh = 256\nlog = true\ntype = "int"\n'))
     hidden = spec.space["hidden"]
     assert isinstance(hidden, Range) and hidden.is_int and hidden.low == 16
 
 
 def test_spec_workload_without_function_part(tmp_path):
     path = tmp_path / "s.toml"
-    path.write_text('name = "s"\nworkload = "hpsearch.workloads.digits"\nmetric = "m"\n[params.lr]\nlow = 0.001\nhigh = 0.1\n')
+    path.write_text(
+        'name = "s"\nworkload = "hpsearch.workloads.digits"\nmetric = "m"\n[params.lr]\nlow = 0.001\nhigh = 0.1\n'
+    )
     with pytest.raises(SpecError, match=r"workload: .*must be \"package.module:function\""):
         load_spec(path)
 
@@ -150,7 +155,7 @@ def test_spec_too_many_params_are_refused_up_front(tmp_path) -> None:
 
 # ----------------------------------------------------------------------------- [workload] table: function or command
 
-LR = '[params.lr]\nlow = 0.001\nhigh = 0.1\nlog = true\n'
+LR = "[params.lr]\nlow = 0.001\nhigh = 0.1\nlog = true\n"
 
 
 def _command_study(tmp_path: Path, workload: str, params: str = LR) -> Path:
@@ -188,7 +193,7 @@ def test_spec_workload_command_survives_storage(tmp_path):
         ('command = "python missing.py --lr {lr}"', "workload.command", "script missing.py does not exist"),
         ('command = "no-such-program-xyz {lr}"', "workload.command", "'no-such-program-xyz' is not on PATH"),
         ('command = "./bin/run {lr}"', "workload.command", "program ./bin/run does not exist"),
-        ("command = \"python 'train.py {lr}\"", "workload.command", "balance its quotes"),
+        ('command = "python \'train.py {lr}"', "workload.command", "balance its quotes"),
         ('command = "python train.py --json={lr"', "workload.command", "lone '{'"),
         ("command = 3", "workload.command", "must be a command line or a list"),
         ('command = "python train.py"\nfunction = "a.py:f"', "workload", "exactly one of"),
@@ -220,7 +225,8 @@ MODELS = Path(__file__).parent / "workloads" / "models.py"
 def _model_study(tmp_path: Path, extra: str = "", params: str = LR) -> Path:
     path = tmp_path / "m.toml"
     path.write_text(
-        f'name = "m"\nmetric = "val_accuracy"\n\n[workload]\nmodel = "{MODELS}:mlp"\ndata = "{MODELS}:data"\n{extra}\n\n{params}'
+        'name = "m"\nmetric = "val_accuracy"\n\n'
+        f'[workload]\nmodel = "{MODELS}:mlp"\ndata = "{MODELS}:data"\n{extra}\n\n{params}'
     )
     return path
 
@@ -230,7 +236,11 @@ def test_spec_workload_model_table_with_defaults_and_storage(tmp_path):
 
     spec = load_spec(_model_study(tmp_path, 'optimizer = "adamw"\nbatch_size = 16\nloss = "mse"\nprecision = "bf16"'))
     model = spec.workload.model
-    assert spec.workload.kind == "model" and model.model.endswith("models.py:mlp") and model.data.endswith("models.py:data")
+    assert (
+        spec.workload.kind == "model"
+        and model.model.endswith("models.py:mlp")
+        and model.data.endswith("models.py:data")
+    )
     assert (model.optimizer, model.batch_size, model.loss, model.precision) == ("adamw", 16, "mse", "bf16")
     assert StudySpec.from_dict(spec.to_dict()) == spec
     plain = load_spec(_model_study(tmp_path)).workload.model
@@ -245,7 +255,7 @@ def test_spec_workload_model_table_with_defaults_and_storage(tmp_path):
         ('loss = "nofile.py:fn"', LR, "workload.loss", "does not exist"),
         ("batch_size = 0", LR, "workload.batch_size", "positive integer"),
         ('precision = "fp8"', LR, "workload.precision", "fp32, bf16"),
-        ("", '[params.momentum]\nvalues = [0.9]\n', "params", "needs a param named lr"),
+        ("", "[params.momentum]\nvalues = [0.9]\n", "params", "needs a param named lr"),
     ],
 )
 def test_spec_workload_model_errors(tmp_path, extra, params, key, fragment):
@@ -256,9 +266,11 @@ def test_spec_workload_model_errors(tmp_path, extra, params, key, fragment):
 
 def test_spec_workload_model_keys_belong_to_a_model(tmp_path):
     path = tmp_path / "s.toml"
-    path.write_text('name = "s"\nmetric = "m"\n[workload]\nfunction = "hpsearch.workloads.digits:mlp"\nbatch_size = 3\n' + LR)
-    with pytest.raises(SpecError, match="workload.batch_size: belongs to a model workload"):
+    path.write_text(
+        'name = "s"\nmetric = "m"\n[workload]\nfunction = "hpsearch.workloads.digits:mlp"\nbatch_size = 3\n' + LR
+    )
+    with pytest.raises(SpecError, match=r"workload.batch_size: belongs to a model workload"):
         load_spec(path)
     path.write_text(f'name = "s"\nmetric = "m"\n[workload]\nmodel = "{MODELS}:nothing"\ndata = "{MODELS}:data"\n' + LR)
-    with pytest.raises(SpecError, match="workload.model: .*defines no function 'nothing'"):
+    with pytest.raises(SpecError, match=r"workload.model: .*defines no function 'nothing'"):
         load_spec(path)

@@ -5,17 +5,16 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from hpsearch.trials import trial_attr
 from optuna.trial import TrialState
 
 from hpsearch.border import check_borders
 from hpsearch.errors import SpecError, StageFailed
+from hpsearch.refine import derive_space
 from hpsearch.space import Choice, Range, Space
 from hpsearch.spec import Strategy, load_spec
-from hpsearch.refine import derive_space
 from hpsearch.stages import plan_refine, run_stage, start_coarse
 from hpsearch.storage import Store
+from hpsearch.trials import trial_attr
 
 LR = Range("lr", 1e-4, 1.0, log=True)
 
@@ -134,8 +133,12 @@ def test_stages_random_stage_samples_lr_log_uniformly(study_file):
 
 
 def test_stages_grid_stage_runs_each_point_once(study_file):
-    params = "[params.lr]\nlow = 1e-4\nhigh = 1.0\nlog = true\ngrid_points = 5\n\n[params.momentum]\nvalues = [0.9, 0.99]\n"
-    store, info = _coarse(study_file, workload="peak_inside", coarse='strategy = "grid"\ntrials = 100\nepochs = 1', params=params)
+    params = (
+        "[params.lr]\nlow = 1e-4\nhigh = 1.0\nlog = true\ngrid_points = 5\n\n[params.momentum]\nvalues = [0.9, 0.99]\n"
+    )
+    store, info = _coarse(
+        study_file, workload="peak_inside", coarse='strategy = "grid"\ntrials = 100\nepochs = 1', params=params
+    )
     result = run_stage(store, info)
     points = [(round(math.log10(t.params["lr"]), 6), t.params["momentum"]) for t in result.trials]
     assert len(points) == 10 and len(set(points)) == 10

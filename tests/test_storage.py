@@ -70,7 +70,9 @@ def test_storage_delete_of_the_whole_study_deletes_its_final_study(study_file, r
     recipe = Path(__file__).parent / "workloads" / "recipe.py"
     stores = []
     for name in ("fake", "other"):
-        spec = load_spec(study_file(name=name, workload=f"{recipe}:noisy_peak", coarse="trials = 3\nepochs = 1\nseed = 0"))
+        spec = load_spec(
+            study_file(name=name, workload=f"{recipe}:noisy_peak", coarse="trials = 3\nepochs = 1\nseed = 0")
+        )
         store = Store(spec.name, url=url)
         run_stage(store, start_coarse(store, spec, {}))
         final(store, seeds=1)

@@ -50,4 +50,7 @@ def test_trials_leaderboard_ranks_exactly_as_ranked_trials_across_stages(study_f
     ranked = df[df["rank"].notna()]
     assert list(zip(ranked["stage"], ranked["trial"])) == [by_id[i] for i in expected]
     assert list(ranked["rank"]) == [1, 2, 3, 4]
-    assert list(zip(ranked["stage"], ranked["trial"]))[:2] == [("refine-1", 1), ("coarse", 0)]  # a tie keeps stage order
+    assert list(zip(ranked["stage"], ranked["trial"]))[:2] == [
+        ("refine-1", 1),
+        ("coarse", 0),
+    ]  # a tie keeps stage order

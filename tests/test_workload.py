@@ -43,7 +43,7 @@ def test_workload_unknown_placeholder_names_it_and_lists_what_exists() -> None:
 
 
 def test_workload_literal_braces_and_lone_braces() -> None:
-    assert render(("--json={{\"a\": {lr}}}",), {"lr": 1}, BUILTINS) == ['--json={"a": 1}']
+    assert render(('--json={{"a": {lr}}}',), {"lr": 1}, BUILTINS) == ['--json={"a": 1}']
     with pytest.raises(TemplateError, match="lone"):
         placeholders(["--x={lr"])
     with pytest.raises(TemplateError, match="lone"):
@@ -56,7 +56,14 @@ def test_workload_unused_params_are_listed_for_the_warning() -> None:
 
 def test_workload_values_are_written_exactly() -> None:
     assert [format_value(v) for v in (0.001, 1e-05, 0.1 + 0.2, 3, True, False, "relu", 2.0)] == [
-        "0.001", "1e-05", "0.30000000000000004", "3", "true", "false", "relu", "2.0",
+        "0.001",
+        "1e-05",
+        "0.30000000000000004",
+        "3",
+        "true",
+        "false",
+        "relu",
+        "2.0",
     ]
     assert float(format_value(0.1 + 0.2)) == 0.1 + 0.2
 

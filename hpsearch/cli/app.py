@@ -30,7 +30,15 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-for command in (search.coarse, search.refine, recipe.search, recipe.final, results.leaderboard, results.studies, search.worker):
+for command in (
+    search.coarse,
+    search.refine,
+    recipe.search,
+    recipe.final,
+    results.leaderboard,
+    results.studies,
+    search.worker,
+):
     app.command()(command)
 for command in (instruments.sanity,):
     app.command()(command)
@@ -107,7 +115,7 @@ def unexpected(e: BaseException) -> str:
     Optuna's generic 'invalid data in the commit'), and the --debug hint unless --debug was given."""
     chain = [e]
     while chain[-1].__cause__ is not None or (chain[-1].__context__ is not None and not chain[-1].__suppress_context__):
-        chain.append(chain[-1].__cause__ or chain[-1].__context__)  # type: ignore[arg-type]
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)  # type: ignore[arg-type]  # one is set (the while)
         if len(chain) > 20:
             break
     database = [x for x in chain if type(x).__module__.split(".")[0] in ("sqlalchemy", "psycopg", "psycopg2")]
@@ -116,7 +124,10 @@ def unexpected(e: BaseException) -> str:
         root = database[-1]
         first = str(getattr(root, "orig", None) or root).strip().splitlines()
         reason = first[0] if first else type(root).__name__
-        return f"the study's database stopped answering ({type(root).__name__}: {reason}); completed trials are kept: run the same command again once it is back{hint}"
+        return (
+            f"the study's database stopped answering ({type(root).__name__}: {reason}); completed trials are kept: "
+            f"run the same command again once it is back{hint}"
+        )
     return f"unexpected {type(e).__name__}: {e}{hint}"
 
 

@@ -60,7 +60,8 @@ def sanity(spec_file: SpecArg, device: DeviceOpt = "cpu", directory: DirOpt = No
 def lr_find(
     spec_file: SpecArg,
     apply: Annotated[
-        bool, typer.Option("--apply", help="Write the suggested range into the study file's lr (old file kept as .bak).")
+        bool,
+        typer.Option("--apply", help="Write the suggested range into the study file's lr (old file kept as .bak)."),
     ] = False,
     iterations: Annotated[int, typer.Option("--iterations", min=20, help="Optimizer steps of the sweep.")] = 300,
     device: DeviceOpt = "cpu",

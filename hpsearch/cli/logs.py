@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,7 +12,7 @@ from hpsearch.cli.options import DirOpt, NameArg, StorageOpt
 from hpsearch.errors import NoTrialLog, TrialNotFound
 
 TrialArg = Annotated[int, typer.Argument(min=0, help="The trial's number (the leaderboard's trial column).")]
-LogStageOpt = Annotated[Optional[str], typer.Option("--stage", help="coarse, refine-1, ... [default: the latest stage].")]
+LogStageOpt = Annotated[str | None, typer.Option("--stage", help="coarse, refine-1, ... [default: the latest stage].")]
 
 
 def logs(

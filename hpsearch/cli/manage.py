@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,7 +14,7 @@ from hpsearch.errors import HpsearchError
 def delete(
     name: NameArg,
     stage: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--stage", help="Delete this stage and every later one [default: the whole study]."),
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask (needed when not on a terminal).")] = False,
@@ -39,8 +39,12 @@ def delete(
     store = Store(name, directory, storage, create=False)
     doomed = store.stages_from(stage)
     names = [s.name for s in doomed]
-    what = f"study {name!r}" if stage is None else f"stage{'s' if len(names) > 1 else ''} {', '.join(names)} of {name!r}"
-    tested = len(doomed) == len(store.stages()) and stored_final(store) is not None  # the final result goes with the study
+    what = (
+        f"study {name!r}" if stage is None else f"stage{'s' if len(names) > 1 else ''} {', '.join(names)} of {name!r}"
+    )
+    tested = (
+        len(doomed) == len(store.stages()) and stored_final(store) is not None
+    )  # the final result goes with the study
     also = " and its final result" if tested else ""
     what += also
     trials = sum(len(store.trials(s)) for s in doomed)
@@ -49,7 +53,11 @@ def delete(
             raise HpsearchError(f"deleting {what} ({trials} trials) needs confirmation: pass --yes")
         typer.confirm(f"Delete {what} ({trials} trials) from {store.location}?", abort=True, err=True)
     gone = store.delete_stages(doomed)
-    make_console(stderr=True).print(f"deleted {', '.join(gone)} of {name}{also} ({trials} trials) from {store.location}", soft_wrap=True, markup=False)
+    make_console(stderr=True).print(
+        f"deleted {', '.join(gone)} of {name}{also} ({trials} trials) from {store.location}",
+        soft_wrap=True,
+        markup=False,
+    )
 
 
 def repair(
@@ -74,12 +82,15 @@ def repair(
     report = repair_journal(journal_path(name, directory, storage))
     err = make_console(stderr=True)
     if report.backup is None:
-        err.print(f"{report.path}: no damaged record ({report.kept} records); nothing changed", soft_wrap=True, markup=False)
+        err.print(
+            f"{report.path}: no damaged record ({report.kept} records); nothing changed", soft_wrap=True, markup=False
+        )
         return
     lines = ", ".join(map(str, report.dropped_lines[:10])) + (" ..." if len(report.dropped_lines) > 10 else "")
     salvaged = f", recovered {report.salvaged} whole record(s) glued behind torn ones" if report.salvaged else ""
     err.print(
-        f"{report.path}: kept {report.kept} records, dropped line(s) {lines}{salvaged}; original kept as {report.backup}",
+        f"{report.path}: kept {report.kept} records, dropped line(s) {lines}{salvaged}; "
+        f"original kept as {report.backup}",
         soft_wrap=True,
         markup=False,
     )

@@ -13,10 +13,11 @@ import dataclasses
 import functools
 import inspect
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -33,11 +34,11 @@ def flag(setting: str) -> str:
 
 
 DirOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--dir", help="Folder holding one results folder per study [default: $HPSEARCH_DIR or ./studies]."),
 ]
 StorageOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--storage",
         help="Optuna storage URL (sqlite:///x.db, postgresql://...) or .journal file, instead of --dir "
@@ -45,7 +46,7 @@ StorageOpt = Annotated[
     ),
 ]
 StageOpt = Annotated[
-    Optional[str], typer.Option("--stage", help="coarse, refine-1, ... or all [default: the latest stage].")
+    str | None, typer.Option("--stage", help="coarse, refine-1, ... or all [default: the latest stage].")
 ]
 SpecArg = Annotated[Path, typer.Argument(metavar="STUDY_FILE", help="The study file (.toml).")]
 NameArg = Annotated[str, typer.Argument(help="The study's name (from its study file).")]
@@ -56,18 +57,22 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="Device the workload tr
 class StageOverrides:
     """Stage settings given on the command line; None = the study file's (or the stored stage's)."""
 
-    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Trials of this stage (overrides the study file).")] = None
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs per trial (overrides the study file).")] = None
+    trials: Annotated[
+        int | None, typer.Option("--trials", min=1, help="Trials of this stage (overrides the study file).")
+    ] = None
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Epochs per trial (overrides the study file).")
+    ] = None
     strategy: Annotated[
-        Optional[Strategy],
+        Strategy | None,
         typer.Option("--strategy", help="random (recipe default: beats grid when few params matter), grid, or tpe."),
     ] = None
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the sampler and of every trial.")] = None
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the sampler and of every trial.")] = None
     top_k: Annotated[
-        Optional[int], typer.Option("--top-k", min=1, help="Best trials the border check and the next refine look at.")
+        int | None, typer.Option("--top-k", min=1, help="Best trials the border check and the next refine look at.")
     ] = None
     max_failures: Annotated[
-        Optional[int],
+        int | None,
         typer.Option(
             "--max-failures",
             min=1,
@@ -96,10 +101,10 @@ class RunOptions:
         ),
     ] = "auto"
     per_device: Annotated[
-        Optional[int], typer.Option("--per-device", min=1, help="Trials running at once on each GPU [default: 1].")
+        int | None, typer.Option("--per-device", min=1, help="Trials running at once on each GPU [default: 1].")
     ] = None
     workers: Annotated[
-        Optional[int],
+        int | None,
         typer.Option(
             "--workers",
             min=0,
@@ -109,7 +114,7 @@ class RunOptions:
         ),
     ] = None
     trial_timeout: Annotated[
-        Optional[float],
+        float | None,
         typer.Option(
             "--trial-timeout",
             min=0.001,
@@ -118,7 +123,7 @@ class RunOptions:
         ),
     ] = None
     stall_factor: Annotated[
-        Optional[float],
+        float | None,
         typer.Option(
             "--stall-factor",
             min=0,
@@ -128,7 +133,7 @@ class RunOptions:
         ),
     ] = None
     stall_floor: Annotated[
-        Optional[float],
+        float | None,
         typer.Option(
             "--stall-floor",
             min=0,
@@ -137,7 +142,7 @@ class RunOptions:
         ),
     ] = None
     log_limit: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--log-limit",
             metavar="SIZE",
@@ -146,14 +151,14 @@ class RunOptions:
         ),
     ] = None
     population: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--population",
             metavar="K|auto",
             help="Train K trials at once in one vectorized model per worker, for workloads with a population "
-            "entry point (the built-in digits MLP and every model workload; others run one trial per worker, with a notice). "
-            "auto: a worker times K = 1, 2, 4, ... up to K = 8 (further while each doubling gains 8%) and keeps the "
-            "largest K within 8% of the fastest; K = 1 if no K beats it by 8%.",
+            "entry point (the built-in digits MLP and every model workload; others run one trial per worker, "
+            "with a notice). auto: a worker times K = 1, 2, 4, ... up to K = 8 (further while each doubling gains "
+            "8%) and keeps the largest K within 8% of the fastest; K = 1 if no K beats it by 8%.",
         ),
     ] = None
     pruner: Annotated[
@@ -181,12 +186,20 @@ def grouped(fn: Callable[..., Any]) -> Callable[..., Any]:
     hints = typing.get_type_hints(fn, include_extras=True)
     signature = inspect.signature(fn)
     groups = {name: hints[name] for name in signature.parameters if dataclasses.is_dataclass(hints.get(name))}
-    own = [p.replace(annotation=hints.get(p.name, p.annotation)) for n, p in signature.parameters.items() if n not in groups]
+    own = [
+        p.replace(annotation=hints.get(p.name, p.annotation))
+        for n, p in signature.parameters.items()
+        if n not in groups
+    ]
     spread: list[inspect.Parameter] = []
     for cls in groups.values():
         field_hints = typing.get_type_hints(cls, include_extras=True)
         for f in dataclasses.fields(cls):
-            spread.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=field_hints[f.name]))
+            spread.append(
+                inspect.Parameter(
+                    f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=field_hints[f.name]
+                )
+            )
 
     @functools.wraps(fn)
     def command(*args: Any, **kwargs: Any) -> Any:
@@ -195,13 +208,13 @@ def grouped(fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn(*args, **kwargs)
 
     del command.__wrapped__  # Typer must read the spread signature, not fn's
-    command.__signature__ = signature.replace(parameters=own + spread)  # type: ignore[attr-defined]
+    command.__signature__ = signature.replace(parameters=own + spread)  # type: ignore[attr-defined]  # read by inspect
     command.__annotations__ = {p.name: p.annotation for p in own + spread}
     return command
 
 
 BudgetOpt = Annotated[
-    Optional[int],
+    int | None,
     typer.Option(
         "--budget",
         min=1,
@@ -211,7 +224,7 @@ BudgetOpt = Annotated[
     ),
 ]
 TimeoutOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--timeout",
         metavar="DURATION",

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
-from hpsearch.cli.options import BudgetOpt, DirOpt, NameArg, RunOptions, SpecArg, StageOverrides, StorageOpt, TimeoutOpt, grouped
+from hpsearch.cli.options import (
+    BudgetOpt,
+    DirOpt,
+    NameArg,
+    RunOptions,
+    SpecArg,
+    StageOverrides,
+    StorageOpt,
+    TimeoutOpt,
+    grouped,
+)
 
 
 @grouped
@@ -41,7 +51,14 @@ def search(
     """
     from hpsearch.cli.progress import ProgressDisplay
     from hpsearch.cli.render import changes_table, leaderboard_table, make_console
-    from hpsearch.cli.search import INTERRUPTED_MESSAGE, _deadline, _early_workers, _executor, _population_note, print_stage_notes
+    from hpsearch.cli.search import (
+        INTERRUPTED_MESSAGE,
+        _deadline,
+        _early_workers,
+        _executor,
+        _population_note,
+        print_stage_notes,
+    )
     from hpsearch.leaderboard import frame
     from hpsearch.recipe import search as run_search
     from hpsearch.spec import load_spec
@@ -85,7 +102,16 @@ def search(
             start_workers(spec.workload, None)
             _population_note(err, run, spec.workload, spec.space)
             result = run_search(
-                store, spec, overrides.as_dict(), budget, executor, listener, run.pruner.value, deadline, say, stage_ended
+                store,
+                spec,
+                overrides.as_dict(),
+                budget,
+                executor,
+                listener,
+                run.pruner.value,
+                deadline,
+                say,
+                stage_ended,
             )
     except KeyboardInterrupt:
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
@@ -95,14 +121,19 @@ def search(
             d.__exit__(None, None, None)
     last = result.stages[-1]
     if result.timed_out:
-        err.print(f"timeout: stopped in {last.name}; run the same command again to continue", soft_wrap=True, markup=False)
+        err.print(
+            f"timeout: stopped in {last.name}; run the same command again to continue", soft_wrap=True, markup=False
+        )
     df = frame([last], [store.trials(last)], run.top)
     title = f"{spec.name} {last.name}: top {min(run.top, len(df))} ({spec.direction.value} {spec.metric})"
     out.print(leaderboard_table(df, spec.metric, last.space.names, title))
     if result.best is not None:
-        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best.params.items())
+        params = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best.params.items()
+        )
         out.print(
-            f"best configuration: {params} ({result.best.describe(spec.metric)}); test it once: hpsearch final {spec.name}",
+            f"best configuration: {params} ({result.best.describe(spec.metric)}); "
+            f"test it once: hpsearch final {spec.name}",
             soft_wrap=True,
             markup=False,
         )
@@ -110,30 +141,42 @@ def search(
 
 def final(
     name: NameArg,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs of each run [default: the last stage's].")] = None,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Runs of each configuration, each with its own seed.")] = 3,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Epochs of each run [default: the last stage's].")
+    ] = None,
+    seeds: Annotated[
+        int, typer.Option("--seeds", min=1, help="Runs of each configuration, each with its own seed.")
+    ] = 3,
     ensemble: Annotated[
         int,
         typer.Option(
-            "--ensemble", min=1,
-            help="Test the top K configurations (each retrained --seeds times): each, and (model workloads) their averaged prediction.",
+            "--ensemble",
+            min=1,
+            help="Test the top K configurations (each retrained --seeds times): each, "
+            "and (model workloads) their averaged prediction.",
         ),
     ] = 1,
-    again: Annotated[bool, typer.Option("--again", help="Evaluate the test split again (counted, with a warning).")] = False,
-    device: Annotated[str, typer.Option("--device", help="Device the runs train on (auto, cpu, cuda:0, ...).")] = "auto",
+    again: Annotated[
+        bool, typer.Option("--again", help="Evaluate the test split again (counted, with a warning).")
+    ] = False,
+    device: Annotated[
+        str, typer.Option("--device", help="Device the runs train on (auto, cpu, cuda:0, ...).")
+    ] = "auto",
     workers: Annotated[
-        Optional[int],
+        int | None,
         typer.Option(
-            "--workers", min=0,
-            help="Processes running the seed runs at once [default: one per core (per GPU with GPUs), at most one per run]; "
-            "0 or 1: one after another in this process. The results are the same.",
+            "--workers",
+            min=0,
+            help="Processes running the seed runs at once [default: one per core (per GPU with GPUs), "
+            "at most one per run]; 0 or 1: one after another in this process. The results are the same.",
         ),
     ] = None,
     split_from_env: Annotated[
         bool,
         typer.Option(
             "--split-from-env",
-            help="A command workload without {split}: its script reads $HPSEARCH_SPLIT (else final refuses it: it would test on validation).",
+            help="A command workload without {split}: its script reads $HPSEARCH_SPLIT "
+            "(else final refuses it: it would test on validation).",
         ),
     ] = False,
     directory: DirOpt = None,
@@ -171,13 +214,21 @@ def final(
     store = Store(name, directory, storage, create=False)
     try:
         result = run_final(
-            store, epochs, seeds, ensemble, again, device,
+            store,
+            epochs,
+            seeds,
+            ensemble,
+            again,
+            device,
             warn=lambda line: err.print(f"warning: {line}", soft_wrap=True, markup=False),
-            workers=workers, split_from_env=split_from_env,
+            workers=workers,
+            split_from_env=split_from_env,
             progress=lambda event: err.print(final_progress(event), soft_wrap=True, markup=False),
         )
     except SplitUnknown as e:  # the library names no flag of a script; here, the usual one
-        raise HpsearchError(e.template.replace("add {split} to the command", "add `--split {split}` to the command")) from None
+        raise HpsearchError(
+            e.template.replace("add {split} to the command", "add `--split {split}` to the command")
+        ) from None
     if not result.ran:
         err.print(
             f"stored result (the test split was evaluated {result.evaluations} time(s)); --again evaluates it again",
@@ -185,9 +236,13 @@ def final(
             markup=False,
         )
     out.print(final_table(name, result.data))
-    ensemble = result.data.get("ensemble")
-    if ensemble and ensemble["value"] is None:
-        out.print(f"--ensemble {ensemble['k']}: each configuration on its own; {ensemble['reason']}", soft_wrap=True, markup=False)
+    stored_ensemble = result.data.get("ensemble")
+    if stored_ensemble and stored_ensemble["value"] is None:
+        out.print(
+            f"--ensemble {stored_ensemble['k']}: each configuration on its own; {stored_ensemble['reason']}",
+            soft_wrap=True,
+            markup=False,
+        )
     for path in result.files:
         out.print(f"wrote {path}", soft_wrap=True, markup=False)
 
@@ -203,11 +258,20 @@ def final_progress(event: Any) -> str:
             where = "one after another in this process"
         else:
             kind = "one per GPU" if event.slots[0].visible is not None else "cpu"
-            where = f"{len(event.slots)} at a time in worker processes ({kind}, {event.slots[0].threads} torch thread(s) each)"
-        return f"final: {event.runs} run(s) of the top {event.configs} configuration(s), {where}; logs: {event.logs}/trial-N.log"
+            where = (
+                f"{len(event.slots)} at a time in worker processes "
+                f"({kind}, {event.slots[0].threads} torch thread(s) each)"
+            )
+        return (
+            f"final: {event.runs} run(s) of the top {event.configs} configuration(s), {where}; "
+            f"logs: {event.logs}/trial-N.log"
+        )
     if isinstance(event, RunStarted):
         run = event.run
-        return f"final: run {run.record.number + 1}/{event.total} started: rank {run.rank}, seed {run.record.seed} ({event.where})"
+        return (
+            f"final: run {run.record.number + 1}/{event.total} started: "
+            f"rank {run.rank}, seed {run.record.seed} ({event.where})"
+        )
     assert isinstance(event, RunEnded)
     result, record = event.result, event.result.run.record
     value = result.metrics.get(record.metric)
@@ -216,7 +280,9 @@ def final_progress(event: Any) -> str:
     else:
         how = f"{'failed' if result.state == 'fail' else result.state}: {result.reason or 'no ' + record.metric}"
     head = f"final: run {record.number + 1}/{event.total} ended: rank {result.run.rank}, seed {record.seed}"
-    return f"{head}: {how} ({result.duration_s:.1f} s)" + ("" if result.state == "complete" else f"; log: {record.log_path}")
+    return f"{head}: {how} ({result.duration_s:.1f} s)" + (
+        "" if result.state == "complete" else f"; log: {record.log_path}"
+    )
 
 
 def final_table(name: str, data: dict[str, Any]) -> Any:
@@ -239,5 +305,11 @@ def final_table(name: str, data: dict[str, Any]) -> Any:
         table.add_row(str(entry["rank"]), mean + spread, each.strip(), val, params)
     ensemble = data.get("ensemble")
     if ensemble and ensemble["value"] is not None:
-        table.add_row("ensemble", f"{ensemble['value']:.4f}", f"{ensemble['runs']} runs averaged", "", f"the top {ensemble['k']}, averaged prediction")
+        table.add_row(
+            "ensemble",
+            f"{ensemble['value']:.4f}",
+            f"{ensemble['runs']} runs averaged",
+            "",
+            f"the top {ensemble['k']}, averaged prediction",
+        )
     return table

@@ -10,8 +10,9 @@ import math
 import numbers
 import re
 import sys
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 from rich import box
@@ -223,12 +224,12 @@ class Leaderboard:
         known = {self.metric, *self.params, *self.own.values()}
         return [c for c in self.df.columns if c not in known and _has(self.df, c)]
 
-    def _marks(self, row: dict[str, Any]) -> dict[str, str]:
+    def _marks(self, row: dict[Hashable, Any]) -> dict[str, str]:
         """{param: '↑'} from the frame's border column ('lr:high, momentum:low')."""
         flags = (flag.rpartition(":") for flag in str(row.get(self.own["border"]) or "").split(", "))
         return {name: MARKS[side] for name, _, side in flags if side in MARKS}
 
-    def _state(self, row: dict[str, Any], first_line: bool = False) -> str:
+    def _state(self, row: dict[Hashable, Any], first_line: bool = False) -> str:
         state = row[self.own["state"]]
         if state == "COMPLETE":
             return ""

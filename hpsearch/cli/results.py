@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional, Sequence
+from typing import Annotated, Any
 
 import typer
 
 from hpsearch.cli.options import DirOpt, NameArg, StageOpt, StorageOpt
-
 
 FINAL_MARK = "✓"  # studies: the stage `final` tested (its result in a line under the table)
 
@@ -26,19 +26,31 @@ def leaderboard(
     name: NameArg,
     stage: StageOpt = None,
     top: Annotated[
-        Optional[int], typer.Option("--top", min=1, help="Print only the N best rows (the CSV keeps every trial) [default: all].")
+        int | None,
+        typer.Option("--top", min=1, help="Print only the N best rows (the CSV keeps every trial) [default: all]."),
     ] = None,
     csv: Annotated[
-        Optional[str],
-        typer.Option("--csv", help="Also write every trial as CSV to PATH ('-' = stdout, instead of the table): of every stage, unless --stage."),
+        str | None,
+        typer.Option(
+            "--csv",
+            help="Also write every trial as CSV to PATH ('-' = stdout, instead of the table): "
+            "of every stage, unless --stage.",
+        ),
     ] = None,
     output_format: Annotated[Format, typer.Option("--format", help="How to print it on stdout.")] = Format.table,
     wide: Annotated[
-        bool, typer.Option("--wide", help="Every column at full width, full names (may be wider than the terminal: pipe to `less -S`).")
+        bool,
+        typer.Option(
+            "--wide", help="Every column at full width, full names (may be wider than the terminal: pipe to `less -S`)."
+        ),
     ] = False,
     columns: Annotated[
-        Optional[str],
-        typer.Option("--columns", metavar="NAME,...", help="The table shows rank, trial and these CSV columns, e.g. lr,border,reason,duration_s."),
+        str | None,
+        typer.Option(
+            "--columns",
+            metavar="NAME,...",
+            help="The table shows rank, trial and these CSV columns, e.g. lr,border,reason,duration_s.",
+        ),
     ] = None,
     directory: DirOpt = None,
     storage: StorageOpt = None,
@@ -67,7 +79,6 @@ def leaderboard(
     from hpsearch.final import stored_final, summary
     from hpsearch.leaderboard import frame, select_stages, to_text, write_csv
     from hpsearch.storage import Store
-    from hpsearch.trials import ranked_trials
 
     store = Store(name, directory, storage, create=False)
     # Read each stage's trials once: on PostgreSQL reading a large stage is most of the command's time.
@@ -79,7 +90,9 @@ def leaderboard(
     chosen = list(dict.fromkeys(c.strip() for c in columns.split(",") if c.strip())) if columns else None
     unknown = [c for c in chosen or [] if c not in df.columns]
     if unknown:
-        raise HpsearchError(f"--columns: no column {', '.join(map(repr, unknown))}; the columns are: {', '.join(map(str, df.columns))}")
+        raise HpsearchError(
+            f"--columns: no column {', '.join(map(repr, unknown))}; the columns are: {', '.join(map(str, df.columns))}"
+        )
     out, err = make_console(), make_console(stderr=True)
     written = df
     if csv and stage is None and len(stages) < len(store.stages()):  # the CSV holds every stage unless --stage says
@@ -98,14 +111,18 @@ def leaderboard(
         names = list(dict.fromkeys(n for s in stages for n in s.space.names))
         title = f"{name}: {', '.join(s.name for s in stages)} ({spec.direction.value} {spec.metric})"
         # Only --wide and --columns can be wider than the terminal: their lines are kept whole.
-        out.print(leaderboard_table(shown, spec.metric, names, title, wide=wide, columns=chosen), crop=not (wide or chosen))
+        out.print(
+            leaderboard_table(shown, spec.metric, names, title, wide=wide, columns=chosen), crop=not (wide or chosen)
+        )
         tested = stored_final(store)
         if tested is not None:
             out.print(summary(tested), soft_wrap=True, markup=False, highlight=False)
     for info, stage_trials in zip(stages, trials):
         print_flags(err, stage_flags(info, stage_trials), info.name)
     if csv:
-        err.print(f"wrote {len(written)} rows to {csv}" + (" (every stage; --stage picks one)" if written is not df else ""))
+        err.print(
+            f"wrote {len(written)} rows to {csv}" + (" (every stage; --stage picks one)" if written is not df else "")
+        )
 
 
 def studies(directory: DirOpt = None, storage: StorageOpt = None) -> None:
@@ -125,9 +142,14 @@ def studies(directory: DirOpt = None, storage: StorageOpt = None) -> None:
 
     rows = study_summaries(directory, storage)
     if not rows:
-        make_console(stderr=True).print(f"no studies under {results_dir(directory)}; run `hpsearch coarse STUDY_FILE` first")
+        make_console(stderr=True).print(
+            f"no studies under {results_dir(directory)}; run `hpsearch coarse STUDY_FILE` first"
+        )
         return
-    finals = {name: stored_final(Store(name, directory, storage, create=False)) for name in dict.fromkeys(r.study for r in rows)}
+    finals = {
+        name: stored_final(Store(name, directory, storage, create=False))
+        for name in dict.fromkeys(r.study for r in rows)
+    }
     tested = {k: v for k, v in finals.items() if v is not None}
     out = make_console()
     out.print(studies_table(rows, tested))
@@ -144,16 +166,34 @@ def studies_table(rows: Sequence[Any], finals: dict[str, dict[str, Any]] | None 
     metrics = {r.metric for r in rows}
     one = metrics.pop() if len(metrics) == 1 else None  # one metric for all: named once, in the title
     title = f"best = {one}" if one else "best = each study's metric"
-    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table = Table(
+        title=title,
+        title_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     finals = finals or {}
     cells = []
     for r in rows:
         value = "" if r.best is None else f"{r.best:.4f}" if one else f"{r.metric} {r.best:.4f}"
         tested = r.study in finals and finals[r.study].get("stage") == r.stage
         stage = r.stage + (f" {FINAL_MARK}" if tested else "")
-        cells.append((r.study, stage, r.parent or "-", r.strategy, str(r.epochs), f"{r.complete}/{r.trials}", str(r.failed), value))
+        cells.append(
+            (
+                r.study,
+                stage,
+                r.parent or "-",
+                r.strategy,
+                str(r.epochs),
+                f"{r.complete}/{r.trials}",
+                str(r.failed),
+                value,
+            )
+        )
     # A name is never broken inside a word (`mnist1d_/cmd`, `refine-/1`): each column is at least as wide
-    # as its longest cell, and the counts share one column (trials: "complete/target"), so 80 columns hold it.
+    # as its longest cell, and the counts share one column (trials: "complete/all"), so 80 columns hold it.
     for i, col in enumerate(("study", "stage", "from", "strategy", "epochs", "trials", "failed", "best")):
         widest = max([len(col)] + [len(c[i]) for c in cells])
         table.add_column(col, min_width=widest, no_wrap=True, justify="right" if i >= 4 else "left")
@@ -167,7 +207,7 @@ def curves(
     stage: StageOpt = None,
     top: Annotated[int, typer.Option("--top", min=1, help="How many of the best trials to draw.")] = 5,
     out_path: Annotated[
-        Optional[Path], typer.Option("--out", help="PNG to write [default: <results>/<name>/curves-<stage>.png].")
+        Path | None, typer.Option("--out", help="PNG to write [default: <results>/<name>/curves-<stage>.png].")
     ] = None,
     directory: DirOpt = None,
     storage: StorageOpt = None,
@@ -187,7 +227,11 @@ def curves(
     store = Store(name, directory, storage, create=False)
     found = top_curves(store, stage, top)
     label = stage or store.stage(None).name
-    path = plot_curves(found, out_path or results_dir(directory) / name / f"curves-{label}.png", f"{name} {label}: loss curves of the top {len(found)}")
+    path = plot_curves(
+        found,
+        out_path or results_dir(directory) / name / f"curves-{label}.png",
+        f"{name} {label}: loss curves of the top {len(found)}",
+    )
     out = make_console()
     for line in curves_text(found):
         out.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -6,12 +6,22 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
-from hpsearch.cli.options import BudgetOpt, DirOpt, NameArg, RunOptions, SpecArg, StageOverrides, StorageOpt, TimeoutOpt, grouped
-from hpsearch.cli.options import flag
+from hpsearch.cli.options import (
+    BudgetOpt,
+    DirOpt,
+    NameArg,
+    RunOptions,
+    SpecArg,
+    StageOverrides,
+    StorageOpt,
+    TimeoutOpt,
+    flag,
+    grouped,
+)
 from hpsearch.errors import StageStoppedShort, render_settings
 
 INTERRUPTED_MESSAGE = "\nInterrupted: completed trials are kept; run the same command again to continue."
@@ -59,7 +69,11 @@ def coarse(
         notice = make_console(stderr=True)
         if unused := spec.unused_params():
             names = ", ".join("{" + p + "}" for p in unused)
-            notice.print(f"warning: the command never uses {names}; the script gets them only from $HPSEARCH_PARAMS", soft_wrap=True, markup=False)
+            notice.print(
+                f"warning: the command never uses {names}; the script gets them only from $HPSEARCH_PARAMS",
+                soft_wrap=True,
+                markup=False,
+            )
         _population_note(notice, run, spec.workload, spec.space)
         info = start_coarse(store, spec, given, notify=lambda line: notice.print(line, soft_wrap=True, markup=False))
         _run_and_show(store, info, run, executor, deadline=deadline)
@@ -71,7 +85,7 @@ def refine(
     overrides: StageOverrides,
     run: RunOptions,
     from_stage: Annotated[
-        Optional[str], typer.Option("--from", help="Parent stage to refine from [default: the latest stage].")
+        str | None, typer.Option("--from", help="Parent stage to refine from [default: the latest stage].")
     ] = None,
     budget: BudgetOpt = None,
     timeout: TimeoutOpt = None,
@@ -116,7 +130,8 @@ def worker(
     name: NameArg,
     run: RunOptions,
     stage: Annotated[
-        Optional[str], typer.Option("--stage", help="The stage to join: coarse, refine-1, ... [default: the latest stage].")
+        str | None,
+        typer.Option("--stage", help="The stage to join: coarse, refine-1, ... [default: the latest stage]."),
     ] = None,
     storage: StorageOpt = None,
     directory: DirOpt = None,
@@ -147,14 +162,18 @@ def worker(
         from hpsearch.cli.render import make_console
 
         if not run.quiet:
-            make_console(stderr=True).print(f"joining {name} {info.name} in {store.location}", soft_wrap=True, markup=False)
+            make_console(stderr=True).print(
+                f"joining {name} {info.name} in {store.location}", soft_wrap=True, markup=False
+            )
         _run_and_show(store, info, run, executor, join=True)
 
 
 def _executor(run: RunOptions) -> Any:
     from hpsearch.dispatch import DispatchConfig, make_executor
 
-    return make_executor(DispatchConfig(run.devices, run.per_device, run.workers, run.trial_timeout, run.population), run.overrides())
+    return make_executor(
+        DispatchConfig(run.devices, run.per_device, run.workers, run.trial_timeout, run.population), run.overrides()
+    )
 
 
 @contextmanager
@@ -186,7 +205,7 @@ def _target(settings: Callable[[], Any], space: Any) -> int:
     settings are invalid (its set-up says why, and no worker starts before that)."""
     try:
         return settings().target(space)
-    except Exception:  # noqa: BLE001 - whatever it is, the stage's set-up raises it again, and says it better
+    except Exception:
         return 0
 
 
@@ -248,13 +267,21 @@ def _run_and_show(
     if not run.quiet:
         err.print(stage_summary(result, time.perf_counter() - start))
     df = frame([info], [result.trials], run.top)
-    title = f"{info.spec.name} {info.name}: top {min(run.top, len(df))} ({info.spec.direction.value} {info.spec.metric})"
+    title = (
+        f"{info.spec.name} {info.name}: top {min(run.top, len(df))} ({info.spec.direction.value} {info.spec.metric})"
+    )
     out.print(leaderboard_table(df, info.spec.metric, info.space.names, title))
     print_flags(err, result.flags, info.name)
     if result.ended_by == "timeout":
-        err.print(f"timeout: stage {info.name} stopped starting trials; run the same command again to continue", soft_wrap=True, markup=False)
+        err.print(
+            f"timeout: stage {info.name} stopped starting trials; run the same command again to continue",
+            soft_wrap=True,
+            markup=False,
+        )
     elif result.ended_by == "budget":
-        err.print(f"stage {info.name} spent its budget of {info.settings.budget} trial-epochs", soft_wrap=True, markup=False)
+        err.print(
+            f"stage {info.name} spent its budget of {info.settings.budget} trial-epochs", soft_wrap=True, markup=False
+        )
     if result.shortfall:
         raise StageStoppedShort(f"{result.shortfall}; run the same command again to continue")
 
@@ -275,4 +302,3 @@ def print_stage_notes(err: Any, executor: Any, info: Any, trials: Any) -> None:
 
     print_notices(err, executor)
     print_flags(err, stage_flags(info, trials), info.name)
-

@@ -44,7 +44,9 @@ __all__ = [
 ]
 
 
-def make_executor(config: DispatchConfig, overrides: LimitOverrides = LimitOverrides()) -> InlineExecutor | PoolExecutor:
+def make_executor(
+    config: DispatchConfig, overrides: LimitOverrides = LimitOverrides()
+) -> InlineExecutor | PoolExecutor:
     """The executor for `config`: a worker pool, or InlineExecutor for workers = 0 (which cannot watch for
     stalls: its trial runs in this very process). `overrides`: the stall rule's and log bound's settings
     given for this run, in place of each study file's (limits.py)."""

@@ -12,6 +12,7 @@ worker the moment that one ends (pool.py decides when: short trials, one by one)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -105,10 +106,8 @@ class WorkerHandle:
         that started it meanwhile says so, with ("started", number): the pool then ends it, see pool.py)."""
         assert self.queued is not None
         job, self.queued = self.queued, None
-        try:
+        with contextlib.suppress(OSError):  # died: its death is read next, with nothing of this trial's
             self.conn.send(("drop", job.number))
-        except OSError:
-            pass  # died: its death is read next, with nothing of this trial's
         return job
 
     def _train(self, jobs: list[Job], timeout: float | None) -> None:
@@ -133,17 +132,13 @@ class WorkerHandle:
         """Ask the worker to exit (by closing its connection) and give it until `deadline`."""
         if not self.conn.closed:
             self.conn.close()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # ended with its group by the caller
             self.proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
-        except subprocess.TimeoutExpired:
-            pass  # ended with its group by the caller
 
     def death_reason(self) -> str:
         """Why the worker is gone, once its connection closed: 'worker died (signal 9)'."""
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # connection broke but the process lingers: finish it
             self.proc.wait(timeout=DEATH_WAIT_S)
-        except subprocess.TimeoutExpired:  # connection broke but the process lingers: finish it
-            pass
         code = end_group(self.proc, TERM_GRACE_S)  # and whatever its trial started, which may outlive it
         self.conn.close()
         return f"worker died (signal {-code})" if code < 0 else f"worker died (exit code {code})"

@@ -51,7 +51,9 @@ def pick_device(requested: str = "auto", command: bool = False) -> str:
 class InlineExecutor:
     """Runs the stage's trials in the calling process: one after another, or K at a time as a population."""
 
-    def __init__(self, device: str = "auto", population: int | str = 1, overrides: LimitOverrides = LimitOverrides()) -> None:
+    def __init__(
+        self, device: str = "auto", population: int | str = 1, overrides: LimitOverrides = LimitOverrides()
+    ) -> None:
         self.device = device
         self.population = population
         self.overrides = overrides  # the log bound given for this run (no stall is watched for here)
@@ -67,8 +69,8 @@ class InlineExecutor:
         if k != 1 and entry is None:
             self.notices.append(no_population_notice(run.info.spec.workload))
             k = 1
-        if k == AUTO:
-            k = choose_population_size(entry, run.info.space.midpoint(), device).k  # type: ignore[arg-type]
+        if k == AUTO and entry is not None:  # (entry is None: k is 1 by now)
+            k = choose_population_size(entry, run.info.space.midpoint(), device).k
             self.notices.append(f"population: K = {k} (measured)")
         log_limit = run.info.spec.limits.with_overrides(self.overrides).log_limit
         while True:
@@ -81,14 +83,16 @@ class InlineExecutor:
             for job in jobs:
                 job.record = replace(job.record, log_limit=log_limit)
             records = [job.record for job in jobs]
-            together = entry is not None and int(k) > 1
-            batch = self._batch(run, jobs) if together else None
-            contexts = [TrialContext.open(job.record, device, self._on_report(run, job), on_reports=batch) for job in jobs]
-            if not together:
-                [outcome] = run_captured(records, False, lambda: [run_trial(fn, contexts[0], jobs[0].metric)])
+            together = entry if int(k) > 1 else None  # the population entry point, when K > 1
+            batch = self._batch(run, jobs) if together is not None else None
+            contexts = [
+                TrialContext.open(job.record, device, self._on_report(run, job), on_reports=batch) for job in jobs
+            ]
+            if together is None:
+                [outcome] = run_captured(records, False, lambda: [run_trial(fn, contexts[0], jobs[0].metric)])  # noqa: B023 - run_captured calls it now
                 run.finish(jobs[0], outcome)
                 continue
-            outcomes = run_captured(records, False, lambda: run_population(entry, contexts, run.metric))
+            outcomes = run_captured(records, False, lambda: run_population(together, contexts, run.metric))  # noqa: B023 - called now
             run.finish_many(list(zip(jobs, outcomes)))
 
     @staticmethod

@@ -68,7 +68,7 @@ def visible_gpus() -> list[str]:
         return []
     if listing.returncode != 0:
         return []
-    return [str(i) for i, line in enumerate(l for l in listing.stdout.splitlines() if l.startswith("GPU "))]
+    return [str(i) for i, line in enumerate(row for row in listing.stdout.splitlines() if row.startswith("GPU "))]
 
 
 def plan_workers(config: DispatchConfig, gpus: list[str] | None = None, cores: int | None = None) -> list[WorkerSlot]:
@@ -120,10 +120,13 @@ def _choose_gpus(devices: str, gpus: list[str]) -> list[int]:
     for item in devices.split(","):
         name, _, index = item.strip().partition(":")
         if name != "cuda" or not index.isdigit():
-            raise DispatchError(f"$devices {devices}: {item.strip()!r} is not cuda:N; use auto, cpu, cuda or cuda:0,cuda:2")
+            raise DispatchError(
+                f"$devices {devices}: {item.strip()!r} is not cuda:N; use auto, cpu, cuda or cuda:0,cuda:2"
+            )
         if int(index) >= len(gpus):
             raise DispatchError(
-                f"$devices {devices}: cuda:{index} does not exist; {len(gpus)} GPU(s) visible: cuda:0..cuda:{len(gpus) - 1}"
+                f"$devices {devices}: cuda:{index} does not exist; {len(gpus)} GPU(s) visible: "
+                f"cuda:0..cuda:{len(gpus) - 1}"
             )
         if int(index) not in chosen:
             chosen.append(int(index))
@@ -148,5 +151,8 @@ def parse_population(value: int | str | None) -> int | str:
 def no_population_notice(workload: object) -> str:
     """Why $population was not applied: a command runs one process per trial; a function needs fn.population."""
     if getattr(workload, "kind", "function") == "command":
-        return "note: a command workload runs one trial per process; $population does not apply, running one trial per worker"
+        return (
+            "note: a command workload runs one trial per process; "
+            "$population does not apply, running one trial per worker"
+        )
     return f"note: workload {workload} has no population entry point (fn.population); running one trial per worker"

@@ -39,6 +39,7 @@ failed here (timeout, worker died) still points at it.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections import deque
@@ -80,7 +81,10 @@ class PoolExecutor:
     """
 
     def __init__(
-        self, slots: list[WorkerSlot], trial_timeout: float | None = None, population: int | str = 1,
+        self,
+        slots: list[WorkerSlot],
+        trial_timeout: float | None = None,
+        population: int | str = 1,
         overrides: LimitOverrides = LimitOverrides(),
     ) -> None:
         if not slots:
@@ -145,7 +149,9 @@ class PoolExecutor:
         left = max(run.target - run.done - run.running_total, 1)
         slots = self.slots[:left]
         if len(slots) < len(self.slots):
-            self.notices.append(f"note: started {len(slots)} of {len(self.slots)} workers: the stage has {left} trial(s) left")
+            self.notices.append(
+                f"note: started {len(slots)} of {len(self.slots)} workers: the stage has {left} trial(s) left"
+            )
         with self._signals():
             try:
                 self.workers = self._adopt(slots)
@@ -204,19 +210,15 @@ class PoolExecutor:
                 k = 1 if self.population == AUTO else self._share(run, int(self.population))
                 if not (jobs := self._next_for(run, k)):
                     return
-                try:
+                with contextlib.suppress(OSError):  # died while idle: its death is read from the connection next
                     w.give(jobs, self.trial_timeout, together=self.population != 1, replies=run.answers_reports)
-                except OSError:  # died while idle: its death is read from the connection next
-                    pass
         for w in self.workers:  # then the next trial behind each short one: asked once per trial it starts
             if w.jobs and w.queued is None and w.unasked and self._queues(run, w):
                 w.unasked = False
                 if not (jobs := run.next_jobs(1)):
                     continue
-                try:
+                with contextlib.suppress(OSError):  # died: _replace hands the queued trial to its successor
                     w.queue(self._bounded(jobs)[0], replies=run.answers_reports)
-                except OSError:
-                    pass  # died: _replace hands the queued trial to its successor
 
     def _next_for(self, run: Coordinator, k: int) -> list[Job]:
         """What an idle worker trains next: a trial drawn earlier that no worker started (its worker died, or
@@ -227,7 +229,9 @@ class PoolExecutor:
             return [self.pending.popleft()]
         now = time.perf_counter()
         holders = [w for w in self.workers if w.queued is not None and w.jobs]  # no jobs: starting it right now
-        overdue = [w for w in holders if any(j is not None and now - j.started > QUEUE_BELOW_S for j in w.jobs.values())]
+        overdue = [
+            w for w in holders if any(j is not None and now - j.started > QUEUE_BELOW_S for j in w.jobs.values())
+        ]
         if overdue:
             return [overdue[0].recall()]
         if jobs := run.next_jobs(k):
@@ -263,7 +267,7 @@ class PoolExecutor:
             self.notices.append(no_population_notice(self.workload))
             self.population = 1
         elif self.population == AUTO and not any(w.jobs for w in self.workers):
-            worker.jobs = {-1: None}  # type: ignore[dict-item]  # busy measuring
+            worker.jobs = {-1: None}  # type: ignore[dict-item]  # busy measuring: a marker, no Job
             worker.conn.send(("choose_k", self.space.midpoint()))
 
     def _receive(self, run: Coordinator, worker: WorkerHandle) -> None:
@@ -289,7 +293,11 @@ class PoolExecutor:
             reason = run.report(worker.jobs[number], epoch, metrics, seconds, iterations)
             self._answer(worker, ("reply", reason), {number: reason})
         elif kind == "reports":  # a population's epoch: one message, one reply, one storage write
-            known = [(worker.jobs[n], epoch, metrics, seconds, its) for n, epoch, metrics, seconds, its in message[1] if n in worker.jobs]
+            known = [
+                (worker.jobs[n], epoch, metrics, seconds, its)
+                for n, epoch, metrics, seconds, its in message[1]
+                if n in worker.jobs
+            ]
             if known:
                 self.stalls.heard(worker)
             reasons = dict(zip((entry[0].number for entry in known), run.report_many(known)))

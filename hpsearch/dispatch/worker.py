@@ -48,14 +48,16 @@ too (which saves the log's head and latest tail), before it dies.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any, Callable
+from typing import Any
 
 from hpsearch.divergence import DivergenceCheck
 from hpsearch.errors import WorkloadError
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         together = entry if kind == "population" else None
         batch = _batch(conn, replies) if together is not None else None
         contexts = [_context(conn, record, device, replies, batch) for record in records]
-        outcomes = run_captured(records, True, lambda: _train(fn, together, contexts, own))
+        outcomes = run_captured(records, True, lambda: _train(fn, together, contexts, own))  # noqa: B023 - called now, in this loop
         try:
             if together is not None:  # a population's endings in one message (one storage write)
                 conn.send(("done_all", [(ctx.number, outcome) for ctx, outcome in zip(contexts, outcomes)]))
@@ -172,7 +174,9 @@ class Inbox:
             self.kept = deque(m for m in self.kept if not (m[0] == "trial" and m[1].number == message[1]))
 
 
-def _context(conn: Inbox, record: TrialRecord, device: str, replies: bool, batch: ReportsHook | None = None) -> TrialContext:
+def _context(
+    conn: Inbox, record: TrialRecord, device: str, replies: bool, batch: ReportsHook | None = None
+) -> TrialContext:
     """The trial object a workload sees; its reports travel to the coordinator. replies: wait for its
     answer (go on / stop) to each; else decide by the divergence rule here and read stops sent meanwhile.
     `batch`: the population's shared hook for all its members' reports of an epoch."""
@@ -193,11 +197,16 @@ def _batch(conn: Inbox, replies: bool) -> ReportsHook:
     checks: dict[int, DivergenceCheck] = {}
 
     def on_reports(entries: list[tuple[int, int, dict[str, float], EpochTiming]]) -> list[str | None]:
-        conn.send(("reports", [(number, epoch, metrics, t.seconds, t.iterations) for number, epoch, metrics, t in entries]))
+        conn.send(
+            ("reports", [(number, epoch, metrics, t.seconds, t.iterations) for number, epoch, metrics, t in entries])
+        )
         if replies:
             return list(_reply(conn, "replies"))
         stops = _stops(conn)
-        return [checks.setdefault(number, DivergenceCheck())(metrics) or stops.get(number) for number, _, metrics, _ in entries]
+        return [
+            checks.setdefault(number, DivergenceCheck())(metrics) or stops.get(number)
+            for number, _, metrics, _ in entries
+        ]
 
     return on_reports
 
@@ -265,10 +274,8 @@ def _exit(code: int) -> None:
 
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass
     os._exit(code)
 
 

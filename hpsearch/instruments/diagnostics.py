@@ -19,9 +19,10 @@ needs evidence from the curves, not one noisy epoch:
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
-from typing import Sequence
+from collections.abc import Sequence
 
 from hpsearch.divergence import loss_keys
 
@@ -71,7 +72,7 @@ def lr_too_high(train: Sequence[float]) -> bool:
         return True
     if len(train) >= MIN_EPOCHS and low > 0 and last > UNSTABLE * low:
         return True
-    ups = sum(max(b - a, 0.0) for a, b in zip(train, train[1:]))
+    ups = sum(max(b - a, 0.0) for a, b in itertools.pairwise(train))
     return len(train) >= MIN_EPOCHS and ups > OSCILLATION * (first - low)
 
 

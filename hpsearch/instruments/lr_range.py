@@ -71,7 +71,12 @@ def find_lr_range(
     growth = (end / start) ** (1 / max(iterations - 1, 1))
     lrs: list[float] = []
     losses: list[float] = []
-    state: dict[str, Any] = {"watcher": None, "ema": 0.0, "best": math.inf, "stopped": f"reached lr {end:.3g} without exploding"}
+    state: dict[str, Any] = {
+        "watcher": None,
+        "ema": 0.0,
+        "best": math.inf,
+        "stopped": f"reached lr {end:.3g} without exploding",
+    }
 
     def on_step(step: int, optimizer: Any) -> None:
         watcher = state["watcher"]
@@ -112,7 +117,9 @@ def find_lr_range(
     if result.outcome.state == "fail":
         state["stopped"] = f"the workload stopped at lr {lrs[-1] if lrs else start:.3g}: {result.outcome.reason}"
     if len(losses) < 10:
-        raise HpsearchError(f"lr-find recorded only {len(losses)} steps ({state['stopped']}); the workload trained too few steps")
+        raise HpsearchError(
+            f"lr-find recorded only {len(losses)} steps ({state['stopped']}); the workload trained too few steps"
+        )
     smoothed = _smooth(losses)
     low_s, high_s = suggest(lrs, smoothed)
     return LrRange(spec.name, tuple(lrs), tuple(losses), tuple(smoothed), low_s, high_s, state["stopped"])
@@ -174,7 +181,13 @@ def apply_range(spec_file: str | Path, low: float, high: float) -> Path:
     end = header.end() + following.start() if following else len(text)
     section = text[header.end() : end]
     for bound, value in (("low", low), ("high", high)):
-        section, n = re.subn(rf"^([ \t]*{bound}[ \t]*=[ \t]*)[^#\n]*?([ \t]*(#[^\n]*)?)$", rf"\g<1>{value:g}\g<2>", section, count=1, flags=re.M)
+        section, n = re.subn(
+            rf"^([ \t]*{bound}[ \t]*=[ \t]*)[^#\n]*?([ \t]*(#[^\n]*)?)$",
+            rf"\g<1>{value:g}\g<2>",
+            section,
+            count=1,
+            flags=re.M,
+        )
         if n != 1:
             raise SpecError(path, f"{key}.{bound}", "not found on a line of its own; edit the range by hand")
     backup = path.with_name(path.name + ".bak")

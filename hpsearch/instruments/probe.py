@@ -8,8 +8,9 @@ params, and hooks on the watcher the workload gives them through
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from hpsearch.errors import SpecError, WorkloadError
 from hpsearch.space import Param, Range, Space
@@ -39,14 +40,18 @@ def lr_param(spec: StudySpec) -> Param:
     for name in LR_NAMES:
         if name in spec.space.names:
             return spec.space[name]
-    raise SpecError(spec.path, "params", f"no learning-rate parameter; the instruments steer one named {' or '.join(LR_NAMES)}")
+    raise SpecError(
+        spec.path, "params", f"no learning-rate parameter; the instruments steer one named {' or '.join(LR_NAMES)}"
+    )
 
 
 def lr_bounds(param: Param) -> tuple[float, float]:
     """(lowest, highest) learning rate the study searches."""
     if isinstance(param, Range):
         return float(param.low), float(param.high)
-    numbers = sorted(float(v) for v in param.values if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0)
+    numbers = sorted(
+        float(v) for v in param.values if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+    )
     if not numbers:
         raise SpecError("study", f"params.{param.name}", "needs positive numeric values for the instruments")
     return numbers[0], numbers[-1]
@@ -66,7 +71,9 @@ def require_training_loop(spec: StudySpec) -> None:
     """The instruments look inside the training loop (trial.watch): a command's script gives them no way in."""
     if spec.workload.kind == "command":
         raise SpecError(
-            spec.path, "workload", "the sanity checks and the LR range test look inside the training loop, which a "
+            spec.path,
+            "workload",
+            "the sanity checks and the LR range test look inside the training loop, which a "
             'command workload hides; use a function workload (workload = "train.py:train") that calls trial.watch(...)',
         )
 
@@ -90,7 +97,9 @@ def run_probe(
     """
     require_training_loop(spec)
     fn = load_workload(spec.workload)
-    record = TrialRecord(0, dict(params), epochs, seed, stage=mode, study=spec.name, metric=spec.metric, mode=mode, subset=subset)
+    record = TrialRecord(
+        0, dict(params), epochs, seed, stage=mode, study=spec.name, metric=spec.metric, mode=mode, subset=subset
+    )
     ctx = TrialContext.open(record, device, on_report, on_watch)
     outcome = run_trial(fn, ctx, spec.metric)
     if outcome.state == "fail" and not allow_fail:

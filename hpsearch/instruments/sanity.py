@@ -211,19 +211,32 @@ def _initial_check(a: _Attempt) -> Check:
         return Check(name, SKIP, "log(C)", "-", "no training loss was computed before the first optimizer step")
     if a.regression:
         return Check(
-            name, NA, "log(C): classifiers only", f"{a.initial.loss:.3g}",
+            name,
+            NA,
+            "log(C): classifiers only",
+            f"{a.initial.loss:.3g}",
             "not applicable: a regression loss has no chance level (log(C) is the initial cross-entropy of a "
             "C-class softmax classifier); the overfit check tests this workload",
         )
     expected = math.log(a.initial.classes)
     measured = a.initial.loss
     ok = math.isfinite(measured) and abs(measured - expected) <= INIT_TOLERANCE * expected
-    advice = "" if ok else (
-        f"the loss at initialisation should be near log({a.initial.classes}) = {expected:.3f}: check the labels "
-        "(0..C-1, matching the inputs), the init scale (large weights make confident wrong guesses), the input "
-        "scaling, and that the loss gets raw logits"
+    advice = (
+        ""
+        if ok
+        else (
+            f"the loss at initialisation should be near log({a.initial.classes}) = {expected:.3f}: check the labels "
+            "(0..C-1, matching the inputs), the init scale (large weights make confident wrong guesses), the input "
+            "scaling, and that the loss gets raw logits"
+        )
     )
-    return Check(name, PASS if ok else WARN, f"{expected:.3f} = log({a.initial.classes}) ±{INIT_TOLERANCE:.0%}", f"{measured:.3f}", advice)
+    return Check(
+        name,
+        PASS if ok else WARN,
+        f"{expected:.3f} = log({a.initial.classes}) ±{INIT_TOLERANCE:.0%}",
+        f"{measured:.3f}",
+        advice,
+    )
 
 
 def _overfit_check(attempts: list[_Attempt]) -> Check:
@@ -240,7 +253,10 @@ def _overfit_check(attempts: list[_Attempt]) -> Check:
         return Check(name, SKIP, expected, "-", f"the workload gave no loss to watch: {WATCH_HINT}")
     if last.ignored_subset:
         return Check(
-            name, FAIL, expected, "trained on more examples",
+            name,
+            FAIL,
+            expected,
+            "trained on more examples",
             "the workload ignores trial.subset: when it is set, train on only the first trial.subset examples",
         )
     acc = "?" if last.final_accuracy is None else f"{last.final_accuracy:.0%}"

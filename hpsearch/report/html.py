@@ -25,8 +25,9 @@ import json
 import math
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -38,7 +39,6 @@ from hpsearch.leaderboard import frame
 from hpsearch.space import fmt
 from hpsearch.storage import StageInfo, Store, results_dir
 from hpsearch.trials import CURVES_ATTR, LOG_TAIL_ATTR, REASON_ATTR, REPEAT_ATTR, ranked_trials, trial_attr
-from hpsearch.workload import Workload
 
 REPORT_FILE = "report.html"
 CURVES_TOP = 5  # more lines than this make the curves plot unreadable
@@ -58,7 +58,7 @@ th { background: #f3f3f3; } td.text, th.text { text-align: left; } td.text { min
 pre { background: #f6f6f6; padding: 0.5em 0.8em; overflow-x: auto; font-size: 0.85em; }
 pre.log { max-height: 16em; overflow-y: auto; } .reason { white-space: pre-wrap; }
 .failed { border-left: 4px solid #c0392b; padding: 0.1em 0.8em; margin: 0.6em 0; }
-"""
+"""  # noqa: E501 - one CSS rule a line, and the page's bytes stay as they were
 VIEWPORT = "<meta name='viewport' content='width=device-width, initial-scale=1'>"  # a phone lays it out at its width
 
 
@@ -98,7 +98,10 @@ def build_report(store: Store, directory: str | Path | None = None, top: int = 1
 
 
 def _best_section(
-    spec: Any, found: tuple[StageInfo, Config] | None, stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]]
+    spec: Any,
+    found: tuple[StageInfo, Config] | None,
+    stages: Sequence[StageInfo],
+    trials: Sequence[Sequence[FrozenTrial]],
 ) -> str:
     """THE best configuration (configs.best_configuration), as `search` and `final` name it: its
     describe() line, stage and trials, then its params as TOML and JSON; and, when a single run
@@ -110,8 +113,10 @@ def _best_section(
     numbers = [t.number for t in best.trials]
     runs = ", ".join(f"{t.number} ({_e(f'{t.value:.4g}')})" for t in best.trials)
     which = f"trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
-    toml = "\n".join([f"# {spec.name}: {info.name} {which}: {best.describe(spec.metric)}"]
-                     + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in best.params.items()])
+    toml = "\n".join(
+        [f"# {spec.name}: {info.name} {which}: {best.describe(spec.metric)}"]
+        + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in best.params.items()]
+    )
     out += [
         (
             f"<p class='best'><b>{_e(best.describe(spec.metric))}</b>: the top of the noise-aware ranking "
@@ -127,7 +132,9 @@ def _best_section(
     return "\n".join(o for o in out if o)
 
 
-def _lucky_run(spec: Any, info: StageInfo, best: Config, stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]]) -> str:
+def _lucky_run(
+    spec: Any, info: StageInfo, best: Config, stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]]
+) -> str:
     """A line on the best single run over all stages when it is not one of the best's runs and beat their mean."""
     stage_of = {id(t): s for s, stage_trials in zip(stages, trials) for t in stage_trials}
     ranked = ranked_trials([t for stage_trials in trials for t in stage_trials], spec.direction.value)
@@ -135,7 +142,8 @@ def _lucky_run(spec: Any, info: StageInfo, best: Config, stages: Sequence[StageI
         return ""
     top, where = ranked[0], stage_of[id(ranked[0])]
     sign = 1 if spec.direction.value == "maximize" else -1
-    if (where.name == info.name and top.number in {t.number for t in best.trials}) or sign * (top.value - best.mean) <= 0:
+    among_best = where.name == info.name and top.number in {t.number for t in best.trials}
+    if among_best or sign * (top.value - best.mean) <= 0:  # type: ignore[operator]  # ranked: complete, valued
         return ""
     why = (
         "a lone run is the noisiest estimate, so the ranking pulls it toward the stage's mean"
@@ -151,23 +159,43 @@ def _lucky_run(spec: Any, info: StageInfo, best: Config, stages: Sequence[StageI
 def _final_section(data: dict[str, Any] | None) -> str:
     """The stored final result: one line, then a row per tested configuration (and the ensemble's)."""
     if data is None:
-        return "<h2>Final test</h2>\n<p class='muted'>Not tested yet: <code>hpsearch final NAME</code> tests the best once.</p>"
-    rows = [
-        (e["rank"], "failed" if e["mean"] is None else f"{e['mean']:.4f}" + (f" ± {e['spread']:.4f}" if e["spread"] is not None else ""),
-         len(e["runs"]), f"{e['val_mean']:.4f} ({e['val_n']})", " ".join(f"{k}={fmt(v)}" for k, v in e["params"].items()))
+        return (
+            "<h2>Final test</h2>\n"
+            "<p class='muted'>Not tested yet: <code>hpsearch final NAME</code> tests the best once.</p>"
+        )
+    rows: list[tuple[Any, ...]] = [
+        (
+            e["rank"],
+            "failed"
+            if e["mean"] is None
+            else f"{e['mean']:.4f}" + (f" ± {e['spread']:.4f}" if e["spread"] is not None else ""),
+            len(e["runs"]),
+            f"{e['val_mean']:.4f} ({e['val_n']})",
+            " ".join(f"{k}={fmt(v)}" for k, v in e["params"].items()),
+        )
         for e in data["configs"]
     ]
     ensemble = data.get("ensemble")
     if ensemble and ensemble["value"] is not None:
-        rows.append(("ensemble", f"{ensemble['value']:.4f}", f"{ensemble['runs']} averaged", "", f"the top {ensemble['k']}, averaged prediction"))
+        rows.append(
+            (
+                "ensemble",
+                f"{ensemble['value']:.4f}",
+                f"{ensemble['runs']} averaged",
+                "",
+                f"the top {ensemble['k']}, averaged prediction",
+            )
+        )
     weights = data.get("weights")
     saved = f" Weights of the best run (seed {weights['seed']}): <code>{_e(weights['file'])}</code>." if weights else ""
     metric = data["metric"]
-    return "\n".join([
-        "<h2>Final test</h2>",
-        f"<p class='final'>{_e(summary(data))}.{saved}</p>",
-        _table(("rank", f"test {metric}", "seeds", f"val {metric} (n)", "params"), rows),
-    ])
+    return "\n".join(
+        [
+            "<h2>Final test</h2>",
+            f"<p class='final'>{_e(summary(data))}.{saved}</p>",
+            _table(("rank", f"test {metric}", "seeds", f"val {metric} (n)", "params"), rows),
+        ]
+    )
 
 
 def _toml_key(key: str) -> str:
@@ -196,8 +224,10 @@ def _failed_section(trials: Sequence[FrozenTrial]) -> str:
     for t in failed:
         params = " ".join(f"{k}={fmt(v)}" for k, v in t.params.items())
         reason = t.user_attrs.get(REASON_ATTR) or "(no reason recorded)"
-        block = [f"<div class='failed'><p><b>trial {t.number}</b> <span class='muted'>{_e(params)}</span></p>",
-                 f"<p class='reason'>{_e(reason)}</p>"]
+        block = [
+            f"<div class='failed'><p><b>trial {t.number}</b> <span class='muted'>{_e(params)}</span></p>",
+            f"<p class='reason'>{_e(reason)}</p>",
+        ]
         tail = trial_attr(t, LOG_TAIL_ATTR)
         if tail:
             block.append(f"<p class='muted'>last lines of its output:</p><pre class='log'>{_e(tail)}</pre>")
@@ -219,13 +249,17 @@ def _settings_line(info: StageInfo, trials: Sequence[FrozenTrial], plan: dict[st
     section = "coarse" if info.index == 0 else "refine"
     written = info.spec.coarse if info.index == 0 else info.spec.refine
     if plan is not None and info.spec.search_plan != "study":
-        origin = (f"planned by <code>search</code> from its budget, not the study file's [{section}] as written "
-                  "(search_plan = \"study\" runs that)")
+        origin = (
+            f"planned by <code>search</code> from its budget, not the study file's [{section}] as written "
+            '(search_plan = "study" runs that)'
+        )
     elif plan is not None:
         origin = f"the study file's [{section}], run by <code>search</code>"
     elif (written.strategy, written.trials, written.epochs) != (s.strategy, s.trials, s.epochs):
-        origin = (f"set by flags (the study file's [{section}]: {_e(written.strategy.value)}, "
-                  f"{written.trials} trials × {written.epochs} epochs)")
+        origin = (
+            f"set by flags (the study file's [{section}]: {_e(written.strategy.value)}, "
+            f"{written.trials} trials × {written.epochs} epochs)"
+        )
     else:
         origin = f"the study file's [{section}]"
     if info.parent:
@@ -235,11 +269,15 @@ def _settings_line(info: StageInfo, trials: Sequence[FrozenTrial], plan: dict[st
     done = ranked_trials(trials, info.spec.direction.value)
     done_reruns = sum(REPEAT_ATTR in t.user_attrs for t in done)
     completed = f"{len(done)} completed of {len(trials)}" + (f" ({done_reruns} of them re-runs)" if done_reruns else "")
-    return (f"<p class='settings'>{origin} · {_e(s.strategy.value)}, {runs} × {s.epochs} epochs, seed {s.seed}, "
-            f"top-k {s.top_k} · {completed}</p>")
+    return (
+        f"<p class='settings'>{origin} · {_e(s.strategy.value)}, {runs} × {s.epochs} epochs, seed {s.seed}, "
+        f"top-k {s.top_k} · {completed}</p>"
+    )
 
 
-def _stage_section(info: StageInfo, trials: Sequence[FrozenTrial], tmp: Path, top: int, plan: dict[str, int] | None) -> str:
+def _stage_section(
+    info: StageInfo, trials: Sequence[FrozenTrial], tmp: Path, top: int, plan: dict[str, int] | None
+) -> str:
     from hpsearch.report.plots import TrialCurves, plot_curves, plot_scatter
 
     spec = info.spec
@@ -261,10 +299,14 @@ def _stage_section(info: StageInfo, trials: Sequence[FrozenTrial], tmp: Path, to
         keep += [own.get(c, c) for c in ("epochs", "border", "update_ratio", "lr_hint", "notes", "reason")]
         out.append(_frame_html(df[[c for c in dict.fromkeys(keep) if c in df.columns]]))
     if ranked:
-        rows = frame([info], [ranked]).to_dict("records")
+        records = frame([info], [ranked]).to_dict("records")
         scatter = plot_scatter(
-            rows, info.space, spec.metric, tmp / f"{info.name}-scatter.png",
-            maximize=spec.direction.value == "maximize", title=f"{info.name}: {spec.metric} vs each parameter",
+            records,
+            info.space,
+            spec.metric,
+            tmp / f"{info.name}-scatter.png",
+            maximize=spec.direction.value == "maximize",
+            title=f"{info.name}: {spec.metric} vs each parameter",
         )
         out.append(_img(scatter, f"{spec.metric} against each parameter of {info.name}: {', '.join(info.space.names)}"))
         curves = [
@@ -273,7 +315,9 @@ def _stage_section(info: StageInfo, trials: Sequence[FrozenTrial], tmp: Path, to
             if trial_attr(t, CURVES_ATTR)
         ][:CURVES_TOP]
         if curves:
-            path = plot_curves(curves, tmp / f"{info.name}-curves.png", f"{info.name}: loss curves of the top {len(curves)}")
+            path = plot_curves(
+                curves, tmp / f"{info.name}-curves.png", f"{info.name}: loss curves of the top {len(curves)}"
+            )
             out.append(_img(path, f"loss curves of the top trials of {info.name}"))
     out.append(_failed_section(trials))
     return "\n".join(o for o in out if o)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from hpsearch.divergence import loss_keys
 from hpsearch.errors import HpsearchError
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from hpsearch.instruments.lr_range import LrRange
     from hpsearch.storage import Store
 
+Row = Mapping[Hashable, Any]  # a leaderboard row, as pandas' to_dict("records") gives it
 DPI = 100
 
 
@@ -64,7 +66,10 @@ def top_curves(store: Store, stage: str | None = None, top: int = 5) -> list[Tri
             break
     if not out:
         names = ", ".join(s.name for s in stages)
-        raise HpsearchError(f"no completed trial of {store.name!r} ({names}) recorded loss curves; the workload must call trial.report(epoch, train_loss=..., val_loss=...)")
+        raise HpsearchError(
+            f"no completed trial of {store.name!r} ({names}) recorded loss curves; "
+            "the workload must call trial.report(epoch, train_loss=..., val_loss=...)"
+        )
     return out
 
 
@@ -110,7 +115,9 @@ def plot_lr_range(found: LrRange, path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=DPI)
     ax.plot(found.lrs, found.losses, color="0.75", lw=0.8, label="loss per step")
     ax.plot(found.lrs, found.smoothed, color="C0", lw=2, label="smoothed")
-    ax.axvspan(found.low, found.high, color="C2", alpha=0.2, label=f"suggested lr range [{fmt(found.low)}, {fmt(found.high)}]")
+    ax.axvspan(
+        found.low, found.high, color="C2", alpha=0.2, label=f"suggested lr range [{fmt(found.low)}, {fmt(found.high)}]"
+    )
     ax.set_xscale("log")
     finite = [s for s in found.smoothed if math.isfinite(s)]
     if finite:  # keep the explosion from squashing the interesting part
@@ -128,7 +135,7 @@ SCATTER_COLUMNS = 3  # plots per row: six params make two rows of readable plots
 
 
 def plot_scatter(
-    rows: Sequence[dict[str, Any]], space: Any, metric: str, path: str | Path, maximize: bool = True, title: str = ""
+    rows: Sequence[Row], space: Any, metric: str, path: str | Path, maximize: bool = True, title: str = ""
 ) -> Path:
     """The metric against each parameter, three plots to a row; the best trial starred.
 
@@ -156,7 +163,7 @@ def plot_scatter(
             _category_panel(ax, p, rows, metric, best)
         ax.set_ylabel(metric)
         ax.grid(True, which="both", alpha=0.3)
-    for ax in flat[len(params):]:
+    for ax in flat[len(params) :]:
         ax.set_visible(False)  # the last row's empty places
     labelled = [ax for ax in flat[: len(params)] if ax.get_legend_handles_labels()[0]]
     if labelled:
@@ -166,14 +173,14 @@ def plot_scatter(
     return _save(fig, path)
 
 
-def _best_row(rows: Sequence[dict[str, Any]], metric: str, maximize: bool) -> dict[str, Any] | None:
+def _best_row(rows: Sequence[Row], metric: str, maximize: bool) -> Row | None:
     scored = [r for r in rows if _number(r.get(metric))]
     if not scored:
         return None
     return (max if maximize else min)(scored, key=lambda r: r[metric])
 
 
-def _numeric_panel(ax: Any, p: Any, rows: Sequence[dict[str, Any]], metric: str, best: dict[str, Any] | None) -> None:
+def _numeric_panel(ax: Any, p: Any, rows: Sequence[Row], metric: str, best: Row | None) -> None:
     from hpsearch.border import BORDER_ZONE
     from hpsearch.space import Range
 
@@ -212,13 +219,15 @@ def _numeric_panel(ax: Any, p: Any, rows: Sequence[dict[str, Any]], metric: str,
     ax.set_xlabel(p.name + (" (log)" if log else ""))
 
 
-def _category_panel(ax: Any, p: Any, rows: Sequence[dict[str, Any]], metric: str, best: dict[str, Any] | None) -> None:
+def _category_panel(ax: Any, p: Any, rows: Sequence[Row], metric: str, best: Row | None) -> None:
     """A box per value of a string param and its points, spread evenly (no random jitter) across the box."""
     categories = list(p.values)
     groups = [[r[metric] for r in rows if _number(r.get(metric)) and _same(r.get(p.name), c)] for c in categories]
     filled = [i for i, ys in enumerate(groups) if ys]
     if filled:
-        ax.boxplot([groups[i] for i in filled], positions=filled, widths=0.5, showfliers=False, medianprops={"color": "0.3"})
+        ax.boxplot(
+            [groups[i] for i in filled], positions=filled, widths=0.5, showfliers=False, medianprops={"color": "0.3"}
+        )
     for i in filled:
         ys = groups[i]
         offsets = [0.0] if len(ys) == 1 else [-0.15 + 0.3 * k / (len(ys) - 1) for k in range(len(ys))]
@@ -254,7 +263,8 @@ def _log_axis(ax: Any, ratio: float) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-NARROW = 5.0  # a log range narrower than this factor is ticked like a linear one (wider ones hold two of 1, 2, 5 x 10^k)
+# A log range narrower than this factor is ticked like a linear one (wider ones hold two of 1, 2, 5 x 10^k).
+NARROW = 5.0
 BREAK = "//"  # drawn on the x axis between a value set's 0 and its smallest positive value
 
 
@@ -270,15 +280,25 @@ def _value_ticks(ax: Any, xs: list[float], values: list[float], floor: float) ->
     positive = [v for v in values if v > 0]
     if any(v <= 0 for v in values) and positive:
         gap = math.sqrt(floor * positive[0])
-        ax.text(gap, 0.0, BREAK, transform=ax.get_xaxis_transform(), ha="center", va="center",
-                fontsize=9, backgroundcolor="white", clip_on=False, zorder=4)
+        ax.text(
+            gap,
+            0.0,
+            BREAK,
+            transform=ax.get_xaxis_transform(),
+            ha="center",
+            va="center",
+            fontsize=9,
+            backgroundcolor="white",
+            clip_on=False,
+            zorder=4,
+        )
 
 
 def _distinct_formatter() -> Any:
     """A tick formatter that gives every visible tick the fewest significant digits keeping them distinct."""
     from matplotlib.ticker import Formatter
 
-    class Distinct(Formatter):  # type: ignore[misc]  # matplotlib has no type stubs here
+    class Distinct(Formatter):
         def __init__(self) -> None:
             self.labels: dict[float, str] = {}
 
@@ -342,6 +362,7 @@ SPARKS = "▁▂▃▄▅▆▇█"
 
 def sparkline(values: Sequence[float], low: float, high: float) -> str:
     """One character per value, scaled between low and high (log scale when both are positive)."""
+
     def scale(v: float) -> float:
         return math.log10(v) if low > 0 and v > 0 else v
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 from hpsearch.divergence import DIVERGED, final_value_diverged
 from hpsearch.errors import TrialStopped
 from hpsearch.limits import LOG_LIMIT
-
 
 # A report's or a returned dict's "split" entry names the split evaluated on (a text label, not a
 # metric): `final` checks it (final_runs.py), every other run leaves it out of the metrics.
@@ -211,7 +211,9 @@ class TrialContext(RecordFields):
         return self._curves
 
 
-def report_together(contexts: list[TrialContext], epoch: int, metrics: list[dict[str, float]]) -> list[str | None] | None:
+def report_together(
+    contexts: list[TrialContext], epoch: int, metrics: list[dict[str, float]]
+) -> list[str | None] | None:
     """Report one epoch of several trials in one call of their shared `on_reports` hook (one message
     and one storage write for a population's epoch, not one per member); returns each trial's reason to
     stop (or None). None, reporting nothing, when they share no such hook: report each on its own."""

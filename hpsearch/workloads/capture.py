@@ -33,8 +33,9 @@ import io
 import os
 import socket
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TextIO
+from typing import Any, TextIO
 
 from hpsearch.workloads import logbound
 from hpsearch.workloads.api import TrialOutcome, TrialRecord
@@ -60,9 +61,11 @@ def run_captured(
 def trial_scope(records: Sequence[TrialRecord], fd_level: bool) -> Iterator[None]:
     """For the duration: output into the shared log (if any), current folder the study's (if here)."""
     path = shared_log_path(records)
-    with _capture(path, fd_level, records[0].log_limit) if path else contextlib.nullcontext():
-        with _in_folder(records[0].workdir if records else ""):
-            yield
+    with (
+        _capture(path, fd_level, records[0].log_limit) if path else contextlib.nullcontext(),
+        _in_folder(records[0].workdir if records else ""),
+    ):
+        yield
 
 
 def shared_log_path(records: Sequence[TrialRecord]) -> str:
@@ -143,7 +146,7 @@ def _capture(path: str, fd_level: bool, limit: int) -> Iterator[None]:
 def _pointed_at(fd: int, fd_level: bool) -> Iterator[None]:
     """For the duration: fds 1 and 2 (fd_level) or fd 1 and sys.stdout, sys.stderr write to `fd`."""
     fds = (1, 2) if fd_level else (1,)
-    log = open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+    log = open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115 - closed last, in the outer finally
     try:
         _flush()
         saved = [(target, os.dup(target)) for target in fds]
@@ -171,7 +174,9 @@ def _in_folder(workdir: str) -> Iterator[None]:
     if not workdir:
         yield
     elif not os.path.isdir(workdir):
-        print(f"hpsearch: the study's folder {workdir} is not on this machine; running in {os.getcwd()}", file=sys.stderr)
+        print(
+            f"hpsearch: the study's folder {workdir} is not on this machine; running in {os.getcwd()}", file=sys.stderr
+        )
         yield
     else:
         with contextlib.chdir(workdir):
@@ -199,10 +204,8 @@ def _flush() -> None:
                 stream.flush()
         except (OSError, ValueError):
             pass
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         _libc().fflush(None)
-    except (OSError, AttributeError):
-        pass
 
 
 @functools.cache

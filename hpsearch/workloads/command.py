@@ -35,7 +35,8 @@ import selectors
 import signal
 import subprocess
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from hpsearch.errors import TrialFailed
 from hpsearch.procs import end_group, spawn
@@ -175,7 +176,9 @@ def _ending(code: int, last_error: str, metrics: dict[str, float], metric: str) 
     if code != 0:
         raise TrialFailed(f"exit code {code}" + (f": {last_error}" if last_error else ""))
     if metric not in metrics and not metrics:
-        raise TrialFailed(f'the command printed no "{metric}": print a JSON line such as {{"epoch": 1, "{metric}": 0.9}} on stdout')
+        raise TrialFailed(
+            f'the command printed no "{metric}": print a JSON line such as {{"epoch": 1, "{metric}": 0.9}} on stdout'
+        )
     # Other metrics but not the study's: a wrong `metric` in the study file, not a failing trial. It ends
     # complete, and the coordinator stops the stage at once with one line naming the key (as for a function).
     return metrics

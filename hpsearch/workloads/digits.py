@@ -21,7 +21,7 @@ from torch import nn
 
 from hpsearch.workloads.digits_data import BATCH_SIZE, SPLIT_SEED, load_digits_split, make_cnn, make_mlp
 
-__all__ = ["BATCH_SIZE", "SPLIT_SEED", "METRICS", "cnn", "fit", "load_digits_split", "make_cnn", "make_mlp", "mlp"]
+__all__ = ["BATCH_SIZE", "METRICS", "SPLIT_SEED", "cnn", "fit", "load_digits_split", "make_cnn", "make_mlp", "mlp"]
 
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
@@ -45,9 +45,9 @@ def mlp_population(trials: list[Any]) -> list[dict[str, float] | None]:
     return train_together(trials)
 
 
-mlp.metrics = METRICS  # type: ignore[attr-defined]
-mlp.population = mlp_population  # type: ignore[attr-defined]  # opts in to population mode
-cnn.metrics = METRICS  # type: ignore[attr-defined]
+mlp.metrics = METRICS  # type: ignore[attr-defined]  # a function attribute: the metrics it reports
+mlp.population = mlp_population  # type: ignore[attr-defined]  # a function attribute: opts in to population mode
+cnn.metrics = METRICS  # type: ignore[attr-defined]  # a function attribute, as for mlp
 
 
 def fit(model: nn.Module, trial: Any) -> dict[str, float]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +17,12 @@ SPLIT_SEED = 0  # fixed: every trial, every stage and every run see the same spl
 BATCH_SIZE = 64  # default; a study may search `batch_size` too
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_digits_split(device: str = "cpu") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """train/val/test tensors on `device`, loaded once per process."""
-    x, y = digits_arrays()
-    x = torch.tensor(x, dtype=torch.float32) / 16.0  # pixel values are 0..16
-    y = torch.tensor(y, dtype=torch.long)
+    images, labels = digits_arrays()
+    x = torch.tensor(images, dtype=torch.float32) / 16.0  # pixel values are 0..16
+    y = torch.tensor(labels, dtype=torch.long)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(SPLIT_SEED))
     x, y = x[order], y[order]
     n_train, n_val = int(0.6 * len(x)), int(0.2 * len(x))

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Sequence
+from typing import Any, Sequence  # noqa: UP035 - the split import would be line 401 (test_architecture): to be split
 
 import torch
 
@@ -80,7 +80,7 @@ class StackedMLP:
     def from_modules(cls, nets: Sequence[torch.nn.Module], device: str = "cpu") -> StackedMLP:
         """Stack nn.Sequential(Linear, ReLU, Linear) modules (make_mlp's shape), copying their weights."""
         rows = [torch.nn.utils.parameters_to_vector(net.parameters()).detach() for net in nets]  # K x [P]
-        return cls(torch.stack(rows).to(device), nets[0][0].out_features)  # [K, P]
+        return cls(torch.stack(rows).to(device), nets[0][0].out_features)  # type: ignore[index]  # [K, P]; a Sequential
 
     def forward(
         self, x_t: torch.Tensor, out: tuple[torch.Tensor, torch.Tensor] | None = None

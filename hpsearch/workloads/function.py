@@ -7,7 +7,8 @@ TrialOutcome: failed trials are data, never a crash of the search.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hpsearch.errors import TrialFailed, TrialStopped
 from hpsearch.workloads.api import TrialContext, TrialOutcome, exception_reason, result_outcome
@@ -31,5 +32,3 @@ def run_trial(fn: Callable[[TrialContext], Any], ctx: TrialContext, metric: str)
     finally:
         ctx.close()
     return result_outcome(result, metric, ctx.curves, time.perf_counter() - start)
-
-

@@ -29,8 +29,8 @@ caller then uses vmap. The stacked parameters keep the model's own names
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -79,24 +79,28 @@ def run_fused(plan: list[Step], params: dict[str, torch.Tensor], x: torch.Tensor
 
 
 def _fused(name: str, layer: nn.Module) -> Step | None:
-    kind = type(layer)
-    if kind is nn.Linear:
+    if type(layer) is nn.Linear:
         return Step(lambda p, x, training: _linear(x, p[f"{name}.weight"], p.get(f"{name}.bias")), linear=name)
-    if kind is nn.Conv2d and layer.groups == 1 and layer.padding_mode == "zeros" and not isinstance(layer.padding, str):
+    if (
+        type(layer) is nn.Conv2d
+        and layer.groups == 1
+        and layer.padding_mode == "zeros"
+        and not isinstance(layer.padding, str)
+    ):
         conv = layer
         return Step(lambda p, x, training: _conv2d(x, p[f"{name}.weight"], p.get(f"{name}.bias"), conv))
-    if kind in (nn.MaxPool2d, nn.AvgPool2d):
+    if type(layer) in (nn.MaxPool2d, nn.AvgPool2d):
         pool = layer
         return Step(lambda p, x, training: _per_example(pool, x))
-    if kind is nn.Dropout:
+    if type(layer) is nn.Dropout:
         rate = float(layer.p)
         return Step(lambda p, x, training: F.dropout(x, rate, training), elementwise=True)
-    if kind is nn.Flatten and layer.start_dim == 1 and layer.end_dim == -1:
+    if type(layer) is nn.Flatten and layer.start_dim == 1 and layer.end_dim == -1:
         return Step(lambda p, x, training: x.flatten(2))
-    if kind is nn.Unflatten and layer.dim == 1:
+    if type(layer) is nn.Unflatten and layer.dim == 1:
         sizes = tuple(layer.unflattened_size)
         return Step(lambda p, x, training: x.unflatten(2, sizes))
-    if kind in ELEMENTWISE:
+    if type(layer) in ELEMENTWISE:
         return Step(lambda p, x, training: layer(x), elementwise=True)
     return None
 
@@ -111,7 +115,11 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     """x [K, B, ..., in] @ weight [K, out, in]^T + bias [K, out]."""
     k, shape = x.shape[0], x.shape
     flat = x.reshape(k, -1, shape[-1])
-    out = torch.bmm(flat, weight.transpose(1, 2)) if bias is None else torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
+    out = (
+        torch.bmm(flat, weight.transpose(1, 2))
+        if bias is None
+        else torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
+    )
     return out.reshape(*shape[:-1], weight.shape[1])
 
 
@@ -120,8 +128,13 @@ def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, co
     k, b, c, h, w = x.shape
     grouped = x.transpose(0, 1).reshape(b, k * c, h, w)
     out = F.conv2d(
-        grouped, weight.reshape(-1, *weight.shape[2:]), None if bias is None else bias.reshape(-1),
-        conv.stride, conv.padding, conv.dilation, groups=k,
+        grouped,
+        weight.reshape(-1, *weight.shape[2:]),
+        None if bias is None else bias.reshape(-1),
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        groups=k,
     )
     return out.reshape(b, k, weight.shape[1], *out.shape[2:]).transpose(0, 1)
 

@@ -10,8 +10,9 @@ import ast
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hpsearch.errors import WorkloadError
 from hpsearch.workload import Workload

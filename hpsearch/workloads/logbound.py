@@ -85,15 +85,13 @@ class BoundedLog:
         tail = tail[cut + 1 :] if 0 <= cut < len(tail) - 1 else tail
         left = self.written - self.head - len(tail)
         line = (
-            f"{'' if self.head_ends_line else chr(10)}[hpsearch: {left:,} bytes left out here (log_limit {size(self.limit)}: "
-            f"first {size(self.head)} and last {size(self.keep)} kept)]\n"
+            f"{'' if self.head_ends_line else chr(10)}[hpsearch: {left:,} bytes left out here "
+            f"(log_limit {size(self.limit)}: first {size(self.head)} and last {size(self.keep)} kept)]\n"
         ).encode()
         self._write_at(self.head, line + tail)
         if not self.failed:
-            try:
+            with contextlib.suppress(OSError):
                 os.ftruncate(self.fd, self.head + len(line) + len(tail))
-            except OSError:
-                pass
 
     def close(self) -> None:
         self.save()
@@ -105,16 +103,16 @@ class BoundedLog:
                 done = os.pwrite(self.fd, data, offset)
             except OSError as e:  # a full disk: say so once; the trial goes on, its output unkept
                 self.failed = True
-                _say(self.err, f"hpsearch: cannot write the trial log {self.path} ({e}); the rest of its output is lost")
+                _say(
+                    self.err, f"hpsearch: cannot write the trial log {self.path} ({e}); the rest of its output is lost"
+                )
                 return
             data, offset = data[done:], offset + done
 
 
 def _say(fd: int, line: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.write(fd, (line + "\n").encode())
-    except OSError:
-        pass
 
 
 def size(n: int) -> str:
@@ -154,7 +152,7 @@ def _serve(control: socket.socket, err: int) -> None:
         pipe, log = fds[0], BoundedLog(fds[1], path, limit, err)
         try:
             ended = _copy(control, pipe, log)
-        except Exception as e:  # noqa: BLE001 - a bug here must not stop the next trials' logs
+        except Exception as e:
             _say(err, f"hpsearch: the log keeper failed on {path} ({e!r}); the rest of its output is lost")
             ended = True
         finally:

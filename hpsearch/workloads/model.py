@@ -36,9 +36,10 @@ groups, trained one group after another.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -93,7 +94,9 @@ class ModelWorkload:
             else:
                 returned = self.data_fn()
                 if not isinstance(returned, (tuple, list)) or len(returned) not in (2, 3):
-                    raise ValueError(f"data() must return (train, val) or (train, val, test), got {_describe(returned)}")
+                    raise ValueError(
+                        f"data() must return (train, val) or (train, val, test), got {_describe(returned)}"
+                    )
                 cpu = {name: _as_tensors(split, name) for name, split in zip(SPLITS, returned)}
             self._data[device] = {name: (x.to(device), y.to(device)) for name, (x, y) in cpu.items()}
         return self._data[device]
@@ -117,7 +120,7 @@ class ModelWorkload:
         values = {}
         for name, default in OPTIMIZERS[self.spec.optimizer].items():
             value = params.get(name, default)
-            values[name] = bool(value) if isinstance(default, bool) else float(value)  # type: ignore[arg-type]
+            values[name] = bool(value) if isinstance(default, bool) else float(value)  # type: ignore[arg-type]  # lr: required
         return values
 
     def batch_size(self, params: dict[str, Any]) -> int:
@@ -169,10 +172,15 @@ class ModelWorkload:
                 total += loss.detach().float() * len(idx)
                 steps += 1
             keep = outputs if evaluated == "test" and epoch == trial.epochs - 1 else None
-            metrics = {"train_loss": float(total) / len(x_train), **self.evaluate(model, *data[evaluated], device, keep)}
+            metrics = {
+                "train_loss": float(total) / len(x_train),
+                **self.evaluate(model, *data[evaluated], device, keep),
+            }
             trial.report(epoch, iterations=steps, **metrics)
         if outputs:
-            self.kept = TestRun(torch.cat(outputs), {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+            self.kept = TestRun(
+                torch.cat(outputs), {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            )
         return metrics
 
     @torch.no_grad()
@@ -208,7 +216,10 @@ class ModelWorkload:
             log_p = mean.clamp_min(torch.finfo(mean.dtype).tiny).log()
             if y.dtype not in (torch.int64, torch.int32):  # class probabilities as targets
                 return {"val_loss": float(-(y * log_p).sum(-1).mean()), "val_accuracy": 0.0}
-            return {"val_loss": float(nn.functional.nll_loss(log_p, y)), "val_accuracy": float((mean.argmax(-1) == y).float().mean())}
+            return {
+                "val_loss": float(nn.functional.nll_loss(log_p, y)),
+                "val_accuracy": float((mean.argmax(-1) == y).float().mean()),
+            }
         mean = torch.stack([torch.stack(list(runs)).mean(0) for runs in outputs]).mean(0)
         return {"val_loss": float(self.loss_module()(mean, y))}
 
@@ -240,11 +251,17 @@ def groups(trials: Sequence[Any], optimizer: str) -> list[list[int]]:
 def make_optimizer(kind: str, parameters: Iterator[nn.Parameter], values: dict[str, Any]) -> torch.optim.Optimizer:
     if kind == "adamw":
         return torch.optim.AdamW(
-            parameters, lr=values["lr"], betas=(values["beta1"], values["beta2"]), eps=values["eps"],
+            parameters,
+            lr=values["lr"],
+            betas=(values["beta1"], values["beta2"]),
+            eps=values["eps"],
             weight_decay=values["weight_decay"],
         )
     return torch.optim.SGD(
-        parameters, lr=values["lr"], momentum=values["momentum"], weight_decay=values["weight_decay"],
+        parameters,
+        lr=values["lr"],
+        momentum=values["momentum"],
+        weight_decay=values["weight_decay"],
         nesterov=values["nesterov"] and values["momentum"] > 0,
     )
 
@@ -271,9 +288,14 @@ def _as_tensors(split: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.stack([torch.as_tensor(item[0]) for item in items])
         y = torch.stack([torch.as_tensor(item[1]) for item in items])
     else:
-        raise ValueError(f"data(): the {name} split must be an (inputs, targets) pair of tensors or a Dataset, got {_describe(split)}")
+        raise ValueError(
+            f"data(): the {name} split must be an (inputs, targets) pair of tensors or a Dataset, "
+            f"got {_describe(split)}"
+        )
     if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"data(): the {name} split has {len(x)} inputs and {len(y)} targets; give as many of each, at least one")
+        raise ValueError(
+            f"data(): the {name} split has {len(x)} inputs and {len(y)} targets; give as many of each, at least one"
+        )
     return x, y
 
 

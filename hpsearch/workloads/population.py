@@ -25,13 +25,22 @@ process, and only workloads (imported in the training processes) load torch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from hpsearch.errors import TrialStopped
-from hpsearch.workloads.api import TrialContext, TrialOutcome, TrialRecord, exception_reason, report_together, result_outcome
+from hpsearch.workloads.api import (
+    TrialContext,
+    TrialOutcome,
+    TrialRecord,
+    exception_reason,
+    report_together,
+    result_outcome,
+)
 
 PopulationFn = Callable[[list[Any]], list[Any]]
 POPULATION_KEY = "population"  # the metric each member's outcome gets: how many trials trained together
@@ -43,9 +52,10 @@ PROBE_BUDGET_S = 5.0  # ...unless the probes already took this long (CPU time on
 PROBE_TRIALS = 8  # past EXPLORE_K, no K is probed whose population would take longer than 8 trials at K=1
 PROBE_EPOCHS = 1  # the timed probe runs: one epoch is enough to reach steady state on small models
 PROBE_REPEATS = 2  # each K is timed this often (in separate passes) and the fastest run counts: one run is noisy
-LONG_PROBE_S = 0.25  # ...unless its first timing took this long: a slow spell moves a long one less (CNN: halves the cost)
+LONG_PROBE_S = 0.25  # ...unless its first timing took this long: slow spells move long ones less (CNN: half the cost)
 OFF_CPU = 0.25  # a probe whose CPU time is under this share of its wall time waits on something else: wall time counts
-MIN_PROBE_S = 0.1  # and each timing repeats its population until it took this long in all (0.1 s: the same K as 0.2 s in repeated probes, at half the cost)
+MIN_PROBE_S = 0.1  # and each timing repeats its population until it took this long in all (0.1 s: the same K
+# as 0.2 s in repeated probes, at half the cost)
 
 
 def population_entry(fn: Callable[..., Any]) -> PopulationFn | None:
@@ -122,10 +132,10 @@ def report_population(members: Sequence[Member], epoch: int, metrics: Mapping[st
                 member.stop(reason)
         return [m.alive for m in members]
     for (_, member), values in zip(live, each):
-        try:
+        with contextlib.suppress(
+            TrialStopped
+        ):  # recorded on the member: the trainer masks it through the returned list
             member.report(epoch, **values)
-        except TrialStopped:
-            pass  # recorded on the member: the trainer masks it through the returned list
     return [m.alive for m in members]
 
 
@@ -297,7 +307,9 @@ def _double(
         k *= 2
 
 
-def probe_contexts(params: Mapping[str, Any], k: int, epochs: int = PROBE_EPOCHS, device: str = "cpu") -> list[TrialContext]:
+def probe_contexts(
+    params: Mapping[str, Any], k: int, epochs: int = PROBE_EPOCHS, device: str = "cpu"
+) -> list[TrialContext]:
     """k throwaway trials with the same params and seeds 0..k-1, for timing probes (no reports kept)."""
     return [TrialContext.open(TrialRecord(i, dict(params), epochs, i, stage="probe"), device) for i in range(k)]
 
@@ -327,8 +339,9 @@ def choose_population_size(
     device the timings are this process's CPU time, not the wall clock: the other workers and
     the coordinator share the cores during the probe, and a probe descheduled for a moment once
     made K=2 look no faster than K=1 (K=1 chosen, 4x slower than K=32); wall time where the CPU
-    time is under OFF_CPU of it (the work is elsewhere) and on a GPU (asynchronous kernels). Cost: about as much as training
-    2 * PROBE_REPEATS * K_probed trials for `epochs` epochs (K_probed >= EXPLORE_K on a quick workload).
+    time is under OFF_CPU of it (the work is elsewhere) and on a GPU (asynchronous kernels). Cost: about as
+    much as training 2 * PROBE_REPEATS * K_probed trials for `epochs` epochs (K_probed >= EXPLORE_K on a
+    quick workload).
     """
     peaks: dict[int, int] = {}
     cuda = str(device).startswith("cuda")

@@ -7,8 +7,9 @@ and buffers stacked along a new first dimension (torch.func.stack_module_state;
 BatchNorm's running statistics are buffers, so each member keeps its own),
 and one forward pass runs all K: a plain nn.Sequential of common layers as
 fused ops (workloads/fused.py: batched matmuls, grouped convolutions), any
-other model through torch.func.functional_call under vmap; each member on its own mini-batch: the batches of its own data order
-(a generator seeded with its seed, as alone). Dropout draws independent
+other model through torch.func.functional_call under vmap; each member on its
+own mini-batch: the batches of its own data order (a generator seeded with its
+seed, as alone). Dropout draws independent
 masks per member (vmap randomness="different"): a member cannot replay a
 solo trial's random stream there. The K losses are summed and
 differentiated once; each member's gradient is its own loss's.
@@ -32,7 +33,8 @@ from __future__ import annotations
 
 import copy
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,13 +66,15 @@ def train_stacked(workload: Any, members: Sequence[Member]) -> list[dict[str, fl
 
 
 def _one_by_one(workload: Any, members: Sequence[Member], why: str) -> list[dict[str, float] | None]:
-    print(f"hpsearch: this model cannot be stacked ({why}); training its {len(members)} trials one at a time", file=sys.stderr)
+    print(
+        f"hpsearch: this model cannot be stacked ({why}); training its {len(members)} trials one at a time",
+        file=sys.stderr,
+    )
     return [_solo(workload, m) for m in members]
 
 
 def _first_line(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else ""
-
 
 
 class _CannotStack(Exception):
@@ -98,7 +102,9 @@ class _Stack:
         self.fused = fused_layers(models[0])  # None: not a plain Sequential of known layers, vmap it
         self.training = True
         values = [workload.optimizer_values(dict(m.params)) for m in members]
-        self.optimizer = (StackedAdamW if workload.spec.optimizer == "adamw" else StackedSGD)(self.params, values, self.device)
+        self.optimizer = (StackedAdamW if workload.spec.optimizer == "adamw" else StackedSGD)(
+            self.params, values, self.device
+        )
         self.loss = workload.loss_module()
         self.batch_size = workload.batch_size(first)
         self.generators = [torch.Generator().manual_seed(m.seed) for m in members]
@@ -115,7 +121,9 @@ class _Stack:
             return functional_call(self.base, (p, b), (xs,))
 
         with self.workload.autocast(self.device):
-            return vmap(one, in_dims=(0, 0, 0 if batched_inputs else None), randomness="different")(self.params, self.buffers, x)
+            return vmap(one, in_dims=(0, 0, 0 if batched_inputs else None), randomness="different")(
+                self.params, self.buffers, x
+            )
 
     def losses(self, out: torch.Tensor, y: torch.Tensor, batched_targets: bool = True) -> torch.Tensor:
         """Each member's mean loss over its batch, [K]: the built-in losses in one call, others by vmap."""
@@ -138,7 +146,9 @@ class _Stack:
         for epoch in range(self.members[0].epochs):
             self.base.train()
             self.training = True
-            orders = torch.stack([torch.randperm(len(x_train), generator=g) for g in self.generators]).to(x_train.device)
+            orders = torch.stack([torch.randperm(len(x_train), generator=g) for g in self.generators]).to(
+                x_train.device
+            )
             total = torch.zeros(len(alive), device=x_train.device)
             batches = list(orders.split(self.batch_size, dim=1))
             ratio = None

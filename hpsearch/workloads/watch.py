@@ -21,8 +21,9 @@ torch is imported only inside these methods: importing hpsearch never imports it
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 # Called before each optimizer step with the step number (0-based); may set the lr.
 StepHook = Callable[[int, Any], None]
@@ -93,7 +94,10 @@ class Watcher:
             self.on_step(self.steps, optimizer)
         if self._sample_now():
             self._snapshot = [
-                (p, p.detach().clone()) for group in optimizer.param_groups for p in group["params"] if p.grad is not None
+                (p, p.detach().clone())
+                for group in optimizer.param_groups
+                for p in group["params"]
+                if p.grad is not None
             ]
 
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:

@@ -18,7 +18,9 @@ def dropout(params):
 
 
 def cnn(params):
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)
+    )
 
 
 def untraceable(params):
@@ -88,6 +90,10 @@ def l1(outputs, targets):
 
 def convnet(params):
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(float(params.get("dropout", 0.0))),
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(float(params.get("dropout", 0.0))),
         nn.Linear(4 * 2 * 2, 3),
     )

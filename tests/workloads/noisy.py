@@ -19,4 +19,3 @@ def train(trial):
         trial.report(epoch, train_loss=1.0 - score, val_accuracy=score)
     print(f"trial {trial.number} last words")
     return {"val_accuracy": score}
-

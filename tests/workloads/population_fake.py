@@ -62,7 +62,9 @@ def _together_population(trials):
     for epoch in range(trials[0].epochs):
         losses = [float("nan") if m.params["lr"] > 0.5 else 1.0 - _value(m.params) for m in members]
         report_population(members, epoch, {"train_loss": losses, "val_accuracy": [_value(m.params) for m in members]})
-    return [{"val_accuracy": _value(m.params), "population_size": float(len(members))} if m.alive else None for m in members]
+    return [
+        {"val_accuracy": _value(m.params), "population_size": float(len(members))} if m.alive else None for m in members
+    ]
 
 
 score_together.population = _together_population

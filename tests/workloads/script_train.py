@@ -72,7 +72,9 @@ for epoch in range(1, args.epochs + 1):
     if args.mode == "silent":
         continue
     loss = float("nan") if args.mode == "nan" and epoch >= 2 else 1.0 - score * epoch / args.epochs
-    print(json.dumps({"epoch": epoch, "train_loss": loss, "val_loss": loss, "val_accuracy": score * epoch / args.epochs}))
+    print(
+        json.dumps({"epoch": epoch, "train_loss": loss, "val_loss": loss, "val_accuracy": score * epoch / args.epochs})
+    )
     print("noise {on a line that is not json")
 if args.mode == "nan":
     for epoch in range(args.epochs + 1, 600):  # would go on for a minute
