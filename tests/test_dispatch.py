@@ -271,16 +271,7 @@ def test_trial_queued_behind_a_hung_one_runs_on_an_idle_worker(
     """Short trials get their successor queued behind them; trial 2 then waits (10 s at most, within the
     stall floor) until every other trial returned. The one queued behind it must not wait for it: the
     other worker, idle, takes it back and runs it (trial 2 saw them all); each trial is recorded once."""
-    monkeypatch.setenv("HPSEARCH_TEST_TRIALS", "6")
-    monkeypatch.setenv("HPSEARCH_TEST_WAIT_S", "10")
-    path = study_file(
-        f"{STALLS}:waits_for_the_others", coarse='strategy = "random"\ntrials = 6\nepochs = 2', params=LR_ONLY
-    )
-    code, _, err = run_cli("coarse", path, "--workers", "2")
-    assert code == 0, err
-    trials = stored()
-    assert sorted(t.number for t in trials) == list(range(6)) and len(by_state(trials, "COMPLETE")) == 6
-    assert trial_attr(next(t for t in trials if t.number == 2), "metrics")["saw_all"] == 1.0
+    trials = _run_behind_a_hung_trial(study_file, run_cli, monkeypatch)
     assert all(sorted(t.intermediate_values) == [0, 1] for t in trials)  # one run's reports each, no copy's
     assert worker_children() == []
 
@@ -604,16 +595,7 @@ def test_trial_taken_back_too_late_is_recorded_once(
         return job  # type: ignore[return-value]
 
     monkeypatch.setattr(WorkerHandle, "recall", late)
-    monkeypatch.setenv("HPSEARCH_TEST_TRIALS", "6")
-    monkeypatch.setenv("HPSEARCH_TEST_WAIT_S", "10")
-    path = study_file(
-        f"{STALLS}:waits_for_the_others", coarse='strategy = "random"\ntrials = 6\nepochs = 2', params=LR_ONLY
-    )
-    code, _, err = run_cli("coarse", path, "--workers", "2")
-    assert code == 0, err
-    trials = stored()
-    assert sorted(t.number for t in trials) == list(range(6)) and len(by_state(trials, "COMPLETE")) == 6
-    assert trial_attr(next(t for t in trials if t.number == 2), "metrics")["saw_all"] == 1.0
+    trials = _run_behind_a_hung_trial(study_file, run_cli, monkeypatch)
     assert all(sorted(t.intermediate_values) == [0, 1] for t in trials)
     pids = {int(p.name.split("-")[0]) for p in markers.iterdir() if not p.name.startswith("done-")}
     assert worker_children() == [] and not any(group_left(pid) for pid in pids)
@@ -746,3 +728,19 @@ def test_progress_best_includes_the_trial_just_finished(study_file, run_cli) -> 
         best_number = max(seen, key=lambda n: (seen[n], -n))
         assert float(m.group(3)) == pytest.approx(max(seen.values()), abs=1e-4), m.group(0)
         assert seen[int(m.group(4))] == pytest.approx(seen[best_number], abs=1e-4)
+
+
+def _run_behind_a_hung_trial(study_file: Callable[..., Path], run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> list:
+    """Six short trials on two workers; trial 2 waits (10 s at most) until every other one returned. Every
+    trial is recorded once and complete, and trial 2 saw the others end: none waited behind it. The trials."""
+    monkeypatch.setenv("HPSEARCH_TEST_TRIALS", "6")
+    monkeypatch.setenv("HPSEARCH_TEST_WAIT_S", "10")
+    path = study_file(
+        f"{STALLS}:waits_for_the_others", coarse='strategy = "random"\ntrials = 6\nepochs = 2', params=LR_ONLY
+    )
+    code, _, err = run_cli("coarse", path, "--workers", "2")
+    assert code == 0, err
+    trials = stored()
+    assert sorted(t.number for t in trials) == list(range(6)) and len(by_state(trials, "COMPLETE")) == 6
+    assert trial_attr(next(t for t in trials if t.number == 2), "metrics")["saw_all"] == 1.0
+    return trials
