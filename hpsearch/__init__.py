@@ -26,7 +26,7 @@ _EXPORTS = {
     "parse_spec": "hpsearch.spec",
     "StudySpec": "hpsearch.spec",
     "StageSpec": "hpsearch.spec",
-    "Direction": "hpsearch.spec",
+    "Direction": "hpsearch.direction",
     "Space": "hpsearch.space",
     "Range": "hpsearch.space",
     "Choice": "hpsearch.space",

@@ -26,6 +26,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.direction import Direction
 from hpsearch.trials import point_key
 
 
@@ -88,7 +89,7 @@ def noise_sd(configs: Sequence[Config]) -> float | None:
     return math.sqrt(sum((c.n - 1) * c.spread**2 for c in configs if c.spread is not None) / dof)
 
 
-def ranked_configs(trials: Sequence[FrozenTrial], direction: str) -> list[Config]:
+def ranked_configs(trials: Sequence[FrozenTrial], direction: Direction | str) -> list[Config]:
     """The configurations of one stage, best first by their shrunk mean (module docstring); ties keep
     the order of their first trial."""
     configs = group_configs(trials)
@@ -107,7 +108,7 @@ def ranked_configs(trials: Sequence[FrozenTrial], direction: str) -> list[Config
         tau2 = max(statistics.pvariance(means) - sd**2 * statistics.fmean(1 / c.n for c in configs), 1e-12)
         for c in configs:
             c.score = grand + (c.mean - grand) * tau2 / (tau2 + sd**2 / c.n)
-    return sorted(configs, key=lambda c: c.score, reverse=direction == "maximize")
+    return Direction(direction).ranked(configs, key=lambda c: c.score)
 
 
 def difference_noise(sd: float | None, n_a: int, n_b: int) -> float:
@@ -120,7 +121,7 @@ def best_configuration(store: Any) -> tuple[Any, Config] | None:
     the top of the noise-aware ranking (ranked_configs) in the latest stage that has a completed trial,
     with that stage (a storage.StageInfo). None when no stage has one. `store` is a storage.Store."""
     for info in reversed(store.stages()):
-        configs = ranked_configs(store.trials(info), info.spec.direction.value)
+        configs = ranked_configs(store.trials(info), info.spec.direction)
         if configs:
             return info, configs[0]
     return None

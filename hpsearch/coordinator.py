@@ -83,7 +83,7 @@ class Coordinator:
     ) -> None:
         self.store, self.info, self.listener, self.pruner, self.deadline = store, info, listener, pruner, deadline
         self.metric = info.spec.metric
-        self.direction = info.spec.direction.value
+        self.direction = info.spec.direction
         self.target = info.settings.target(info.space)
         self.max_failures = info.settings.max_failures or self.target
         self.grid = info.settings.strategy == Strategy.grid

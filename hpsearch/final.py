@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from hpsearch.configs import best_configuration, ranked_configs
+from hpsearch.direction import Direction
 from hpsearch.errors import HpsearchError
 from hpsearch.storage import FINAL_STUDY, LOGS_DIR, StageInfo, Store, results_dir
 from hpsearch.trials import derive_seed
@@ -125,7 +126,7 @@ def final(
             f"the test split of {store.name!r} was evaluated {stored.get('evaluations', 0)} time(s) before; "
             "every look at it makes the test figure less honest"
         )
-    configs = ranked_configs(store.trials(stage), stage.spec.direction.value)[:ensemble]
+    configs = ranked_configs(store.trials(stage), stage.spec.direction)[:ensemble]
     if not configs:
         raise HpsearchError(f"stage {stage.name} of {store.name!r} has no completed trials; run the search first")
     epochs = epochs or stage.settings.epochs
@@ -159,7 +160,7 @@ def final(
     hear = progress or (lambda event: None)
     hear(RunsPlanned(len(runs), len(configs), slots, logs))
     results = run_seeds(stage.spec.workload, runs, slots, device, hear, fn)
-    entries, outputs, best = _collect(configs, results, stage.spec.metric, stage.spec.direction.value, ensemble > 1)
+    entries, outputs, best = _collect(configs, results, stage.spec.metric, stage.spec.direction, ensemble > 1)
     reasons = [f["reason"] for e in entries for f in e["failed"]]
     if not any(e["runs"] for e in entries):
         raise FinalRefused(f"every final run of {store.name!r} failed, nothing was tested: {reasons[0]}")
@@ -186,12 +187,11 @@ def final(
 
 
 def _collect(
-    configs: list[Any], results: list[SeedResult], metric: str, direction: str, ensemble: bool
+    configs: list[Any], results: list[SeedResult], metric: str, direction: Direction, ensemble: bool
 ) -> tuple[list[dict[str, Any]], list[list[Any]], tuple[float, int, Any] | None]:
     """Each configuration's entry (its runs' values, failures, mean and spread); the test outputs of
     every successful run when `ensemble` (outputs[c][r]: configuration c's run r); and the best
     configuration's run with the best value that left a TestRun, as (value, seed, TestRun), or None."""
-    sign = -1.0 if direction == "maximize" else 1.0
     entries, outputs, best = [], [], None
     for rank, config in enumerate(configs, 1):
         done: list[dict[str, Any]] = []
@@ -205,7 +205,7 @@ def _collect(
             if result.kept is not None:
                 if ensemble:
                     kept.append(result.kept.outputs)
-                if rank == 1 and (best is None or sign * value < sign * best[0]):
+                if rank == 1 and (best is None or direction.better(value, best[0])):
                     best = (value, seed, result.kept)
         if kept:
             outputs.append(kept)

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.border import row_flags
 from hpsearch.configs import ranked_configs
+from hpsearch.direction import Direction
 from hpsearch.errors import HpsearchError
 from hpsearch.instruments.diagnostics import curve_notes, last_ratio, ratio_hint
 from hpsearch.space import Range
@@ -96,9 +97,9 @@ def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], 
             if m != metric and name not in extra:
                 extra.append(name)
     col = own_columns([metric, *param_names, *extra])
-    repeats = _repeats(stages, trials, spec.direction.value)
+    repeats = _repeats(stages, trials, spec.direction)
     rows = []
-    for rank, t in display_order(every, spec.direction.value):
+    for rank, t in display_order(every, spec.direction):
         info = stage_of[id(t)]
         metrics = trial_attr(t, METRICS_ATTR, {})
         value = t.value if t.value is not None else metrics.get(metric)
@@ -146,7 +147,9 @@ def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], 
 REPEAT_COLUMNS = ("runs", "mean", "spread")  # of the trial's configuration, where a stage re-ran some (configs.py)
 
 
-def _repeats(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], direction: str) -> dict[int, tuple]:
+def _repeats(
+    stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], direction: Direction
+) -> dict[int, tuple]:
     """id(trial) -> (runs, mean, spread) of its configuration in its stage; empty when no stage has repeats."""
     from hpsearch.configs import group_configs
 
@@ -239,7 +242,7 @@ def study_summaries(directory: str | Path | None = None, url: str | None = None)
         store = Store(name, directory, url, create=False)
         for info in store.stages():
             trials = store.trials(info)
-            ranked = ranked_configs(trials, info.spec.direction.value)  # THE best: a configuration's mean over its runs
+            ranked = ranked_configs(trials, info.spec.direction)  # THE best: a configuration's mean over its runs
             out.append(
                 StageSummary(
                     name,

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hpsearch.configs import Config, difference_noise, noise_sd, ranked_configs
+from hpsearch.direction import Direction
 from hpsearch.errors import HpsearchError
 from hpsearch.space import Range, Space
 from hpsearch.spec import StudySpec
@@ -185,7 +186,7 @@ def search(
     while True:
         result.stages.append(stage)
         ended = _run_planned(store, stage, executor, listener, pruner, deadline, total)
-        configs = ranked_configs(store.trials(stage), spec.direction.value)
+        configs = ranked_configs(store.trials(stage), spec.direction)
         left = total - spent(store, stage.index)  # as it was after this stage, also when replayed on resume
         if stage_ended is not None:
             stage_ended(store.stage(stage.name))
@@ -254,10 +255,9 @@ def standouts(configs: list[Config], top_k: int) -> list[Config]:
 
 
 def _decide(store: Store, stage: StageInfo, best: Config, previous: Config | None, left: int, total: int) -> Step:
-    sign = 1 if stage.spec.direction.value == "maximize" else -1
     stages = store.stages()
     parent = next((s for s in stages if s.name == stage.parent), None)
-    sd = noise_sd(ranked_configs(store.trials(stage), stage.spec.direction.value))
+    sd = noise_sd(ranked_configs(store.trials(stage), stage.spec.direction))
     refine = stage.spec.refine
     room = left // refine.epochs >= MIN_REFINE_TRIALS
     before = previous.mean if previous is not None else None
@@ -266,7 +266,7 @@ def _decide(store: Store, stage: StageInfo, best: Config, previous: Config | Non
         decision = "stop (budget spent)"
     elif previous is None:
         decision = "refine"
-    elif parent is not None and parent.settings.epochs == stage.settings.epochs and sign * (best.mean - previous.mean) <= (noise or 0.0):
+    elif parent is not None and parent.settings.epochs == stage.settings.epochs and stage.spec.direction.gain(best.mean, previous.mean) <= (noise or 0.0):
         decision = "stop (the best moved less than the noise)"
     else:
         decision = "refine again"
@@ -319,7 +319,7 @@ def confirm(store: Store, info: StageInfo) -> bool:
             queued[point_key(trial_params(t))] = queued.get(point_key(trial_params(t)), 0) + 1
     study = store.study(info)
     added = 0
-    for config in ranked_configs(trials, info.spec.direction.value):
+    for config in ranked_configs(trials, info.spec.direction):
         more = min(max(plan["runs"] - config.n - queued.get(point_key(config.params), 0), 0), need - added)
         for _ in range(more):
             study.enqueue_trial(config.params, user_attrs={REPEAT_ATTR: config.trials[0].number})
@@ -331,16 +331,15 @@ def confirm(store: Store, info: StageInfo) -> bool:
     return True
 
 
-def stands_out(configs: list[Config], direction: str) -> bool:
+def stands_out(configs: list[Config], direction: Direction | str) -> bool:
     """Whether the best configuration (configs: ranked) stands out from the noise: its mean beyond the
     median configuration's by more than EXPLORE_Z standard errors of the difference. True when no
     noise is measured (nothing to go on)."""
     sd = noise_sd(configs)
     if sd is None or len(configs) < 3:
         return True
-    sign = 1 if direction == "maximize" else -1
     median = statistics.median(c.mean for c in configs)
-    return sign * (configs[0].mean - median) > EXPLORE_Z * difference_noise(sd, configs[0].n, 1)
+    return Direction(direction).gain(configs[0].mean, median) > EXPLORE_Z * difference_noise(sd, configs[0].n, 1)
 
 
 def explore_more(store: Store, info: StageInfo, total: int) -> bool:
@@ -355,7 +354,7 @@ def explore_more(store: Store, info: StageInfo, total: int) -> bool:
     trials = store.trials(info)
     epochs = info.settings.epochs
     extra = min(int((total - spent(store)) * EXPLORE_SHARE) // epochs - EXPLORE_REPEATS, plan["explore"])
-    if stands_out(ranked_configs(trials, info.spec.direction.value), info.spec.direction.value) or extra < 1:
+    if stands_out(ranked_configs(trials, info.spec.direction), info.spec.direction) or extra < 1:
         _set_plan(store, info, plan["explore"], plan["repeats"], plan["runs"], extra=0)
         return False
     explore, repeats = plan["explore"] + extra, plan["repeats"] + EXPLORE_REPEATS

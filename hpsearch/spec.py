@@ -11,21 +11,16 @@ import difflib
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from hpsearch.direction import Direction
 from hpsearch.errors import SpecError
 from hpsearch.limits import KEYS as LIMIT_KEYS
 from hpsearch.limits import TrialLimits, parse_limits
 from hpsearch.space import Choice, Param, Range, Space
 from hpsearch.strategy import Strategy
 from hpsearch.workload import Workload, check_command, parse_command_value, parse_model
-
-
-class Direction(str, Enum):
-    maximize = "maximize"
-    minimize = "minimize"
 
 
 @dataclass(frozen=True)
@@ -181,7 +176,7 @@ def parse_spec(data: dict[str, Any], path: str | Path = "<memory>") -> StudySpec
     if not NAME_RE.match(name):
         raise SpecError(file, "name", f"{name!r} is not a valid study name; use letters, digits, '_', '-', '.'")
     metric = _required(data, "metric", str, file)
-    direction_text = data.get("direction", "maximize")
+    direction_text = data.get("direction", Direction.maximize.value)
     try:
         direction = Direction(direction_text)
     except ValueError:

@@ -152,7 +152,7 @@ def plan_refine(
     settings = check_stage(parent.spec.refine.with_overrides(**overrides), "refine", "command line")
     if overrides.get("seed") is None:
         settings = replace(settings, seed=refine_seed(parent, index))
-    ranked = [c.params for c in ranked_configs(store.trials(parent), parent.spec.direction.value)]
+    ranked = [c.params for c in ranked_configs(store.trials(parent), parent.spec.direction)]
     if not ranked:
         raise HpsearchError(
             f"stage {parent.name} of {store.name!r} has no completed trials to refine from; "

@@ -20,6 +20,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.direction import Direction
 from hpsearch.strategy import Strategy
 
 # User attributes of a trial.
@@ -50,13 +51,13 @@ RETRYABLE = (INTERRUPTED, HEARTBEAT_LOST)
 STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2, TrialState.RUNNING: 3}
 
 
-def ranked_trials(trials: Sequence[FrozenTrial], direction: str) -> list[FrozenTrial]:
+def ranked_trials(trials: Sequence[FrozenTrial], direction: Direction | str) -> list[FrozenTrial]:
     """Completed trials with a finite value, best first; ties keep the order of `trials`."""
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
-    return sorted(done, key=attrgetter("value"), reverse=direction == "maximize")  # done: every value a float
+    return Direction(direction).ranked(done, key=attrgetter("value"))  # done: every value a float
 
 
-def display_order(trials: Sequence[FrozenTrial], direction: str) -> list[tuple[int | None, FrozenTrial]]:
+def display_order(trials: Sequence[FrozenTrial], direction: Direction | str) -> list[tuple[int | None, FrozenTrial]]:
     """Every trial that ran, as a leaderboard lists them: (rank, trial) for the ranked ones, best
     first, then the others (rank None) pruned, failed and running, each in the order given.
     WAITING trials (queued grid points) have not run and are left out."""
@@ -140,7 +141,7 @@ def spent_epochs(trials: Sequence[FrozenTrial], setting: int) -> int:
 
 
 def metric_value(
-    metrics: dict[str, float], curves: dict[str, list[float]], metric: str, direction: str, epoch: str
+    metrics: dict[str, float], curves: dict[str, list[float]], metric: str, direction: Direction | str, epoch: str
 ) -> float:
     """A trial's value: its returned `metric` (epoch "last"), or its best reported epoch's ("best",
     in the study's direction; the returned value when it reported none, and the returned value counts too)."""
@@ -150,4 +151,4 @@ def metric_value(
     seen = [v for v in (curves.get(metric) or []) if math.isfinite(v)] + ([value] if math.isfinite(value) else [])
     if not seen:
         return value
-    return max(seen) if direction == "maximize" else min(seen)
+    return Direction(direction).best(seen)

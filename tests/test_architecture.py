@@ -23,6 +23,7 @@ CORE = {
     "refine",
     "trials",
     "divergence",
+    "direction",
     "configs",
     "limits",
 }

@@ -130,7 +130,7 @@ def test_plot_scatter_of_string_params_only(tmp_path: Path) -> None:
 
     rows = [{"loss": 1.0 / (i + 1), "optimizer": ("sgd", "adam")[i % 2]} for i in range(4)]
     path = plot_scatter(
-        rows, Space((Choice("optimizer", ("sgd", "adam")),)), "loss", tmp_path / "s.png", maximize=False
+        rows, Space((Choice("optimizer", ("sgd", "adam")),)), "loss", tmp_path / "s.png", direction="minimize"
     )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hpsearch.border import check_borders
+from hpsearch.direction import Direction
 from hpsearch.refine import derive_space
 from hpsearch.space import Choice, Range, Space
 from hpsearch.strategy import Strategy
@@ -210,7 +211,7 @@ def _stage(space: Space, top_k: int = 5):
 
     return SimpleNamespace(
         space=space,
-        spec=SimpleNamespace(direction=SimpleNamespace(value="maximize")),
+        spec=SimpleNamespace(direction=Direction.maximize),
         settings=SimpleNamespace(top_k=top_k),
     )
 

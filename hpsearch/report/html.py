@@ -137,13 +137,12 @@ def _lucky_run(
 ) -> str:
     """A line on the best single run over all stages when it is not one of the best's runs and beat their mean."""
     stage_of = {id(t): s for s, stage_trials in zip(stages, trials) for t in stage_trials}
-    ranked = ranked_trials([t for stage_trials in trials for t in stage_trials], spec.direction.value)
+    ranked = ranked_trials([t for stage_trials in trials for t in stage_trials], spec.direction)
     if not ranked:
         return ""
     top, where = ranked[0], stage_of[id(ranked[0])]
-    sign = 1 if spec.direction.value == "maximize" else -1
     among_best = where.name == info.name and top.number in {t.number for t in best.trials}
-    if among_best or sign * (top.value - best.mean) <= 0:  # type: ignore[operator]  # ranked: complete, valued
+    if among_best or spec.direction.gain(top.value, best.mean) <= 0:
         return ""
     why = (
         "a lone run is the noisiest estimate, so the ranking pulls it toward the stage's mean"
@@ -266,7 +265,7 @@ def _settings_line(info: StageInfo, trials: Sequence[FrozenTrial], plan: dict[st
         origin = f"derived from <b>{_e(info.parent)}</b> · {origin}"
     reruns = sum(REPEAT_ATTR in t.user_attrs for t in trials)  # queued ones too: the target holds them
     runs = f"{s.trials - reruns} trials" + (f" + {reruns} re-run{'s' if reruns != 1 else ''}" if reruns else "")
-    done = ranked_trials(trials, info.spec.direction.value)
+    done = ranked_trials(trials, info.spec.direction)
     done_reruns = sum(REPEAT_ATTR in t.user_attrs for t in done)
     completed = f"{len(done)} completed of {len(trials)}" + (f" ({done_reruns} of them re-runs)" if done_reruns else "")
     return (
@@ -281,7 +280,7 @@ def _stage_section(
     from hpsearch.report.plots import TrialCurves, plot_curves, plot_scatter
 
     spec = info.spec
-    ranked = ranked_trials(trials, spec.direction.value)
+    ranked = ranked_trials(trials, spec.direction)
     out = [f"<h2>{_e(info.name)}</h2>", _settings_line(info, trials, plan)]
     if info.changes:
         rows = [(c["param"], c["old"], c["new"], c["why"]) for c in info.changes]
@@ -305,7 +304,7 @@ def _stage_section(
             info.space,
             spec.metric,
             tmp / f"{info.name}-scatter.png",
-            maximize=spec.direction.value == "maximize",
+            direction=spec.direction,
             title=f"{info.name}: {spec.metric} vs each parameter",
         )
         out.append(_img(scatter, f"{spec.metric} against each parameter of {info.name}: {', '.join(info.space.names)}"))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpsearch.direction import Direction
 from hpsearch.divergence import loss_keys
 from hpsearch.errors import HpsearchError
 from hpsearch.space import fmt
@@ -56,7 +57,7 @@ def top_curves(store: Store, stage: str | None = None, top: int = 5) -> list[Tri
         found += [(t, info.name) for t in store.trials(info)]
     spec = stages[0].spec
     by_id = {id(t): name for t, name in found}
-    ranked = ranked_trials([t for t, _ in found], spec.direction.value)
+    ranked = ranked_trials([t for t, _ in found], spec.direction)
     out = []
     for rank, t in enumerate(ranked, 1):
         curves = trial_attr(t, CURVES_ATTR) or {}
@@ -135,7 +136,12 @@ SCATTER_COLUMNS = 3  # plots per row: six params make two rows of readable plots
 
 
 def plot_scatter(
-    rows: Sequence[Row], space: Any, metric: str, path: str | Path, maximize: bool = True, title: str = ""
+    rows: Sequence[Row],
+    space: Any,
+    metric: str,
+    path: str | Path,
+    direction: Direction | str = Direction.maximize,
+    title: str = "",
 ) -> Path:
     """The metric against each parameter, three plots to a row; the best trial starred.
 
@@ -155,7 +161,7 @@ def plot_scatter(
     nrows = math.ceil(len(params) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), dpi=DPI, squeeze=False)
     flat = list(axes.ravel())
-    best = _best_row(rows, metric, maximize)
+    best = _best_row(rows, metric, Direction(direction))
     for ax, p in zip(flat, params):
         if p.numeric:
             _numeric_panel(ax, p, rows, metric, best)
@@ -173,11 +179,11 @@ def plot_scatter(
     return _save(fig, path)
 
 
-def _best_row(rows: Sequence[Row], metric: str, maximize: bool) -> Row | None:
+def _best_row(rows: Sequence[Row], metric: str, direction: Direction) -> Row | None:
     scored = [r for r in rows if _number(r.get(metric))]
     if not scored:
         return None
-    return (max if maximize else min)(scored, key=lambda r: r[metric])
+    return direction.best(scored, key=lambda r: r[metric])
 
 
 def _numeric_panel(ax: Any, p: Any, rows: Sequence[Row], metric: str, best: Row | None) -> None:
