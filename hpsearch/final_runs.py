@@ -20,7 +20,7 @@ replaced; the other runs go on.
 The split a run evaluated on is checked wherever the workload says it:
 `trial.report(..., split="val")` or a returned dict with a "split" entry (a
 function), a JSON line with "split" (a command, workloads/command.py): any
-split but "test" fails the run (command.wrong_split says why).
+split but "test" fails the run (api.wrong_split says why).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import DispatchError, TrialFailed, WorkloadError
-from hpsearch.workloads.api import TrialContext, TrialRecord
+from hpsearch.workloads.api import SPLIT_LABEL, TrialContext, TrialRecord, wrong_split
 
 if TYPE_CHECKING:
     from hpsearch.dispatch.plan import WorkerSlot
@@ -169,7 +169,7 @@ class _TestContext(TrialContext):
     """The trial object of a test run: a `split` in a report is the split evaluated on, not a metric."""
 
     def report(self, epoch: int, iterations: int | None = None, **metrics: Any) -> None:
-        _check_split(metrics.pop("split", None), self.split)
+        _check_split(metrics.pop(SPLIT_LABEL, None), self.split)
         super().report(epoch, iterations, **metrics)
 
 
@@ -178,17 +178,15 @@ def _split_checked(fn: Callable[..., Any]) -> Callable[[TrialContext], Any]:
 
     def call(ctx: TrialContext) -> Any:
         result = fn(ctx)
-        if isinstance(result, dict) and "split" in result:
+        if isinstance(result, dict) and SPLIT_LABEL in result:
             result = dict(result)
-            _check_split(result.pop("split"), ctx.split)
+            _check_split(result.pop(SPLIT_LABEL), ctx.split)
         return result
 
     return call
 
 
 def _check_split(reported: Any, asked: str) -> None:
-    from hpsearch.workloads.command import wrong_split
-
     if (reason := wrong_split(reported, asked)) is not None:
         raise TrialFailed(reason)
 

@@ -88,12 +88,12 @@ def plan_widening(space: Space, flags: Sequence[BorderFlag]) -> list[BorderFlag]
 def _widening(p: Param, side: str) -> str:
     way = _TOWARD[side]
     if isinstance(p, Range):
-        new, why = _narrow_range(p, [p.low if side == "low" else p.high], {side}, Strategy.random)
+        new, _why = _narrow_range(p, [p.low if side == "low" else p.high], {side}, Strategy.random)
         old, end = (p.low, new.low) if side == "low" else (p.high, new.high)
         if end == old:
             return f"refine cannot widen it {way}"
-        held = " (" + why.split("; ")[-1] + ")" if "limit" in why.split("; ")[-1] else ""
-        return f"refine will widen it {way} to {fmt(end)}{held}"
+        _end, held = _widened_end(p, side)  # the domain's say, as refine's why gives it
+        return f"refine will widen it {way} to {fmt(end)}" + (f" ({held})" if held else "")
     if isinstance(p, Choice) and p.numeric:
         extended, _why = _narrow_choice(p, [p.ordered[0] if side == "low" else p.ordered[-1]], {side})
         added = [v for v in extended.values if v not in p.values]
@@ -125,7 +125,6 @@ def _narrow_range(p: Range, values: list[Any], sides: set[str], parent_strategy:
         "high": p.high if b + margin >= hi else p.unscale(b + margin),
     }
     widened: set[str] = set()
-    widen = WIDEN_LOG if p.log else WIDEN_LINEAR * width
     how = "a decade" if p.log else "by half the width"
     for side in ("low", "high"):
         if side not in sides:
@@ -134,15 +133,22 @@ def _narrow_range(p: Range, values: list[Any], sides: set[str], parent_strategy:
         if p.at_limit(side):
             why.append(f"cannot widen {_WAY[side]}: at its limit {bound.note()}")  # type: ignore[union-attr]  # at_limit: a bound
             continue
-        old = p.low if side == "low" else p.high
-        target = p.unscale(lo - widen) if side == "low" else p.unscale(hi + widen)
         why.append(f"widened {how} {_WAY[side]}: best on the {side.upper()} border")
-        ends[side], note = _stop_inside(old, target, bound, side)
+        ends[side], note = _widened_end(p, side)
         if note:
             why.append(note)
         widened.add(side)
     low, high = _finish_range(p, domain, ends["low"], ends["high"], widened)
     return replace(p, low=low, high=high, origin=p.span()), "; ".join(why)
+
+
+def _widened_end(p: Range, side: str) -> tuple[float, str]:
+    """Where a flagged side of a range moves (WIDEN_LOG decades, or WIDEN_LINEAR of its width, past its
+    end, kept inside its domain: _stop_inside), before rounding; with the note when the domain held it."""
+    lo, hi = p.scale(p.low), p.scale(p.high)
+    widen = WIDEN_LOG if p.log else WIDEN_LINEAR * (hi - lo)
+    old, target = (p.low, p.unscale(lo - widen)) if side == "low" else (p.high, p.unscale(hi + widen))
+    return _stop_inside(old, target, p.domain().bound(side), side)
 
 
 def _stop_inside(old: float, target: float, bound: Bound | None, side: str) -> tuple[float, str]:

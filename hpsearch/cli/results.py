@@ -77,13 +77,15 @@ def leaderboard(
     from hpsearch.coordinator import stage_flags
     from hpsearch.errors import HpsearchError
     from hpsearch.final import stored_final, summary
-    from hpsearch.leaderboard import frame, select_stages, to_text, write_csv
+    from hpsearch.leaderboard import ALL, frame, select_stages, to_text, write_csv
     from hpsearch.storage import Store
 
     store = Store(name, directory, storage, create=False)
     # Read each stage's trials once: on PostgreSQL reading a large stage is most of the command's time.
     stages = select_stages(store, stage)
-    trials = [store.trials(s) for s in stages]
+    every = select_stages(store, ALL) if csv and stage is None else stages  # the CSV: every stage unless --stage
+    read = {s.name: store.trials(s) for s in every}
+    trials = [read[s.name] for s in stages]
     df = frame(stages, trials)
     if wide and columns:
         raise HpsearchError("--wide shows every column, --columns the ones named: pass one of them")
@@ -94,10 +96,7 @@ def leaderboard(
             f"--columns: no column {', '.join(map(repr, unknown))}; the columns are: {', '.join(map(str, df.columns))}"
         )
     out, err = make_console(), make_console(stderr=True)
-    written = df
-    if csv and stage is None and len(stages) < len(store.stages()):  # the CSV holds every stage unless --stage says
-        every = select_stages(store, "all")
-        written = frame(every, [store.trials(s) for s in every])
+    written = df if len(every) == len(stages) else frame(every, [read[s.name] for s in every])
     if csv == "-":
         sys.stdout.write(to_text(written, "csv"))
         return

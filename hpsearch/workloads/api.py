@@ -31,6 +31,15 @@ from hpsearch.limits import LOG_LIMIT
 SPLIT_LABEL = "split"
 
 
+def wrong_split(reported: Any, asked: str) -> str | None:
+    """Why a run asked for the test split does not count: it reported another split (None: it did
+    not say, said "test", or was not asked for the test split). For every workload kind (final_runs.py, command.py)."""
+    if asked != "test" or reported is None or reported == "test":
+        return None
+    evaluated = "validation" if reported in ("val", "valid", "validation") else "another split"
+    return f'the workload reported split "{reported}", not "test": it evaluated on {evaluated}'
+
+
 class EpochTiming(NamedTuple):
     """How long a reported epoch took, measured in the trial's process (feeds the progress display)."""
 

@@ -14,7 +14,7 @@ report; one with an `epoch` key is that epoch's (curves, divergence,
 pruning: `trial.report`, which may stop the trial), and the trial's final
 metrics are the last value seen of each key. Numbers only: other values are
 ignored, except a "split" other than "test" in a run asked for the test split
-(`final`): that run fails (wrong_split), the script is stopped. `iterations`
+(`final`): that run fails (api.wrong_split), the script is stopped. `iterations`
 (optimiser steps in the epoch) feeds the progress display. Every line, JSON
 or not, goes to the trial's log as printed.
 
@@ -41,7 +41,7 @@ from typing import Any
 from hpsearch.errors import TrialFailed
 from hpsearch.procs import end_group, spawn
 from hpsearch.workload import PYTHON_NAMES, render
-from hpsearch.workloads.api import TrialContext, as_number
+from hpsearch.workloads.api import SPLIT_LABEL, TrialContext, as_number, wrong_split
 
 STOP_GRACE_S = 1.0  # a stopped script gets this long between SIGTERM and SIGKILL
 POLL_S = 0.05  # how often the reader looks whether the script exited while a child keeps its pipes open
@@ -148,18 +148,9 @@ def parse_report(line: str) -> tuple[int | None, int | None, dict[str, float]] |
     return epoch, iterations, values
 
 
-def wrong_split(reported: Any, asked: str) -> str | None:
-    """Why a run asked for the test split does not count: it reported another split (None: it did
-    not say, said "test", or was not asked for the test split). For every workload kind (final_runs.py)."""
-    if asked != "test" or reported is None or reported == "test":
-        return None
-    evaluated = "validation" if reported in ("val", "valid", "validation") else "another split"
-    return f'the workload reported split "{reported}", not "test": it evaluated on {evaluated}'
-
-
 def _split_of(line: str) -> Any:
     """The "split" a report line names, or None (a line is parsed again only when it has one)."""
-    return json.loads(line.strip()).get("split") if '"split"' in line else None
+    return json.loads(line.strip()).get(SPLIT_LABEL) if f'"{SPLIT_LABEL}"' in line else None
 
 
 def _is_number(value: Any) -> bool:
