@@ -235,9 +235,9 @@ def _check_split_known(stage: StageInfo, split_from_env: bool) -> None:
     if ("builtin", "split") not in {resolve(name, stage.space.names) for name in placeholders(command)}:
         raise SplitUnknown(
             f"{stage.spec.path}: the command `{stage.spec.workload}` has no {{split}}, so the final run cannot tell "
-            "the script to evaluate on the test split and would report validation as test; add `--split {split}` to "
-            "the command (the script's argument that picks the split it evaluates on), or pass $split_from_env if "
-            "the script reads $HPSEARCH_SPLIT"
+            "the script to evaluate on the test split and would report validation as test; add {split} to the "
+            "command, as the argument that picks the split it evaluates on, or pass $split_from_env if the script "
+            "reads $HPSEARCH_SPLIT"
         )
 
 

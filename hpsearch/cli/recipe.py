@@ -205,23 +205,30 @@ def final(
     Example: hpsearch final digits_mlp --seeds 5
     """
     from hpsearch.cli.render import make_console
+    from hpsearch.errors import HpsearchError
+    from hpsearch.final import SplitUnknown
     from hpsearch.final import final as run_final
     from hpsearch.storage import Store
 
     out, err = make_console(), make_console(stderr=True)
     store = Store(name, directory, storage, create=False)
-    result = run_final(
-        store,
-        epochs,
-        seeds,
-        ensemble,
-        again,
-        device,
-        warn=lambda line: err.print(f"warning: {line}", soft_wrap=True, markup=False),
-        workers=workers,
-        split_from_env=split_from_env,
-        progress=lambda event: err.print(final_progress(event), soft_wrap=True, markup=False),
-    )
+    try:
+        result = run_final(
+            store,
+            epochs,
+            seeds,
+            ensemble,
+            again,
+            device,
+            warn=lambda line: err.print(f"warning: {line}", soft_wrap=True, markup=False),
+            workers=workers,
+            split_from_env=split_from_env,
+            progress=lambda event: err.print(final_progress(event), soft_wrap=True, markup=False),
+        )
+    except SplitUnknown as e:  # the library names no flag of a script; here, the usual one
+        raise HpsearchError(
+            e.template.replace("add {split} to the command", "add `--split {split}` to the command")
+        ) from None
     if not result.ran:
         err.print(
             f"stored result (the test split was evaluated {result.evaluations} time(s)); --again evaluates it again",
