@@ -31,9 +31,9 @@ from optuna.storages.journal import JournalFileBackend
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hpsearch.dispatch import InlineExecutor, PoolExecutor, plan_workers
 from hpsearch.dispatch.plan import DispatchConfig
+from hpsearch.search.stages import run_stage, start_coarse
 from hpsearch.spec import load_spec
-from hpsearch.stages import run_stage, start_coarse
-from hpsearch.storage import Store
+from hpsearch.store.storage import Store
 
 SCRIPT = 'import json, sys\nprint(json.dumps({"epoch": 1, "val_accuracy": float(sys.argv[1])}))\n'
 

@@ -70,7 +70,7 @@ study.optimize(objective, n_trials=n)
 
 
 UNQUEUED = (
-    "import sys, hpsearch.dispatch.pool as pool; pool.QUEUE_BELOW_S = 0.0; from hpsearch.cli.app import main; "
+    "import sys, hpsearch.dispatch.handout as handout; handout.QUEUE_BELOW_S = 0.0; from hpsearch.cli.app import main; "
     "sys.argv[0] = 'hpsearch'; main()"
 )
 
@@ -117,7 +117,7 @@ def timed(commands: list[list[str]], threads: int | None = None) -> float:
 
 def first_trial_seconds(folder: Path, name: str) -> float:
     """The duration of trial 0 of study `name` in results folder `folder`, measured where it trained."""
-    from hpsearch.storage import Store
+    from hpsearch.store.storage import Store
     from hpsearch.trials import DURATION_ATTR, trial_attr
 
     store = Store(name, folder, create=False)

@@ -105,11 +105,11 @@ def hpsearch_stage(
     function: str, n: int, epochs: int, workers: int, folder: Path, threads: int | None = None
 ) -> tuple[float, float]:
     """(steady-state seconds per trial, seconds before the first trial started) for an hpsearch stage."""
-    from hpsearch.coordinator import TrialEvent
     from hpsearch.dispatch import DispatchConfig, PoolExecutor, plan_workers
+    from hpsearch.search.coordinator import TrialEvent
+    from hpsearch.search.stages import run_stage, start_coarse
     from hpsearch.spec import load_spec
-    from hpsearch.stages import run_stage, start_coarse
-    from hpsearch.storage import Store
+    from hpsearch.store.storage import Store
 
     name = f"bench_{function}_{workers}_{threads}"
     study = folder / f"{name}.toml"
@@ -150,7 +150,7 @@ def main() -> None:
     import optuna
 
     from hpsearch.dispatch import cpu_cores
-    from hpsearch.storage import JournalFileBackend, JournalStorage
+    from hpsearch.store.storage import JournalFileBackend, JournalStorage
 
     torch.set_num_threads(cpu_cores())  # the bare loop gets the whole machine, as one worker does
     print(

@@ -26,12 +26,12 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hpsearch.coordinator import TrialEvent
 from hpsearch.dispatch import InlineExecutor
 from hpsearch.leaderboard import frame, write_csv
+from hpsearch.search.coordinator import TrialEvent
+from hpsearch.search.stages import run_stage, start_coarse
 from hpsearch.spec import load_spec
-from hpsearch.stages import run_stage, start_coarse
-from hpsearch.storage import Store
+from hpsearch.store.storage import Store
 
 WORKLOAD = """
 def tiny(trial):

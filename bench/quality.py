@@ -45,11 +45,11 @@ from typing import Any
 import optuna
 import torch
 
-from hpsearch.configs import ranked_configs
 from hpsearch.dispatch import InlineExecutor
+from hpsearch.repeats import ranked_configs
+from hpsearch.search.stages import plan_refine, run_stage, start_coarse
 from hpsearch.spec import parse_spec
-from hpsearch.stages import plan_refine, run_stage, start_coarse
-from hpsearch.storage import Store
+from hpsearch.store.storage import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = ROOT / "studies" / "digits_mlp.toml"
@@ -109,7 +109,7 @@ def coarse_refine(seed: int, tmp: Path) -> dict[str, Any]:
 
 def recipe_search(seed: int, tmp: Path) -> dict[str, Any]:
     """`hpsearch search studies/digits_mlp.toml --budget 360 --seed S`: the default plan (recipe.plan_stages)."""
-    from hpsearch.recipe import search
+    from hpsearch.search.recipe import search
 
     spec = parse_spec(study_data(name="search"), STUDY)
     store = Store(spec.name, directory=tmp / f"search{seed}")

@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic import true_quality
 
 from hpsearch.dispatch import InlineExecutor
-from hpsearch.recipe import search
+from hpsearch.search.recipe import search
+from hpsearch.search.stages import run_stage, start_coarse
 from hpsearch.spec import parse_spec
-from hpsearch.stages import run_stage, start_coarse
-from hpsearch.storage import Store
+from hpsearch.store.storage import Store
 from hpsearch.trials import ranked_trials
 
 WORKLOAD = str(Path(__file__).resolve().parent / "synthetic.py") + ":train"

@@ -70,7 +70,7 @@ def main() -> None:
                 if done.returncode != 0:
                     raise SystemExit(f"{mode} failed: {done.stderr[-2000:]}")
             if not stages:
-                from hpsearch.storage import Store
+                from hpsearch.store.storage import Store
 
                 stages = ", ".join(
                     info.name for info in Store("digits_40x2", folder / f"kept{run}", create=False).stages()

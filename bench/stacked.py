@@ -28,10 +28,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hpsearch.workload import ModelSpec
 from hpsearch.workloads.api import TrialContext, TrialRecord
 from hpsearch.workloads.loader import load_workload
 from hpsearch.workloads.model import ModelWorkload
+from hpsearch.workloads.spec import ModelSpec
 
 EPOCHS = 2
 HERE = Path(__file__).resolve()

@@ -31,12 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import optuna
 from optuna.trial import TrialState, create_trial
 
-from hpsearch.coordinator import Coordinator
 from hpsearch.leaderboard import leaderboard
+from hpsearch.search.coordinator import Coordinator
+from hpsearch.search.stages import start_coarse
 from hpsearch.spec import parse_spec
-from hpsearch.stages import start_coarse
-from hpsearch.storage import Store
-from hpsearch.workloads.api import TrialOutcome
+from hpsearch.store.storage import Store
+from hpsearch.workloads.api import TrialOutcome, TrialStatus
 
 SPEC = {
     "name": "bench",
@@ -57,7 +57,8 @@ def per_trial_ms(store: Store, n: int) -> float:
     info = start_coarse(store, spec, {})
     run = Coordinator(store, info)
     start = time.perf_counter()
-    while (job := run.next_job()) is not None:
+    while isinstance(jobs := run.next(), list):
+        [job] = jobs
         curves: dict[str, list[float]] = {"train_loss": [], "val_accuracy": []}
         for epoch in range(EPOCHS):
             metrics = {"train_loss": 1.0 / (epoch + 1), "val_accuracy": 0.5 + 0.05 * epoch}
@@ -65,7 +66,8 @@ def per_trial_ms(store: Store, n: int) -> float:
             for k, v in metrics.items():
                 curves[k].append(v)
         run.finish(
-            job, TrialOutcome("complete", {"val_accuracy": 0.7, "val_loss": 0.3}, curves=curves, duration_s=0.01)
+            job,
+            TrialOutcome(TrialStatus.COMPLETE, {"val_accuracy": 0.7, "val_loss": 0.3}, curves=curves, duration_s=0.01),
         )
     return (time.perf_counter() - start) * 1000 / n
 

@@ -88,15 +88,26 @@ def border_side(param: Param, value: Any) -> str | None:
     return None
 
 
-def row_flags(space: Space, params: dict[str, Any]) -> list[str]:
-    """The leaderboard's border column for one trial: ['lr:high', 'momentum:low']."""
-    flags = []
+def row_sides(space: Space, params: dict[str, Any]) -> dict[str, str]:
+    """One trial's values in the border zone of their range, as data: {param: 'low' | 'high'}, in the space's order."""
+    sides = {}
     for p in space:
         if p.name in params:
             side = border_side(p, params[p.name])
             if side:
-                flags.append(f"{p.name}:{side}")
-    return flags
+                sides[p.name] = side
+    return sides
+
+
+def sides_text(sides: dict[str, str]) -> str:
+    """The leaderboard's border column as written (CSV, tables): 'lr:high, momentum:low'. Never parsed back:
+    a param's name may hold ':' or ', '."""
+    return ", ".join(f"{name}:{side}" for name, side in sides.items())
+
+
+def row_flags(space: Space, params: dict[str, Any]) -> list[str]:
+    """One trial's border flags as text, one each: ['lr:high', 'momentum:low'] (row_sides: as data)."""
+    return [sides_text({name: side}) for name, side in row_sides(space, params).items()]
 
 
 def check_borders(space: Space, ranked_params: Sequence[dict[str, Any]], top_k: int) -> list[BorderFlag]:

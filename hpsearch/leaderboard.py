@@ -7,6 +7,7 @@ param>, epochs (that it ran: trials.epochs_run), duration_s, border, then any ot
 then the diagnostics (see diagnostics.py): update_ratio (the last per-epoch
 update:weight ratio, when the workload calls trial.watch), lr_hint ('lr too
 low?' below 1e-4; 'lr too high?' above 1e-2 only when the loss curve shows it too) and notes (loss-curve shape tags).
+The border column is the flags' text, for files; the flags themselves travel as data beside it (border_sides).
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.border import row_flags
-from hpsearch.configs import ranked_configs
+from hpsearch.border import row_sides, sides_text
 from hpsearch.direction import Direction
 from hpsearch.errors import HpsearchError
 from hpsearch.instruments.diagnostics import curve_notes, last_ratio, ratio_hint
+from hpsearch.repeats import ranked_configs
 from hpsearch.space import Range
-from hpsearch.storage import StageInfo, Store, study_names
+from hpsearch.store.storage import StageInfo, Store, study_names
 from hpsearch.trials import (
     CURVES_ATTR,
     DURATION_ATTR,
@@ -98,7 +100,8 @@ def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], 
                 extra.append(name)
     col = own_columns([metric, *param_names, *extra])
     repeats = _repeats(stages, trials, spec.direction)
-    rows = []
+    rows: list[dict[str, object]] = []
+    flags = RowSides()  # by the row's index label: the frame's RangeIndex, the rows' order
     for rank, t in display_order(every, spec.direction):
         info = stage_of[id(t)]
         metrics = trial_attr(t, METRICS_ATTR, {})
@@ -117,7 +120,8 @@ def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], 
         row.update({n: t.params.get(n) for n in param_names})
         row[col["epochs"]] = epochs_run(t, info.settings.epochs)
         row[col["duration_s"]] = round(duration, 3) if duration is not None else None
-        row[col["border"]] = ", ".join(row_flags(info.space, t.params))
+        sides = flags[len(rows)] = row_sides(info.space, t.params)
+        row[col["border"]] = sides_text(sides)
         if repeats:
             row.update(dict(zip(REPEAT_COLUMNS, repeats.get(id(t), (None, None, None)))))
         row.update({_metric_column(m, param_names): v for m, v in metrics.items() if m != metric})
@@ -141,7 +145,26 @@ def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], 
         if all(_int_param(s, name) for s in stages if name in s.space.names):
             df[name] = df[name].astype("Int64")  # ints stay ints, also beside the empty cells of failed trials
     df.attrs["columns"] = col
+    df.attrs[FLAGS_ATTR] = flags
     return df.head(top) if top else df
+
+
+FLAGS_ATTR = "border_flags"  # df.attrs: each row's border flags as data (border_sides reads them)
+
+
+class RowSides(dict[Any, dict[str, str]]):
+    """A frame's border flags, {index label: {param: 'low' | 'high'}}, in df.attrs[FLAGS_ATTR]: plain
+    JSON, as pandas writes attrs (to_parquet). Made by frame() and not changed after."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> RowSides:
+        return self  # pandas deep-copies attrs at every operation: a 10,000-trial CSV took 12x as long
+
+
+def border_sides(df: pd.DataFrame) -> list[dict[str, str]]:
+    """Each row's border flags as data, {param: 'low' | 'high'} in the space's order, in the frame's row
+    order: what a table marks ↑/↓. The border column is their text, for files; it is never parsed back."""
+    flags = df.attrs.get(FLAGS_ATTR) or {}
+    return [dict(flags.get(label, {})) for label in df.index]
 
 
 REPEAT_COLUMNS = ("runs", "mean", "spread")  # of the trial's configuration, where a stage re-ran some (configs.py)
@@ -151,7 +174,7 @@ def _repeats(
     stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], direction: Direction
 ) -> dict[int, tuple]:
     """id(trial) -> (runs, mean, spread) of its configuration in its stage; empty when no stage has repeats."""
-    from hpsearch.configs import group_configs
+    from hpsearch.repeats import group_configs
 
     found = {}
     for stage_trials in trials:

@@ -20,7 +20,7 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from hpsearch.border import BorderFlag, check_borders
-from hpsearch.configs import ranked_configs
+from hpsearch.repeats import ranked_configs
 from hpsearch.space import Bound, Choice, Domain, Param, Range, Space, Value, fmt
 from hpsearch.strategy import Strategy
 

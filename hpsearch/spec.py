@@ -20,7 +20,7 @@ from hpsearch.limits import KEYS as LIMIT_KEYS
 from hpsearch.limits import TrialLimits, parse_limits
 from hpsearch.space import Choice, Param, Range, Space
 from hpsearch.strategy import Strategy
-from hpsearch.workload import Workload, check_command, parse_command_value, parse_model
+from hpsearch.workloads.spec import Workload, check_command, parse_command_value, parse_model
 
 
 @dataclass(frozen=True)

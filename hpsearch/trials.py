@@ -6,6 +6,8 @@ plots that read them agree. `ranked_trials` is THE ranking: completed trials
 with a finite value, best first by the study's direction, ties in the order
 given (stage order, then trial number). Everything that says "best"
 (refine, border flags, leaderboards, curves, the report, `studies`) uses it.
+`TrialStatus` (defined in workloads/api.py, which imports neither Optuna nor
+torch) is how a run ended as its workload tells it; Optuna's TrialState, what storage keeps.
 `derive_seed` is THE way a seed is derived from others (trials, samplers,
 refine stages); `epochs_run` THE epochs a trial ran, as leaderboards show them.
 """
@@ -22,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.direction import Direction
 from hpsearch.strategy import Strategy
+from hpsearch.workloads.api import TrialStatus as TrialStatus  # re-exported: how a run ended, beside TrialState
 
 # User attributes of a trial.
 OWNER_ATTR = "owner"  # "host:pid#coordinator" of the process running it, to spot stale ones

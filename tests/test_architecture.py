@@ -12,10 +12,12 @@ import pytest
 
 PACKAGE = Path(__file__).parent.parent / "hpsearch"
 MAX_LINES = 400
+MAX_CLASS_LINES = 200
+EXECUTORS = ("dispatch.inline", "dispatch.pool", "dispatch.handout")  # the modules that take a TrialSource
 CORE = {
     "errors",
     "spec",
-    "workload",
+    "workloads.spec",
     "space",
     "strategy",
     "pruner",
@@ -24,7 +26,7 @@ CORE = {
     "trials",
     "divergence",
     "direction",
-    "configs",
+    "repeats",
     "limits",
 }
 # A private Optuna name: one of these attributes, or an import from one of Optuna's _private modules.
@@ -126,10 +128,10 @@ def test_architecture_core_imports_only_core_and_never_torch() -> None:
 
 def test_architecture_layers_point_down() -> None:
     graph = _graph()
-    assert not any(t.startswith("dispatch") for t in graph["coordinator"]), "the executor is handed in"
+    assert not any(t.startswith("dispatch") for t in graph["search.coordinator"]), "the executor is handed in"
     for name, edges in graph.items():
         if name.startswith("workloads"):
-            banned = {e for e in edges if e.split(".")[0] in {"storage", "stages", "coordinator", "dispatch", "cli"}}
+            banned = {e for e in edges if e.split(".")[0] in {"store", "search", "dispatch", "cli"}}
             assert not banned, f"{name} imports {banned}"
         if name.startswith("instruments") or name.startswith("report"):
             assert not any(e.startswith("cli") for e in edges), f"{name} imports the CLI"
@@ -146,14 +148,49 @@ def test_architecture_no_module_over_400_lines() -> None:
     assert not long, long
 
 
+def test_architecture_no_class_over_200_lines() -> None:
+    """A class that long holds two ideas (ARCHITECTURE.md): the coordinator and the pool were split for it."""
+    long = {}
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and (n := (node.end_lineno or 0) - node.lineno + 1) > MAX_CLASS_LINES:
+                long[f"{name}.{node.name}"] = n
+    assert not long, long
+
+
+def test_architecture_dispatch_sees_search_only_through_the_trial_source() -> None:
+    """Executors (and everything else in dispatch/) import nothing of search/ but what dispatch/source.py
+    re-exports: the coordinator is handed in, and known to them only as a TrialSource."""
+    graph = _graph()
+    for name, edges in graph.items():
+        if name.startswith("dispatch") and name != "dispatch.source":
+            assert not {e for e in edges if e.startswith("search")}, f"{name} imports {edges}"
+
+
+def test_architecture_executors_call_only_the_trial_source() -> None:
+    """Every attribute an executor reads of the source it was handed is one TrialSource lists."""
+    from hpsearch.dispatch.source import TrialSource
+
+    allowed = {n for n in vars(TrialSource) if not n.startswith("_")}
+    modules = _modules()
+    for name in EXECUTORS:
+        used = {
+            node.attr
+            for node in ast.walk(ast.parse(modules[name].read_text()))
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "source"
+        }
+        assert used, f"{name} reads nothing of its source: the check looks at the wrong name"
+        assert used <= allowed, f"{name} reads {used - allowed} of the coordinator, outside TrialSource"
+
+
 def test_architecture_private_optuna_names_only_in_optuna_compat() -> None:
     for name, path in _modules().items():
-        if name == "optuna_compat":
+        if name == "store.optuna_compat":
             continue
         text = path.read_text()
         assert not PRIVATE_OPTUNA.search(text), f"{name}: {PRIVATE_OPTUNA.search(text).group(0)}"  # type: ignore[union-attr]
         assert not RAW_SQL.search(text), f"{name}: raw SQL {RAW_SQL.search(text).group(0)}"  # type: ignore[union-attr]
-    assert PRIVATE_OPTUNA.search((PACKAGE / "optuna_compat.py").read_text())  # the pattern does find them
+    assert PRIVATE_OPTUNA.search((PACKAGE / "store" / "optuna_compat.py").read_text())  # the pattern does find them
 
 
 def test_architecture_cli_start_up_imports_no_torch_optuna_or_pandas() -> None:

@@ -22,9 +22,9 @@ import pytest
 from hpsearch.dispatch import PoolExecutor
 from hpsearch.dispatch.plan import WorkerSlot
 from hpsearch.errors import TrialFailed, TrialStopped
+from hpsearch.search.stages import run_stage, start_coarse
 from hpsearch.spec import load_spec
-from hpsearch.stages import run_stage, start_coarse
-from hpsearch.storage import Store
+from hpsearch.store.storage import Store
 from hpsearch.trials import trial_attr
 from hpsearch.workloads.api import TrialContext, TrialRecord
 from hpsearch.workloads.command import CommandWorkload, emit, parse_report
@@ -363,7 +363,7 @@ def test_command_wrong_metric_name_stops_at_the_first_trial_with_one_line(tmp_pa
 
 
 def test_failure_summary_says_each_reason_once() -> None:
-    from hpsearch.stages import failure_summary
+    from hpsearch.search.stages import failure_summary
 
     text = failure_summary([f"trial {n}: exit code 1: boom" for n in range(3)] + ["trial 3: signal 9"])
     assert text == "exit code 1: boom (trials 0, 1, 2); signal 9 (trial 3)"

@@ -11,16 +11,24 @@ import pytest
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from hpsearch import optuna_compat as compat
-from hpsearch.coordinator import Coordinator
-from hpsearch.retry import ORPHAN_GRACE_S, requeue
+from hpsearch.dispatch.source import TrialSource
+from hpsearch.search.coordinator import Coordinator
+from hpsearch.search.jobs import Job, Stop, Wait
+from hpsearch.search.retry import ORPHAN_GRACE_S, requeue
+from hpsearch.search.stages import start_coarse
 from hpsearch.spec import load_spec
-from hpsearch.stages import start_coarse
-from hpsearch.storage import Store
+from hpsearch.store import optuna_compat as compat
+from hpsearch.store.storage import Store
 from hpsearch.trials import INTERRUPTED, REASON_ATTR, RETRY_OF_ATTR, trial_params
-from hpsearch.workloads.api import TrialOutcome
+from hpsearch.workloads.api import TrialOutcome, TrialStatus
 
 POLL_S = 0.05
+
+
+def _next_job(coordinator: Coordinator) -> Job | None:
+    """The coordinator's next trial, or None when it answers Wait or Stop."""
+    answer = coordinator.next()
+    return answer[0] if isinstance(answer, list) else None
 
 
 def _coordinator(study_file, tmp_path: Path, monkeypatch) -> Coordinator:
@@ -41,7 +49,7 @@ def _until(condition, limit_s: float = 20.0) -> None:
 
 def test_coordinator_heartbeat_logs_and_survives_a_database_hiccup(study_file, tmp_path, monkeypatch, caplog) -> None:
     coordinator = _coordinator(study_file, tmp_path, monkeypatch)
-    job = coordinator.next_job()
+    job = _next_job(coordinator)
     assert job is not None
     calls: list[int] = []
     original = compat.record_heartbeat
@@ -53,12 +61,12 @@ def test_coordinator_heartbeat_logs_and_survives_a_database_hiccup(study_file, t
         original(study, trial)
 
     monkeypatch.setattr(compat, "record_heartbeat", flaky)
-    with caplog.at_level(logging.WARNING, logger="hpsearch.coordinator"):
+    with caplog.at_level(logging.WARNING, logger="hpsearch.search.coordinator"):
         _until(lambda: len(calls) >= 3)
     assert "heartbeat not recorded (OperationalError" in caplog.text
     assert "heartbeat recorded again" in caplog.text
     assert coordinator.heartbeat is not None and coordinator.heartbeat.error is None
-    assert coordinator.next_job() is not None  # the stage goes on
+    assert _next_job(coordinator) is not None  # the stage goes on
     coordinator.close()
 
 
@@ -66,7 +74,7 @@ def test_coordinator_heartbeat_programming_error_is_raised_on_the_main_thread(
     study_file, tmp_path, monkeypatch
 ) -> None:
     coordinator = _coordinator(study_file, tmp_path, monkeypatch)
-    assert coordinator.next_job() is not None
+    assert _next_job(coordinator) is not None
 
     def broken(study, trial) -> None:
         raise AttributeError("'_CachedStorage' object has no attribute 'record_heartbeat'")
@@ -76,7 +84,7 @@ def test_coordinator_heartbeat_programming_error_is_raised_on_the_main_thread(
     heart = coordinator.heartbeat
     _until(lambda: heart.error is not None)
     with pytest.raises(RuntimeError, match="heartbeat thread stopped: AttributeError"):
-        coordinator.next_job()
+        _next_job(coordinator)
     coordinator.close()
 
 
@@ -94,7 +102,7 @@ def _grid_stage_with_a_failed_point(study_file, tmp_path: Path, monkeypatch):
     store = Store(spec.name, url=f"sqlite:///{tmp_path / 'grid.db'}")
     info = start_coarse(store, spec, {})
     victim = Coordinator(store, info)
-    job = victim.next_job()
+    job = _next_job(victim)
     assert job is not None
     assert compat.fail_trial(victim.study, compat.trial_id(job.trial), REASON_ATTR, INTERRUPTED) is not None
     victim.running.clear()
@@ -105,7 +113,7 @@ def _grid_stage_with_a_failed_point(study_file, tmp_path: Path, monkeypatch):
 def _run_out(coordinator: Coordinator) -> int:
     """Complete every trial `coordinator` hands out until it has none; how many it ran."""
     ran = 0
-    while (job := coordinator.next_job()) is not None:
+    while (job := _next_job(coordinator)) is not None:
         coordinator.finish(job, TrialOutcome("complete", {"val_accuracy": 0.5}, duration_s=0.0))
         ran += 1
     return ran
@@ -117,11 +125,11 @@ def test_coordinator_grid_waits_for_a_failed_point_to_be_queued_again(study_file
     try:
         assert _run_out(reader) == 9
         # 9 complete, none running or waiting, the 10th point failed: not over, its re-queue is on its way.
-        assert reader.done == 9 and reader.pending_retries == 1 and reader.waiting_on_others()
+        assert reader.ledger.done == 9 and reader.dealer.pending_retries == 1 and isinstance(reader.next(), Wait)
         [failed] = [t for t in store.trials(info) if t.number == number]
         requeue(reader.study, number, trial_params(failed))  # X's second write
         assert _run_out(reader) == 1
-        assert reader.done == 10 and not reader.waiting_on_others()
+        assert reader.ledger.done == 10 and not isinstance(reader.next(), Wait)
     finally:
         reader.close()
     trials = store.trials(info)
@@ -134,14 +142,14 @@ def test_coordinator_grid_takes_over_the_requeue_of_a_coordinator_that_died(stud
     now = [0.0]
     readers = [Coordinator(store, info, salt=s) for s in (1, 2)]
     for r in readers:
-        r.orphans.clock = lambda: now[0]  # type: ignore[union-attr]
+        r.dealer.orphans.clock = lambda: now[0]  # type: ignore[union-attr]
     try:
         assert _run_out(readers[0]) == 9 and _run_out(readers[1]) == 0
-        assert all(r.waiting_on_others() for r in readers)  # within the grace: X may still write
+        assert all(isinstance(r.next(), Wait) for r in readers)  # within the grace: X may still write
         now[0] = ORPHAN_GRACE_S
         assert _run_out(readers[0]) == 1  # took it over: queued the point and ran it
-        assert _run_out(readers[1]) == 0 and readers[1].pending_retries == 0  # sees the retry: no second one
-        assert not any(r.waiting_on_others() for r in readers)
+        assert _run_out(readers[1]) == 0 and readers[1].dealer.pending_retries == 0  # sees the retry: no second one
+        assert not any(isinstance(r.next(), Wait) for r in readers)
     finally:
         for r in readers:
             r.close()
@@ -161,21 +169,21 @@ def test_coordinator_grid_that_loses_the_last_point_to_another_waits_for_it(stud
     x_jobs = []
     real_pop = compat.pop_waiting
     try:
-        while len(x_jobs) < 9 and (job := x.next_job()) is not None:  # 9 of 10 points, finished
+        while len(x_jobs) < 9 and (job := _next_job(x)) is not None:  # 9 of 10 points, finished
             x.finish(job, TrialOutcome("complete", {"val_accuracy": 0.5}, duration_s=0.0))
             x_jobs.append(job)
 
         def x_first(study, waiting=None):  # X wins the last point in the instant after Y read it
             if study is y.study and not x.running:
-                x_jobs.append(x.next_job())
+                x_jobs.append(_next_job(x))
             return real_pop(study, waiting)
 
         monkeypatch.setattr(compat, "pop_waiting", x_first)
-        assert y.next_job() is None
-        assert y.waiting_on_others()  # the point runs on X: not over
+        assert _next_job(y) is None
+        assert isinstance(y.next(), Wait)  # the point runs on X: not over
         monkeypatch.setattr(compat, "pop_waiting", real_pop)
         x.finish(x_jobs[-1], TrialOutcome("complete", {"val_accuracy": 0.5}, duration_s=0.0))
-        assert y.next_job() is None and not y.waiting_on_others() and y.done == 10
+        assert _next_job(y) is None and not isinstance(y.next(), Wait) and y.ledger.done == 10
     finally:
         x.close()
         y.close()
@@ -196,7 +204,7 @@ def _stored_reports(coordinator: Coordinator, number: int) -> dict[int, float]:
 
 def test_coordinator_without_a_pruner_holds_a_short_trials_reports_until_its_outcome(study_file) -> None:
     coordinator = _journal_coordinator(study_file)
-    job = coordinator.next_job()
+    job = _next_job(coordinator)
     assert job is not None and not coordinator.answers_reports
     for epoch in range(3):
         assert coordinator.report(job, epoch, {"val_accuracy": 0.1 * (epoch + 1)}) is None
@@ -206,15 +214,15 @@ def test_coordinator_without_a_pruner_holds_a_short_trials_reports_until_its_out
 
 
 def test_coordinator_writes_held_reports_once_they_are_old_and_before_a_failure(study_file, monkeypatch) -> None:
-    import hpsearch.jobs
+    import hpsearch.search.jobs
 
     coordinator = _journal_coordinator(study_file)
-    job = coordinator.next_job()
+    job = _next_job(coordinator)
     coordinator.report(job, 0, {"val_accuracy": 0.1})
-    monkeypatch.setattr(hpsearch.jobs, "REPORT_HOLD_S", 0.0)  # a long epoch: past the hold
+    monkeypatch.setattr(hpsearch.search.jobs, "REPORT_HOLD_S", 0.0)  # a long epoch: past the hold
     coordinator.report(job, 1, {"val_accuracy": 0.2})
     assert _stored_reports(coordinator, job.number) == pytest.approx({0: 0.1, 1: 0.2})
-    monkeypatch.setattr(hpsearch.jobs, "REPORT_HOLD_S", 60.0)
+    monkeypatch.setattr(hpsearch.search.jobs, "REPORT_HOLD_S", 60.0)
     coordinator.report(job, 2, {"val_accuracy": 0.3})
     coordinator.finish(job, TrialOutcome("fail", reason="worker died (signal 9)", duration_s=1.0))  # no batch around it
     assert _stored_reports(coordinator, job.number) == pytest.approx({0: 0.1, 1: 0.2, 2: 0.3})
@@ -222,7 +230,41 @@ def test_coordinator_writes_held_reports_once_they_are_old_and_before_a_failure(
 
 def test_coordinator_with_a_pruner_writes_each_report_at_once(study_file) -> None:
     coordinator = _journal_coordinator(study_file, pruner="median")
-    job = coordinator.next_job()
+    job = _next_job(coordinator)
     assert coordinator.answers_reports
     coordinator.report(job, 0, {"val_accuracy": 0.1})
     assert _stored_reports(coordinator, job.number) == pytest.approx({0: 0.1})  # the pruner reads it there
+
+
+def test_coordinator_answers_what_now_with_one_value(study_file) -> None:
+    """next() is the one question an executor asks: jobs while there is room, then Stop saying why; a
+    coordinator is the TrialSource dispatch/ is written against."""
+    coordinator = _journal_coordinator(study_file)  # 4 trials of 3 epochs
+    try:
+        assert isinstance(coordinator, TrialSource)
+        first = coordinator.next(3)
+        assert isinstance(first, list) and len(first) == 3 and coordinator.left == 1
+        rest = coordinator.next(3)
+        assert isinstance(rest, list) and len(rest) == 1  # only one more fits the target
+        assert coordinator.next() == Stop("nothing left to start")  # its own trials run: start no more
+        for job in first + rest:
+            coordinator.finish(job, TrialOutcome(TrialStatus.COMPLETE, {"val_accuracy": 0.5}, duration_s=0.0))
+        assert coordinator.next() == Stop("done") and coordinator.ledger.done == 4
+    finally:
+        coordinator.close()
+
+
+def test_coordinator_stops_at_the_budget_and_says_so(study_file) -> None:
+    spec = load_spec(study_file(coarse="trials = 10\nepochs = 3\nbudget = 7"))
+    store = Store(spec.name)
+    coordinator = Coordinator(store, start_coarse(store, spec, {}))
+    try:
+        jobs = coordinator.next(5)
+        assert isinstance(jobs, list) and len(jobs) == 2  # 2 x 3 epochs fit 7; a third could pass it
+        assert coordinator.next() == Stop("budget")
+        for job in jobs:  # each ran one epoch and was pruned: 2 epochs spent, room for 1 more trial of 3
+            job.reports = 1
+            coordinator.finish(job, TrialOutcome(TrialStatus.PRUNED, {}, duration_s=0.0))
+        assert coordinator.ledger.spent == 2 and coordinator.ledger.room_for(1) and not coordinator.ledger.room_for(2)
+    finally:
+        coordinator.close()

@@ -10,7 +10,7 @@ import pytest
 
 from hpsearch.instruments.diagnostics import curve_notes, last_ratio, lr_too_high, overfits, ratio_hint
 from hpsearch.leaderboard import leaderboard
-from hpsearch.storage import Store
+from hpsearch.store.storage import Store
 
 BROKEN = Path(__file__).parent / "workloads" / "broken.py"
 

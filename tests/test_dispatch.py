@@ -23,11 +23,12 @@ from optuna.trial import FrozenTrial
 from rich.console import Console
 
 from hpsearch.cli.progress import ProgressDisplay
-from hpsearch.coordinator import Job, TrialEvent
 from hpsearch.dispatch import DispatchConfig, PoolExecutor, cpu_cores, make_executor, plan_workers, visible_gpus
+from hpsearch.dispatch import messages as msg
 from hpsearch.errors import DispatchError
+from hpsearch.search.jobs import Answer, Job, TrialEvent
 from hpsearch.spec import load_spec
-from hpsearch.storage import StageInfo, Store
+from hpsearch.store.storage import StageInfo, Store
 from hpsearch.trials import trial_attr
 from hpsearch.workloads.api import TrialRecord
 
@@ -509,11 +510,13 @@ def _worker_end(replies: bool):
     """A worker's trial context for trial 7 on one end of a pipe; the other end plays the coordinator."""
     from multiprocessing import Pipe
 
-    from hpsearch.dispatch.worker import Inbox, _context
+    from hpsearch.dispatch.worker import Inbox, _hook
+    from hpsearch.workloads.api import TrialContext
 
     ours, coordinator = Pipe()
     inbox = Inbox(ours)
-    return _context(inbox, TrialRecord(7, {"lr": 0.1}, 5, 0), "cpu", replies), coordinator, inbox
+    record = TrialRecord(7, {"lr": 0.1}, 5, 0)
+    return TrialContext.open(record, "cpu", _hook(inbox, replies)(record)), coordinator, inbox
 
 
 def test_worker_without_replies_trains_on_and_decides_divergence_itself() -> None:
@@ -525,16 +528,16 @@ def test_worker_without_replies_trains_on_and_decides_divergence_itself() -> Non
     with pytest.raises(TrialStopped, match="diverged"):  # 4.0 > 3x the first loss, decided in the worker
         ctx.report(2, train_loss=4.0)
     sent = [coordinator.recv() for _ in range(3)]
-    assert [m[:3] for m in sent] == [("report", 7, 0), ("report", 7, 1), ("report", 7, 2)]  # every report still goes
+    assert [(type(m), m.number, m.epoch) for m in sent] == [(msg.Report, 7, 0), (msg.Report, 7, 1), (msg.Report, 7, 2)]
 
 
 def test_worker_without_replies_reads_a_stop_sent_meanwhile_at_its_next_report() -> None:
     from hpsearch.errors import TrialStopped
 
     ctx, coordinator, _ = _worker_end(replies=False)
-    coordinator.send(("stops", {6: "a stop for the trial before, which has ended"}))
+    coordinator.send(msg.Stops({6: "a stop for the trial before, which has ended"}))
     ctx.report(0, val_accuracy=0.5)  # the stale stop is read and dropped
-    coordinator.send(("stops", {7: "failed by another machine"}))
+    coordinator.send(msg.Stops({7: "failed by another machine"}))
     with pytest.raises(TrialStopped, match="failed by another machine"):
         ctx.report(1, val_accuracy=0.5)
 
@@ -543,10 +546,10 @@ def test_worker_with_replies_waits_for_the_answer_and_skips_stray_stops() -> Non
     from hpsearch.errors import TrialStopped
 
     ctx, coordinator, _ = _worker_end(replies=True)
-    coordinator.send(("reply", None))
+    coordinator.send(msg.Reply(None))
     ctx.report(0, val_accuracy=0.5)
-    coordinator.send(("stops", {7: "never sent to a waiting worker, skipped if it were"}))
-    coordinator.send(("reply", "pruned by median pruner"))
+    coordinator.send(msg.Stops({7: "never sent to a waiting worker, skipped if it were"}))
+    coordinator.send(msg.Reply("pruned by median pruner"))
     with pytest.raises(TrialStopped, match="pruned by median pruner"):
         ctx.report(1, val_accuracy=0.5)
 
@@ -556,11 +559,11 @@ def test_worker_keeps_the_next_trial_sent_while_one_trains(replies: bool) -> Non
     """The pool queues a short trial's successor behind it: met while the worker looks for stops (or
     waits for its reply), it is kept, in order, for the worker's main loop, not dropped."""
     ctx, coordinator, inbox = _worker_end(replies=replies)
-    queued = ("trial", TrialRecord(8, {"lr": 0.2}, 5, 0), replies)
+    queued = msg.Trial(TrialRecord(8, {"lr": 0.2}, 5, 0), replies)
     coordinator.send(queued)
-    coordinator.send(("stops", {6: "for a trial that has ended"}))
+    coordinator.send(msg.Stops({6: "for a trial that has ended"}))
     if replies:
-        coordinator.send(("reply", None))
+        coordinator.send(msg.Reply(None))
     ctx.report(0, val_accuracy=0.5)  # trains on
     assert list(inbox.kept) == [queued]
     assert inbox.recv() == queued and not inbox.kept
@@ -571,15 +574,15 @@ def test_worker_drops_a_queued_trial_taken_back_before_it_starts(replies: bool) 
     """The pool takes a queued trial back for an idle worker: a drop met while training (looking for stops
     or a reply) or waiting in the connection when the trial ends removes it; the next one is started."""
     ctx, coordinator, inbox = _worker_end(replies=replies)
-    queued, after = (("trial", TrialRecord(n, {"lr": 0.2}, 5, 0), replies) for n in (8, 9))
+    queued, after = (msg.Trial(TrialRecord(n, {"lr": 0.2}, 5, 0), replies) for n in (8, 9))
     coordinator.send(queued)
     if replies:
-        coordinator.send(("reply", None))
+        coordinator.send(msg.Reply(None))
     ctx.report(0, val_accuracy=0.5)  # trial 8 is kept meanwhile
     assert list(inbox.kept) == [queued]
-    coordinator.send(("drop", 8))
+    coordinator.send(msg.Drop(8))
     coordinator.send(after)
-    coordinator.send(("drop", 5))  # one it no longer holds: nothing to do
+    coordinator.send(msg.Drop(5))  # one it no longer holds: nothing to do
     assert inbox.recv() == after and not inbox.kept
 
 
@@ -602,14 +605,15 @@ def test_trial_taken_back_too_late_is_recorded_once(
 
 
 def test_pool_ends_a_worker_that_started_a_trial_taken_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    """("started", 8) from a worker that no longer holds trial 8: it is ended and replaced, the trial it was
+    """`Started(8)` from a worker that no longer holds trial 8: it is ended and replaced, the trial it was
     given since (never started: it ran 8) is handed out again, and nothing is recorded for either."""
-    from hpsearch.dispatch import pool as pool_module
+    from hpsearch.dispatch import crew as crew_module
     from hpsearch.dispatch.plan import WorkerSlot
 
     class Handle:
         def __init__(self, slot: WorkerSlot, arg: str) -> None:
             self.slot, self.ready, self.jobs, self.queued, self.killed = slot, True, {}, None, False
+            self.arg = arg
 
         def kill(self) -> None:
             self.killed = True
@@ -620,16 +624,16 @@ def test_pool_ends_a_worker_that_started_a_trial_taken_back(monkeypatch: pytest.
         def finish(self, job: Job, outcome: object) -> None:
             self.finished.append(job)
 
-    monkeypatch.setattr(pool_module, "WorkerHandle", Handle)
+    monkeypatch.setattr(crew_module, "WorkerHandle", Handle)
     pool = PoolExecutor([WorkerSlot("cpu", None, 1, "cpu")])
     pool.workload = type("Workload", (), {"to_arg": lambda self: "w"})()
     holder = Handle(pool.slots[0], "w")
     given = Job(trial=None, record=TrialRecord(9, {}, 1, 0))  # type: ignore[arg-type]
     holder.jobs = {9: given}
-    pool.workers = [holder]  # type: ignore[list-item]
+    pool.crew.workers = [holder]  # type: ignore[list-item]
     pool._on_started(Run(), holder, 8)  # type: ignore[arg-type]
     assert holder.killed and pool.workers[0] is not holder
-    assert list(pool.pending) == [given] and Run.finished == []
+    assert list(pool.handout.pending) == [given] and Run.finished == []
 
 
 def _starts_and_ends(trials: list[FrozenTrial]) -> list[tuple[float, float]]:
@@ -655,11 +659,11 @@ def test_pool_queues_nothing_for_tpe_or_long_trials(
 ) -> None:
     """TPE draws from the results so far: a trial drawn ahead would miss one. A long trial gains nothing
     from it (and its start time would be early by a whole trial). Either way each trial starts after the last."""
-    from hpsearch.dispatch import pool
+    from hpsearch.dispatch import handout
 
     strategy = "tpe" if setting == "tpe" else "random"
     if setting == "long trials":
-        monkeypatch.setattr(pool, "QUEUE_BELOW_S", 0.0)  # every trial counts as long
+        monkeypatch.setattr(handout, "QUEUE_BELOW_S", 0.0)  # every trial counts as long
     path = study_file(faulty("slow"), coarse=f'strategy = "{strategy}"\ntrials = 6\nepochs = 2', params=LR_ONLY)
     code, _, err = run_cli("coarse", path, "--workers", "1")
     assert code == 0, err
@@ -688,17 +692,17 @@ def test_pool_asks_for_a_queued_trial_once_per_trial_started(
 ) -> None:
     """Near the end of a stage there is nothing left to queue: the pool does not ask again at every
     report of the trials still running (each ask may read every trial of the stage)."""
-    from hpsearch.coordinator import Coordinator
+    from hpsearch.search.coordinator import Coordinator
 
     calls: list[int] = []
-    original = Coordinator.next_jobs
+    original = Coordinator.next
 
-    def counted(self: Coordinator, k: int) -> list[Job]:
-        jobs = original(self, k)
-        calls.append(len(jobs))
-        return jobs
+    def counted(self: Coordinator, k: int = 1) -> Answer:
+        answer = original(self, k)
+        calls.append(len(answer) if isinstance(answer, list) else 0)
+        return answer
 
-    monkeypatch.setattr(Coordinator, "next_jobs", counted)
+    monkeypatch.setattr(Coordinator, "next", counted)
     path = study_file(faulty("slow"), coarse='strategy = "random"\ntrials = 6\nepochs = 30', params=LR_ONLY)
     code, _, err = run_cli("coarse", path, "--workers", "1")
     assert code == 0, err

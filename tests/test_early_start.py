@@ -21,11 +21,11 @@ import pytest
 
 from hpsearch import __version__
 from hpsearch.dispatch import DispatchConfig, PoolExecutor, cpu_cores, plan_workers
+from hpsearch.search.stages import run_stage, start_coarse
 from hpsearch.spec import load_spec
-from hpsearch.stages import run_stage, start_coarse
-from hpsearch.storage import Store
+from hpsearch.store.storage import Store
 from hpsearch.trials import trial_attr
-from hpsearch.workload import Workload
+from hpsearch.workloads.spec import Workload
 from tests.test_dispatch import (
     LR_ONLY,
     by_state,
@@ -48,7 +48,7 @@ def early_pids(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     def start(self: PoolExecutor, workload: Workload, limit: int | None = None) -> None:
         original(self, workload, limit)
-        pids.extend(w.pid for w in self.early if w.pid not in pids)
+        pids.extend(w.pid for w in self.crew.early if w.pid not in pids)
 
     monkeypatch.setattr(PoolExecutor, "start", start)
     return pids
@@ -80,11 +80,11 @@ def test_workers_started_for_another_workload_are_replaced_by_start(study_file: 
     info = start_coarse(store, spec, {})
     with PoolExecutor(plan_workers(DispatchConfig("cpu", workers=1), gpus=[])) as pool:
         pool.start(Workload(function=faulty("threads")), 1)  # a wrong guess
-        [guessed] = [w.pid for w in pool.early]
+        [guessed] = [w.pid for w in pool.crew.early]
         pool.start(spec.workload, 1)
-        [right] = [w.pid for w in pool.early]
+        [right] = [w.pid for w in pool.crew.early]
         pool.start(spec.workload, 1)  # the same workload again: nothing new starts
-        assert [w.pid for w in pool.early] == [right]
+        assert [w.pid for w in pool.crew.early] == [right]
         run_stage(store, info, pool)
     assert trial_pids() == {right} and not running(guessed) and worker_children() == []
 
@@ -130,7 +130,7 @@ def test_early_workers_of_another_workload_are_replaced(study_file: Callable[...
     info = start_coarse(store, spec, {})
     with PoolExecutor(plan_workers(DispatchConfig("cpu", workers=1), gpus=[])) as pool:
         pool.start(Workload(function=faulty("threads")), 1)
-        [early] = [w.pid for w in pool.early]
+        [early] = [w.pid for w in pool.crew.early]
         run_stage(store, info, pool)
     assert early not in trial_pids() and len(trial_pids()) == 1
     assert not running(early) and worker_children() == []
@@ -144,7 +144,7 @@ def test_early_workers_no_run_adopts_are_ended(study_file: Callable[..., Path]) 
         PoolExecutor(plan_workers(DispatchConfig("cpu", workers=2), gpus=[])) as pool,
     ):
         pool.start(spec.workload, 2)
-        pids.extend(w.pid for w in pool.early)
+        pids.extend(w.pid for w in pool.crew.early)
         raise KeyboardInterrupt  # Ctrl-C while the stage is being set up
     assert len(pids) == WORKERS and not any(running(p) for p in pids) and worker_children() == []
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from hpsearch.errors import HpsearchError
-from hpsearch.final import FinalRefused, final, stored_final
-from hpsearch.recipe import search
+from hpsearch.search.final import FinalRefused, final, stored_final
+from hpsearch.search.recipe import search
+from hpsearch.search.stages import plan_refine
 from hpsearch.spec import load_spec
-from hpsearch.stages import plan_refine
-from hpsearch.storage import Store
+from hpsearch.store.storage import Store
 
 RECIPE = Path(__file__).parent / "workloads" / "recipe.py"
 
@@ -120,7 +120,7 @@ def data():
 
 def _model_store(tmp_path: Path, loss: str = "cross_entropy") -> Store:
     """A coarse stage of 4 one-epoch trials of a tiny model workload (models.py's mlp; REGRESSION for another loss)."""
-    from hpsearch.stages import run_stage, start_coarse
+    from hpsearch.search.stages import run_stage, start_coarse
 
     if loss != "cross_entropy":
         (tmp_path / "reg.py").write_text(REGRESSION)
@@ -250,7 +250,7 @@ print(json.dumps({"epoch": 1, "split": a.claim or a.split, "val_accuracy": value
 
 def _command_store(tmp_path: Path, args: str) -> Store:
     """A coarse stage of 2 one-epoch trials of the command `python script.py ARGS` (SCRIPT)."""
-    from hpsearch.stages import run_stage, start_coarse
+    from hpsearch.search.stages import run_stage, start_coarse
 
     (tmp_path / "script.py").write_text(SCRIPT)
     path = tmp_path / "c.toml"
@@ -307,7 +307,7 @@ def train(trial):
 def test_final_a_function_that_reports_split_val_fails_its_runs(
     study_file, tmp_path: Path, monkeypatch, mode: str
 ) -> None:
-    from hpsearch.stages import run_stage, start_coarse
+    from hpsearch.search.stages import run_stage, start_coarse
 
     (tmp_path / "splits.py").write_text(SPLIT_FUNCTION)
     spec = load_spec(study_file(workload=f"{tmp_path / 'splits.py'}:train", coarse="trials = 2\nepochs = 1\nseed = 0"))
@@ -369,7 +369,7 @@ def dies_once(trial):
 
 
 def _seeded_store(study_file, tmp_path: Path, workload: str = "seeded") -> Store:
-    from hpsearch.stages import run_stage, start_coarse
+    from hpsearch.search.stages import run_stage, start_coarse
 
     (tmp_path / "seeded.py").write_text(SEEDED)
     spec = load_spec(

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from optuna.storages.journal import JournalFileBackend
 
-from hpsearch import journal as journal_module
+from hpsearch.store import journal as journal_module
 
 
 def _coarse(run_cli, spec, *extra: str) -> tuple[int, str, str]:
@@ -34,7 +34,7 @@ def test_journal_torn_final_record_is_set_aside_before_the_next_write(run_cli, s
     size = journal.stat().st_size
     os.truncate(journal, size - 40)  # a write cut off: the last record has lost its end
     assert len(_board(run_cli)) >= 5  # what is whole still reads
-    with caplog.at_level("WARNING", logger="hpsearch.journal"):
+    with caplog.at_level("WARNING", logger="hpsearch.store.journal"):
         code, _, err = _coarse(run_cli, spec, "--trials", "9")
     assert code == 0, err
     assert "set aside a torn final record (" in caplog.text

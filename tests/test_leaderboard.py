@@ -7,9 +7,9 @@ import io
 import pandas as pd
 
 from hpsearch.leaderboard import frame, leaderboard, to_text
+from hpsearch.search.stages import run_stage, start_coarse
 from hpsearch.spec import load_spec
-from hpsearch.stages import run_stage, start_coarse
-from hpsearch.storage import Store
+from hpsearch.store.storage import Store
 
 
 def _board(study_file, **kwargs):
@@ -122,7 +122,7 @@ def _tested(study_file, ensemble: int = 1, run_cli=None):
     prediction); with run_cli, checks that the leaderboard has no final line before."""
     from pathlib import Path
 
-    from hpsearch.final import final
+    from hpsearch.search.final import final
 
     recipe = Path(__file__).parent / "workloads" / "recipe.py"
     store, _ = _board(study_file, workload=f"{recipe}:noisy_peak", coarse="trials = 6\nepochs = 1\nseed = 0")
@@ -152,3 +152,30 @@ def test_studies_marks_the_tested_stage_with_the_final_result(study_file, run_cl
     line = next(line for line in out.splitlines() if line.startswith("✓ fake final:"))
     assert f"test val_accuracy {best['mean']:.4f} ± {best['spread']:.4f}" in line and "evaluated 1 time(s)" in line
     assert "ensemble of 2: the averaged prediction needs a model workload" in line
+
+
+def test_leaderboard_border_flags_reach_the_table_as_data(study_file) -> None:
+    """The table's ↑/↓ come from the flags as data, never from the border column's text: a param named
+    'a:b, c' on its high border still gets its arrow (its text 'a:b, c:high' would read as param 'c')."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from rich.console import Console
+
+    from hpsearch.cli.render import leaderboard_table
+    from hpsearch.leaderboard import border_sides
+
+    name = "a:b, c"
+    params = f'[params."{name}"]\nvalues = [1, 2, 4]\n\n[params.lr]\nlow = 1e-4\nhigh = 1.0\nlog = true\n'
+    spec = load_spec(study_file(params=params))
+    info = start_coarse(Store(spec.name), spec, {})
+    trial = optuna.trial.create_trial(
+        params={name: 4, "lr": 0.01},
+        distributions={name: CategoricalDistribution([1, 2, 4]), "lr": FloatDistribution(1e-4, 1.0, log=True)},
+        value=0.9,
+    )
+    df = frame([info], [[trial]], top=1)
+    assert df.loc[0, "border"] == "a:b, c:high"  # the text, as the CSV writes it
+    assert border_sides(df) == [{name: "high"}]
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(leaderboard_table(df, spec.metric, info.space.names, "fake"), crop=False)
+    assert "4↑" in console.export_text()

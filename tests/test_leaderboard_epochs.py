@@ -10,17 +10,24 @@ from pathlib import Path
 import pandas as pd
 from optuna.trial import TrialState
 
-from hpsearch.coordinator import Coordinator
 from hpsearch.leaderboard import leaderboard, to_text
+from hpsearch.search.coordinator import Coordinator
+from hpsearch.search.jobs import Job
+from hpsearch.search.stages import run_stage, start_coarse
 from hpsearch.spec import load_spec
-from hpsearch.stages import run_stage, start_coarse
-from hpsearch.storage import Store
+from hpsearch.store.storage import Store
 from hpsearch.trials import CURVES_ATTR, epochs_run, trial_attr
 from hpsearch.workloads.api import TrialOutcome
 
 WORKLOADS = Path(__file__).parent / "workloads" / "issue16.py"
 LR_ONLY = "[params.lr]\nlow = 0.01\nhigh = 1.0\n"
 HALF_CRASH = "[params.lr]\nlow = 0.05\nhigh = 0.15\n"  # crash_after_2 crashes above 0.1
+
+
+def _next_job(coordinator: Coordinator) -> Job | None:
+    """The coordinator's next trial, or None when it answers Wait or Stop."""
+    answer = coordinator.next()
+    return answer[0] if isinstance(answer, list) else None
 
 
 def _stage(study_file, workload: str, trials: int, epochs: int, pruner: str = "none", params: str = LR_ONLY):
@@ -61,7 +68,7 @@ def test_leaderboard_epochs_of_a_killed_trial_count_the_reports_the_coordinator_
     spec = load_spec(study_file(workload=f"{WORKLOADS}:by_lr", coarse="trials = 1\nepochs = 8", params=LR_ONLY))
     store = Store(spec.name)
     run = Coordinator(store, start_coarse(store, spec, {}))
-    job = run.next_job()
+    job = _next_job(run)
     for epoch in range(3):
         assert run.report(job, epoch, {"val_accuracy": 0.5, "train_loss": 0.5}) is None
     run.finish(job, TrialOutcome("fail", reason="timed out after 60 s", duration_s=time.perf_counter() - job.started))

@@ -7,11 +7,11 @@ from datetime import datetime, timedelta
 
 from optuna.trial import TrialState
 
-from hpsearch import optuna_compat as compat
-from hpsearch.liveness import OWNERLESS_GRACE_S, fail_dead_trials
+from hpsearch.search.liveness import OWNERLESS_GRACE_S, fail_dead_trials
+from hpsearch.search.stages import start_coarse
 from hpsearch.spec import load_spec
-from hpsearch.stages import start_coarse
-from hpsearch.storage import Store
+from hpsearch.store import optuna_compat as compat
+from hpsearch.store.storage import Store
 
 
 def _study(study_file, tmp_path, monkeypatch, url: str | None = None):
@@ -40,7 +40,7 @@ def test_liveness_ownerless_trial_is_stale_after_its_grace(study_file, tmp_path,
     _store, study = _study(study_file, tmp_path, monkeypatch)
     young = compat.new_trial(study)  # its coordinator is between creating it and tagging it
     assert fail_dead_trials(study, heartbeat=False, ours=set()) == []
-    import hpsearch.liveness as liveness
+    import hpsearch.search.liveness as liveness
 
     later = datetime.now() + timedelta(seconds=OWNERLESS_GRACE_S + 1)
     monkeypatch.setattr(liveness, "datetime", type("Clock", (), {"now": staticmethod(lambda: later)}))

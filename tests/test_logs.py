@@ -21,7 +21,7 @@ import pytest
 from optuna.trial import FrozenTrial
 
 from hpsearch import cli
-from hpsearch.storage import Store
+from hpsearch.store.storage import Store
 from hpsearch.trials import LOG_ATTR, LOG_TAIL_ATTR, trial_attr
 from hpsearch.workloads.api import TrialOutcome, TrialRecord
 from hpsearch.workloads.capture import TAIL_LINES, run_captured

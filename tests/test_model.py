@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from hpsearch.divergence import DivergenceCheck
-from hpsearch.workload import ModelSpec
 from hpsearch.workloads.api import TrialContext, TrialRecord
 from hpsearch.workloads.loader import load_workload
 from hpsearch.workloads.model import ModelWorkload, groups
 from hpsearch.workloads.population import run_population
+from hpsearch.workloads.spec import ModelSpec
 from hpsearch.workloads.stacked import StackedAdamW, StackedSGD
 
 MODELS = Path(__file__).parent / "workloads" / "models.py"
@@ -256,7 +256,7 @@ def _study(tmp_path: Path, name: str = "m", trials: int = 8) -> Path:
 
 
 def _trials(name: str, folder: Path) -> list:
-    from hpsearch.storage import Store
+    from hpsearch.store.storage import Store
 
     store = Store(name, folder)
     return store.trials(store.stage("coarse"))

@@ -25,10 +25,11 @@ from pathlib import Path
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.coordinator import Coordinator
+from hpsearch.search.coordinator import Coordinator
+from hpsearch.search.jobs import Job, Wait
+from hpsearch.search.stages import run_stage, start_coarse
 from hpsearch.spec import load_spec
-from hpsearch.stages import run_stage, start_coarse
-from hpsearch.storage import Store
+from hpsearch.store.storage import Store
 from hpsearch.trials import HEARTBEAT_LOST, INTERRUPTED
 from hpsearch.workloads.api import TrialOutcome
 
@@ -40,6 +41,12 @@ OPTUNA = str(Path(sys.executable).parent / "optuna")
 PASSWORD = "s3cret-pw"  # the test server trusts loopback, so any password works: it must never be printed
 GRID = "[params.lr]\nlow = 1e-4\nhigh = 1.0\nlog = true\ngrid_points = 5\n\n[params.momentum]\nvalues = [0.9, 0.99]\n"
 DEADLINE_S = 90.0  # a hung process fails the test instead of hanging it (not a timing assertion)
+
+
+def _next_job(coordinator: Coordinator) -> Job | None:
+    """The coordinator's next trial, or None when it answers Wait or Stop."""
+    answer = coordinator.next()
+    return answer[0] if isinstance(answer, list) else None
 
 
 def with_password(url: str) -> str:
@@ -186,7 +193,7 @@ def test_multi_machine_two_coordinators_random_stage_stop_at_target(study_file, 
     runs = [Coordinator(store, info, salt=0), Coordinator(store, info, salt=1)]
     try:
         while True:
-            jobs = [(r, r.next_job()) for r in runs]
+            jobs = [(r, _next_job(r)) for r in runs]
             jobs = [(r, j) for r, j in jobs if j is not None]
             if not jobs:
                 break
@@ -198,7 +205,7 @@ def test_multi_machine_two_coordinators_random_stage_stop_at_target(study_file, 
     trials = store.trials(info)
     # Both asked while the other's trial was in flight, yet neither overshot: 7, not 8.
     assert len(trials) == 7 and all(t.state == TrialState.COMPLETE for t in trials)
-    assert all(r.ran > 0 for r in runs) and not any(r.waiting_on_others() for r in runs)
+    assert all(r.ledger.ran > 0 for r in runs) and not any(isinstance(r.next(), Wait) for r in runs)
     assert len({t.params["lr"] for t in trials}) == 7  # different seeds: different draws
 
 
@@ -209,7 +216,7 @@ def test_multi_machine_stale_grid_trial_is_requeued_once(study_file, postgres_db
     store = Store(spec.name, url=postgres_db)
     info = start_coarse(store, spec, {})
     ghost = Coordinator(store, info)
-    job = ghost.next_job()  # a machine takes a point ... and dies: no more heartbeats
+    job = _next_job(ghost)  # a machine takes a point ... and dies: no more heartbeats
     assert job is not None
     ghost.heartbeat.close()  # type: ignore[union-attr]
     time.sleep(3.5)

@@ -18,7 +18,7 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from hpsearch import optuna_compat as compat
+from hpsearch.store import optuna_compat as compat
 
 DISTRIBUTIONS = {"lr": FloatDistribution(1e-4, 1.0, log=True), "m": CategoricalDistribution([0.5, 0.9])}
 

@@ -17,7 +17,7 @@ import pytest
     ],
 )
 def test_passwords_mask_url_hides_every_password_form(url: str, secret: str) -> None:
-    from hpsearch.passwords import mask_url
+    from hpsearch.store.passwords import mask_url
 
     masked = mask_url(url)
     assert secret not in masked and "***" in masked
@@ -38,7 +38,7 @@ def test_passwords_driver_message_never_shows_a_part_of_the_password(run_cli) ->
 
 
 def test_passwords_mask_url_hides_a_password_it_saw_in_later_texts() -> None:
-    from hpsearch.passwords import mask_url
+    from hpsearch.store.passwords import mask_url
 
     mask_url("postgresql://u:hunter2x@db.example/x")
     assert mask_url("password authentication failed, tried hunter2x") == "password authentication failed, tried ***"

@@ -10,10 +10,10 @@ from optuna.trial import TrialState
 
 from hpsearch.dispatch import AUTO, DispatchConfig, InlineExecutor, PoolExecutor, make_executor, parse_population
 from hpsearch.errors import DispatchError, StageFailed
+from hpsearch.search.stages import run_stage, start_coarse
 from hpsearch.space import Choice, Range, Space
 from hpsearch.spec import load_spec
-from hpsearch.stages import run_stage, start_coarse
-from hpsearch.storage import Store
+from hpsearch.store.storage import Store
 from hpsearch.trials import trial_attr
 from tests.conftest import TESTS
 
@@ -105,7 +105,7 @@ def test_population_pool_writes_a_populations_bookkeeping_together(study_file, m
     """A population's K owners and params reach the journal in one append, and its K trials' reports
     (held: no pruner reads them) with their K endings in one more, plus one per trial's creation. One by
     one, a trial costs three (its creation, its owner and params, its reports and ending)."""
-    from hpsearch.journal import RepairingJournalBackend
+    from hpsearch.store.journal import RepairingJournalBackend
 
     appends = []
     original = RepairingJournalBackend.append_logs

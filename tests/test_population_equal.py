@@ -30,9 +30,9 @@ def _ctx(params: dict, seed: int, steps: int, number: int = 0) -> TrialContext:
 @pytest.mark.torch
 def test_population_member_losses_equal_its_solo_run_step_by_step_when_training_is_stable() -> None:
     pytest.importorskip("torch")
-    from hpsearch.workload import ModelSpec
     from hpsearch.workloads.loader import load_workload
     from hpsearch.workloads.model import ModelWorkload
+    from hpsearch.workloads.spec import ModelSpec
 
     models = Path(__file__).parent / "workloads" / "models.py"
 

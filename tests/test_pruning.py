@@ -8,9 +8,9 @@ import pytest
 from optuna.trial import TrialState
 
 from hpsearch.pruner import is_last_report
+from hpsearch.search.stages import run_stage, start_coarse
 from hpsearch.spec import load_spec
-from hpsearch.stages import run_stage, start_coarse
-from hpsearch.storage import Store
+from hpsearch.store.storage import Store
 from hpsearch.trials import CURVES_ATTR, trial_attr
 
 WORKLOADS = Path(__file__).parent / "workloads" / "issue16.py"

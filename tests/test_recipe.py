@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from hpsearch.configs import ranked_configs
 from hpsearch.durations import parse_duration
 from hpsearch.errors import HpsearchError, SpecError
-from hpsearch.recipe import (
+from hpsearch.repeats import ranked_configs
+from hpsearch.search.recipe import (
     EXPLORE_ATTR,
     MAX_COARSE_TRIALS,
     MAX_REFINE_TRIALS,
@@ -25,10 +25,10 @@ from hpsearch.recipe import (
     spread_points,
     stands_out,
 )
+from hpsearch.search.stages import run_stage, start_coarse
 from hpsearch.space import Choice, Range, Space
 from hpsearch.spec import load_spec
-from hpsearch.stages import run_stage, start_coarse
-from hpsearch.storage import Store
+from hpsearch.store.storage import Store
 from hpsearch.trials import CARRIED_ATTR, REPEAT_ATTR, spent_epochs
 
 RECIPE = Path(__file__).parent / "workloads" / "recipe.py"
@@ -336,7 +336,7 @@ def test_search_says_what_its_stages_say_when_run_alone(study_file, run_cli, tmp
 
 
 def test_search_plan_note_is_silent_when_the_plan_is_the_study_files(study_file) -> None:
-    from hpsearch.recipe import plan_note, plan_stages
+    from hpsearch.search.recipe import plan_note, plan_stages
 
     spec = load_spec(study_file())
     planned = plan_stages(spec, 100)

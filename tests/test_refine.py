@@ -181,9 +181,9 @@ MOMENTUM_WORKLOAD = f"{__import__('pathlib').Path(__file__).parent / 'workloads'
 )
 def test_refine_best_momentum_at_0_99_border_never_widens_past_1(study_file, momentum) -> None:
     """No limits given: the domain [0, 1] is inferred from the study file's [0.5, 0.99], in every refine."""
+    from hpsearch.search.stages import plan_refine, run_stage, start_coarse
     from hpsearch.spec import load_spec
-    from hpsearch.stages import plan_refine, run_stage, start_coarse
-    from hpsearch.storage import Store
+    from hpsearch.store.storage import Store
 
     params = "[params.lr]\nlow = 1e-3\nhigh = 1.0\nlog = true\n\n" + momentum
     spec = load_spec(

@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 
 from hpsearch.cli.render import leaderboard_table, make_console
+from hpsearch.leaderboard import FLAGS_ATTR
 from hpsearch.space import fmt
 from tests.conftest import SIX_PARAMS
 
@@ -57,6 +58,9 @@ def _frame(params: Sequence[str], stages: Sequence[str] = ("coarse",), n: int = 
         )
     df = pd.DataFrame(rows)
     df["rank"] = df["rank"].astype("Int64")
+    df.attrs[FLAGS_ATTR] = {  # the flags as data, as frame keeps them beside the border column's text
+        i: {p: "high" if k % 2 else "low" for k, p in enumerate(params) if (i + k) % 3 == 0} for i in range(n)
+    }
     return df
 
 

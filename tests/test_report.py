@@ -47,8 +47,8 @@ def test_report_best_config_failed_trials_and_many_params(
 ) -> None:
     from optuna.trial import TrialState
 
-    from hpsearch.configs import best_configuration
-    from hpsearch.storage import Store
+    from hpsearch.repeats import best_configuration
+    from hpsearch.store.storage import Store
     from hpsearch.trials import LOG_TAIL_ATTR, REASON_ATTR
 
     spec = study_file(workload="crash_high_lr", coarse="trials = 10\nepochs = 2\nseed = 0", params=SIX_PARAMS)
@@ -98,8 +98,8 @@ def test_report_best_config_failed_trials_and_many_params(
 
 
 def test_report_shows_the_stored_final_result(study_file: Callable[..., Path], run_cli: RunCli, tmp_path: Path) -> None:
-    from hpsearch.final import stored_final
-    from hpsearch.storage import Store
+    from hpsearch.search.final import stored_final
+    from hpsearch.store.storage import Store
 
     recipe = Path(__file__).parent / "workloads" / "recipe.py"
     assert (
@@ -124,7 +124,7 @@ def _coarse_with(store, spec, runs: list[tuple[float, float, bool]]) -> None:
     """A coarse stage whose completed trials are `runs`: (lr, value, re-run?), told in that order."""
     import optuna
 
-    from hpsearch.stages import start_coarse
+    from hpsearch.search.stages import start_coarse
     from hpsearch.trials import REPEAT_ATTR
 
     info = start_coarse(store, spec, {})
@@ -148,10 +148,10 @@ def test_report_headline_is_the_best_configuration_not_a_lucky_run(
     study_file: Callable[..., Path], tmp_path: Path
 ) -> None:
     """The report named one run (0.892) whose re-run scored 0.816, while search said 0.8740 over 2 runs."""
-    from hpsearch.configs import best_configuration
+    from hpsearch.repeats import best_configuration
     from hpsearch.report.html import build_report
     from hpsearch.spec import load_spec
-    from hpsearch.storage import Store
+    from hpsearch.store.storage import Store
     from hpsearch.trials import ranked_trials
 
     spec = load_spec(study_file())
@@ -192,10 +192,10 @@ def test_report_labels_stage_settings_truthfully(
     study_file: Callable[..., Path], run_cli: RunCli, tmp_path: Path
 ) -> None:
     """The study file said random, 8 trials; search planned TPE and re-runs: the report said 'from the study file'."""
-    from hpsearch.recipe import search
     from hpsearch.report.html import build_report
+    from hpsearch.search.recipe import search
     from hpsearch.spec import load_spec
-    from hpsearch.storage import Store
+    from hpsearch.store.storage import Store
     from hpsearch.trials import REPEAT_ATTR
 
     recipe = Path(__file__).parent / "workloads" / "recipe.py"
@@ -233,9 +233,9 @@ def test_report_labels_stage_settings_truthfully(
 def test_report_shows_a_command_as_the_study_file_wrote_it(tmp_path: Path) -> None:
     """shlex.join quoted the placeholders: the report showed `--lr '{lr}'`."""
     from hpsearch.report.html import build_report
+    from hpsearch.search.stages import start_coarse
     from hpsearch.spec import load_spec
-    from hpsearch.stages import start_coarse
-    from hpsearch.storage import Store
+    from hpsearch.store.storage import Store
 
     command = "python train.py --lr {lr} --momentum={momentum} --epochs {epochs} --note 'two words'"
     path = tmp_path / "cmd.toml"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from hpsearch.search.stages import plan_refine, run_stage, start_coarse
 from hpsearch.spec import load_spec
-from hpsearch.stages import plan_refine, run_stage, start_coarse
-from hpsearch.storage import Store
+from hpsearch.store.storage import Store
 from hpsearch.trials import SEED_ATTR, trial_attr
 
 FAKE_COARSE = "trials = 10\nepochs = 1"

@@ -10,10 +10,10 @@ from optuna.trial import TrialState
 from hpsearch.border import check_borders
 from hpsearch.errors import SpecError, StageFailed
 from hpsearch.refine import derive_space
+from hpsearch.search.stages import plan_refine, run_stage, start_coarse
 from hpsearch.space import Choice, Range, Space
 from hpsearch.spec import Strategy, load_spec
-from hpsearch.stages import plan_refine, run_stage, start_coarse
-from hpsearch.storage import Store
+from hpsearch.store.storage import Store
 from hpsearch.trials import trial_attr
 
 LR = Range("lr", 1e-4, 1.0, log=True)
@@ -204,9 +204,9 @@ def test_stages_interrupted_stage_resumes_without_redoing(study_file, monkeypatc
             raise KeyboardInterrupt
         return original(trial)
 
-    from hpsearch.dispatch import inline
+    from hpsearch.dispatch import runner
 
-    monkeypatch.setattr(inline, "load_workload", lambda path: interrupt_on_fifth)
+    monkeypatch.setattr(runner, "load_workload", lambda path: interrupt_on_fifth)
     with pytest.raises(KeyboardInterrupt):
         run_stage(store, info)
     trials = store.trials(info)
@@ -214,7 +214,7 @@ def test_stages_interrupted_stage_resumes_without_redoing(study_file, monkeypatc
     [interrupted] = [t for t in trials if t.state == TrialState.FAIL]
     assert interrupted.user_attrs["reason"] == "interrupted"
 
-    monkeypatch.setattr(inline, "load_workload", lambda path: original)
+    monkeypatch.setattr(runner, "load_workload", lambda path: original)
     before = {t.number: t.params for t in trials if t.state == TrialState.COMPLETE}
     result = run_stage(store, info)
     complete = {t.number: t.params for t in result.trials if t.state == TrialState.COMPLETE}

@@ -7,9 +7,9 @@ import pytest
 
 from hpsearch.errors import StorageError
 from hpsearch.leaderboard import leaderboard
+from hpsearch.search.stages import run_stage, start_coarse
 from hpsearch.spec import load_spec
-from hpsearch.stages import run_stage, start_coarse
-from hpsearch.storage import ATTR, STAGE_FORMAT, StageInfo, Store
+from hpsearch.store.storage import ATTR, STAGE_FORMAT, StageInfo, Store
 
 
 def test_storage_stage_record_stores_the_space_once_with_a_format_version(study_file) -> None:
@@ -64,7 +64,7 @@ def test_storage_delete_of_the_whole_study_deletes_its_final_study(study_file, r
     """The `<name>.final` study goes with the study, in a shared storage too; another study's stays."""
     from pathlib import Path
 
-    from hpsearch.final import final, stored_final
+    from hpsearch.search.final import final, stored_final
 
     url = str(tmp_path / "shared.journal") if kind == "journal" else f"sqlite:///{tmp_path / 'shared.db'}"
     recipe = Path(__file__).parent / "workloads" / "recipe.py"

@@ -7,7 +7,7 @@ from optuna.trial import TrialState, create_trial
 
 from hpsearch.leaderboard import frame
 from hpsearch.spec import load_spec
-from hpsearch.storage import StageInfo
+from hpsearch.store.storage import StageInfo
 from hpsearch.trials import display_order, ranked_trials
 
 LR = {"lr": FloatDistribution(1e-4, 1.0, log=True)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpsearch.workload import (
+from hpsearch.workloads.spec import (
     TemplateError,
     Workload,
     check_command,

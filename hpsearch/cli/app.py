@@ -132,7 +132,7 @@ def unexpected(e: BaseException) -> str:
 
 
 def _error(text: str) -> None:
-    from hpsearch.passwords import mask_url
+    from hpsearch.store.passwords import mask_url
 
     if _state["debug"]:
         # A driver's traceback can quote the storage URL: mask it there too.

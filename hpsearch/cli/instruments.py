@@ -44,7 +44,7 @@ def sanity(spec_file: SpecArg, device: DeviceOpt = "cpu", directory: DirOpt = No
     from hpsearch.cli.render import make_console, sanity_table
     from hpsearch.instruments.sanity import run_sanity
     from hpsearch.spec import load_spec
-    from hpsearch.storage import results_dir
+    from hpsearch.store.storage import results_dir
 
     spec = load_spec(spec_file)
     report = run_sanity(spec, device=device)
@@ -84,7 +84,7 @@ def lr_find(
     from hpsearch.report.plots import plot_lr_range
     from hpsearch.space import fmt
     from hpsearch.spec import load_spec
-    from hpsearch.storage import results_dir
+    from hpsearch.store.storage import results_dir
 
     spec = load_spec(spec_file)
     found = find_lr_range(spec, iterations=iterations, device=device)

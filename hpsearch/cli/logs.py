@@ -33,7 +33,7 @@ def logs(
 
     Example: hpsearch logs digits_mlp 7 --stage refine-1
     """
-    from hpsearch.storage import Store
+    from hpsearch.store.storage import Store
     from hpsearch.trials import LOG_ATTR, LOG_TAIL_ATTR, trial_attr
     from hpsearch.workloads.capture import local_log, on_this_host
 

@@ -33,8 +33,8 @@ def delete(
     Example: hpsearch delete digits_mlp --stage refine-2 --yes
     """
     from hpsearch.cli.render import make_console
-    from hpsearch.final import stored_final
-    from hpsearch.storage import Store
+    from hpsearch.search.final import stored_final
+    from hpsearch.store.storage import Store
 
     store = Store(name, directory, storage, create=False)
     doomed = store.stages_from(stage)
@@ -76,8 +76,8 @@ def repair(
     Example: hpsearch repair digits_mlp
     """
     from hpsearch.cli.render import make_console
-    from hpsearch.journal import repair_journal
-    from hpsearch.storage import journal_path
+    from hpsearch.store.journal import repair_journal
+    from hpsearch.store.storage import journal_path
 
     report = repair_journal(journal_path(name, directory, storage))
     err = make_console(stderr=True)

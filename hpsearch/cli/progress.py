@@ -12,9 +12,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from hpsearch.coordinator import TrialEvent
+from hpsearch.search.coordinator import TrialEvent
 from hpsearch.space import fmt
-from hpsearch.storage import StageInfo
+from hpsearch.store.storage import StageInfo
+from hpsearch.workloads.api import TrialStatus
 
 SLOW_ITERATION_S = 0.5  # the recipe: above ~500 ms per iteration things get dicey
 RUNNING_ROWS = 8  # running trials listed under the bar; more would push the bar off a small terminal
@@ -131,7 +132,7 @@ class ProgressDisplay:
         assert o is not None  # checked by the caller
         params = " ".join(f"{k}={fmt(v)}" for k, v in event.job.params.items())
         value = o.metrics.get(self.metric)
-        what = f"{self.metric}={value:.4f}" if value is not None and o.state == "complete" else o.reason
+        what = f"{self.metric}={value:.4f}" if value is not None and o.state == TrialStatus.COMPLETE else o.reason
         self.console.print(
             f"[{self.info.name}] trial {event.job.number} {o.state} {what} {params} ({o.duration_s:.1f}s)"
             f" · {event.done}/{event.target} done, {event.running} running, {event.failed} failed"

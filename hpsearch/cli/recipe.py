@@ -60,9 +60,9 @@ def search(
         print_stage_notes,
     )
     from hpsearch.leaderboard import frame
-    from hpsearch.recipe import search as run_search
+    from hpsearch.search.recipe import search as run_search
     from hpsearch.spec import load_spec
-    from hpsearch.storage import Store
+    from hpsearch.store.storage import Store
 
     deadline = _deadline(timeout)
     executor = _executor(run)
@@ -206,9 +206,9 @@ def final(
     """
     from hpsearch.cli.render import make_console
     from hpsearch.errors import HpsearchError
-    from hpsearch.final import SplitUnknown
-    from hpsearch.final import final as run_final
-    from hpsearch.storage import Store
+    from hpsearch.search.final import SplitUnknown
+    from hpsearch.search.final import final as run_final
+    from hpsearch.store.storage import Store
 
     out, err = make_console(), make_console(stderr=True)
     store = Store(name, directory, storage, create=False)
@@ -251,7 +251,8 @@ def final_progress(event: Any) -> str:
     """One progress line of `final` (stderr): the plan, then each run as it starts and ends."""
     import math
 
-    from hpsearch.final_runs import RunEnded, RunsPlanned, RunStarted
+    from hpsearch.search.final_runs import RunEnded, RunsPlanned, RunStarted
+    from hpsearch.workloads.api import TrialStatus
 
     if isinstance(event, RunsPlanned):
         if not event.slots:
@@ -275,13 +276,14 @@ def final_progress(event: Any) -> str:
     assert isinstance(event, RunEnded)
     result, record = event.result, event.result.run.record
     value = result.metrics.get(record.metric)
-    if result.state == "complete" and value is not None and math.isfinite(value):
+    if result.state == TrialStatus.COMPLETE and value is not None and math.isfinite(value):
         how = f"{record.metric} {value:.4f}"
     else:
-        how = f"{'failed' if result.state == 'fail' else result.state}: {result.reason or 'no ' + record.metric}"
+        state = "failed" if result.state == TrialStatus.FAIL else result.state
+        how = f"{state}: {result.reason or 'no ' + record.metric}"
     head = f"final: run {record.number + 1}/{event.total} ended: rank {result.run.rank}, seed {record.seed}"
     return f"{head}: {how} ({result.duration_s:.1f} s)" + (
-        "" if result.state == "complete" else f"; log: {record.log_path}"
+        "" if result.state == TrialStatus.COMPLETE else f"; log: {record.log_path}"
     )
 
 

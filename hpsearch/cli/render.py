@@ -23,9 +23,10 @@ from rich.table import Table
 from rich.text import Text
 
 from hpsearch.border import BorderFlag
-from hpsearch.coordinator import StageResult
+from hpsearch.leaderboard import border_sides
+from hpsearch.search.coordinator import StageResult
 from hpsearch.space import fmt
-from hpsearch.storage import StageInfo
+from hpsearch.store.storage import StageInfo
 
 
 def make_console(stderr: bool = False, width: int | None = None) -> Console:
@@ -89,6 +90,7 @@ class Leaderboard:
         self.own = {c: c for c in OWN_COLUMNS}
         self.own.update(df.attrs.get("columns", {}))
         self.rows = df.astype(object).where(df.notna(), None).to_dict("records") if len(df) else []
+        self.marks = [{p: MARKS[side] for p, side in sides.items()} for sides in border_sides(df)]  # flags as data
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
@@ -155,13 +157,12 @@ class Leaderboard:
                 stages = [abbr[s] for s in stages]
                 note = ", ".join(f"{a} = {s}" for s, a in abbr.items() if a != s)
             cols.append(_Col(self.own["stage"], "stage", stages, "left", note=note))
-        marks = [self._marks(row) for row in self.rows]
         taken = {"#", "trial", "stage", "state", *self.params, self.metric}
         for name in [*self.params, self.metric]:
             if name == self.metric:
                 cells = [_metric_cell(row.get(name)) for row in self.rows]
             else:
-                cells = [_param_cell(row.get(name)) + m.get(name, "") for row, m in zip(self.rows, marks)]
+                cells = [_param_cell(row.get(name)) + m.get(name, "") for row, m in zip(self.rows, self.marks)]
             header = name
             if short and cell_len(name) > max(map(cell_len, cells), default=0):
                 header = _abbreviation(name, taken)
@@ -223,11 +224,6 @@ class Leaderboard:
     def _other_metrics(self) -> list[str]:
         known = {self.metric, *self.params, *self.own.values()}
         return [c for c in self.df.columns if c not in known and _has(self.df, c)]
-
-    def _marks(self, row: dict[Hashable, Any]) -> dict[str, str]:
-        """{param: '↑'} from the frame's border column ('lr:high, momentum:low')."""
-        flags = (flag.rpartition(":") for flag in str(row.get(self.own["border"]) or "").split(", "))
-        return {name: MARKS[side] for name, _, side in flags if side in MARKS}
 
     def _state(self, row: dict[Hashable, Any], first_line: bool = False) -> str:
         state = row[self.own["state"]]

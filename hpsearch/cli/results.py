@@ -74,11 +74,11 @@ def leaderboard(
     Example: hpsearch leaderboard digits_mlp --stage all --csv leaderboard.csv
     """
     from hpsearch.cli.render import leaderboard_table, make_console, print_flags
-    from hpsearch.coordinator import stage_flags
     from hpsearch.errors import HpsearchError
-    from hpsearch.final import stored_final, summary
     from hpsearch.leaderboard import ALL, frame, select_stages, to_text, write_csv
-    from hpsearch.storage import Store
+    from hpsearch.search.coordinator import stage_flags
+    from hpsearch.search.final import stored_final, summary
+    from hpsearch.store.storage import Store
 
     store = Store(name, directory, storage, create=False)
     # Read each stage's trials once: on PostgreSQL reading a large stage is most of the command's time.
@@ -135,9 +135,9 @@ def studies(directory: DirOpt = None, storage: StorageOpt = None) -> None:
     Example: hpsearch studies --dir studies
     """
     from hpsearch.cli.render import make_console
-    from hpsearch.final import stored_final, summary
     from hpsearch.leaderboard import study_summaries
-    from hpsearch.storage import Store, results_dir
+    from hpsearch.search.final import stored_final, summary
+    from hpsearch.store.storage import Store, results_dir
 
     rows = study_summaries(directory, storage)
     if not rows:
@@ -221,7 +221,7 @@ def curves(
     """
     from hpsearch.cli.render import curves_text, make_console
     from hpsearch.report.plots import plot_curves, top_curves
-    from hpsearch.storage import Store, results_dir
+    from hpsearch.store.storage import Store, results_dir
 
     store = Store(name, directory, storage, create=False)
     found = top_curves(store, stage, top)
@@ -254,7 +254,7 @@ def report(
     """
     from hpsearch.cli.render import make_console
     from hpsearch.report.html import build_report
-    from hpsearch.storage import Store
+    from hpsearch.store.storage import Store
 
     path = build_report(Store(name, directory, storage, create=False), directory, top)
     make_console().print(str(path), soft_wrap=True)

@@ -62,8 +62,8 @@ def coarse(
     with _early_workers(executor) as start_workers:
         start_workers(spec.workload, _target(lambda: spec.coarse.with_overrides(**given), spec.space))
         from hpsearch.cli.render import make_console
-        from hpsearch.stages import start_coarse
-        from hpsearch.storage import Store
+        from hpsearch.search.stages import start_coarse
+        from hpsearch.store.storage import Store
 
         store = Store(spec.name, directory, storage)
         notice = make_console(stderr=True)
@@ -104,8 +104,8 @@ def refine(
 
     Example: hpsearch refine digits_mlp --epochs 15 --top-k 5 --pruner median
     """
-    from hpsearch.stages import plan_refine
-    from hpsearch.storage import Store
+    from hpsearch.search.stages import plan_refine
+    from hpsearch.store.storage import Store
 
     deadline = _deadline(timeout)
     executor = _executor(run)
@@ -152,7 +152,7 @@ def worker(
 
     Example: hpsearch worker digits_mlp --stage coarse --storage postgresql://user:pw@db-host/hpsearch --devices auto
     """
-    from hpsearch.storage import Store
+    from hpsearch.store.storage import Store
 
     executor = _executor(run)
     store = Store(name, directory, storage, create=False)
@@ -211,7 +211,7 @@ def _target(settings: Callable[[], Any], space: Any) -> int:
 
 def _population_note(console: Any, run: RunOptions, workload: Any, space: Any) -> None:
     """One line when --population cannot stack a model workload's trials: a non-optimiser param is a range."""
-    from hpsearch.workload import ungrouped_ranges
+    from hpsearch.workloads.spec import ungrouped_ranges
 
     if str(run.population or 1) == "1" or not (names := ungrouped_ranges(workload, space)):
         return
@@ -248,7 +248,7 @@ def _run_and_show(
     from hpsearch.cli.progress import ProgressDisplay
     from hpsearch.cli.render import leaderboard_table, make_console, print_flags, stage_summary
     from hpsearch.leaderboard import frame
-    from hpsearch.stages import join_stage, run_stage
+    from hpsearch.search.stages import join_stage, run_stage
 
     out, err = make_console(), make_console(stderr=True)
     start = time.perf_counter()

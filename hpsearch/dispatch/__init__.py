@@ -22,7 +22,8 @@ from hpsearch.dispatch.plan import (
     plan_workers,
     visible_gpus,
 )
-from hpsearch.dispatch.pool import TIMEOUT_REASON, PoolExecutor
+from hpsearch.dispatch.pool import PoolExecutor
+from hpsearch.dispatch.stalls import TIMEOUT_REASON
 from hpsearch.errors import DispatchError
 from hpsearch.limits import LimitOverrides
 

@@ -6,7 +6,7 @@ threads (OMP_NUM_THREADS) and its GPU (CUDA_VISIBLE_DEVICES) set in its environm
 imports torch, and one end of a socket pair as its connection. Besides the trial (or population)
 it trains, a worker may hold one `queued` trial: sent while the current one trains, started by the
 worker the moment that one ends (pool.py decides when: short trials, one by one). The worker says
-("started", number) as it starts each trial; until then the pool may take a queued trial back
+`Started` as it starts each trial; until then the pool may take a queued trial back
 (`recall`) for a worker that fell idle.
 """
 
@@ -21,11 +21,12 @@ import time
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
+from hpsearch.dispatch import messages as msg
 from hpsearch.dispatch.plan import WorkerSlot
 from hpsearch.procs import end_group, spawn
 
 if TYPE_CHECKING:
-    from hpsearch.coordinator import Job
+    from hpsearch.dispatch.source import Job
 
 TERM_GRACE_S = 2.0  # an ended worker's group gets this long between SIGTERM and SIGKILL
 DEATH_WAIT_S = 5.0  # a worker whose connection broke gets this long to be reaped before SIGKILL
@@ -85,15 +86,15 @@ class WorkerHandle:
         self.replies = replies
         records = [job.record for job in jobs]
         if len(records) == 1 and not (together and self.has_population):
-            self.conn.send(("trial", records[0], replies))
+            self.conn.send(msg.Trial(records[0], replies))
         else:
-            self.conn.send(("population", records, replies))
+            self.conn.send(msg.Population(records, replies))
 
     def queue(self, job: Job, replies: bool) -> None:
         """Send the next trial while the current one trains: the worker starts it the moment that one
         ends (no round trip between two short trials); `promote` makes it current here."""
         self.queued = job
-        self.conn.send(("trial", job.record, replies))
+        self.conn.send(msg.Trial(job.record, replies))
 
     def promote(self, timeout: float | None) -> None:
         """It started its queued trial: that one is now the one training (its clock and deadline start)."""
@@ -103,11 +104,11 @@ class WorkerHandle:
 
     def recall(self) -> Job:
         """Take back its queued trial, not started yet, for another worker: it is told to drop it (a worker
-        that started it meanwhile says so, with ("started", number): the pool then ends it, see pool.py)."""
+        that started it meanwhile says so, with `Started`: the pool then ends it, see pool.py)."""
         assert self.queued is not None
         job, self.queued = self.queued, None
         with contextlib.suppress(OSError):  # died: its death is read next, with nothing of this trial's
-            self.conn.send(("drop", job.number))
+            self.conn.send(msg.Drop(job.number))
         return job
 
     def _train(self, jobs: list[Job], timeout: float | None) -> None:

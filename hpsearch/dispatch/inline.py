@@ -18,16 +18,12 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from hpsearch.dispatch.plan import AUTO, no_population_notice, visible_gpus
+from hpsearch.dispatch.runner import TrialRunner
 from hpsearch.limits import LimitOverrides
-from hpsearch.workloads.api import EpochTiming, ReportHook, ReportsHook, TrialContext
-from hpsearch.workloads.capture import run_captured
-from hpsearch.workloads.function import run_trial
-from hpsearch.workloads.loader import load_workload
+from hpsearch.workloads.api import EpochTiming, ReportHook, ReportsHook
 
 if TYPE_CHECKING:
-    from hpsearch.coordinator import Coordinator, Job
-
-IDLE_POLL_S = 1.0  # how often a coordinator with nothing to start looks again while others run trials
+    from hpsearch.dispatch.source import Job, TrialSource
 
 
 def pick_device(requested: str = "auto", command: bool = False) -> str:
@@ -59,55 +55,46 @@ class InlineExecutor:
         self.overrides = overrides  # the log bound given for this run (no stall is watched for here)
         self.notices: list[str] = []
 
-    def run(self, run: Coordinator) -> None:
-        from hpsearch.workloads.population import choose_population_size, population_entry, run_population
+    def run(self, source: TrialSource) -> None:
+        from hpsearch.dispatch.source import Stop, Wait
 
-        fn = load_workload(run.info.spec.workload)
-        device = pick_device(self.device, command=run.info.spec.workload.kind == "command")
-        entry = population_entry(fn)
+        runner = TrialRunner(source.workload)
+        runner.device = pick_device(self.device, command=source.workload.kind == "command")
         k = self.population
-        if k != 1 and entry is None:
-            self.notices.append(no_population_notice(run.info.spec.workload))
+        if k != 1 and runner.entry is None:
+            self.notices.append(no_population_notice(source.workload))
             k = 1
-        if k == AUTO and entry is not None:  # (entry is None: k is 1 by now)
-            k = choose_population_size(entry, run.info.space.midpoint(), device).k
+        if k == AUTO:  # (no entry point: k is 1 by now)
+            k = runner.choose_k(source.space.midpoint()).k
             self.notices.append(f"population: K = {k} (measured)")
-        log_limit = run.info.spec.limits.with_overrides(self.overrides).log_limit
+        log_limit = source.limits.with_overrides(self.overrides).log_limit
         while True:
-            jobs = run.next_jobs(int(k))
-            if not jobs:
-                if not run.waiting_on_others():
-                    return
-                time.sleep(IDLE_POLL_S)  # other machines' trials may fail and need replacing
+            jobs = source.next(int(k))
+            if isinstance(jobs, Stop):
+                return
+            if isinstance(jobs, Wait):
+                time.sleep(jobs.seconds)  # other machines' trials may fail and need replacing
                 continue
+            by_number = {job.number: job for job in jobs}
             for job in jobs:
                 job.record = replace(job.record, log_limit=log_limit)
             records = [job.record for job in jobs]
-            together = entry if int(k) > 1 else None  # the population entry point, when K > 1
-            batch = self._batch(run, jobs) if together is not None else None
-            contexts = [
-                TrialContext.open(job.record, device, self._on_report(run, job), on_reports=batch) for job in jobs
-            ]
-            if together is None:
-                [outcome] = run_captured(records, False, lambda: [run_trial(fn, contexts[0], jobs[0].metric)])  # noqa: B023 - run_captured calls it now
-                run.finish(jobs[0], outcome)
-                continue
-            outcomes = run_captured(records, False, lambda: run_population(together, contexts, run.metric))  # noqa: B023 - called now
-            run.finish_many(list(zip(jobs, outcomes)))
+            batch = self._batch(source, by_number) if int(k) > 1 else None  # K > 1: through the population entry
+            outcomes = runner.run(records, lambda record: self._on_report(source, by_number[record.number]), batch)  # noqa: B023 - called now
+            source.finish_many(list(zip(jobs, outcomes)))
 
     @staticmethod
-    def _on_report(run: Coordinator, job: Job) -> ReportHook:
+    def _on_report(source: TrialSource, job: Job) -> ReportHook:
         def on_report(epoch: int, metrics: dict[str, float], timing: EpochTiming) -> str | None:
-            return run.report(job, epoch, metrics, timing.seconds, timing.iterations)
+            return source.report(job, epoch, metrics, timing.seconds, timing.iterations)
 
         return on_report
 
     @staticmethod
-    def _batch(run: Coordinator, jobs: list[Job]) -> ReportsHook:
+    def _batch(source: TrialSource, by_number: dict[int, Job]) -> ReportsHook:
         """The population's shared hook: every member's report of an epoch to the coordinator at once."""
-        by_number = {job.number: job for job in jobs}
 
         def on_reports(entries: list[tuple[int, int, dict[str, float], EpochTiming]]) -> list[str | None]:
-            return run.report_many([(by_number[n], epoch, m, t.seconds, t.iterations) for n, epoch, m, t in entries])
+            return source.report_many([(by_number[n], epoch, m, t.seconds, t.iterations) for n, epoch, m, t in entries])
 
         return on_reports

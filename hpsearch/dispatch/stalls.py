@@ -1,5 +1,6 @@
-"""Stalled trials: the pool's measure of its stage's epochs, and which worker's trials went silent past
-the stall rule (limits.stall_limit: the rule, its defaults and what it does without a basis).
+"""Overdue trials (past the trial timeout) and stalled ones: the pool's measure of its stage's epochs,
+and which worker's trials went silent past the stall rule (limits.stall_limit: the rule, its defaults
+and what it does without a basis).
 
 The pool tells `StallWatch` each report it hears (`heard`: the gap since the worker's last report, or
 since its trials started, is one epoch) and each completed trial's duration (`completed`); `reason`
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from hpsearch.dispatch.handle import WorkerHandle
 
 WINDOW = 256  # the latest epochs (and trials) the medians are taken over: a stage's pace, kept current
+TIMEOUT_REASON = "timeout"  # a trial that ran past the trial timeout
 RECOMPUTE_S = 1.0  # the limit is worked out again at most this often (a median per message would cost)
 
 
@@ -52,3 +54,23 @@ class StallWatch:
         if self._limit is None or silent <= self._limit.seconds:
             return None
         return stall_reason(silent, self._limit)
+
+    def overdue(self, workers: list[WorkerHandle]) -> list[tuple[WorkerHandle, str]]:
+        """The workers whose trials ran past their deadline (the trial timeout: reason `timeout`) or went
+        silent past the stall rule (`stalled: ...`), with the reason; idle or K-measuring ones never."""
+        now, found = time.monotonic(), []
+        for w in workers:
+            if not w.jobs or None in w.jobs.values():  # idle, or measuring K (it reports nothing meanwhile)
+                continue
+            timed_out = w.deadline is not None and now >= w.deadline
+            if (reason := TIMEOUT_REASON if timed_out else self.reason(w, now)) is not None:
+                found.append((w, reason))
+        return found
+
+    @staticmethod
+    def wait_time(workers: list[WorkerHandle], longest: float) -> float:
+        """How long the pool may wait for a message: until the nearest trial deadline, at most `longest`."""
+        deadlines = [w.deadline for w in workers if w.jobs and w.deadline is not None]
+        if not deadlines:
+            return longest
+        return min(max(min(deadlines) - time.monotonic(), 0.0), longest)

@@ -11,24 +11,11 @@ on or stop); without one it applies the divergence rule itself
 stop the coordinator sent meanwhile (a trial failed elsewhere) at its next
 report: a short trial pays no round trip per epoch.
 
-Messages (pickled tuples), coordinator -> worker:
-    ("trial", TrialRecord, replies)      one trial to run; replies: whether to wait for an answer to each report
-    ("population", [TrialRecord, ...], replies)   K trials to train together (the workload's fn.population)
-    ("choose_k", params)                 measure the best population size (--population auto)
-    ("reply", reason | None)             answer to a report (("replies", [...]) to a population's)
-    ("stops", {number: reason})          stop these trials (to a worker that does not wait for replies)
-    ("drop", number)                     forget the queued trial `number`, not started: another worker runs it
-A "trial" may come while the one before still trains (short trials: the pool queues the next one,
-so no round trip separates them); it waits in the Inbox until that one is done. Before it starts a
-trial the worker reads every message that has arrived, so a drop sent before then is never missed.
-worker -> coordinator:
-    ("ready", pid, has_population)       workload loaded, waiting for trials
-    ("started", number)                  it starts this trial now (a dropped one it started already: the
-                                         pool ends this worker, whose copy of it counts for nothing)
-    ("load_failed", message)             the workload cannot be imported
-    ("k", K, "1: 12.0/s, 2: 20.1/s, ...")  the measured population size
-    ("report", number, epoch, metrics, epoch_seconds, iterations)   one per member and epoch
-    ("done", number, TrialOutcome)       one per member
+Messages: every kind, both directions, is a dataclass in messages.py. A `Trial` may come while the
+one before still trains (short trials: the pool queues the next one, so no round trip separates them);
+it waits in the Inbox until that one is done. Before it starts a trial the worker reads every message
+that has arrived, so a `Drop` sent before then is never missed; it says `Started` as it starts each.
+Trials run with the one runner (runner.py) that the inline executor uses too.
 The worker exits when the connection closes (skipping the interpreter's slow
 teardown of torch: see _exit).
 
@@ -49,6 +36,7 @@ too (which saves the log's head and latest tail), before it dies.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -57,17 +45,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TypeVar
 
+from hpsearch.dispatch import messages as msg
+from hpsearch.dispatch.runner import TrialRunner
 from hpsearch.divergence import DivergenceCheck
 from hpsearch.errors import WorkloadError
 from hpsearch.procs import end_group_members, end_started, group_members, parent_death_signal
 from hpsearch.workloads import logbound
-from hpsearch.workloads.api import EpochTiming, ReportsHook, TrialContext, TrialOutcome, TrialRecord
-from hpsearch.workloads.capture import run_captured
-from hpsearch.workloads.function import run_trial
-from hpsearch.workloads.loader import load_workload
+from hpsearch.workloads.api import EpochTiming, ReportHook, ReportsHook, TrialRecord
 
+R = TypeVar("R", msg.Reply, msg.Replies)  # an answer the worker waits for
 PARENT_POLL_S = 1.0  # how soon a worker notices its coordinator vanished, where prctl is unavailable
 CHILD_GRACE_S = 1.0  # after a trial, what it started gets this long between SIGTERM and SIGKILL
 
@@ -80,62 +68,49 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent(int(parent))
     conn = Inbox(Connection(int(fd)))
     try:
-        fn = load_workload(workload)
+        runner = TrialRunner(workload, device)
     except WorkloadError as e:
-        conn.send(("load_failed", e.template))  # the coordinator renders its settings
+        conn.send(msg.LoadFailed(e.template))  # the coordinator renders its settings
         return 2
     if "torch" in sys.modules:  # OMP_NUM_THREADS covers a workload that imports torch later
         sys.modules["torch"].set_num_threads(int(threads))
-    from hpsearch.workloads.population import choose_population_size, population_entry
-
-    entry = population_entry(fn)
     own = set(group_members(os.getpid()) or ())  # processes the workload started on import stay
-    conn.send(("ready", os.getpid(), entry is not None))
+    conn.send(msg.Ready(os.getpid(), runner.entry is not None))
+    # Nothing a trial started outlives it (inside the capture: their last words go to its log).
+    after = functools.partial(end_group_members, CHILD_GRACE_S, spare=own)
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):
             return 0
-        kind = message[0]
-        if kind == "choose_k" and entry is not None:
-            choice = choose_population_size(entry, message[1], device)
-            rates = ", ".join(f"{k}: {rate:.1f}/s" for k, rate in choice.throughput.items())
-            conn.send(("k", choice.k, f"{rates}; {choice.stopped_because}"))
-            continue
-        if kind not in ("trial", "population"):
-            continue
-        records: list[TrialRecord] = [message[1]] if kind == "trial" else message[1]
-        replies = bool(message[2]) if len(message) > 2 else True
-        if kind == "trial":
-            try:
-                conn.send(("started", records[0].number))
-            except OSError:
-                return 0
-        together = entry if kind == "population" else None
-        batch = _batch(conn, replies) if together is not None else None
-        contexts = [_context(conn, record, device, replies, batch) for record in records]
-        outcomes = run_captured(records, True, lambda: _train(fn, together, contexts, own))  # noqa: B023 - called now, in this loop
-        try:
-            if together is not None:  # a population's endings in one message (one storage write)
-                conn.send(("done_all", [(ctx.number, outcome) for ctx, outcome in zip(contexts, outcomes)]))
-            else:
-                for ctx, outcome in zip(contexts, outcomes):
-                    conn.send(("done", ctx.number, outcome))
-        except OSError:
-            return 0
+        match message:
+            case msg.ChooseK(params) if runner.entry is not None:
+                choice = runner.choose_k(params)
+                rates = ", ".join(f"{k}: {rate:.1f}/s" for k, rate in choice.throughput.items())
+                conn.send(msg.Chosen(choice.k, f"{rates}; {choice.stopped_because}"))
+            case msg.Trial(record, replies):
+                try:
+                    conn.send(msg.Started(record.number))
+                except OSError:
+                    return 0
+                [outcome] = runner.run([record], _hook(conn, replies), after=after, fd_level=True)
+                if not _send(conn, msg.Done(record.number, outcome)):
+                    return 0
+            case msg.Population(records, replies):
+                batch = _batch(conn, replies)
+                outcomes = runner.run(records, _hook(conn, replies), batch, fd_level=True, after=after)
+                ended = [msg.Done(r.number, outcome) for r, outcome in zip(records, outcomes)]
+                if not _send(conn, msg.DoneAll(ended)):  # a population's endings in one message (one write)
+                    return 0
 
 
-def _train(fn: Callable[..., Any], together: Any, contexts: list[TrialContext], own: set[int]) -> list[TrialOutcome]:
-    """Run one trial, or a population with the entry point `together`; then end what they started."""
-    from hpsearch.workloads.population import run_population
-
-    if together is None:
-        outcomes = [run_trial(fn, ctx, ctx.record.metric) for ctx in contexts]
-    else:
-        outcomes = run_population(together, contexts, contexts[0].record.metric)
-    # Nothing a trial started outlives it (inside the capture: their last words go to its log).
-    end_group_members(CHILD_GRACE_S, spare=own)
-    return outcomes
+def _send(conn: Inbox, message: msg.FromWorker) -> bool:
+    """Send; False when the coordinator is gone."""
+    try:
+        conn.send(message)
+    except OSError:
+        return False
+    return True
 
 
 class Inbox:
@@ -145,12 +120,12 @@ class Inbox:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.kept: deque[Any] = deque()
+        self.kept: deque[msg.ToWorker] = deque()
 
-    def send(self, message: Any) -> None:
+    def send(self, message: msg.FromWorker) -> None:
         self.conn.send(message)
 
-    def recv(self) -> Any:
+    def recv(self) -> msg.ToWorker:
         """The main loop's next message (a trial, a population, choose_k), kept or new; every message that
         has arrived is read first, so a trial dropped before this call is never returned."""
         while True:
@@ -160,48 +135,50 @@ class Inbox:
                 return self.kept.popleft()
             self.set_aside(self.conn.recv())
 
-    def arrived(self, wait: bool = False) -> Any:
+    def arrived(self, wait: bool = False) -> msg.ToWorker | None:
         """The next message from the connection itself (not one kept); None if none is waiting, unless `wait`."""
         return self.conn.recv() if wait or self.conn.poll() else None
 
-    def set_aside(self, message: Any) -> None:
+    def set_aside(self, message: msg.ToWorker) -> None:
         """A message met while looking for another kind: a trial (queued behind the running one) is kept
         for the next `recv`; a drop removes the kept trial it names; anything else (a stray stop or reply)
         is dropped."""
-        if message[0] in ("trial", "population", "choose_k"):
-            self.kept.append(message)
-        elif message[0] == "drop":
-            self.kept = deque(m for m in self.kept if not (m[0] == "trial" and m[1].number == message[1]))
+        match message:
+            case msg.Trial() | msg.Population() | msg.ChooseK():
+                self.kept.append(message)
+            case msg.Drop(number):
+                self.kept = deque(m for m in self.kept if not (isinstance(m, msg.Trial) and m.record.number == number))
 
 
-def _context(
-    conn: Inbox, record: TrialRecord, device: str, replies: bool, batch: ReportsHook | None = None
-) -> TrialContext:
-    """The trial object a workload sees; its reports travel to the coordinator. replies: wait for its
-    answer (go on / stop) to each; else decide by the divergence rule here and read stops sent meanwhile.
-    `batch`: the population's shared hook for all its members' reports of an epoch."""
-    check = DivergenceCheck()
+def _hook(conn: Inbox, replies: bool) -> Callable[[TrialRecord], ReportHook]:
+    """Each trial's report hook: its reports travel to the coordinator. replies: wait for its answer (go
+    on / stop) to each; else decide by the divergence rule here and read stops sent meanwhile."""
 
-    def on_report(epoch: int, metrics: dict[str, float], timing: EpochTiming) -> str | None:
-        conn.send(("report", record.number, epoch, metrics, timing.seconds, timing.iterations))
-        if replies:
-            return _reply(conn, "reply")
-        return check(metrics) or _stops(conn).get(record.number)
+    def for_record(record: TrialRecord) -> ReportHook:
+        check = DivergenceCheck()
 
-    return TrialContext.open(record, device, on_report, on_reports=batch)
+        def on_report(epoch: int, metrics: dict[str, float], timing: EpochTiming) -> str | None:
+            conn.send(msg.Report(record.number, epoch, metrics, timing.seconds, timing.iterations))
+            if replies:
+                return _reply(conn, msg.Reply).reason
+            return check(metrics) or _stops(conn).get(record.number)
+
+        return on_report
+
+    return for_record
 
 
 def _batch(conn: Inbox, replies: bool) -> ReportsHook:
     """A population's reports of one epoch as one message; the coordinator replies with every reason
-    (or, when it does not reply, each member's divergence is decided here, as in _context)."""
+    (or, when it does not reply, each member's divergence is decided here, as in _hook)."""
     checks: dict[int, DivergenceCheck] = {}
 
     def on_reports(entries: list[tuple[int, int, dict[str, float], EpochTiming]]) -> list[str | None]:
         conn.send(
-            ("reports", [(number, epoch, metrics, t.seconds, t.iterations) for number, epoch, metrics, t in entries])
+            msg.Reports([msg.Report(n, epoch, metrics, t.seconds, t.iterations) for n, epoch, metrics, t in entries])
         )
         if replies:
-            return list(_reply(conn, "replies"))
+            return list(_reply(conn, msg.Replies).reasons)
         stops = _stops(conn)
         return [
             checks.setdefault(number, DivergenceCheck())(metrics) or stops.get(number)
@@ -211,14 +188,15 @@ def _batch(conn: Inbox, replies: bool) -> ReportsHook:
     return on_reports
 
 
-def _reply(conn: Inbox, kind: str) -> Any:
+def _reply(conn: Inbox, kind: type[R]) -> R:
     """The coordinator's answer to the report just sent (a trial queued meanwhile is kept; stray stops,
     none expected, skipped)."""
     while True:
         message = conn.arrived(wait=True)
-        if message[0] == kind:
-            return message[1]
-        conn.set_aside(message)
+        if isinstance(message, kind):
+            return message
+        if message is not None:
+            conn.set_aside(message)
 
 
 def _stops(conn: Inbox) -> dict[int, str]:
@@ -227,8 +205,8 @@ def _stops(conn: Inbox) -> dict[int, str]:
     A trial that arrived (the next one, queued) is kept for the main loop."""
     stops: dict[int, str] = {}
     while (message := conn.arrived()) is not None:
-        if message[0] == "stops":
-            stops.update(message[1])
+        if isinstance(message, msg.Stops):
+            stops.update(message.reasons)
         else:
             conn.set_aside(message)
     return stops

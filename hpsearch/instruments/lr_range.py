@@ -25,6 +25,7 @@ from hpsearch.errors import HpsearchError, SpecError, TrialStopped
 from hpsearch.instruments.probe import WATCH_HINT, base_params, lr_bounds, lr_param, require_training_loop, run_probe
 from hpsearch.space import Range
 from hpsearch.spec import StudySpec, load_spec
+from hpsearch.workloads.api import TrialStatus
 
 START_LR = 1e-7  # far below any useful SGD lr: the loss must look flat here
 END_LR = 10.0  # far above: the loss must blow up before this
@@ -111,10 +112,10 @@ def find_lr_range(
     # A workload may raise on its own when the loss blows up: what was recorded until then still counts.
     result = run_probe(spec, params, 10**6, "lr_find", None, on_watch, on_report, seed, device, allow_fail=True)
     if result.watcher is None or not result.watcher.watches_loss:
-        if result.outcome.state == "fail":
+        if result.outcome.state == TrialStatus.FAIL:
             raise HpsearchError(f"workload {spec.workload} crashed in lr_find mode: {result.outcome.reason}")
         raise HpsearchError(f"lr-find needs the training loss of every step: {WATCH_HINT}")
-    if result.outcome.state == "fail":
+    if result.outcome.state == TrialStatus.FAIL:
         state["stopped"] = f"the workload stopped at lr {lrs[-1] if lrs else start:.3g}: {result.outcome.reason}"
     if len(losses) < 10:
         raise HpsearchError(

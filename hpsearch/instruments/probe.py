@@ -15,7 +15,7 @@ from typing import Any
 from hpsearch.errors import SpecError, WorkloadError
 from hpsearch.space import Param, Range, Space
 from hpsearch.spec import StudySpec
-from hpsearch.workloads.api import ReportHook, TrialContext, TrialOutcome, TrialRecord
+from hpsearch.workloads.api import ReportHook, TrialContext, TrialOutcome, TrialRecord, TrialStatus
 from hpsearch.workloads.function import run_trial
 from hpsearch.workloads.loader import load_workload
 
@@ -102,6 +102,6 @@ def run_probe(
     )
     ctx = TrialContext.open(record, device, on_report, on_watch)
     outcome = run_trial(fn, ctx, spec.metric)
-    if outcome.state == "fail" and not allow_fail:
+    if outcome.state == TrialStatus.FAIL and not allow_fail:
         raise WorkloadError(f"workload {spec.workload} crashed in {mode} mode: {outcome.reason}")
     return ProbeResult(outcome, ctx.watcher)

@@ -31,13 +31,13 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.configs import Config, best_configuration
-from hpsearch.coordinator import stage_flags
 from hpsearch.errors import HpsearchError
-from hpsearch.final import stored_final, summary
 from hpsearch.leaderboard import frame
+from hpsearch.repeats import Config, best_configuration
+from hpsearch.search.coordinator import stage_flags
+from hpsearch.search.final import stored_final, summary
 from hpsearch.space import fmt
-from hpsearch.storage import StageInfo, Store, results_dir
+from hpsearch.store.storage import StageInfo, Store, results_dir
 from hpsearch.trials import CURVES_ATTR, LOG_TAIL_ATTR, REASON_ATTR, REPEAT_ATTR, ranked_trials, trial_attr
 
 REPORT_FILE = "report.html"
@@ -236,7 +236,7 @@ def _failed_section(trials: Sequence[FrozenTrial]) -> str:
 
 def _plan(store: Store, info: StageInfo) -> dict[str, int] | None:
     """The plan `search` left on a stage (recipe.PLAN_ATTR); None for a stage run by `coarse` or `refine`."""
-    from hpsearch.recipe import PLAN_ATTR
+    from hpsearch.search.recipe import PLAN_ATTR
 
     plan = store.study(info).user_attrs.get(PLAN_ATTR)
     return plan if isinstance(plan, dict) else None

@@ -20,7 +20,7 @@ from hpsearch.space import fmt
 
 if TYPE_CHECKING:
     from hpsearch.instruments.lr_range import LrRange
-    from hpsearch.storage import Store
+    from hpsearch.store.storage import Store
 
 Row = Mapping[Hashable, Any]  # a leaderboard row, as pandas' to_dict("records") gives it
 DPI = 100

@@ -16,6 +16,7 @@ into the object the workload sees. The ending comes back as a TrialOutcome.
 
 from __future__ import annotations
 
+import enum
 import time
 import traceback
 from collections.abc import Callable
@@ -236,11 +237,20 @@ def report_together(
     return hook(entries)
 
 
+class TrialStatus(enum.StrEnum):
+    """How one trial ended, as its workload's run tells it (Optuna's TrialState is what storage keeps).
+    A StrEnum: str() and f-strings give the value ('complete'), so messages and stored text read as before."""
+
+    COMPLETE = "complete"
+    PRUNED = "pruned"
+    FAIL = "fail"
+
+
 @dataclass
 class TrialOutcome:
-    """How one trial ended: state is 'complete', 'pruned' or 'fail'."""
+    """How one trial ended: its TrialStatus, with the metrics, or the reason it was pruned or failed."""
 
-    state: str
+    state: TrialStatus
     metrics: dict[str, float] = field(default_factory=dict)
     reason: str = ""
     curves: dict[str, list[float]] = field(default_factory=dict)
@@ -255,10 +265,10 @@ def result_outcome(result: Any, metric: str, curves: dict[str, list[float]], dur
     try:
         metrics = normalize_result(result, metric)
     except ValueError as e:
-        return TrialOutcome("fail", {}, str(e), curves, duration_s)
+        return TrialOutcome(TrialStatus.FAIL, {}, str(e), curves, duration_s)
     if final_value_diverged(metrics.get(metric)):
-        return TrialOutcome("pruned", metrics, DIVERGED, curves, duration_s)
-    return TrialOutcome("complete", metrics, "", curves, duration_s)
+        return TrialOutcome(TrialStatus.PRUNED, metrics, DIVERGED, curves, duration_s)
+    return TrialOutcome(TrialStatus.COMPLETE, metrics, "", curves, duration_s)
 
 
 def as_number(value: Any) -> float:

@@ -40,8 +40,8 @@ from typing import Any
 
 from hpsearch.errors import TrialFailed
 from hpsearch.procs import end_group, spawn
-from hpsearch.workload import PYTHON_NAMES, render
 from hpsearch.workloads.api import SPLIT_LABEL, TrialContext, as_number, wrong_split
+from hpsearch.workloads.spec import PYTHON_NAMES, render
 
 STOP_GRACE_S = 1.0  # a stopped script gets this long between SIGTERM and SIGKILL
 POLL_S = 0.05  # how often the reader looks whether the script exited while a child keeps its pipes open

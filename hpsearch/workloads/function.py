@@ -11,24 +11,24 @@ from collections.abc import Callable
 from typing import Any
 
 from hpsearch.errors import TrialFailed, TrialStopped
-from hpsearch.workloads.api import TrialContext, TrialOutcome, exception_reason, result_outcome
+from hpsearch.workloads.api import TrialContext, TrialOutcome, TrialStatus, exception_reason, result_outcome
 
 
 def run_trial(fn: Callable[[TrialContext], Any], ctx: TrialContext, metric: str) -> TrialOutcome:
     """Run `fn(ctx)` and classify the ending. KeyboardInterrupt propagates (the caller records it)."""
     start = time.perf_counter()
 
-    def outcome(state: str, metrics: dict[str, float] | None = None, reason: str = "") -> TrialOutcome:
+    def outcome(state: TrialStatus, metrics: dict[str, float] | None = None, reason: str = "") -> TrialOutcome:
         return TrialOutcome(state, metrics or {}, reason, ctx.curves, time.perf_counter() - start)
 
     try:
         result = fn(ctx)
     except TrialStopped as stop:
-        return outcome("pruned", reason=stop.reason)
+        return outcome(TrialStatus.PRUNED, reason=stop.reason)
     except TrialFailed as failed:
-        return outcome("fail", reason=failed.reason)
+        return outcome(TrialStatus.FAIL, reason=failed.reason)
     except Exception as e:  # a crashing trial is a result, not the end of the search
-        return outcome("fail", reason=exception_reason(e))
+        return outcome(TrialStatus.FAIL, reason=exception_reason(e))
     finally:
         ctx.close()
     return result_outcome(result, metric, ctx.curves, time.perf_counter() - start)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.errors import WorkloadError
-from hpsearch.workload import Workload
 from hpsearch.workloads.api import exception_reason
+from hpsearch.workloads.spec import Workload
 
 
 def check_workload(module: str, function: str) -> None:

@@ -44,8 +44,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpsearch.workload import OPTIMIZERS, ModelSpec
 from hpsearch.workloads.population import as_members
+from hpsearch.workloads.spec import OPTIMIZERS, ModelSpec
 
 EVAL_CHUNK = 4096  # examples per forward pass when evaluating (bounds memory on large splits)
 SPLITS = ("train", "val", "test")

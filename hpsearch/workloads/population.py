@@ -37,6 +37,7 @@ from hpsearch.workloads.api import (
     TrialContext,
     TrialOutcome,
     TrialRecord,
+    TrialStatus,
     exception_reason,
     report_together,
     result_outcome,
@@ -193,13 +194,13 @@ def run_population(pop_fn: PopulationFn, contexts: Sequence[TrialContext], metri
 def _member_outcome(
     member: Member, ctx: TrialContext, result: Any, crash: str, metric: str, duration: float
 ) -> TrialOutcome:
-    def outcome(state: str, metrics: dict[str, float] | None = None, reason: str = "") -> TrialOutcome:
+    def outcome(state: TrialStatus, metrics: dict[str, float] | None = None, reason: str = "") -> TrialOutcome:
         return TrialOutcome(state, metrics or {}, reason, ctx.curves, duration)
 
     if member.stopped is not None:
-        return outcome("pruned", reason=member.stopped)
+        return outcome(TrialStatus.PRUNED, reason=member.stopped)
     if crash:
-        return outcome("fail", reason=crash)
+        return outcome(TrialStatus.FAIL, reason=crash)
     return result_outcome(result, metric, ctx.curves, duration)
 
 

@@ -35,13 +35,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hpsearch.configs import Config, difference_noise, noise_sd, ranked_configs
 from hpsearch.direction import Direction
 from hpsearch.errors import HpsearchError
+from hpsearch.repeats import Config, difference_noise, noise_sd, ranked_configs
+from hpsearch.search.stages import plan_refine, run_stage, stage_complete, start_coarse
 from hpsearch.space import Range, Space
 from hpsearch.spec import StudySpec
-from hpsearch.stages import plan_refine, run_stage, stage_complete, start_coarse
-from hpsearch.storage import StageInfo, Store
+from hpsearch.store.storage import StageInfo, Store
 from hpsearch.strategy import Strategy
 from hpsearch.trials import REPEAT_ATTR, derive_seed, point_key, spent_epochs, trial_params
 

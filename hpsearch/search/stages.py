@@ -21,13 +21,14 @@ from typing import Any
 from optuna.trial import TrialState
 
 from hpsearch.border import BorderFlag, check_borders
-from hpsearch.configs import ranked_configs
-from hpsearch.coordinator import Coordinator, Listener, StageResult
 from hpsearch.errors import HpsearchError, SpecError, StageExists, StageFailed
-from hpsearch.liveness import owner_tag
 from hpsearch.refine import derive_space, plan_widening
+from hpsearch.repeats import ranked_configs
+from hpsearch.search.coordinator import Coordinator, Listener, StageResult
+from hpsearch.search.ledger import Ledger
+from hpsearch.search.liveness import owner_tag
 from hpsearch.spec import StudySpec, check_stage
-from hpsearch.storage import StageInfo, Store, transient_errors
+from hpsearch.store.storage import StageInfo, Store, transient_errors
 from hpsearch.strategy import Strategy
 from hpsearch.trials import (
     CARRIED_ATTR,
@@ -36,7 +37,6 @@ from hpsearch.trials import (
     counts,
     derive_seed,
     point_key,
-    spent_epochs,
     trial_params,
 )
 
@@ -212,11 +212,7 @@ def enqueue_grid(store: Store, info: StageInfo) -> int:
 
 def stage_complete(store: Store, info: StageInfo) -> bool:
     """Whether a stage is done: it has its trials, or its budget has no room for one more trial."""
-    trials = store.trials(info)
-    if counts(trials, info.settings.strategy)[0] >= info.settings.target(info.space):
-        return True
-    budget = info.settings.budget
-    return budget is not None and spent_epochs(trials, info.settings.epochs) + info.settings.epochs > budget
+    return Ledger.of(info, store.trials(info)).complete
 
 
 def stage_progress(store: Store, info: StageInfo) -> tuple[int, int]:
@@ -259,9 +255,9 @@ def run_stage(
         raise
     finally:
         run.close()
-    if run.failures and run.completed_now == 0:
+    if (failures := run.ledger.failures) and run.ledger.completed_now == 0:
         raise StageFailed(
-            f"every trial of stage {info.name} failed ({len(run.failures)} tried): {failure_summary(run.failures)}"
+            f"every trial of stage {info.name} failed ({len(failures)} tried): {failure_summary(failures)}"
         )
     return run.result()
 

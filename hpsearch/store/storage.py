@@ -44,12 +44,12 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch import optuna_compat as compat
 from hpsearch.errors import StageNotFound, StorageError, StudyNotFound
-from hpsearch.journal import RepairingJournalBackend
-from hpsearch.passwords import mask_url
 from hpsearch.space import Space
 from hpsearch.spec import StageSpec, StudySpec
+from hpsearch.store import optuna_compat as compat
+from hpsearch.store.journal import RepairingJournalBackend
+from hpsearch.store.passwords import mask_url
 from hpsearch.strategy import Strategy
 from hpsearch.trials import counts
 

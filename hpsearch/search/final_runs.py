@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import DispatchError, TrialFailed, WorkloadError
-from hpsearch.workloads.api import SPLIT_LABEL, TrialContext, TrialRecord, wrong_split
+from hpsearch.workloads.api import SPLIT_LABEL, TrialContext, TrialRecord, TrialStatus, wrong_split
 
 if TYPE_CHECKING:
     from hpsearch.dispatch.plan import WorkerSlot
-    from hpsearch.workload import Workload
+    from hpsearch.workloads.spec import Workload
 
 THIS_PROCESS = "this process"
 
@@ -57,10 +57,10 @@ class SeedRun:
 
 @dataclass
 class SeedResult:
-    """How a run ended (state 'complete', 'pruned' or 'fail'), with a model workload's TestRun in `kept`."""
+    """How a run ended (its TrialStatus), with a model workload's TestRun in `kept`."""
 
     run: SeedRun
-    state: str
+    state: TrialStatus
     metrics: dict[str, float]
     reason: str
     duration_s: float
@@ -160,7 +160,7 @@ def run_one(fn: Callable[..., Any], run: SeedRun, device: str, fd_level: bool = 
         fn.kept = None
     ctx = _TestContext.open(run.record, device)
     [outcome] = run_captured([run.record], fd_level, lambda: [run_trial(_split_checked(fn), ctx, run.record.metric)])
-    kept = getattr(fn, "kept", None) if outcome.state == "complete" else None
+    kept = getattr(fn, "kept", None) if outcome.state == TrialStatus.COMPLETE else None
     return SeedResult(run, outcome.state, outcome.metrics, outcome.reason, outcome.duration_s, outcome.log, kept)
 
 
@@ -274,7 +274,7 @@ class _Worker:
         run, self.run = self.run, None
         assert run is not None
         self.conn.close()
-        return SeedResult(run, "fail", {}, f"its process died ({how})", time.perf_counter() - self.started)
+        return SeedResult(run, TrialStatus.FAIL, {}, f"its process died ({how})", time.perf_counter() - self.started)
 
     def stop(self) -> None:
         """Close its connection (it exits) and make sure it is gone."""

@@ -45,14 +45,15 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from hpsearch.configs import best_configuration, ranked_configs
 from hpsearch.direction import Direction
 from hpsearch.errors import HpsearchError
-from hpsearch.storage import FINAL_STUDY, LOGS_DIR, StageInfo, Store, results_dir
+from hpsearch.repeats import best_configuration, ranked_configs
+from hpsearch.store.storage import FINAL_STUDY, LOGS_DIR, StageInfo, Store, results_dir
 from hpsearch.trials import derive_seed
+from hpsearch.workloads.api import TrialStatus
 
 if TYPE_CHECKING:
-    from hpsearch.final_runs import Progress, SeedResult
+    from hpsearch.search.final_runs import Progress, SeedResult
 
 FINAL_ATTR = "hpsearch_final"  # the stored result, on the `<name>.final` Optuna study
 WEIGHTS_FILE = "best.pt"
@@ -110,7 +111,7 @@ def final(
     cannot be told the split, FinalRefused when every run failed (e.g. a model workload's data()
     has no test split, or the workload reported evaluating on validation).
     """
-    from hpsearch.final_runs import RunsPlanned, SeedRun, plan_processes, run_seeds
+    from hpsearch.search.final_runs import RunsPlanned, SeedRun, plan_processes, run_seeds
     from hpsearch.workloads.api import TrialRecord
 
     stored = stored_final(store)
@@ -198,8 +199,8 @@ def _collect(
         failed, kept = [], []
         for result in (r for r in results if r.run.rank == rank):
             value, seed = result.metrics.get(metric), result.run.record.seed
-            if result.state != "complete" or value is None or not math.isfinite(value):
-                failed.append({"seed": seed, "reason": result.reason or result.state})
+            if result.state != TrialStatus.COMPLETE or value is None or not math.isfinite(value):
+                failed.append({"seed": seed, "reason": result.reason or str(result.state)})  # stored: its text
                 continue
             done.append({"seed": seed, "value": value, "metrics": result.metrics})
             if result.kept is not None:
@@ -227,7 +228,7 @@ def _collect(
 
 def _check_split_known(stage: StageInfo, split_from_env: bool) -> None:
     """Refuse a command that cannot be told to evaluate on the test split (it would test on validation)."""
-    from hpsearch.workload import placeholders, resolve
+    from hpsearch.workloads.spec import placeholders, resolve
 
     command = stage.spec.workload.command
     if not command or split_from_env:

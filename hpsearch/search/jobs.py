@@ -1,4 +1,5 @@
-"""What the coordinator hands an executor (`Job`: one trial) and what progress displays hear (`TrialEvent`)."""
+"""What the coordinator answers an executor's "what now?" with (`Job`s to run, `Wait` or `Stop`), and
+what progress displays hear (`TrialEvent`)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,25 @@ class Job(RecordFields):
         for value, epoch in held:
             self.trial.report(value, epoch)
         self.written = time.perf_counter()
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Nothing to start now, but the stage is not over: trials other coordinators run may still fail and
+    need replacing (or a failed grid point is about to be queued again). Ask again in `seconds`."""
+
+    why: str
+    seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Start no more trials: the stage has its trials, its budget or time is used up, or it is failing."""
+
+    why: str
+
+
+Answer = list[Job] | Wait | Stop  # the coordinator's one answer to "what now?": a non-empty list of jobs to run
 
 
 @dataclass

@@ -24,12 +24,12 @@ from datetime import datetime
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch import optuna_compat as compat
-from hpsearch.storage import heartbeat_settings, transient_errors
+from hpsearch.store import optuna_compat as compat
+from hpsearch.store.storage import heartbeat_settings, transient_errors
 from hpsearch.trials import HEARTBEAT_LOST, INTERRUPTED, OWNER_ATTR, REASON_ATTR
 
 OWNERLESS_GRACE_S = 10.0  # a RUNNING trial still without an owner after this long lost its coordinator at birth
-log = logging.getLogger("hpsearch.coordinator")
+log = logging.getLogger("hpsearch.search.coordinator")
 
 # The coordinators alive in this process (their tokens): a trial owned by this very process whose
 # coordinator is gone (a library caller's earlier run, an interrupted command in a notebook) is stale.

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from optuna.trial import FrozenTrial
 
 from hpsearch.border import BorderFlag
-from hpsearch.storage import StageInfo
+from hpsearch.store.storage import StageInfo
 
 
 @dataclass

@@ -34,7 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch.trials import REASON_ATTR, RETRY_OF_ATTR, RETRYABLE, trial_params
 
 ORPHAN_GRACE_S = 10.0  # a failing coordinator that has not re-queued its point after this long died in between
-log = logging.getLogger("hpsearch.coordinator")
+log = logging.getLogger("hpsearch.search.coordinator")
 
 
 def requeue(study: optuna.Study, number: int, params: dict[str, Any]) -> None:

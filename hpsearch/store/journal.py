@@ -38,9 +38,9 @@ from typing import Any
 from optuna.storages.journal import BaseJournalBackend, JournalFileSymlinkLock
 
 from hpsearch.errors import JournalDamaged, JournalWriteError
-from hpsearch.optuna_compat import journal_record_is_durable
+from hpsearch.store.optuna_compat import journal_record_is_durable
 
-log = logging.getLogger("hpsearch.journal")
+log = logging.getLogger("hpsearch.store.journal")
 TAIL_CHUNK = 1 << 16  # bytes read from the end to find the last whole record
 RECORD_START = b'{"op_code"'  # every Optuna journal record starts so (compact JSON, op_code first)
 
