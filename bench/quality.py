@@ -16,7 +16,7 @@ storage in a temporary folder):
   (f) plain Optuna: random sampler + SuccessiveHalvingPruner (min 1 epoch, reduction 3), to 360 epochs.
 
 Score: the TEST accuracy of the configuration each method ranks first
-(configs.ranked_configs of its last stage; the best completed trial for (f)),
+(repeats.ranked_configs of its last stage; the best completed trial for (f)),
 retrained for 15 epochs with --test-seeds seeds (the same seeds for every
 method) by the built-in workload on its test split (trial.split == "test", as
 `hpsearch final` runs it). The searches never look at the test split. Methods are

@@ -113,7 +113,7 @@ def row_flags(space: Space, params: dict[str, Any]) -> list[str]:
 def check_borders(space: Space, ranked_params: Sequence[dict[str, Any]], top_k: int) -> list[BorderFlag]:
     """Flag each numeric parameter whose best value, or the majority of the top-k, is on a border.
 
-    `ranked_params` are the params of the stage's configurations, best first (configs.ranked_configs:
+    `ranked_params` are the params of the stage's configurations, best first (repeats.ranked_configs:
     a configuration re-run with other seeds counts once, by its mean).
     """
     if not ranked_params:

@@ -167,7 +167,7 @@ def border_sides(df: pd.DataFrame) -> list[dict[str, str]]:
     return [dict(flags.get(label, {})) for label in df.index]
 
 
-REPEAT_COLUMNS = ("runs", "mean", "spread")  # of the trial's configuration, where a stage re-ran some (configs.py)
+REPEAT_COLUMNS = ("runs", "mean", "spread")  # of the trial's configuration, where a stage re-ran some (repeats.py)
 
 
 def _repeats(
@@ -255,7 +255,7 @@ class StageSummary:
     complete: int
     failed: int
     metric: str
-    best: float | None  # the mean of the stage's best configuration (configs.ranked_configs)
+    best: float | None  # the mean of the stage's best configuration (repeats.ranked_configs)
 
 
 def study_summaries(directory: str | Path | None = None, url: str | None = None) -> list[StageSummary]:

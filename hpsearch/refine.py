@@ -73,7 +73,7 @@ _TOWARD = {"low": "downward", "high": "upward"}
 
 def stage_flags(info: Any, trials: Sequence[FrozenTrial]) -> list[BorderFlag]:
     """A stage's border flags (info: a storage.StageInfo): its own space and top_k, over its
-    configurations ranked best first (a configuration and its re-runs count once: configs.ranked_configs,
+    configurations ranked best first (a configuration and its re-runs count once: repeats.ranked_configs,
     the ranking refine narrows by), each saying what refine will do on that side (plan_widening)."""
     ranked = ranked_configs(trials, info.spec.direction)
     return plan_widening(info.space, check_borders(info.space, [c.params for c in ranked], info.settings.top_k))

@@ -31,7 +31,7 @@ from hpsearch.trials import point_key
 
 
 @dataclass
-class Config:
+class Configuration:
     """One configuration of a stage: its params and the completed trials that ran it."""
 
     params: dict[str, Any]
@@ -72,16 +72,16 @@ class Config:
         )
 
 
-def group_configs(trials: Sequence[FrozenTrial]) -> list[Config]:
+def group_configs(trials: Sequence[FrozenTrial]) -> list[Configuration]:
     """Completed trials with a finite value grouped by params, in order of each config's first trial."""
-    configs: dict[tuple[tuple[str, str], ...], Config] = {}
+    configs: dict[tuple[tuple[str, str], ...], Configuration] = {}
     for t in sorted(trials, key=lambda t: t.number):
         if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value):
-            configs.setdefault(point_key(t.params), Config(dict(t.params))).trials.append(t)
+            configs.setdefault(point_key(t.params), Configuration(dict(t.params))).trials.append(t)
     return list(configs.values())
 
 
-def noise_sd(configs: Sequence[Config]) -> float | None:
+def noise_sd(configs: Sequence[Configuration]) -> float | None:
     """The pooled within-configuration standard deviation (None when no configuration has repeats)."""
     dof = sum(c.n - 1 for c in configs)
     if dof == 0:
@@ -89,7 +89,7 @@ def noise_sd(configs: Sequence[Config]) -> float | None:
     return math.sqrt(sum((c.n - 1) * c.spread**2 for c in configs if c.spread is not None) / dof)
 
 
-def ranked_configs(trials: Sequence[FrozenTrial], direction: Direction | str) -> list[Config]:
+def ranked_configs(trials: Sequence[FrozenTrial], direction: Direction | str) -> list[Configuration]:
     """The configurations of one stage, best first by their shrunk mean (module docstring); ties keep
     the order of their first trial."""
     configs = group_configs(trials)
@@ -114,14 +114,3 @@ def ranked_configs(trials: Sequence[FrozenTrial], direction: Direction | str) ->
 def difference_noise(sd: float | None, n_a: int, n_b: int) -> float:
     """The standard error of the difference of two means of n_a and n_b runs (0 when sd is unknown)."""
     return 0.0 if sd is None else sd * math.sqrt(1 / max(n_a, 1) + 1 / max(n_b, 1))
-
-
-def best_configuration(store: Any) -> tuple[Any, Config] | None:
-    """THE best configuration of a study, the one `search` names, `final` tests and the report heads with:
-    the top of the noise-aware ranking (ranked_configs) in the latest stage that has a completed trial,
-    with that stage (a storage.StageInfo). None when no stage has one. `store` is a storage.Store."""
-    for info in reversed(store.stages()):
-        configs = ranked_configs(store.trials(info), info.spec.direction)
-        if configs:
-            return info, configs[0]
-    return None

@@ -47,7 +47,7 @@ def test_report_best_config_failed_trials_and_many_params(
 ) -> None:
     from optuna.trial import TrialState
 
-    from hpsearch.repeats import best_configuration
+    from hpsearch.search.stages import best_configuration
     from hpsearch.store.storage import Store
     from hpsearch.trials import LOG_TAIL_ATTR, REASON_ATTR
 
@@ -148,8 +148,8 @@ def test_report_headline_is_the_best_configuration_not_a_lucky_run(
     study_file: Callable[..., Path], tmp_path: Path
 ) -> None:
     """The report named one run (0.892) whose re-run scored 0.816, while search said 0.8740 over 2 runs."""
-    from hpsearch.repeats import best_configuration
     from hpsearch.report.html import build_report
+    from hpsearch.search.stages import best_configuration
     from hpsearch.spec import load_spec
     from hpsearch.store.storage import Store
     from hpsearch.trials import ranked_trials

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from dataclasses import replace
 
 from hpsearch.dispatch.handle import WorkerHandle
 from hpsearch.dispatch.plan import AUTO
@@ -28,7 +27,6 @@ class Handout:
     def __init__(self) -> None:
         self.pending: deque[Job] = deque()  # drawn, started nowhere: queued on a worker that died, or taken back
         self.answer: Wait | Stop | None = None  # the source's last answer when it gave no trial
-        self.log_limit = 0  # the bound on a trial log, for new trials' records (TrialLimits.log_limit)
 
     @property
     def stopped(self) -> bool:
@@ -40,12 +38,10 @@ class Handout:
         source: TrialSource,
         workers: list[WorkerHandle],
         population: int | str,
-        log_limit: int,
         timeout: float | None,
     ) -> None:
         """Give each idle worker its trials (K of them: `population`), then queue the next trial behind each
-        short one; new trials' records carry `log_limit`, and their workers' deadlines `timeout`."""
-        self.log_limit = log_limit
+        short one; their workers' deadlines are `timeout`."""
         for w in workers:
             if w.idle:
                 # While one worker measures K (auto), the others train trials one by one meanwhile.
@@ -60,7 +56,7 @@ class Handout:
                 if not (jobs := self._ask(source, 1)):
                     continue
                 with contextlib.suppress(OSError):  # died: the pool hands the queued trial to its successor
-                    w.queue(self._bounded(jobs)[0], replies=source.answers_reports)
+                    w.queue(jobs[0], replies=source.answers_reports)
 
     def _next_for(self, source: TrialSource, workers: list[WorkerHandle], k: int) -> list[Job]:
         """What an idle worker trains next: a trial drawn earlier that no worker started (its worker died, or
@@ -77,7 +73,7 @@ class Handout:
         if overdue:
             return [overdue[0].recall()]
         if jobs := self._ask(source, k):
-            return self._bounded(jobs)
+            return jobs
         return [holders[0].recall()] if holders else []
 
     def _ask(self, source: TrialSource, k: int) -> list[Job]:
@@ -85,12 +81,6 @@ class Handout:
         answer = source.next(k)
         self.answer = None if isinstance(answer, list) else answer
         return answer if isinstance(answer, list) else []
-
-    def _bounded(self, jobs: list[Job]) -> list[Job]:
-        """New trials, their records carrying this run's log bound (the study file's, or the one given)."""
-        for job in jobs:
-            job.record = replace(job.record, log_limit=self.log_limit)
-        return jobs
 
     def _queues(self, source: TrialSource, worker: WorkerHandle, population: int | str) -> bool:
         """Whether `worker` gets its next trial now, behind the one it trains: one by one, its last trial

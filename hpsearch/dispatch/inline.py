@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from hpsearch.dispatch.plan import AUTO, no_population_notice, visible_gpus
@@ -52,7 +51,7 @@ class InlineExecutor:
     ) -> None:
         self.device = device
         self.population = population
-        self.overrides = overrides  # the log bound given for this run (no stall is watched for here)
+        self.overrides = overrides  # the log bound given for this run (no stall is watched for here): run_stage's
         self.notices: list[str] = []
 
     def run(self, source: TrialSource) -> None:
@@ -67,7 +66,6 @@ class InlineExecutor:
         if k == AUTO:  # (no entry point: k is 1 by now)
             k = runner.choose_k(source.space.midpoint()).k
             self.notices.append(f"population: K = {k} (measured)")
-        log_limit = source.limits.with_overrides(self.overrides).log_limit
         while True:
             jobs = source.next(int(k))
             if isinstance(jobs, Stop):
@@ -76,8 +74,6 @@ class InlineExecutor:
                 time.sleep(jobs.seconds)  # other machines' trials may fail and need replacing
                 continue
             by_number = {job.number: job for job in jobs}
-            for job in jobs:
-                job.record = replace(job.record, log_limit=log_limit)
             records = [job.record for job in jobs]
             batch = self._batch(source, by_number) if int(k) > 1 else None  # K > 1: through the population entry
             outcomes = runner.run(records, lambda record: self._on_report(source, by_number[record.number]), batch)  # noqa: B023 - called now

@@ -109,7 +109,7 @@ class PoolExecutor:
 
     def run(self, source: TrialSource) -> None:
         self.workload, self.space = source.workload, source.space
-        self.stalls = StallWatch(source.limits.with_overrides(self.overrides))
+        self.stalls = StallWatch(source.limits)
         self.handout = Handout()
         # Never more workers than trials left to start: each costs a process and its start-up.
         left = max(source.left, 1)
@@ -145,7 +145,7 @@ class PoolExecutor:
             self._enforce_limits(source)
 
     def _hand_out(self, source: TrialSource) -> None:
-        self.handout.run(source, self.workers, self.population, self.stalls.limits.log_limit, self.trial_timeout)
+        self.handout.run(source, self.workers, self.population, self.trial_timeout)
 
     def _on_ready(self, worker: WorkerHandle, has_population: bool) -> None:
         """A worker loaded the workload: settle K (fall back to 1, or have this worker measure it)."""

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from hpsearch.search.jobs import Answer, Job, Stop, Wait
 
 if TYPE_CHECKING:
-    from hpsearch.limits import TrialLimits
+    from hpsearch.limits import LimitOverrides, TrialLimits
     from hpsearch.space import Space
     from hpsearch.workloads.api import TrialOutcome
     from hpsearch.workloads.spec import Workload
 
-__all__ = ["Answer", "Job", "Stop", "TrialSource", "Wait"]
+__all__ = ["Answer", "Executor", "Job", "Stop", "TrialSource", "Wait"]
 
 
 @runtime_checkable
@@ -34,7 +34,8 @@ class TrialSource(Protocol):
 
     @property
     def limits(self) -> TrialLimits:
-        """The study file's stall rule and log bound (an executor applies the overrides it was given)."""
+        """The stage's stall rule and log bound: the study file's, with the executor's overrides applied
+        (every trial's record carries its log bound already)."""
 
     @property
     def metric(self) -> str:
@@ -76,3 +77,16 @@ class TrialSource(Protocol):
 
     def finish_many(self, ended: list[tuple[Job, TrialOutcome]]) -> None:
         """`finish` for several trials (a population's members), in one write."""
+
+
+class Executor(Protocol):
+    """What runs a stage's trials (inline.py, pool.py): handed a TrialSource, it runs trials until Stop."""
+
+    notices: list[str]  # what it decided and the user should hear (the K it measured, workers capped...)
+
+    @property
+    def overrides(self) -> LimitOverrides:
+        """The stall rule's and log bound's settings given for this run, over each study file's."""
+
+    def run(self, source: TrialSource) -> None:
+        """Run the source's trials until it says Stop."""

@@ -1,6 +1,6 @@
 """The study report: one self-contained HTML file (images embedded as base64) per study.
 
-It opens with THE best configuration (configs.best_configuration: the one
+It opens with THE best configuration (stages.best_configuration: the one
 `search` names and `final` tests), described as every command describes it,
 with its stage and trials, as TOML and JSON ready to paste, and the stored result of `hpsearch final`
 (final.py: each tested configuration's test metric, the ensemble's, the
@@ -33,9 +33,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import HpsearchError
 from hpsearch.leaderboard import frame
-from hpsearch.repeats import Config, best_configuration
+from hpsearch.repeats import Configuration
 from hpsearch.search.coordinator import stage_flags
 from hpsearch.search.final import stored_final, summary
+from hpsearch.search.stages import best_configuration
 from hpsearch.space import fmt
 from hpsearch.store.storage import StageInfo, Store, results_dir
 from hpsearch.trials import CURVES_ATTR, LOG_TAIL_ATTR, REASON_ATTR, REPEAT_ATTR, ranked_trials, trial_attr
@@ -99,11 +100,11 @@ def build_report(store: Store, directory: str | Path | None = None, top: int = 1
 
 def _best_section(
     spec: Any,
-    found: tuple[StageInfo, Config] | None,
+    found: tuple[StageInfo, Configuration] | None,
     stages: Sequence[StageInfo],
     trials: Sequence[Sequence[FrozenTrial]],
 ) -> str:
-    """THE best configuration (configs.best_configuration), as `search` and `final` name it: its
+    """THE best configuration (stages.best_configuration), as `search` and `final` name it: its
     describe() line, stage and trials, then its params as TOML and JSON; and, when a single run
     scored better, which one and why it is not the best."""
     out = ["<h2>Best configuration</h2>"]
@@ -133,7 +134,11 @@ def _best_section(
 
 
 def _lucky_run(
-    spec: Any, info: StageInfo, best: Config, stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]]
+    spec: Any,
+    info: StageInfo,
+    best: Configuration,
+    stages: Sequence[StageInfo],
+    trials: Sequence[Sequence[FrozenTrial]],
 ) -> str:
     """A line on the best single run over all stages when it is not one of the best's runs and beat their mean."""
     stage_of = {id(t): s for s, stage_trials in zip(stages, trials) for t in stage_trials}

@@ -22,6 +22,7 @@ from typing import Any
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial
 
+from hpsearch.limits import LimitOverrides
 from hpsearch.pruner import make_pruner
 from hpsearch.refine import stage_flags
 from hpsearch.search.dealer import Dealer
@@ -42,6 +43,7 @@ Report = tuple[Job, int, dict[str, float], float | None, int | None]  # job, epo
 class Coordinator:
     """Hands out one stage's trials on this machine and records how each ended (see the module docstring).
 
+    `overrides` (the run's stall rule and log bound, over the study file's) go into every trial's record.
     `salt` varies the sampler's seed between coordinators joining the same stage, so two machines starting
     together draw different points. No trial starts past `deadline` (time.monotonic) or one that could take
     the stage past its budget of trial-epochs. Call `close` at the end: it stops the heartbeat.
@@ -55,8 +57,10 @@ class Coordinator:
         pruner: str = "none",
         salt: int = 0,
         deadline: float | None = None,
+        overrides: LimitOverrides = LimitOverrides(),
     ) -> None:
         self.info, self.listener, self.pruner = info, listener, pruner
+        self.limits = info.spec.limits.with_overrides(overrides)  # the study file's, the run's overrides applied
         existing = store.trials(info)
         self.ledger = Ledger.of(info, existing, deadline)
         # Seeded by the history too, so a resumed stage draws new points, not the first ones again.
@@ -64,7 +68,7 @@ class Coordinator:
         sampler, epochs = make_sampler(info.settings.strategy, seed), info.settings.epochs
         self.study = store.study(info, sampler=sampler, pruner=make_pruner(pruner, epochs))
         self.token = uuid.uuid4().hex[:12]  # this coordinator, among others in the same process
-        self.dealer = Dealer(store, info, self.study, self.ledger, self.token)
+        self.dealer = Dealer(store, info, self.study, self.ledger, self.token, self.limits.log_limit)
         self.recorder = Recorder(self.study, info)
         self.running: dict[int, Job] = {}
         LIVE_COORDINATORS.add(self.token)
@@ -76,7 +80,6 @@ class Coordinator:
 
     workload = property(lambda self: self.info.spec.workload)
     space = property(lambda self: self.info.space)
-    limits = property(lambda self: self.info.spec.limits)
     metric = property(lambda self: self.info.spec.metric)
     left = property(lambda self: self.ledger.left, doc="trials still to start for the stage's target")
     queueable = property(lambda self: not self.info.settings.strategy.learns, doc="may a trial be drawn early")

@@ -37,8 +37,11 @@ log = logging.getLogger("hpsearch.search.coordinator")
 class Dealer:
     """Deals one stage's trials to one coordinator (`token`), and keeps its `ledger`'s counts read."""
 
-    def __init__(self, store: Store, info: StageInfo, study: optuna.Study, ledger: Ledger, token: str) -> None:
+    def __init__(
+        self, store: Store, info: StageInfo, study: optuna.Study, ledger: Ledger, token: str, log_limit: int
+    ) -> None:
         self.store, self.info, self.study, self.ledger, self.token = store, info, study, ledger, token
+        self.log_limit = log_limit  # the bound on each trial's log: the study file's, or the run's override
         self.grid = info.settings.strategy == Strategy.grid
         self.orphans = Orphans(study, info.name) if self.grid else None
         self.pending_retries = 0  # failed grid points whose re-queue is still to come (retry.py)
@@ -91,7 +94,7 @@ class Dealer:
             metric=info.spec.metric,
             log_path=str(self.logs / f"trial-{trial.number}.log"),
             workdir=info.spec.folder,
-            log_limit=info.spec.limits.log_limit,
+            log_limit=self.log_limit,
         )
 
     def retry(self, number: int, params: dict[str, Any]) -> None:

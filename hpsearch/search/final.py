@@ -1,7 +1,7 @@
 """The end of the recipe: retrain the best configuration with other seeds, test it once, keep the result.
 
 `final` takes the best configurations of the study's latest stage
-(configs.best_configuration: the noise-aware ranking's, in the latest stage with
+(stages.best_configuration: the noise-aware ranking's, in the latest stage with
 a completed trial; the one `search` names and the report heads with), retrains each `seeds`
 times for `epochs` (default: that stage's), in worker processes where the
 machine has room or one after another in this process (final_runs.py: the
@@ -47,7 +47,8 @@ import optuna
 
 from hpsearch.direction import Direction
 from hpsearch.errors import HpsearchError
-from hpsearch.repeats import best_configuration, ranked_configs
+from hpsearch.repeats import ranked_configs
+from hpsearch.search.stages import best_configuration
 from hpsearch.store.storage import FINAL_STUDY, LOGS_DIR, StageInfo, Store, results_dir
 from hpsearch.trials import derive_seed
 from hpsearch.workloads.api import TrialStatus

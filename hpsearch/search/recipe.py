@@ -22,7 +22,7 @@ what the storage holds, so Ctrl-C and the same call continue it:
 The budget counts trial-epochs over every stage (trials.spent_epochs: a
 pruned or failed trial counts the epochs it ran); each stage is created with
 its share as its own `budget`, so the coordinator never starts a trial that
-could take the search past it. Ranking is configs.ranked_configs (means of
+could take the search past it. Ranking is repeats.ranked_configs (means of
 the repeats, shrunk by the measured noise). Pure logic over stages.py and
 the storage: nothing here prints (`say` hears the decision lines).
 """
@@ -37,7 +37,7 @@ from typing import Any
 
 from hpsearch.direction import Direction
 from hpsearch.errors import HpsearchError
-from hpsearch.repeats import Config, difference_noise, noise_sd, ranked_configs
+from hpsearch.repeats import Configuration, difference_noise, noise_sd, ranked_configs
 from hpsearch.search.stages import plan_refine, run_stage, stage_complete, start_coarse
 from hpsearch.space import Range, Space
 from hpsearch.spec import StudySpec
@@ -52,7 +52,7 @@ REPEAT_FRACTION = 0.2  # of a refine stage's trials, kept for re-running its top
 CARRY = 3  # at most this many of the parent's standouts are carried into refine at the new length
 STANDOUT_Z = 2.0  # a configuration stands out when its mean is within this many noise units of the best's
 MIN_REFINE_TRIALS = 3  # a refine stage with room for fewer trials than this is not started
-# The automatic plan (plan_stages; bench/RESULTS.md, "What makes search win"):
+# The automatic plan (plan_stages; `git show 38b1a41:bench/RESULTS.md`, "What makes search win"):
 COARSE_LENGTH = 3  # coarse epochs = refine epochs / this (successive halving's rung below the top)
 COARSE_SHARE = 0.5  # of the budget, for coarse (its trials and their re-runs)
 FIRST_REFINE_SHARE = 0.6  # of what coarse leaves, for refine-1 (the next stages are sized to the rest)
@@ -91,7 +91,7 @@ class Step:
 class SearchResult:
     steps: list[Step] = field(default_factory=list)
     stages: list[StageInfo] = field(default_factory=list)
-    best: Config | None = None  # the best configuration of the last stage
+    best: Configuration | None = None  # the best configuration of the last stage
     timed_out: bool = False
 
 
@@ -182,7 +182,7 @@ def search(
     if note := plan_note(written, spec):
         say(note)
     stage = _coarse(store, spec, given, total)
-    previous: Config | None = None
+    previous: Configuration | None = None
     while True:
         result.stages.append(stage)
         ended = _run_planned(store, stage, executor, listener, pruner, deadline, total)
@@ -230,7 +230,7 @@ def _coarse(store: Store, spec: StudySpec, given: dict[str, Any], total: int) ->
     return info
 
 
-def _next_stage(store: Store, parent: StageInfo, configs: list[Config], left: int) -> StageInfo:
+def _next_stage(store: Store, parent: StageInfo, configs: list[Configuration], left: int) -> StageInfo:
     """A new refine stage after `parent`, sized to what is left of the budget."""
     refine = parent.spec.refine
     trials = min(refine.trials, left // refine.epochs)
@@ -243,7 +243,7 @@ def _next_stage(store: Store, parent: StageInfo, configs: list[Config], left: in
     return info
 
 
-def standouts(configs: list[Config], top_k: int) -> list[Config]:
+def standouts(configs: list[Configuration], top_k: int) -> list[Configuration]:
     """The configurations refine's box is fitted to: those the noise cannot tell from the best (mean
     within STANDOUT_Z standard errors of the difference), at most top_k; the top_k when no noise is measured."""
     sd = noise_sd(configs)
@@ -254,7 +254,7 @@ def standouts(configs: list[Config], top_k: int) -> list[Config]:
     return ([best] + [c for c in close if c is not best])[:top_k]
 
 
-def _decide(store: Store, stage: StageInfo, best: Config, previous: Config | None, left: int, total: int) -> Step:
+def _decide(store: Store, stage: StageInfo, best: Configuration, previous: Configuration | None, left: int, total: int) -> Step:
     stages = store.stages()
     parent = next((s for s in stages if s.name == stage.parent), None)
     sd = noise_sd(ranked_configs(store.trials(stage), stage.spec.direction))
@@ -331,7 +331,7 @@ def confirm(store: Store, info: StageInfo) -> bool:
     return True
 
 
-def stands_out(configs: list[Config], direction: Direction | str) -> bool:
+def stands_out(configs: list[Configuration], direction: Direction | str) -> bool:
     """Whether the best configuration (configs: ranked) stands out from the noise: its mean beyond the
     median configuration's by more than EXPLORE_Z standard errors of the difference. True when no
     noise is measured (nothing to go on)."""

@@ -16,14 +16,14 @@ import random
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optuna.trial import TrialState
 
 from hpsearch.border import BorderFlag, check_borders
 from hpsearch.errors import HpsearchError, SpecError, StageExists, StageFailed
 from hpsearch.refine import derive_space, plan_widening
-from hpsearch.repeats import ranked_configs
+from hpsearch.repeats import Configuration, ranked_configs
 from hpsearch.search.coordinator import Coordinator, Listener, StageResult
 from hpsearch.search.ledger import Ledger
 from hpsearch.search.liveness import owner_tag
@@ -39,6 +39,9 @@ from hpsearch.trials import (
     point_key,
     trial_params,
 )
+
+if TYPE_CHECKING:
+    from hpsearch.dispatch.source import Executor
 
 
 def start_coarse(
@@ -135,7 +138,7 @@ def plan_refine(
 
     A new stage `refine-N` narrows the space around `top` (default: the params
     of the top_k configurations of `source`, the latest stage by default, in
-    configs.ranked_configs' noise-aware order), widened past flagged borders
+    repeats.ranked_configs' noise-aware order), widened past flagged borders
     (checked on the configurations' means), and enqueues `carry` (params) as
     its first trials: the parent's best, re-run at the new length. Its
     seed is the `seed` override, else derived from the parent stage's seed
@@ -223,7 +226,7 @@ def stage_progress(store: Store, info: StageInfo) -> tuple[int, int]:
 def run_stage(
     store: Store,
     info: StageInfo,
-    executor: Any = None,
+    executor: Executor | None = None,
     listener: Listener | None = None,
     pruner: str = "none",
     salt: int = 0,
@@ -232,7 +235,8 @@ def run_stage(
     """Run a stage until it has its number of finished trials; returns every trial and the border flags.
 
     `executor` runs the trials (dispatch.PoolExecutor, or by default
-    dispatch.InlineExecutor: one after another in this process); `pruner` is
+    dispatch.InlineExecutor: one after another in this process), its limit
+    overrides in every trial's record; `pruner` is
     one of pruner.PRUNERS; `salt` varies the sampler seed (see Coordinator); no
     trial starts after `deadline` (time.monotonic()) or past the stage's budget. Other
     coordinators may run the same stage at the same time (see join_stage).
@@ -244,7 +248,7 @@ def run_stage(
         from hpsearch.dispatch.inline import InlineExecutor
 
         executor = InlineExecutor()
-    run = Coordinator(store, info, listener, pruner, salt, deadline)
+    run = Coordinator(store, info, listener, pruner, salt, deadline, executor.overrides)
     try:
         executor.run(run)
     except BaseException:
@@ -279,7 +283,7 @@ def failure_summary(failures: Sequence[str], most: int = 3) -> str:
 def join_stage(
     store: Store,
     stage: str | None = None,
-    executor: Any = None,
+    executor: Executor | None = None,
     listener: Listener | None = None,
     pruner: str = "none",
     deadline: float | None = None,
@@ -298,3 +302,14 @@ def join_stage(
     return run_stage(
         store, info, executor, listener, pruner, zlib.crc32(owner_tag().encode()) % 1_000_000_007, deadline
     )
+
+
+def best_configuration(store: Store) -> tuple[StageInfo, Configuration] | None:
+    """THE best configuration of a study, the one `search` names, `final` tests and the report heads with:
+    the top of the noise-aware ranking (ranked_configs) in the latest stage that has a completed trial,
+    with that stage. None when no stage has one."""
+    for info in reversed(store.stages()):
+        configs = ranked_configs(store.trials(info), info.spec.direction)
+        if configs:
+            return info, configs[0]
+    return None
