@@ -17,7 +17,7 @@ OLDEST_OPTUNA ?= 4.3.0
 OLDEST := $(VENV)/optuna-$(OLDEST_OPTUNA)
 DEMO_DIR ?= demo
 
-.PHONY: install demo test lint bench clean postgres-server browser
+.PHONY: install demo test lint bench clean postgres-server browser slurm-install
 
 # The package's own bytecode, written each time (only what changed is compiled again): the install is
 # editable, and where PYTHONDONTWRITEBYTECODE is set (many containers) Python would otherwise compile
@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[test,examples]"
+	$(BIN)/python -m pip install --quiet -e ".[test,all]"
 	touch $(STAMP)
 
 # The main job on the built-in study, in a fresh results folder each time:
@@ -42,8 +42,9 @@ demo: install
 	@echo "Leaderboard CSV: $(DEMO_DIR)/leaderboard.csv"
 
 # The postgres tests start their own server on loopback; they need Debian's
-# PostgreSQL server binaries (installed here when missing and we may).
-test: install postgres-server browser $(OLDEST)/.installed
+# PostgreSQL server binaries (installed here when missing and we may). The SLURM
+# tests likewise start their own one-node cluster (slurm-install).
+test: install postgres-server slurm-install browser $(OLDEST)/.installed
 	$(BIN)/python -m pytest
 	@echo "== the suite again, on the oldest Optuna that pyproject.toml allows ($(OLDEST_OPTUNA))"
 	PYTHONPATH=$(OLDEST) $(BIN)/python -m pytest -q
@@ -64,6 +65,13 @@ postgres-server:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) ; } || \
 	  echo "warning: no PostgreSQL server binaries; the postgres tests will be skipped (apt-get install postgresql)"
+
+# tests/slurm.py runs a one-node SLURM cluster on loopback (slurmctld, slurmd and munged as root, in a
+# temporary folder): Debian's SLURM 22.05 and MUNGE, installed here when missing and we may.
+slurm-install:
+	@{ PATH="$$PATH:/usr/sbin:/sbin"; command -v slurmctld && command -v slurmd && command -v munged && command -v sbatch; } >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null) ; } || \
+	  echo "warning: no SLURM/MUNGE binaries; the slurm tests will be skipped (apt-get install slurm-wlm munge)"
 
 # The report's phone-width test loads it in a real headless Chromium (Debian's; skipped without it).
 browser:

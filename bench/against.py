@@ -41,6 +41,7 @@ def run(checkout: Path, script: str, args: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("base", help="the commit to compare against (e.g. the previous main)")
+    parser.add_argument("--head", help="a commit to measure instead of this working tree (which may change meanwhile)")
     parser.add_argument("script", help="a script in bench/, e.g. loop.py")
     parser.add_argument("--pick", required=True, help="a regular expression whose first group is a figure")
     parser.add_argument("--rounds", type=int, default=3)
@@ -48,11 +49,13 @@ def main() -> None:
     pick = re.compile(args.pick, re.MULTILINE)
     figures: dict[str, list[list[float]]] = {"base": [], "head": []}
     with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "base"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), args.base], check=True)
+        base, head = Path(tmp) / "base", Path(tmp) / "head" if args.head else ROOT
+        for folder, rev in ((base, args.base), (head, args.head)):
+            if rev:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(folder), rev], check=True)
         try:
             for round_ in range(args.rounds):
-                for name, checkout in (("base", base), ("head", ROOT)):
+                for name, checkout in (("base", base), ("head", head)):
                     out = run(checkout, args.script, rest)
                     found = [float(m.group(1)) for m in pick.finditer(out)]
                     if not found:
@@ -60,8 +63,10 @@ def main() -> None:
                     figures[name].append(found)
                     print(f"round {round_ + 1}, {name}: {' '.join(f'{f:g}' for f in found)}", flush=True)
         finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False)
-    print(f"{args.script} {' '.join(rest)}: median of {args.rounds} rounds, base {args.base} vs this checkout")
+            for folder in (base, head) if args.head else (base,):
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)], check=False)
+    against = args.head or "this working tree"
+    print(f"{args.script} {' '.join(rest)}: median of {args.rounds} rounds, base {args.base} vs {against}")
     print(f"{'figure':>7} {'base':>10} {'head':>10} {'head/base':>10}")
     for i in range(min(len(f) for f in figures["base"] + figures["head"])):
         b = statistics.median(f[i] for f in figures["base"])

@@ -18,7 +18,7 @@ A diverged trial ends PRUNED with the reason `diverged`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 DIVERGED = "diverged"
@@ -50,8 +50,8 @@ def is_finite(value: Any) -> bool:
 class DivergenceCheck:
     """The rule above for one running trial: call it with each epoch's metrics."""
 
-    def __init__(self) -> None:
-        self.first_loss: float | None = None
+    def __init__(self, first_loss: float | None = None) -> None:
+        self.first_loss = first_loss  # given: a resumed run continues its trial's first run
 
     def __call__(self, metrics: Mapping[str, float]) -> str | None:
         """'diverged' when this epoch's metrics show divergence, else None."""
@@ -66,6 +66,13 @@ class DivergenceCheck:
         elif losses[key] > divergence_threshold(self.first_loss):
             return DIVERGED
         return None
+
+
+def first_training_loss(curves: Mapping[str, Sequence[float]]) -> float | None:
+    """The first training loss in a trial's curves (the rule's baseline for a run that resumes it)."""
+    key = loss_keys(n for n in curves if n.endswith("loss"))[0]
+    values = curves.get(key) if key else None
+    return float(values[0]) if values else None
 
 
 def divergence_threshold(first: float) -> float:

@@ -129,3 +129,10 @@ class TrialFailed(Exception):
 
 class DispatchError(HpsearchError):
     """Devices or worker settings that this machine cannot satisfy (no GPU, bad devices, ...)."""
+
+
+class Preempted(KeyboardInterrupt):
+    """SIGUSR1 arrived: a cluster's warning that it takes the node back (SLURM's --signal). Handled as
+    Ctrl-C is (clean-up runs), but the running trials are recorded `preempted`, to be resumed."""
+
+    exit_code = 75  # EX_TEMPFAIL: run the same command again (a SLURM task requeues itself)

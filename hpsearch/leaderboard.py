@@ -12,6 +12,7 @@ The border column is the flags' text, for files; the flags themselves travel as 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,13 @@ from hpsearch.trials import (
     CURVES_ATTR,
     DURATION_ATTR,
     METRICS_ATTR,
+    OWNER_ATTR,
     REASON_ATTR,
+    attempt,
+    continued_runs,
     display_order,
-    epochs_run,
+    first_attempt,
+    reached,
     trial_attr,
 )
 
@@ -48,10 +53,11 @@ def select_stages(store: Store, stage: str | None) -> list[StageInfo]:
     return [store.stage(stage)]
 
 
-def leaderboard(store: Store, stage: str | None = None, top: int | None = None) -> pd.DataFrame:
-    """The ranked trials of `stage` (None: the latest stage; 'all': every stage)."""
+def leaderboard(store: Store, stage: str | None = None, top: int | None = None, runs: bool = False) -> pd.DataFrame:
+    """The ranked trials of `stage` (None: the latest stage; 'all': every stage); `runs`: with the earlier
+    runs of resumed trials."""
     stages = select_stages(store, stage)
-    return frame(stages, [store.trials(s) for s in stages], top)
+    return frame(stages, [store.trials(s) for s in stages], top, runs)
 
 
 OWN_COLUMNS = (
@@ -83,15 +89,23 @@ def own_columns(user_names: Sequence[str]) -> dict[str, str]:
     return {c: OWN_PREFIX + c if c in taken else c for c in OWN_COLUMNS}
 
 
-def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], top: int | None = None) -> pd.DataFrame:
-    """Build the leaderboard from stages and their trials (no storage access: easy to test)."""
+def frame(
+    stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], top: int | None = None, runs: bool = False
+) -> pd.DataFrame:
+    """Build the leaderboard from stages and their trials (no storage access: easy to test). A resumed
+    trial is one row, its latest run's; `runs` adds its earlier runs (each linked by `attempt_of`)."""
     spec = stages[0].spec
     metric = spec.metric
     param_names: list[str] = []
     for s in stages:
         param_names += [n for n in s.space.names if n not in param_names]
     stage_of = {id(t): info for info, stage_trials in zip(stages, trials) for t in stage_trials}
-    every = [t for stage_trials in trials for t in stage_trials]
+    hidden: set[int] = set()  # earlier runs of resumed trials, unless asked for
+    for stage_trials in [] if runs else trials:
+        later = continued_runs(stage_trials)
+        hidden |= {id(t) for t in stage_trials if t.number in later}
+    every = [t for stage_trials in trials for t in stage_trials if id(t) not in hidden]
+    resumed = any(attempt(t) > 1 for t in every)  # the attempt columns, only where a trial was resumed
     extra: list[str] = []  # other metrics the workload returned, as named in the frame
     for t in every:
         for m in trial_attr(t, METRICS_ATTR, {}):
@@ -118,12 +132,14 @@ def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], 
             metric: value,
         }
         row.update({n: t.params.get(n) for n in param_names})
-        row[col["epochs"]] = epochs_run(t, info.settings.epochs)
+        row[col["epochs"]] = reached(t, info.settings.epochs)
         row[col["duration_s"]] = round(duration, 3) if duration is not None else None
         sides = flags[len(rows)] = row_sides(info.space, t.params)
         row[col["border"]] = sides_text(sides)
         if repeats:
             row.update(dict(zip(REPEAT_COLUMNS, repeats.get(id(t), (None, None, None)))))
+        if resumed:
+            row.update(dict(zip(ATTEMPT_COLUMNS, (attempt(t), first_attempt(t)))))
         row.update({_metric_column(m, param_names): v for m, v in metrics.items() if m != metric})
         row.update({col[k]: v for k, v in _diagnostics(trial_attr(t, CURVES_ATTR) or {}).items()})
         rows.append(row)
@@ -136,6 +152,7 @@ def frame(stages: Sequence[StageInfo], trials: Sequence[Sequence[FrozenTrial]], 
         col["duration_s"],
         col["border"],
         *(REPEAT_COLUMNS if repeats else ()),
+        *(ATTEMPT_COLUMNS if resumed else ()),
         *extra,
     ]
     columns += [col[c] for c in DIAGNOSTIC_COLUMNS]
@@ -167,6 +184,7 @@ def border_sides(df: pd.DataFrame) -> list[dict[str, str]]:
     return [dict(flags.get(label, {})) for label in df.index]
 
 
+ATTEMPT_COLUMNS = ("attempt", "attempt_of")  # a resumed trial's run, and its trial's first run's number
 REPEAT_COLUMNS = ("runs", "mean", "spread")  # of the trial's configuration, where a stage re-ran some (repeats.py)
 
 
@@ -256,6 +274,15 @@ class StageSummary:
     failed: int
     metric: str
     best: float | None  # the mean of the stage's best configuration (repeats.ranked_configs)
+    running_on: tuple[str, ...] = ()  # where its RUNNING trials run: "host", "host (slurm 123_4)"; each once
+
+
+def running_on(trials: Sequence[FrozenTrial]) -> tuple[str, ...]:
+    """Where the RUNNING trials run (search/liveness.where of their owner), each place once, with a count."""
+    from hpsearch.search.liveness import where
+
+    places = Counter(where(t.user_attrs.get(OWNER_ATTR, "?")) for t in trials if t.state == TrialState.RUNNING)
+    return tuple(f"{place} ×{n}" if n > 1 else place for place, n in places.items())
 
 
 def study_summaries(directory: str | Path | None = None, url: str | None = None) -> list[StageSummary]:
@@ -278,6 +305,7 @@ def study_summaries(directory: str | Path | None = None, url: str | None = None)
                     sum(t.state == TrialState.FAIL for t in trials),
                     info.spec.metric,
                     ranked[0].mean if ranked else None,
+                    running_on(trials),
                 )
             )
     return out

@@ -16,7 +16,11 @@ Logs. A trial's log keeps at most `log_limit` bytes: the first half and the last
 printed, with one line between them saying how many bytes were left out (workloads/logbound.py).
 0 = unbounded.
 
-Defaults are TrialLimits'; the study file's top-level keys (stall_factor, stall_floor, log_limit)
+Attempts. A trial stopped by something other than its parameters (preempted, interrupted, its worker
+killed or lost; past the trial timeout only with resume_timeouts) is run again with the same params,
+seed and checkpoint folder, and continues from its last checkpoint: at most `attempts` runs in all.
+
+Defaults are TrialLimits'; the study file's top-level keys (stall_factor, stall_floor, log_limit, ...)
 replace them, and the command line's flags (LimitOverrides, handed to the executor) replace those
 for one run (`with_overrides`, applied by the executor: dispatch/).
 """
@@ -35,7 +39,8 @@ from hpsearch.errors import HpsearchError, SpecError
 STALL_FACTOR = 10.0  # epochs vary by 2-3x (eval passes, checkpoints); silent for 10 of them is a hang, not a slow epoch
 STALL_FLOOR_S = 60.0  # never sooner: a first epoch's compile or data load, a slow evaluation pass
 LOG_LIMIT = 10_000_000  # bytes kept per trial log: readable in any editor; 1,000 trials stay under 10 GB
-KEYS = ("stall_factor", "stall_floor", "log_limit")  # the study file's top-level keys for them
+ATTEMPTS = 3  # runs of one trial at most: its first and two resumed after preemption, a lost worker, Ctrl-C
+KEYS = ("stall_factor", "stall_floor", "log_limit", "attempts", "resume_timeouts")  # the study file's top-level keys
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*")
 
@@ -47,6 +52,8 @@ class TrialLimits:
     stall_factor: float = STALL_FACTOR  # 0: stall detection off
     stall_floor: float = STALL_FLOOR_S  # seconds; 0: no floor
     log_limit: int = LOG_LIMIT  # bytes; 0: unbounded
+    attempts: int = ATTEMPTS  # runs of one trial at most (1: an interrupted trial is never resumed)
+    resume_timeouts: bool = False  # a trial past the trial timeout is resumed too (else it fails for good)
 
     def with_overrides(self, given: LimitOverrides) -> TrialLimits:
         """These limits (the study file's) with the values `given` for this run (the command line's) in their place."""
@@ -71,8 +78,11 @@ class LimitOverrides:
     stall_factor: float | None = None
     stall_floor: float | None = None
     log_limit: int | str | None = None  # bytes, or a size such as "10MB"
+    attempts: int | None = None
 
     def __post_init__(self) -> None:
+        if self.attempts is not None and self.attempts < 1:
+            raise HpsearchError(f"$attempts must be 1 or more, got {self.attempts}")
         for key in ("stall_factor", "stall_floor"):
             value = getattr(self, key)
             if value is not None and value < 0:
@@ -82,7 +92,8 @@ class LimitOverrides:
 
 
 def parse_limits(data: dict[str, Any], file: str | Path) -> TrialLimits:
-    """The study file's stall_factor, stall_floor and log_limit (absent: the defaults). Raises SpecError."""
+    """The study file's stall_factor, stall_floor, log_limit, attempts and resume_timeouts (absent: the
+    defaults). Raises SpecError."""
     values: dict[str, Any] = {}
     for key in ("stall_factor", "stall_floor"):
         if key in data:
@@ -98,6 +109,15 @@ def parse_limits(data: dict[str, Any], file: str | Path) -> TrialLimits:
             raise SpecError(
                 file, "log_limit", f'must be bytes or a size such as "10MB" (0: unbounded), got {data["log_limit"]!r}'
             ) from None
+    if "attempts" in data:
+        value = data["attempts"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SpecError(file, "attempts", f"must be a whole number, 1 or more (1: never resume), got {value!r}")
+        values["attempts"] = value
+    if "resume_timeouts" in data:
+        if not isinstance(data["resume_timeouts"], bool):
+            raise SpecError(file, "resume_timeouts", f"must be true or false, got {data['resume_timeouts']!r}")
+        values["resume_timeouts"] = data["resume_timeouts"]
     return TrialLimits(**values)
 
 

@@ -41,6 +41,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from hpsearch.errors import Preempted
+
 KILL_POLL_S = 0.01  # how often a wait looks whether the processes left
 KILLED_WAIT_S = 1.0  # after SIGKILL, the longest wait for the kernel to finish them off
 PROC = Path("/proc")
@@ -218,12 +220,16 @@ def _kill(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, a closed terminal or ssh session
+# Ctrl-C, kill, a closed terminal or ssh session; a cluster's preemption warning (SLURM's --signal:
+# USR1, or USR2 as submitit asks for it)
+PREEMPTIONS = (signal.SIGUSR1, signal.SIGUSR2)
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, *PREEMPTIONS)
 
 
 class InterruptSignals:
-    """While a pool runs: SIGTERM and SIGHUP act like Ctrl-C (KeyboardInterrupt, so clean-up runs), and
-    once one arrived, another of them kills the groups of `processes()` and exits at once (exit code 130)."""
+    """While a stage runs: SIGTERM and SIGHUP act like Ctrl-C (KeyboardInterrupt, so clean-up runs), SIGUSR1
+    and SIGUSR2 too (as Preempted: its trials are resumed later), and once one arrived, another of them kills the groups
+    of `processes()` and exits at once (exit code 130)."""
 
     def __init__(self, processes: Callable[[], Iterable[subprocess.Popen[Any]]]) -> None:
         self.processes = processes
@@ -242,7 +248,7 @@ class InterruptSignals:
     def _first(self, signum: int, frame: FrameType | None) -> None:
         for sig in self.saved:
             signal.signal(sig, self._again)
-        raise KeyboardInterrupt
+        raise Preempted if signum in PREEMPTIONS else KeyboardInterrupt
 
     def _again(self, signum: int, frame: FrameType | None) -> None:
         for proc in self.processes():

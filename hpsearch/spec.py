@@ -140,8 +140,8 @@ class StudySpec:
 
 TOP_KEYS = {"name", "workload", "metric", "direction", "coarse", "refine", "params", "description", "budget", "metric_epoch", "search_plan", *LIMIT_KEYS}
 STAGE_KEYS = {"strategy", "trials", "epochs", "seed", "top_k", "max_failures", "budget"}
-WORKLOAD_KEYS = {"function", "command", "model", "data", "loss", "batch_size", "optimizer", "precision"}
-MODEL_KEYS = {"data", "loss", "batch_size", "optimizer", "precision"}  # only with model = ...
+WORKLOAD_KEYS = {"function", "command", "model", "data", "loss", "batch_size", "optimizer", "precision", "checkpoint_every"}
+MODEL_KEYS = {"data", "loss", "batch_size", "optimizer", "precision", "checkpoint_every"}  # only with model = ...
 RANGE_KEYS = {"low", "high", "log", "type", "grid_points", "limits"}
 CHOICE_KEYS = {"values", "limits"}
 MAX_PARAMS = 1000  # each param is a storage write per trial: 1,000 cost a few seconds per trial on the journal

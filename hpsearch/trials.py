@@ -20,9 +20,11 @@ from collections.abc import Sequence
 from operator import attrgetter
 from typing import Any
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.direction import Direction
+from hpsearch.limits import TrialLimits
 from hpsearch.strategy import Strategy
 from hpsearch.workloads.api import TrialStatus as TrialStatus  # re-exported: how a run ended, beside TrialState
 
@@ -35,20 +37,31 @@ SEED_ATTR = "seed"  # the seed its workload was given
 EPOCHS_ATTR = "epochs"  # the epochs it was asked to train
 EPOCHS_RUN_ATTR = "epochs_run"  # the epochs it reported (counted by the coordinator, also for a killed worker)
 CURVES_ATTR = "curves"  # every reported metric, one value per epoch
+CURVE_EPOCHS_ATTR = "curve_epochs"  # the epoch of each of those values (a resumed trial's: over its runs)
 METRICS_ATTR = "metrics"  # the final metrics it returned
 DURATION_ATTR = "duration_s"  # its run time, measured where it trained
 LOG_ATTR = "log"  # "host:path" of the trial's captured stdout/stderr
 LOG_TAIL_ATTR = "log_tail"  # the last lines of that log
 CARRIED_ATTR = "carried"  # a configuration carried into a refine stage from its parent (recipe.py)
 REPEAT_ATTR = "repeat_of"  # a configuration run again with another seed, to measure the noise (recipe.py)
-RETRY_OF_ATTR = "retry_of"  # a re-queued grid point: the number of the trial it replaces
+RETRY_OF_ATTR = "retry_of"  # a resumed trial's run: the number of the run it continues (its previous attempt)
+ATTEMPT_ATTR = "attempt"  # which run of its trial this is: 1 (absent) for the first, 2 for the first resumed...
+FIRST_ATTEMPT_ATTR = "attempt_of"  # a resumed run's first attempt: its seed and checkpoint folder are that one's
 FIXED_PARAMS = "fixed_params"  # Optuna's system attribute holding an enqueued trial's params
 
-# Reasons of failures that say nothing about the parameters (the run was stopped, or its machine
-# died): a grid point that failed so is retried, and does not count as tried.
-INTERRUPTED = "interrupted"
+# Reasons of failures that say nothing about the parameters (the run was stopped, its worker killed
+# or its machine lost): such a trial is resumed (`resumes`), and until then does not count as tried.
+INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM or SIGHUP to the command
+PREEMPTED = "preempted"  # SIGUSR1 (a cluster's warning before it takes the node back: SLURM's --signal)
 HEARTBEAT_LOST = "worker died (heartbeat lost)"
-RETRYABLE = (INTERRUPTED, HEARTBEAT_LOST)
+KILLED = (
+    "worker died (signal 9)",
+    "worker died (signal 15)",
+)  # SIGKILL, SIGTERM from outside: an OOM killer, a scheduler
+TIMEOUT = "timeout"  # past the trial timeout: resumed only when the study says so (limits.resume_timeouts)
+RETRYABLE = (INTERRUPTED, PREEMPTED, HEARTBEAT_LOST, *KILLED)
+
+DEFAULTS = TrialLimits()
 
 # How a leaderboard lists the trials that are not ranked: pruned, then failed, then running.
 STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.FAIL: 2, TrialState.RUNNING: 3}
@@ -120,16 +133,37 @@ def point_key(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
 
-def counts(trials: Sequence[FrozenTrial], strategy: Strategy) -> tuple[int, int]:
+def retryable(reason: str | None, limits: TrialLimits) -> bool:
+    """Whether a run that failed for `reason` says nothing about its params: it was stopped from outside."""
+    return reason in RETRYABLE or (reason == TIMEOUT and limits.resume_timeouts)
+
+
+def attempt(trial: FrozenTrial | optuna.Trial) -> int:
+    """Which run of its trial `trial` is (1: its first)."""
+    return int(trial.user_attrs.get(ATTEMPT_ATTR, 1))
+
+
+def first_attempt(trial: FrozenTrial | optuna.Trial) -> int:
+    """The number of the first run of `trial`'s trial: where its seed and checkpoint folder come from."""
+    return int(trial.user_attrs.get(FIRST_ATTEMPT_ATTR, trial.number))
+
+
+def resumes(reason: str | None, run: int, limits: TrialLimits) -> bool:
+    """Whether run number `run` of a trial, failed for `reason`, is run again: retryable, attempts left."""
+    return retryable(reason, limits) and run < limits.attempts
+
+
+def counts(trials: Sequence[FrozenTrial], strategy: Strategy, limits: TrialLimits = DEFAULTS) -> tuple[int, int]:
     """(finished trials that count toward the stage's target, failed trials).
 
-    COMPLETE and PRUNED trials count; on a grid, so does a point whose trial
-    failed for a reason of its own (retrying the same point would fail again).
+    COMPLETE and PRUNED trials count; on a grid, so does a point whose trial failed for a reason of
+    its own (retrying the same point would fail again) or ran out of attempts; a failed run that is
+    resumed never counts (its next run will).
     """
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     failed = [t for t in trials if t.state == TrialState.FAIL]
     if strategy == Strategy.grid:
-        finished += sum(t.user_attrs.get(REASON_ATTR) not in RETRYABLE for t in failed)
+        finished += sum(not resumes(t.user_attrs.get(REASON_ATTR), attempt(t), limits) for t in failed)
     return finished, len(failed)
 
 
@@ -155,3 +189,16 @@ def metric_value(
     if not seen:
         return value
     return Direction(direction).best(seen)
+
+
+def continued_runs(trials: Sequence[FrozenTrial]) -> set[int]:
+    """The numbers of the runs a later run continues (resumed trials' earlier runs): a leaderboard shows
+    each trial once, at its latest run, and these only when asked."""
+    return {int(n) for t in trials if (n := t.user_attrs.get(RETRY_OF_ATTR)) is not None}
+
+
+def reached(trial: FrozenTrial, setting: int) -> int:
+    """The epochs a trial reached over all its runs (a resumed one: where its last run got to); its
+    epochs_run counts only the last run's (what the budget charges each run)."""
+    epochs = trial_attr(trial, CURVE_EPOCHS_ATTR)
+    return len(epochs) if epochs and attempt(trial) > 1 else epochs_run(trial, setting)

@@ -10,7 +10,7 @@ import pytest
 
 from hpsearch import cli
 
-pytest_plugins = ["tests.postgres"]  # the postgres_url / postgres_db fixtures
+pytest_plugins = ["tests.postgres", "tests.slurm"]  # the postgres_url / postgres_db, slurm_cluster / slurm fixtures
 
 TESTS = Path(__file__).parent
 FAKE = TESTS / "workloads" / "fake.py"

@@ -28,6 +28,7 @@ CORE = {
     "direction",
     "repeats",
     "limits",
+    "durations",
 }
 # A private Optuna name: one of these attributes, or an import from one of Optuna's _private modules.
 PRIVATE_OPTUNA = re.compile(

@@ -25,7 +25,7 @@ from hpsearch.errors import TrialFailed, TrialStopped
 from hpsearch.search.stages import run_stage, start_coarse
 from hpsearch.spec import load_spec
 from hpsearch.store.storage import Store
-from hpsearch.trials import trial_attr
+from hpsearch.trials import trial_attr, trial_params
 from hpsearch.workloads.api import TrialContext, TrialRecord
 from hpsearch.workloads.command import CommandWorkload, emit, parse_report
 
@@ -219,11 +219,13 @@ def test_command_interrupt_ends_the_script_and_rerun_continues(tmp_path: Path, r
     assert cli.returncode == 130, err
     [script] = pids(markers, "script")
     assert not running(script) and pids(markers, "term") == [script]  # SIGTERM first, then gone
-    [trial] = stored()
+    [trial, queued] = stored()  # its next run is queued at once: an interrupted trial is resumed
     assert trial.state.name == "FAIL" and trial.user_attrs["reason"] == "interrupted"
+    assert queued.state.name == "WAITING" and trial_params(queued) == trial.params
     code, _, err = run_cli("coarse", path, "--workers", "1")  # the same command continues (no sleep now)
     assert code == 0, err
-    assert len([t for t in stored() if t.state.name == "COMPLETE"]) == 2
+    complete = [t for t in stored() if t.state.name == "COMPLETE"]
+    assert len(complete) == 2 and trial.params in [t.params for t in complete]  # resumed, not replaced
 
 
 def test_command_unused_param_is_one_warning(tmp_path: Path, run_cli: Cli) -> None:

@@ -127,7 +127,7 @@ def test_coordinator_grid_waits_for_a_failed_point_to_be_queued_again(study_file
         # 9 complete, none running or waiting, the 10th point failed: not over, its re-queue is on its way.
         assert reader.ledger.done == 9 and reader.dealer.pending_retries == 1 and isinstance(reader.next(), Wait)
         [failed] = [t for t in store.trials(info) if t.number == number]
-        requeue(reader.study, number, trial_params(failed))  # X's second write
+        requeue(reader.study, failed, trial_params(failed))  # X's second write
         assert _run_out(reader) == 1
         assert reader.ledger.done == 10 and not isinstance(reader.next(), Wait)
     finally:

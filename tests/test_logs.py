@@ -271,6 +271,7 @@ def test_killed_worker_leaves_a_bounded_log_with_its_latest_tail(
     path = study_file(
         workload=f"{STALLS}:{function}", coarse="trials = 1\nepochs = 1\nmax_failures = 1", params=LR_ONLY
     )
+    path.write_text("attempts = 1\n" + path.read_text())  # a killed worker's trial is not resumed: one run, one log
     code, _, err = run_fd("coarse", path, "-q", "--workers", "1", "--log-limit", "1MB", "--trial-timeout", "3")
     assert code == 1, err  # its only trial failed
     [trial] = stored()

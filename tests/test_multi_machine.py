@@ -179,7 +179,12 @@ def test_multi_machine_killed_worker_trial_fails_at_once_on_its_host_and_stage_c
 
     code, out, _ = finish(start(["leaderboard", "fake", "--csv", "-"], env(url)))
     rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and not [r for r in rows if r["state"] == "FAIL"]  # the resumed trial: once, its latest run
+    code, out, _ = finish(start(["leaderboard", "fake", "--csv", "-", "--all"], env(url)))
+    rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and [r["reason"] for r in rows if r["state"] == "FAIL"] == [dead.user_attrs["reason"]]
+    [resumed] = [r for r in rows if r["attempt"] == "2"]  # its second run, linked to the first
+    assert resumed["attempt_of"] == str(dead.number) and resumed["state"] == "COMPLETE"
 
 
 # ----------------------------------------------------------------------------- coordinators in one process

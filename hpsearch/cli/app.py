@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from hpsearch import __version__
-from hpsearch.cli import instruments, logs, manage, recipe, results, search
+from hpsearch.cli import dashboard, init, instruments, logs, manage, recipe, results, search, slurm
 from hpsearch.cli.options import flag
 from hpsearch.errors import HpsearchError, JournalDamaged, StageExists, StageNotFound, StudyNotFound
 
@@ -31,6 +31,7 @@ app = typer.Typer(
 )
 
 for command in (
+    init.init,
     search.coarse,
     search.refine,
     recipe.search,
@@ -38,12 +39,13 @@ for command in (
     results.leaderboard,
     results.studies,
     search.worker,
+    slurm.slurm,
 ):
     app.command()(command)
 for command in (instruments.sanity,):
     app.command()(command)
 app.command("lr-find")(instruments.lr_find)
-for command in (results.curves, results.report, logs.logs, manage.delete, manage.repair):
+for command in (results.curves, results.report, dashboard.dashboard, logs.logs, manage.delete, manage.repair):
     app.command()(command)
 
 _state = {"debug": False}

@@ -170,6 +170,19 @@ class RunOptions:
         ),
     ] = Pruner.none
 
+    def as_arguments(self) -> list[str]:
+        """These options as a command line gives them (those not at their defaults): for `hpsearch worker`
+        run elsewhere (a SLURM task) with the same settings."""
+        out: list[str] = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value == f.default:
+                continue
+            option = typing.get_args(typing.get_type_hints(RunOptions, include_extras=True)[f.name])[1]
+            name = option.default  # Typer keeps an option's first flag there, the others in param_decls
+            out += [name] if value is True else [name, str(value.value if isinstance(value, Enum) else value)]
+        return out
+
     def overrides(self) -> Any:
         """--stall-factor, --stall-floor, --log-limit as the executor takes them (limits.LimitOverrides)."""
         from hpsearch.limits import LimitOverrides

@@ -18,6 +18,7 @@ from hpsearch.cli.options import (
     TimeoutOpt,
     grouped,
 )
+from hpsearch.errors import Preempted
 
 
 @grouped
@@ -52,6 +53,7 @@ def search(
     from hpsearch.cli.progress import ProgressDisplay
     from hpsearch.cli.render import changes_table, leaderboard_table, make_console
     from hpsearch.cli.search import (
+        INTERRUPTED_EXIT,
         INTERRUPTED_MESSAGE,
         _deadline,
         _early_workers,
@@ -113,9 +115,9 @@ def search(
                 say,
                 stage_ended,
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
-        raise typer.Exit(130) from None
+        raise typer.Exit(Preempted.exit_code if isinstance(e, Preempted) else INTERRUPTED_EXIT) from None
     finally:
         for d in displays:
             d.__exit__(None, None, None)

@@ -52,6 +52,14 @@ def leaderboard(
             help="The table shows rank, trial and these CSV columns, e.g. lr,border,reason,duration_s.",
         ),
     ] = None,
+    all_runs: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Also the earlier runs of resumed trials (preempted, interrupted, worker lost), each linked to "
+            "its trial by attempt_of.",
+        ),
+    ] = False,
     directory: DirOpt = None,
     storage: StorageOpt = None,
 ) -> None:
@@ -76,7 +84,7 @@ def leaderboard(
     from hpsearch.cli.render import leaderboard_table, make_console, print_flags
     from hpsearch.errors import HpsearchError
     from hpsearch.leaderboard import ALL, frame, select_stages, to_text, write_csv
-    from hpsearch.search.coordinator import stage_flags
+    from hpsearch.refine import stage_flags
     from hpsearch.search.final import stored_final, summary
     from hpsearch.store.storage import Store
 
@@ -86,7 +94,7 @@ def leaderboard(
     every = select_stages(store, ALL) if csv and stage is None else stages  # the CSV: every stage unless --stage
     read = {s.name: store.trials(s) for s in every}
     trials = [read[s.name] for s in stages]
-    df = frame(stages, trials)
+    df = frame(stages, trials, runs=all_runs)
     if wide and columns:
         raise HpsearchError("--wide shows every column, --columns the ones named: pass one of them")
     chosen = list(dict.fromkeys(c.strip() for c in columns.split(",") if c.strip())) if columns else None
@@ -96,7 +104,7 @@ def leaderboard(
             f"--columns: no column {', '.join(map(repr, unknown))}; the columns are: {', '.join(map(str, df.columns))}"
         )
     out, err = make_console(), make_console(stderr=True)
-    written = df if len(every) == len(stages) else frame(every, [read[s.name] for s in every])
+    written = df if len(every) == len(stages) else frame(every, [read[s.name] for s in every], runs=all_runs)
     if csv == "-":
         sys.stdout.write(to_text(written, "csv"))
         return
@@ -152,6 +160,9 @@ def studies(directory: DirOpt = None, storage: StorageOpt = None) -> None:
     tested = {k: v for k, v in finals.items() if v is not None}
     out = make_console()
     out.print(studies_table(rows, tested))
+    for r in rows:  # where running trials are: this machine, others, SLURM tasks (hpsearch slurm)
+        if r.running_on:
+            out.print(f"running {r.study} {r.stage}: {', '.join(r.running_on)}", soft_wrap=True, markup=False)
     for name, data in tested.items():
         out.print(f"{FINAL_MARK} {name} {summary(data)}", soft_wrap=True, markup=False, highlight=False)
 

@@ -22,9 +22,10 @@ from hpsearch.cli.options import (
     flag,
     grouped,
 )
-from hpsearch.errors import StageStoppedShort, render_settings
+from hpsearch.errors import Preempted, StageStoppedShort, render_settings
 
 INTERRUPTED_MESSAGE = "\nInterrupted: completed trials are kept; run the same command again to continue."
+INTERRUPTED_EXIT = 130  # as a shell reports Ctrl-C
 
 
 @grouped
@@ -259,10 +260,10 @@ def _run_and_show(
                 result = join_stage(store, info.name, executor, listener=progress, pruner=pruner, deadline=deadline)
             else:
                 result = run_stage(store, info, executor, listener=progress, pruner=pruner, deadline=deadline)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         # Typer turns a KeyboardInterrupt into a silent exit 130; say what was kept.
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
-        raise typer.Exit(130) from None
+        raise typer.Exit(Preempted.exit_code if isinstance(e, Preempted) else INTERRUPTED_EXIT) from None
     print_notices(err, executor)
     if not run.quiet:
         err.print(stage_summary(result, time.perf_counter() - start))

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from hpsearch.dispatch.plan import AUTO, no_population_notice, visible_gpus
 from hpsearch.dispatch.runner import TrialRunner
 from hpsearch.limits import LimitOverrides
+from hpsearch.procs import InterruptSignals
 from hpsearch.workloads.api import EpochTiming, ReportHook, ReportsHook
 
 if TYPE_CHECKING:
@@ -66,18 +67,19 @@ class InlineExecutor:
         if k == AUTO:  # (no entry point: k is 1 by now)
             k = runner.choose_k(source.space.midpoint()).k
             self.notices.append(f"population: K = {k} (measured)")
-        while True:
-            jobs = source.next(int(k))
-            if isinstance(jobs, Stop):
-                return
-            if isinstance(jobs, Wait):
-                time.sleep(jobs.seconds)  # other machines' trials may fail and need replacing
-                continue
-            by_number = {job.number: job for job in jobs}
-            records = [job.record for job in jobs]
-            batch = self._batch(source, by_number) if int(k) > 1 else None  # K > 1: through the population entry
-            outcomes = runner.run(records, lambda record: self._on_report(source, by_number[record.number]), batch)  # noqa: B023 - called now
-            source.finish_many(list(zip(jobs, outcomes)))
+        with InterruptSignals(list):  # SIGTERM, SIGHUP and SIGUSR1 (preemption) end it as Ctrl-C does
+            while True:
+                jobs = source.next(int(k))
+                if isinstance(jobs, Stop):
+                    return
+                if isinstance(jobs, Wait):
+                    time.sleep(jobs.seconds)  # other machines' trials may fail and need replacing
+                    continue
+                by_number = {job.number: job for job in jobs}
+                records = [job.record for job in jobs]
+                batch = self._batch(source, by_number) if int(k) > 1 else None  # K > 1: through the population entry
+                outcomes = runner.run(records, lambda record: self._on_report(source, by_number[record.number]), batch)  # noqa: B023 - called now
+                source.finish_many(list(zip(jobs, outcomes)))
 
     @staticmethod
     def _on_report(source: TrialSource, job: Job) -> ReportHook:

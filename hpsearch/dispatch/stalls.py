@@ -15,12 +15,13 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from hpsearch.limits import StallLimit, TrialLimits, stall_limit, stall_reason
+from hpsearch.trials import TIMEOUT
 
 if TYPE_CHECKING:
     from hpsearch.dispatch.handle import WorkerHandle
 
 WINDOW = 256  # the latest epochs (and trials) the medians are taken over: a stage's pace, kept current
-TIMEOUT_REASON = "timeout"  # a trial that ran past the trial timeout
+TIMEOUT_REASON = TIMEOUT  # a trial that ran past the trial timeout
 RECOMPUTE_S = 1.0  # the limit is worked out again at most this often (a median per message would cost)
 
 

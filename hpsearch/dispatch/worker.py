@@ -62,8 +62,10 @@ CHILD_GRACE_S = 1.0  # after a trial, what it started gets this long between SIG
 
 def main(argv: list[str] | None = None) -> int:
     fd, workload, device, threads, parent = (argv or sys.argv[1:])[:5]
-    # Ctrl-C reaches the whole process group: the coordinator alone decides when workers stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C reaches the whole process group, a cluster's preemption warning every process of the job:
+    # the coordinator alone decides when workers stop (what a trial starts inherits the ignoring).
+    for ignored in (signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(ignored, signal.SIG_IGN)
     logbound.start_keeper(fork=True)  # forked while this process has one thread and no workload
     _die_with_parent(int(parent))
     conn = Inbox(Connection(int(fd)))
@@ -155,7 +157,7 @@ def _hook(conn: Inbox, replies: bool) -> Callable[[TrialRecord], ReportHook]:
     on / stop) to each; else decide by the divergence rule here and read stops sent meanwhile."""
 
     def for_record(record: TrialRecord) -> ReportHook:
-        check = DivergenceCheck()
+        check = DivergenceCheck(record.first_loss)
 
         def on_report(epoch: int, metrics: dict[str, float], timing: EpochTiming) -> str | None:
             conn.send(msg.Report(record.number, epoch, metrics, timing.seconds, timing.iterations))

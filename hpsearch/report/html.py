@@ -296,11 +296,12 @@ def _stage_section(
     out += [f"<div class='flag'>⚠ {_e(f.message())}</div>" for f in flags]
     if not flags and ranked:
         out.append("<p class='muted'>No best value on a border.</p>")
-    df = frame([info], [trials], top)
+    df = frame([info], [trials], top, runs=True)  # resumed trials' earlier runs too, linked by attempt_of
     if len(df):
         own = df.attrs.get("columns", {})  # the frame's own columns, renamed where a param took the name
         keep = [own.get(c, c) for c in ("rank", "trial", "state")] + [spec.metric, *info.space.names]
         keep += [own.get(c, c) for c in ("epochs", "border", "update_ratio", "lr_hint", "notes", "reason")]
+        keep += ["attempt", "attempt_of"]  # present where a trial was resumed
         out.append(_frame_html(df[[c for c in dict.fromkeys(keep) if c in df.columns]]))
     if ranked:
         records = frame([info], [ranked]).to_dict("records")

@@ -34,7 +34,7 @@ from hpsearch.search.stage_result import StageResult
 from hpsearch.store import optuna_compat as compat
 from hpsearch.store.storage import StageInfo, Store
 from hpsearch.strategy import make_sampler
-from hpsearch.trials import HEARTBEAT_LOST, INTERRUPTED, RETRYABLE, derive_seed
+from hpsearch.trials import HEARTBEAT_LOST, INTERRUPTED, derive_seed
 from hpsearch.workloads.api import TrialOutcome, TrialStatus
 
 Report = tuple[Job, int, dict[str, float], float | None, int | None]  # job, epoch, metrics, seconds, iterations
@@ -62,13 +62,13 @@ class Coordinator:
         self.info, self.listener, self.pruner = info, listener, pruner
         self.limits = info.spec.limits.with_overrides(overrides)  # the study file's, the run's overrides applied
         existing = store.trials(info)
-        self.ledger = Ledger.of(info, existing, deadline)
+        self.ledger = Ledger.of(info, existing, deadline, self.limits)
         # Seeded by the history too, so a resumed stage draws new points, not the first ones again.
         seed = derive_seed("sampler", info.settings.seed, info.index, len(existing), salt)
         sampler, epochs = make_sampler(info.settings.strategy, seed), info.settings.epochs
         self.study = store.study(info, sampler=sampler, pruner=make_pruner(pruner, epochs))
         self.token = uuid.uuid4().hex[:12]  # this coordinator, among others in the same process
-        self.dealer = Dealer(store, info, self.study, self.ledger, self.token, self.limits.log_limit)
+        self.dealer = Dealer(store, info, self.study, self.ledger, self.token, self.limits)
         self.recorder = Recorder(self.study, info)
         self.running: dict[int, Job] = {}
         LIVE_COORDINATORS.add(self.token)
@@ -108,6 +108,7 @@ class Coordinator:
         pruned at its last epoch; `seconds` and `iterations` only feed the progress display."""
         self._check_heartbeat()
         job.reports += 1
+        job.hear(epoch, metrics)
         self._emit("report", job, epoch=epoch, metrics=metrics, epoch_seconds=seconds, iterations=iterations)
         return self.recorder.hear(job, epoch, metrics, self.pruner)
 
@@ -138,11 +139,12 @@ class Coordinator:
         for job, outcome in ended:
             self._emit("finish", job, outcome=outcome)
 
-    def interrupt(self) -> None:
-        """Record every running trial as FAIL (interrupted); completed trials stay."""
+    def interrupt(self, reason: str = INTERRUPTED) -> None:
+        """Record every running trial as FAIL with `reason` (interrupted, preempted: resumed by a later run
+        of the stage); completed trials stay."""
         for job in list(self.running.values()):
             seconds = time.perf_counter() - job.started
-            self.finish(job, TrialOutcome(TrialStatus.FAIL, reason=INTERRUPTED, duration_s=seconds))
+            self.finish(job, TrialOutcome(TrialStatus.FAIL, reason=reason, duration_s=seconds))
 
     def close(self) -> None:
         """Stop the heartbeat thread (RDB storages); trials it still owns now count as stale. Idempotent."""
@@ -189,9 +191,9 @@ class Coordinator:
             # stands, and it re-queued a grid point.
             self.ledger.failed(job.number, HEARTBEAT_LOST)
             return
-        self.ledger.counted(job.number, TrialStatus(outcome.state), outcome.reason)
-        if outcome.state == TrialStatus.FAIL and outcome.reason in RETRYABLE:
-            self.dealer.retry(job.number, dict(job.trial.params))
+        failed = outcome.state == TrialStatus.FAIL
+        resumed = failed and self.dealer.retry(job.trial, dict(job.trial.params), outcome.reason)
+        self.ledger.counted(job.number, TrialStatus(outcome.state), outcome.reason, resumed)
 
     def _check_heartbeat(self) -> None:
         if self.heartbeat is not None:

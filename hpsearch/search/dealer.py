@@ -10,17 +10,32 @@ on the journal (a read costs O(trials) there).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.divergence import DivergenceCheck, first_training_loss
+from hpsearch.limits import TrialLimits
 from hpsearch.search.jobs import Job, Stop, Wait
 from hpsearch.search.liveness import fail_dead_trials, owner_tag
 from hpsearch.search.retry import Orphans, requeue
 from hpsearch.store import optuna_compat as compat
 from hpsearch.store.storage import storage_counts
 from hpsearch.strategy import Strategy
-from hpsearch.trials import OWNER_ATTR, trial_params, trial_seed
+from hpsearch.trials import (
+    CURVE_EPOCHS_ATTR,
+    CURVES_ATTR,
+    OWNER_ATTR,
+    REASON_ATTR,
+    RESULT_ATTR,
+    RETRY_OF_ATTR,
+    attempt,
+    first_attempt,
+    resumes,
+    trial_params,
+    trial_seed,
+)
 from hpsearch.workloads.api import TrialRecord
 
 if TYPE_CHECKING:
@@ -38,12 +53,14 @@ class Dealer:
     """Deals one stage's trials to one coordinator (`token`), and keeps its `ledger`'s counts read."""
 
     def __init__(
-        self, store: Store, info: StageInfo, study: optuna.Study, ledger: Ledger, token: str, log_limit: int
+        self, store: Store, info: StageInfo, study: optuna.Study, ledger: Ledger, token: str, limits: TrialLimits
     ) -> None:
         self.store, self.info, self.study, self.ledger, self.token = store, info, study, ledger, token
-        self.log_limit = log_limit  # the bound on each trial's log: the study file's, or the run's override
+        self.limits = limits  # the trials' limits (log bound, attempts): the study file's, the run's overrides applied
         self.grid = info.settings.strategy == Strategy.grid
-        self.orphans = Orphans(study, info.name) if self.grid else None
+        self.orphans = Orphans(study, info.name, limits) if self.grid else None
+        self.requeued = False  # this coordinator queued a trial's next run: read the queue at the next draw
+        self.checkpoints = store.checkpoints_dir(info)
         self.pending_retries = 0  # failed grid points whose re-queue is still to come (retry.py)
         self.distributions = info.space.distributions()
         self.logs = store.logs_dir(info)
@@ -79,28 +96,53 @@ class Dealer:
             compat.record_heartbeat(self.study, trial)
         compat.suggest(trial, self.distributions)
         self.ledger.started()
-        return Job(trial, self.record(trial))
+        job = Job(trial, self.record(trial))
+        if (previous := trial.user_attrs.get(RETRY_OF_ATTR)) is not None:
+            self._resume(job, int(previous))
+        return job
 
     def record(self, trial: optuna.Trial) -> TrialRecord:
-        """What the workload gets to know of `trial`: the one record that travels to it (pickled as is)."""
-        info, settings = self.info, self.info.settings
+        """What the workload gets to know of `trial`: the one record that travels to it (pickled as is).
+        Every run of a trial has the seed and the checkpoint folder of its first."""
+        info, settings, first = self.info, self.info.settings, first_attempt(trial)
         return TrialRecord(
             number=trial.number,
             params=dict(trial.params),
             epochs=settings.epochs,
-            seed=trial_seed(settings.seed, info.index, trial.number),
+            seed=trial_seed(settings.seed, info.index, first),
             stage=info.name,
             study=info.spec.name,
             metric=info.spec.metric,
             log_path=str(self.logs / f"trial-{trial.number}.log"),
             workdir=info.spec.folder,
-            log_limit=self.log_limit,
+            log_limit=self.limits.log_limit,
+            checkpoint_dir=str(self.checkpoints / f"trial-{first}"),
+            attempt=attempt(trial),
         )
 
-    def retry(self, number: int, params: dict[str, Any]) -> None:
-        """Queue a grid point again after a retryable failure that THIS coordinator recorded."""
-        if self.grid and params:
-            requeue(self.study, number, params)
+    def _resume(self, job: Job, previous: int) -> None:
+        """A trial's next run continues its previous run (trial `previous`): that run's reports are copied
+        into this one (the pruner and the curves see the whole trial, epochs not restarting at 0), its
+        curves are kept for this run's to continue, and the divergence rule keeps its baseline."""
+        before = self.study.get_trials(deepcopy=False)[previous]
+        result = before.user_attrs.get(RESULT_ATTR) or {}
+        job.before = dict(result.get(CURVES_ATTR) or {})
+        job.before_epochs = list(result.get(CURVE_EPOCHS_ATTR) or sorted(before.intermediate_values))
+        for step, value in sorted(before.intermediate_values.items()):
+            job.trial.report(value, step)
+        job.stored = set(before.intermediate_values)
+        first = first_training_loss(job.before)
+        job.check = DivergenceCheck(first)
+        job.record = replace(job.record, first_loss=first)
+
+    def retry(self, failed: optuna.Trial | FrozenTrial, params: dict[str, Any], reason: str | None) -> bool:
+        """Queue the next run of a trial whose run THIS coordinator recorded as failed, when the failure is
+        one to resume (trials.resumes: a retryable reason, attempts left). Whether it was queued."""
+        if not params or not resumes(reason, attempt(failed), self.limits):
+            return False
+        requeue(self.study, failed, params)
+        self.requeued = True
+        return True
 
     def idle(self, running: set[int]) -> Wait | Stop:
         """The answer when `draw` gave nothing (`running`: this coordinator's trials): Wait while the stage is
@@ -129,7 +171,8 @@ class Dealer:
         a read costs O(trials), so it happens every REFRESH_EVERY trials, and at every trial near the
         target (where other coordinators' trials decide when to stop): flat per-trial cost.
         """
-        if self.store.database or self.grid or self.calls % REFRESH_EVERY == 1:
+        if self.store.database or self.grid or self.requeued or self.calls % REFRESH_EVERY == 1:
+            self.requeued = False
             return True
         return self.ledger.left <= REFRESH_EVERY
 
@@ -144,14 +187,16 @@ class Dealer:
         ledger = self.ledger
         if self.store.database:
             for t in fail_dead_trials(self.study, self.store.heartbeat, running):
-                self.retry(t.number, trial_params(t))
-            ledger.done, ledger.failed_total, ledger.running_total = storage_counts(self.study, self.store, self.grid)
+                self.retry(t, trial_params(t), t.user_attrs.get(REASON_ATTR))
+            ledger.done, ledger.failed_total, ledger.running_total = storage_counts(
+                self.study, self.store, self.grid, self.limits
+            )
             return None
         trials = self.study.get_trials(deepcopy=False)
         live = [t for t in trials if t.state == TrialState.RUNNING]
         dead = fail_dead_trials(self.study, False, running, live)
         for t in dead:
-            self.retry(t.number, trial_params(t))
+            self.retry(t, trial_params(t), t.user_attrs.get(REASON_ATTR))
         if dead:
             trials = self.study.get_trials(deepcopy=False)
         ledger.read(trials)

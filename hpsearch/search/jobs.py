@@ -30,11 +30,29 @@ class Job(RecordFields):
     reports: int = 0  # epochs it reported so far
     held: list[tuple[float, int]] = field(default_factory=list)  # (value, epoch) reports not written yet
     written: float = field(default_factory=time.perf_counter)  # when its reports last reached the storage
+    # A resumed run: its trial's earlier runs' curves, the epoch of each of their values, and the epochs
+    # already in the storage (copied to this run when it started: Optuna keeps one value per epoch).
+    before: dict[str, list[float]] = field(default_factory=dict)
+    before_epochs: list[int] = field(default_factory=list)
+    stored: set[int] = field(default_factory=set)
+    first_epoch: int | None = None  # the epoch of its first report in this run
+    heard: dict[str, list[float]] = field(default_factory=dict)  # every metric it reported, per report
+    heard_epochs: list[int] = field(default_factory=list)  # ... and the epoch of each
+
+    def hear(self, epoch: int, metrics: dict[str, float]) -> None:
+        """One report, kept: a run whose worker dies leaves its curves here (the coordinator's copy)."""
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+        self.heard_epochs.append(epoch)
+        for name, value in metrics.items():
+            self.heard.setdefault(name, []).append(value)
 
     def report_value(self, value: float, epoch: int, hold: bool) -> None:
         """The study's metric at `epoch` to the storage (Optuna's intermediate value): now, or, when
         `hold` (no pruner reads it), with the ones after it once REPORT_HOLD_S passed since the last
         write, or by `write_reports` when the trial ends."""
+        if epoch in self.stored:
+            return  # reported by an earlier run (the last checkpoint was older): that value stays stored
         self.held.append((value, epoch))
         if not hold or time.perf_counter() - self.written >= REPORT_HOLD_S:
             self.write_reports()
@@ -85,3 +103,16 @@ class TrialEvent:
 
 
 Listener = Callable[[TrialEvent], None]
+
+
+def continued(job: Job, curves: dict[str, list[float]]) -> tuple[dict[str, list[float]], list[int]]:
+    """The trial's curves and the epoch of each value, to this run: a resumed run's after its trial's
+    earlier runs' (cut where this run took over: an epoch it ran again counts once, at its new value)."""
+    epochs = list(job.heard_epochs)
+    if not job.before_epochs:
+        return curves, epochs
+    start = job.first_epoch if job.first_epoch is not None else job.before_epochs[-1] + 1
+    keep = sum(1 for epoch in job.before_epochs if epoch < start)
+    names = list(job.before) + [n for n in curves if n not in job.before]
+    merged = {n: list(job.before.get(n, [])[:keep]) + list(curves.get(n, [])) for n in names}
+    return merged, job.before_epochs[:keep] + epochs

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.limits import TrialLimits
 from hpsearch.strategy import Strategy
-from hpsearch.trials import RETRYABLE, counts, spent_epochs
+from hpsearch.trials import counts, spent_epochs
 from hpsearch.workloads.api import TrialStatus
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ class Ledger:
     max_failures: int
     strategy: Strategy
     deadline: float | None = None  # time.monotonic(): no trial starts after it
+    limits: TrialLimits = field(default_factory=TrialLimits)  # attempts: which failed runs are resumed
     done: int = 0  # finished trials that count toward the target (trials.counts), every coordinator's
     failed_total: int = 0
     running_total: int = 0  # RUNNING trials, every coordinator's
@@ -46,8 +48,15 @@ class Ledger:
     ended_by: str | None = None  # "budget" | "timeout": why no more trials start
 
     @classmethod
-    def of(cls, info: StageInfo, trials: Sequence[FrozenTrial], deadline: float | None = None) -> Ledger:
-        """The ledger of stage `info` whose trials (every coordinator's) are `trials`."""
+    def of(
+        cls,
+        info: StageInfo,
+        trials: Sequence[FrozenTrial],
+        deadline: float | None = None,
+        limits: TrialLimits | None = None,
+    ) -> Ledger:
+        """The ledger of stage `info` whose trials (every coordinator's) are `trials`; `limits`: the study
+        file's trial limits with the run's overrides (default: the study file's)."""
         target = info.settings.target(info.space)
         ledger = cls(
             target,
@@ -56,6 +65,7 @@ class Ledger:
             info.settings.max_failures or target,
             info.settings.strategy,
             deadline,
+            limits or info.spec.limits,
         )
         ledger.read(trials)
         return ledger
@@ -98,7 +108,7 @@ class Ledger:
 
     def read(self, trials: Sequence[FrozenTrial]) -> None:
         """Every coordinator's counts, from the stage's trials."""
-        self.done, self.failed_total = counts(trials, self.strategy)
+        self.done, self.failed_total = counts(trials, self.strategy, self.limits)
         self.spent = spent_epochs([t for t in trials if t.state != TrialState.RUNNING], self.epochs)
         self.running_total = sum(t.state == TrialState.RUNNING for t in trials)
 
@@ -111,8 +121,8 @@ class Ledger:
         self.ran += 1
         self.spent += epochs_run
 
-    def counted(self, number: int, status: TrialStatus, reason: str | None) -> None:
-        """Trial `number`'s recorded outcome, in the counts (a retryable failure is run again: no failure)."""
+    def counted(self, number: int, status: TrialStatus, reason: str | None, resumed: bool = False) -> None:
+        """Trial `number`'s recorded outcome, in the counts (a failed run that is `resumed`: no failure)."""
         if status == TrialStatus.COMPLETE:
             self.done += 1
             self.completed_now += 1
@@ -122,7 +132,7 @@ class Ledger:
             self.fail_streak = 0
         else:
             self.failed_total += 1
-            if reason in RETRYABLE:
+            if resumed:
                 return
             self.failed(number, reason or "failed")
             self.reasons.append(reason or "failed")

@@ -37,15 +37,28 @@ LIVE_COORDINATORS: set[str] = set()
 
 
 def owner_tag(coordinator: str = "") -> str:
-    """Identifies the process (and coordinator) running a trial: "host:pid", or "host:pid#token"."""
+    """Identifies the process (and coordinator) running a trial: "host:pid", or "host:pid#token", and
+    " slurm:JOB_TASK" after it inside a SLURM task (where `studies` says a trial runs)."""
     tag = f"{socket.gethostname()}:{os.getpid()}"
-    return f"{tag}#{coordinator}" if coordinator else tag
+    tag = f"{tag}#{coordinator}" if coordinator else tag
+    task = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID", "")
+    if task and (index := os.environ.get("SLURM_ARRAY_TASK_ID")):
+        task = f"{task}_{index}"
+    return f"{tag} slurm:{task}" if task else tag
+
+
+def where(owner: str) -> str:
+    """Where a trial runs, as `studies` says it: "host", or "host (slurm 123_4)"."""
+    process, _, rest = owner.partition(" ")
+    host = process.partition("#")[0].rpartition(":")[0] or process
+    task = rest.removeprefix("slurm:")
+    return f"{host} (slurm {task})" if task else host
 
 
 def is_stale(owner: str) -> bool:
     """Whether the owner of a trial ("host:pid[#token]") is provably gone: on this host, no such pid, or
     this very process with that coordinator no longer alive in it."""
-    process, _, token = owner.partition("#")
+    process, _, token = owner.split(" ")[0].partition("#")
     host, _, pid = process.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False

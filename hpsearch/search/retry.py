@@ -1,12 +1,15 @@
-"""Re-queuing a grid point whose trial failed for a retryable reason (interrupted, heartbeat lost).
+"""Re-queuing a trial whose run failed for a retryable reason (interrupted, preempted, its worker
+killed or lost: trials.retryable), so that it is resumed: its next run has the same params, seed and
+checkpoint folder (linked by `retry_of`, `attempt` and `attempt_of`), up to limits.attempts runs.
 
-The coordinator whose move of the trial to FAIL succeeded re-queues its point
-(`requeue`), so the point is retried once though several coordinators saw the
-trial die. Those are two storage writes, and another coordinator may read the
+The coordinator whose move of the trial to FAIL succeeded re-queues it
+(`requeue`), so it is resumed once though several coordinators saw the
+run die. Those are two storage writes, and another coordinator may read the
 stage between them: it then sees the point failed and not queued again, with
-nothing running or waiting, and would end the stage short. A coordinator that
-finds such an *orphan* (a retryable FAIL of a grid stage that no trial names
-as its `retry_of`) therefore waits for it (`Orphans.pending`: the stage is not
+nothing running or waiting, and would end the stage short. On a grid (where a
+point that is not queued again is never tried again) a coordinator that
+finds such an *orphan* (a resumable FAIL that no trial names as its
+`retry_of`) therefore waits for it (`Orphans.pending`: the stage is not
 over yet); if the orphan is still there after ORPHAN_GRACE_S by its own clock
 (the failing coordinator died between its two writes), it re-queues the point
 itself.
@@ -31,25 +34,37 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.trials import REASON_ATTR, RETRY_OF_ATTR, RETRYABLE, trial_params
+from hpsearch.limits import TrialLimits
+from hpsearch.trials import (
+    ATTEMPT_ATTR,
+    FIRST_ATTEMPT_ATTR,
+    REASON_ATTR,
+    RETRY_OF_ATTR,
+    attempt,
+    first_attempt,
+    resumes,
+    trial_params,
+)
 
 ORPHAN_GRACE_S = 10.0  # a failing coordinator that has not re-queued its point after this long died in between
 log = logging.getLogger("hpsearch.search.coordinator")
 
 
-def requeue(study: optuna.Study, number: int, params: dict[str, Any]) -> None:
-    """Queue the grid point of failed trial `number` again, linked to it (`retry_of`)."""
-    study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: number})
+def requeue(study: optuna.Study, failed: FrozenTrial | optuna.Trial, params: dict[str, Any]) -> None:
+    """Queue the next run of the trial whose run `failed` failed: its `params`, linked to it (`retry_of`),
+    its attempt number one more, its first attempt (its seed and checkpoint folder) the same."""
+    attrs = {RETRY_OF_ATTR: failed.number, ATTEMPT_ATTR: attempt(failed) + 1, FIRST_ATTEMPT_ATTR: first_attempt(failed)}
+    study.enqueue_trial(params, user_attrs=attrs)
 
 
-def orphans(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """The retryable FAILs (with a point) that no trial names as its `retry_of`: their re-queue is pending."""
+def orphans(trials: list[FrozenTrial], limits: TrialLimits) -> list[FrozenTrial]:
+    """The resumable FAILs (with a point) that no trial names as its `retry_of`: their re-queue is pending."""
     replaced = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
     return [
         t
         for t in trials
         if t.state == TrialState.FAIL
-        and t.user_attrs.get(REASON_ATTR) in RETRYABLE
+        and resumes(t.user_attrs.get(REASON_ATTR), attempt(t), limits)
         and t.number not in replaced
         and trial_params(t)
     ]
@@ -58,8 +73,10 @@ def orphans(trials: list[FrozenTrial]) -> list[FrozenTrial]:
 class Orphans:
     """One coordinator's watch over a grid stage's orphans: when it first saw each, and the take-over."""
 
-    def __init__(self, study: optuna.Study, stage: str, clock: Callable[[], float] = time.monotonic) -> None:
-        self.study, self.stage, self.clock = study, stage, clock
+    def __init__(
+        self, study: optuna.Study, stage: str, limits: TrialLimits, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.study, self.stage, self.limits, self.clock = study, stage, limits, clock
         self.seen: dict[int, float] = {}  # orphan number -> when this coordinator first saw it
         self.took_over = 0  # points this coordinator re-queued for a failing coordinator that died
 
@@ -70,11 +87,11 @@ class Orphans:
         orphaned; it then counts as queued (0 pending for it): the caller pops it like any queued point.
         """
         now = self.clock()
-        found = orphans(self.study.get_trials(deepcopy=False))
+        found = orphans(self.study.get_trials(deepcopy=False), self.limits)
         self.seen = {t.number: self.seen.get(t.number, now) for t in found}
         overdue = [n for n, first in self.seen.items() if now - first >= ORPHAN_GRACE_S]
         if overdue:
-            still = {t.number: t for t in orphans(self.study.get_trials(deepcopy=False))}
+            still = {t.number: t for t in orphans(self.study.get_trials(deepcopy=False), self.limits)}
             for number in overdue:
                 if number in still:
                     log.warning(
@@ -82,7 +99,7 @@ class Orphans:
                         self.stage,
                         number,
                     )
-                    requeue(self.study, number, trial_params(still[number]))
+                    requeue(self.study, still[number], trial_params(still[number]))
                     self.took_over += 1
                 del self.seen[number]
         return len(self.seen)

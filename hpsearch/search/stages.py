@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import TrialState
 
 from hpsearch.border import BorderFlag, check_borders
-from hpsearch.errors import HpsearchError, SpecError, StageExists, StageFailed
+from hpsearch.errors import HpsearchError, Preempted, SpecError, StageExists, StageFailed
 from hpsearch.refine import derive_space, plan_widening
 from hpsearch.repeats import Configuration, ranked_configs
 from hpsearch.search.coordinator import Coordinator, Listener, StageResult
@@ -32,11 +32,14 @@ from hpsearch.store.storage import StageInfo, Store, transient_errors
 from hpsearch.strategy import Strategy
 from hpsearch.trials import (
     CARRIED_ATTR,
+    INTERRUPTED,
+    PREEMPTED,
     REASON_ATTR,
-    RETRYABLE,
+    attempt,
     counts,
     derive_seed,
     point_key,
+    resumes,
     trial_params,
 )
 
@@ -198,11 +201,12 @@ def enqueue_grid(store: Store, info: StageInfo) -> int:
     """
     study = store.study(info)
     trials = study.get_trials(deepcopy=False)
-    # A retryable failure's point was queued again by whoever failed it: it is seen through that trial.
+    # A resumed failure's point was queued again by whoever failed it: it is seen through that trial.
+    limits = info.spec.limits
     seen = {
         point_key(trial_params(t))
         for t in trials
-        if not (t.state == TrialState.FAIL and t.user_attrs.get(REASON_ATTR) in RETRYABLE)
+        if not (t.state == TrialState.FAIL and resumes(t.user_attrs.get(REASON_ATTR), attempt(t), limits))
     }
     points = info.space.grid()
     random.Random(info.settings.seed).shuffle(points)
@@ -251,9 +255,9 @@ def run_stage(
     run = Coordinator(store, info, listener, pruner, salt, deadline, executor.overrides)
     try:
         executor.run(run)
-    except BaseException:
+    except BaseException as e:
         try:
-            run.interrupt()
+            run.interrupt(PREEMPTED if isinstance(e, Preempted) else INTERRUPTED)
         except transient_errors():
             pass  # the storage is gone too: the trials stay RUNNING and the next run fails them as stale
         raise

@@ -45,6 +45,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import StageNotFound, StorageError, StudyNotFound
+from hpsearch.limits import TrialLimits
 from hpsearch.space import Space
 from hpsearch.spec import StageSpec, StudySpec
 from hpsearch.store import optuna_compat as compat
@@ -55,6 +56,7 @@ from hpsearch.trials import counts
 
 JOURNAL_FILE = "optuna.journal"
 LOGS_DIR = "logs"  # <results>/<study>/logs/<stage>/trial-<n>.log: each trial's stdout and stderr
+CHECKPOINTS_DIR = "checkpoints"  # <results>/<study>/checkpoints/<stage>/trial-<N>/: a trial's own, every run of it
 ATTR = "hpsearch"  # the Optuna study user attribute holding a stage's StageInfo
 FINAL_STUDY = "final"  # `<name>.final`: the Optuna study holding final.py's result (no stage)
 # Version of the StageInfo record. 1 (no "format" key): the study spec stored with its own copy of
@@ -236,6 +238,12 @@ class Store:
         self.url = url or os.environ.get("HPSEARCH_STORAGE") or None
         self.storage, self.location = open_storage(name, directory, url, create)
 
+    def checkpoints_dir(self, info: StageInfo) -> Path:
+        """Where the trials of a stage keep their checkpoints, one folder per trial (absolute):
+        <results>/<study>/checkpoints/<stage>/. A trial resumed on another machine reads its folder
+        there: on a cluster, the results folder must be on a filesystem every node shares."""
+        return (results_dir(self.directory) / self.name / CHECKPOINTS_DIR / info.name).resolve()
+
     def logs_dir(self, info: StageInfo) -> Path:
         """Where this machine keeps the logs of the trials it runs of a stage (absolute):
         <results>/<study>/logs/<stage>/, whatever the storage (a shared database keeps only their paths)."""
@@ -379,11 +387,14 @@ def study_names(directory: str | Path | None = None, url: str | None = None) -> 
     return sorted({s.study_name.rsplit(".", 1)[0] for s in storage.get_all_studies() if ATTR in s.user_attrs})
 
 
-def storage_counts(study: optuna.Study, store: Store, grid: bool) -> tuple[int, int, int]:
+def storage_counts(
+    study: optuna.Study, store: Store, grid: bool, limits: TrialLimits | None = None
+) -> tuple[int, int, int]:
     """(finished trials that count toward the target, failed, running) of a stage, from the storage."""
     by_state = compat.state_counts(study, store.storage)
     finished = by_state.get(TrialState.COMPLETE, 0) + by_state.get(TrialState.PRUNED, 0)
     failed = by_state.get(TrialState.FAIL, 0)
     if grid and failed:
-        finished += counts(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)), Strategy.grid)[0]
+        failed_trials = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        finished += counts(failed_trials, Strategy.grid, limits or TrialLimits())[0]
     return finished, failed, by_state.get(TrialState.RUNNING, 0)

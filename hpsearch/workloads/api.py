@@ -21,11 +21,13 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from hpsearch.divergence import DIVERGED, final_value_diverged
 from hpsearch.errors import TrialStopped
 from hpsearch.limits import LOG_LIMIT
+from hpsearch.workloads import checkpoint
 
 # A report's or a returned dict's "split" entry names the split evaluated on (a text label, not a
 # metric): `final` checks it (final_runs.py), every other run leaves it out of the metrics.
@@ -80,6 +82,12 @@ class TrialRecord:
     split: str = "val"
     # Bytes of its output the log keeps: the first and the last half, one line between (0: all; limits.py).
     log_limit: int = LOG_LIMIT
+    # The trial's own folder for checkpoints, the same on every run of the trial ("" = none: no resume).
+    checkpoint_dir: str = ""
+    # Which run of the trial this is: 1, or 2 and more when it is resumed (from its last checkpoint).
+    attempt: int = 1
+    # A resumed run's first training loss of the trial's first run: the divergence rule's baseline.
+    first_loss: float | None = None
 
 
 class RecordFields:
@@ -175,6 +183,29 @@ class TrialContext(RecordFields):
         self._watcher = Watcher(model, optimizer, loss_fn)
         if self._on_watch is not None:
             self._on_watch(self._watcher)
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        """This trial's own folder for checkpoints, the same on every run of it (a resumed run finds there
+        what the interrupted one saved); None outside a stage (sanity, lr-find: nothing to resume)."""
+        return Path(self.record.checkpoint_dir) if self.record.checkpoint_dir else None
+
+    @property
+    def attempt(self) -> int:
+        """Which run of this trial this is: 1, or 2 and more for a run that resumes it."""
+        return self.record.attempt
+
+    def save_checkpoint(self, state: Any, name: str = checkpoint.NAME) -> Path | None:
+        """Save `state` (a dict of state_dicts, the epoch...) in the trial's folder, atomically: a kill while
+        saving leaves the previous one whole. None when there is no folder or it cannot be written."""
+        folder = self.checkpoint_dir
+        return checkpoint.save(folder, state, name) if folder is not None else None
+
+    def load_checkpoint(self, name: str = checkpoint.NAME) -> Any | None:
+        """What the trial saved last (on an earlier run, when this one resumes it; tensors on the CPU), or
+        None: nothing saved, no folder, or a file that cannot be read (said in the log: start over)."""
+        folder = self.checkpoint_dir
+        return checkpoint.load(folder, name) if folder is not None else None
 
     @property
     def watcher(self) -> Any:

@@ -1,10 +1,13 @@
 """Command workloads: the user's own script, one process per trial, its JSON lines heard as reports.
 
-The command (hpsearch/workload.py fills in its placeholders) runs in the
+The command (workloads/spec.py fills in its placeholders) runs in the
 trial's folder, in its own process group (procs.spawn), with the trial in
 its environment: HPSEARCH_TRIAL, HPSEARCH_STAGE, HPSEARCH_STUDY,
-HPSEARCH_SPLIT, HPSEARCH_EPOCHS, HPSEARCH_SEED, HPSEARCH_DEVICE and
-HPSEARCH_PARAMS (the params as JSON), plus PYTHONUNBUFFERED=1 so a Python
+HPSEARCH_SPLIT, HPSEARCH_EPOCHS, HPSEARCH_SEED, HPSEARCH_DEVICE,
+HPSEARCH_CHECKPOINT_DIR (the trial's own folder, created, the same on every
+run of it: a resumed run finds there what the interrupted one saved; also
+the `{checkpoint_dir}` placeholder), HPSEARCH_ATTEMPT (1, or 2 and more for a
+resumed run) and HPSEARCH_PARAMS (the params as JSON), plus PYTHONUNBUFFERED=1 so a Python
 script's prints arrive as it makes them. A worker's CUDA_VISIBLE_DEVICES
 (its one GPU) is inherited. `python` / `python3` as the program mean the
 interpreter hpsearch runs in.
@@ -29,12 +32,14 @@ outlives its trial.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -67,9 +72,11 @@ class CommandWorkload:
     def __repr__(self) -> str:
         return f"CommandWorkload({list(self.argv)!r})"
 
-    def arguments(self, trial: TrialContext) -> list[str]:
-        """The command line of `trial`: its placeholders filled in."""
+    def arguments(self, trial: TrialContext, checkpoints: str = "") -> list[str]:
+        """The command line of `trial`: its placeholders filled in (`checkpoints`: its checkpoint folder)."""
         builtins = {
+            "checkpoint_dir": checkpoints or trial.record.checkpoint_dir,
+            "attempt": trial.attempt,
             "epochs": trial.epochs,
             "seed": trial.seed,
             "trial": trial.number,
@@ -83,9 +90,11 @@ class CommandWorkload:
             argv[0] = sys.executable
         return argv
 
-    def environment(self, trial: TrialContext) -> dict[str, str]:
+    def environment(self, trial: TrialContext, checkpoints: str = "") -> dict[str, str]:
         env = dict(os.environ)
         env.update(
+            HPSEARCH_CHECKPOINT_DIR=checkpoints or trial.record.checkpoint_dir,
+            HPSEARCH_ATTEMPT=str(trial.attempt),
             HPSEARCH_TRIAL=str(trial.number),
             HPSEARCH_STAGE=trial.stage,
             HPSEARCH_STUDY=trial.study,
@@ -99,12 +108,20 @@ class CommandWorkload:
         return env
 
     def __call__(self, trial: TrialContext) -> dict[str, float]:
-        argv = self.arguments(trial)
+        with contextlib.ExitStack() as stack:
+            folder = trial.checkpoint_dir  # the trial's own, created; a run outside a stage gets a passing one
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+            checkpoints = str(folder) if folder else stack.enter_context(tempfile.TemporaryDirectory())
+            return self._run(trial, checkpoints)
+
+    def _run(self, trial: TrialContext, checkpoints: str) -> dict[str, float]:
+        argv = self.arguments(trial, checkpoints)
         try:
             proc = spawn(
                 argv,
                 die_with_parent=True,
-                env=self.environment(trial),
+                env=self.environment(trial, checkpoints),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

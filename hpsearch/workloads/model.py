@@ -36,14 +36,16 @@ groups, trained one group after another.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from hpsearch.durations import parse_duration
 from hpsearch.workloads.population import as_members
 from hpsearch.workloads.spec import OPTIMIZERS, ModelSpec
 
@@ -157,13 +159,18 @@ class ModelWorkload:
         evaluated = self.eval_split(trial)
         batch_size = self.batch_size(params)
         generator = torch.Generator().manual_seed(trial.seed)
-        metrics: dict[str, float] = {}
+        saver = Saver(trial, self.spec.checkpoint_every, model, optimizer, generator)
+        start = saver.restore()  # a resumed trial: where its last checkpoint left it
+        metrics: dict[str, float] = start.metrics
         outputs: list[torch.Tensor] = []
-        for epoch in range(trial.epochs):
+        for epoch in range(start.epoch, trial.epochs):
             model.train()
+            at_start = generator.get_state()  # a checkpoint within the epoch draws its order again from here
             order = torch.randperm(len(x_train), generator=generator).to(x_train.device)
-            total, steps = torch.zeros((), device=x_train.device), 0
-            for idx in order.split(batch_size):
+            total, steps = torch.full((), start.total, device=x_train.device), start.steps
+            for batch, idx in enumerate(order.split(batch_size)):
+                if epoch == start.epoch and batch < start.batch:
+                    continue  # trained before the checkpoint this run resumed from
                 with self.autocast(device):
                     loss = loss_fn(model(x_train[idx]), y_train[idx])
                 optimizer.zero_grad(set_to_none=True)
@@ -171,11 +178,14 @@ class ModelWorkload:
                 optimizer.step()
                 total += loss.detach().float() * len(idx)
                 steps += 1
+                saver.within(epoch, batch + 1, at_start, float(total), steps)
+            start = Resume()
             keep = outputs if evaluated == "test" and epoch == trial.epochs - 1 else None
             metrics = {
                 "train_loss": float(total) / len(x_train),
                 **self.evaluate(model, *data[evaluated], device, keep),
             }
+            saver.after(epoch, metrics)  # before the report, which may end the trial: every reported epoch is saved
             trial.report(epoch, iterations=steps, **metrics)
         if outputs:
             self.kept = TestRun(
@@ -303,3 +313,78 @@ def _describe(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return f"a {type(value).__name__} of {len(value)}"
     return type(value).__name__
+
+
+@dataclass
+class Resume:
+    """Where a run starts: epoch 0 (a new trial), or where the checkpoint it resumes from was saved."""
+
+    epoch: int = 0
+    batch: int = 0  # batches of `epoch` already trained (a checkpoint within an epoch)
+    total: float = 0.0  # their summed loss x batch size, and their optimiser steps
+    steps: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)  # the last finished epoch's
+
+
+AUTO_SHARE = 0.05  # checkpoint_every = "auto": saves take at most this share of a trial's time
+AUTO_FLOOR_S = 1.0  # ... and come at least this far apart: work lost to a stop between two is under a second
+
+
+class Saver:
+    """A trial's checkpoints in the model loop: model, optimiser, the batch order's generator and torch's
+    RNG, and where in the loop (trial.save_checkpoint: atomic). `every`: "auto" (after an epoch, unless less
+    than AUTO_FLOOR_S passed since the last save, or the last save took over AUTO_SHARE of the time since it:
+    epochs of a second or more are saved each, short ones every few, a trial of under a second never),
+    N epochs (0: never), or a duration ("10m"): also within an epoch, at the first batch boundary past it.
+    Off when the trial has no checkpoint folder (sanity, lr-find, final's test runs)."""
+
+    def __init__(self, trial: Any, every: int | str, model: nn.Module, optimizer: Any, generator: Any) -> None:
+        self.trial, self.model, self.optimizer, self.generator = trial, model, optimizer, generator
+        on = getattr(trial, "checkpoint_dir", None) is not None and every not in (0, "0")
+        self.auto = on and every == "auto"
+        self.epochs = every if on and isinstance(every, int) else 1 if self.auto else 0
+        self.seconds = parse_duration(every) if on and isinstance(every, str) and not self.auto else 0.0
+        self.saved, self.cost = time.monotonic(), 0.0  # the last save: when it ended, how long it took
+
+    def restore(self) -> Resume:
+        state = self.trial.load_checkpoint() if self.epochs or self.seconds else None
+        if not isinstance(state, dict) or "model" not in state:
+            return Resume()
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        print(f"hpsearch: resumed from the checkpoint of epoch {state['epoch']}, batch {state['batch']}")
+        return Resume(state["epoch"], state["batch"], state["total"], state["steps"], state["metrics"])
+
+    def within(self, epoch: int, batch: int, at_start: torch.Tensor, total: float, steps: int) -> None:
+        if self.seconds and time.monotonic() - self.saved >= self.seconds:
+            self._save(epoch, batch, at_start, total, steps, {})
+
+    def after(self, epoch: int, metrics: dict[str, float]) -> None:
+        due = self.epochs and (epoch + 1) % self.epochs == 0
+        if self.auto and time.monotonic() - self.saved < max(self.cost / AUTO_SHARE, AUTO_FLOOR_S):
+            due = False  # short epochs: saving each would cost over AUTO_SHARE of the time, or save little
+        if due or (self.seconds and time.monotonic() - self.saved >= self.seconds):
+            self._save(epoch + 1, 0, self.generator.get_state(), 0.0, 0, metrics)
+
+    def _save(self, epoch: int, batch: int, generator: torch.Tensor, total: float, steps: int, metrics: dict) -> None:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": generator,
+            "rng": torch.get_rng_state(),
+            "cuda_rng": cuda,
+            "epoch": epoch,
+            "batch": batch,
+            "total": total,
+            "steps": steps,
+            "metrics": metrics,
+        }
+        start = time.monotonic()
+        self.trial.save_checkpoint(state)
+        self.saved = time.monotonic()
+        self.cost = self.saved - start

@@ -36,7 +36,7 @@ from hpsearch.errors import SpecError
 Resolver = Callable[[str, Path, str], str]
 
 # What a command may ask for besides the params: the trial's settings, as the script sees them.
-BUILTINS = ("epochs", "seed", "trial", "stage", "study", "device", "split")
+BUILTINS = ("epochs", "seed", "trial", "stage", "study", "device", "split", "checkpoint_dir", "attempt")
 BUILTIN_PREFIX = "hpsearch."
 PYTHON_NAMES = ("python", "python3")  # as a command's program: the interpreter hpsearch runs in
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
@@ -67,6 +67,9 @@ class ModelSpec:
     batch_size: int = 64
     optimizer: str = "sgd"
     precision: str = "fp32"
+    # Checkpoints (workloads/model.py): "auto" (after epochs, at least 1 s apart and at most 5% of the time),
+    # every N epochs (0: none), or "10m", "1h": also within an epoch.
+    checkpoint_every: int | str = "auto"
 
     @property
     def classification(self) -> bool:
@@ -253,7 +256,25 @@ def parse_model(data: Mapping[str, Any], file: Path, names: Sequence[str], resol
         raise SpecError(
             file, "params", f"a model workload's {optimizer} optimiser needs a param named lr; add [params.lr]"
         )
-    return ModelSpec(model, source, loss, batch_size, optimizer, precision)
+    return ModelSpec(model, source, loss, batch_size, optimizer, precision, checkpoint_every(data, file))
+
+
+def checkpoint_every(data: Mapping[str, Any], file: Path) -> int | str:
+    """The table's checkpoint_every: epochs (0: never) or a duration ("10m": also within long epochs)."""
+    from hpsearch.durations import parse_duration
+    from hpsearch.errors import HpsearchError
+
+    value = data.get("checkpoint_every", "auto")
+    if (isinstance(value, int) and not isinstance(value, bool) and value >= 0) or value == "auto":
+        return value
+    try:
+        if isinstance(value, str):
+            parse_duration(value)
+            return value
+    except HpsearchError:
+        pass
+    why = f'must be "auto", epochs (1: each, 0: never) or a duration such as "10m", got {value!r}'
+    raise SpecError(file, "workload.checkpoint_every", why)
 
 
 def parse_command_value(value: Any, file: Path, names: Sequence[str], folder: str) -> tuple[str, ...]:

@@ -1,0 +1,1 @@
+"""Putting workers on clusters: SLURM job arrays (slurm.py)."""
