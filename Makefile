@@ -82,5 +82,27 @@ browser:
 bench: install
 	$(BIN)/python bench/dispatch.py
 
+# The peers of bench/peers (issue 29), each in its own virtualenv .venv-peers/NAME (DEHB pins numpy < 2,
+# NePS wants numpy >= 2): torch first (TORCH_SPEC), then the peer at a pinned version and scikit-learn (the
+# digits workload reads scikit-learn's bundled file); a .pth makes the repository importable. Never part of
+# `make test`. Optuna's samplers, random + successive halving and `hpsearch search` run in $(VENV).
+PEERS_VENV ?= .venv-peers
+PEER_smac ?= smac==2.4.1
+PEER_dehb ?= dehb==0.1.2
+PEER_neps ?= neural-pipeline-search==0.17.0
+.PHONY: bench-peers
+bench-peers: install $(PEERS_VENV)/smac/.installed $(PEERS_VENV)/dehb/.installed $(PEERS_VENV)/neps/.installed
+	$(BIN)/python bench/peers/common.py --prepare
+
+$(PEERS_VENV)/%/.installed: Makefile
+	test -x $(PEERS_VENV)/$*/bin/python || $(PYTHON) -m venv $(PEERS_VENV)/$*
+	$(PEERS_VENV)/$*/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_VENV)/$*/bin/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	echo "$(TORCH_SPEC)" > $(PEERS_VENV)/$*/torch-constraint.txt  # NePS's torchvision would otherwise bring another torch
+	$(PEERS_VENV)/$*/bin/python -m pip install --quiet -c $(PEERS_VENV)/$*/torch-constraint.txt "$(PEER_$*)" scikit-learn
+	echo "$(CURDIR)" > "$$($(PEERS_VENV)/$*/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/hpsearch_bench.pth"
+	$(PEERS_VENV)/$*/bin/python -m pip freeze > $(PEERS_VENV)/$*/versions.txt
+	touch $@
+
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -34,6 +34,7 @@ from hpsearch.trials import (
     METRICS_ATTR,
     OWNER_ATTR,
     REASON_ATTR,
+    WARM_START_ATTR,
     attempt,
     continued_runs,
     display_order,
@@ -106,6 +107,7 @@ def frame(
         hidden |= {id(t) for t in stage_trials if t.number in later}
     every = [t for stage_trials in trials for t in stage_trials if id(t) not in hidden]
     resumed = any(attempt(t) > 1 for t in every)  # the attempt columns, only where a trial was resumed
+    warm = any(WARM_START_ATTR in t.user_attrs for t in every)  # the warm_start column, only where a stage has some
     extra: list[str] = []  # other metrics the workload returned, as named in the frame
     for t in every:
         for m in trial_attr(t, METRICS_ATTR, {}):
@@ -140,6 +142,8 @@ def frame(
             row.update(dict(zip(REPEAT_COLUMNS, repeats.get(id(t), (None, None, None)))))
         if resumed:
             row.update(dict(zip(ATTEMPT_COLUMNS, (attempt(t), first_attempt(t)))))
+        if warm:
+            row[WARM_COLUMN] = t.user_attrs.get(WARM_START_ATTR, "")
         row.update({_metric_column(m, param_names): v for m, v in metrics.items() if m != metric})
         row.update({col[k]: v for k, v in _diagnostics(trial_attr(t, CURVES_ATTR) or {}).items()})
         rows.append(row)
@@ -153,6 +157,7 @@ def frame(
         col["border"],
         *(REPEAT_COLUMNS if repeats else ()),
         *(ATTEMPT_COLUMNS if resumed else ()),
+        *((WARM_COLUMN,) if warm else ()),
         *extra,
     ]
     columns += [col[c] for c in DIAGNOSTIC_COLUMNS]
@@ -186,6 +191,7 @@ def border_sides(df: pd.DataFrame) -> list[dict[str, str]]:
 
 ATTEMPT_COLUMNS = ("attempt", "attempt_of")  # a resumed trial's run, and its trial's first run's number
 REPEAT_COLUMNS = ("runs", "mean", "spread")  # of the trial's configuration, where a stage re-ran some (repeats.py)
+WARM_COLUMN = "warm_start"  # where a configuration run first came from (search/warm_starts.py), where a stage has some
 
 
 def _repeats(

@@ -20,6 +20,7 @@ from hpsearch.limits import KEYS as LIMIT_KEYS
 from hpsearch.limits import TrialLimits, parse_limits
 from hpsearch.space import Choice, Param, Range, Space
 from hpsearch.strategy import Strategy
+from hpsearch.warm_start import GOOD_KEY, parse_good
 from hpsearch.workloads.spec import Workload, check_command, parse_command_value, parse_model
 
 
@@ -89,6 +90,8 @@ class StudySpec:
     search_plan: str = "auto"
     # Stall rule and log bound of its trials (limits.py); the flags of the commands that run trials override them
     limits: TrialLimits = TrialLimits()
+    good: dict[str, Any] = field(default_factory=dict, hash=False)  # known-good values: coarse starts there (warm_start.py)
+    trackers: dict[str, str] = field(default_factory=dict, hash=False)  # [trackers] as written: trackers/settings.py
 
     def __post_init__(self) -> None:
         if isinstance(self.workload, str):  # library callers and old code pass "module:function"
@@ -113,6 +116,8 @@ class StudySpec:
             "metric_epoch": self.metric_epoch,
             "search_plan": self.search_plan,
             "limits": self.limits.to_dict(),
+            "good": dict(self.good),
+            "trackers": dict(self.trackers),
         }
         if with_space:
             d["space"] = self.space.to_dict()
@@ -135,15 +140,18 @@ class StudySpec:
             metric_epoch=d.get("metric_epoch", "last"),
             search_plan=d.get("search_plan", "auto"),
             limits=TrialLimits.from_dict(d.get("limits")),
+            good=dict(d.get("good") or {}),
+            trackers=dict(d.get("trackers") or {}),
         )
 
 
-TOP_KEYS = {"name", "workload", "metric", "direction", "coarse", "refine", "params", "description", "budget", "metric_epoch", "search_plan", *LIMIT_KEYS}
+TOP_KEYS = {"name", "workload", "metric", "direction", "coarse", "refine", "params", "description", "budget", "metric_epoch", "search_plan", "trackers", *LIMIT_KEYS}
+TRACKER_KEYS = {"mlflow", "mlflow_experiment", "tensorboard"}  # [trackers]: a tracking URI, its experiment, an event-file folder
 STAGE_KEYS = {"strategy", "trials", "epochs", "seed", "top_k", "max_failures", "budget"}
 WORKLOAD_KEYS = {"function", "command", "model", "data", "loss", "batch_size", "optimizer", "precision", "checkpoint_every"}
 MODEL_KEYS = {"data", "loss", "batch_size", "optimizer", "precision", "checkpoint_every"}  # only with model = ...
-RANGE_KEYS = {"low", "high", "log", "type", "grid_points", "limits"}
-CHOICE_KEYS = {"values", "limits"}
+RANGE_KEYS = {"low", "high", "log", "type", "grid_points", "limits", GOOD_KEY}
+CHOICE_KEYS = {"values", "limits", GOOD_KEY}
 MAX_PARAMS = 1000  # each param is a storage write per trial: 1,000 cost a few seconds per trial on the journal
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -209,7 +217,13 @@ def parse_spec(data: dict[str, Any], path: str | Path = "<memory>") -> StudySpec
         raise SpecError(file, "search_plan", f'{search_plan!r}: use "auto" (search plans its stages from the budget) '
                         'or "study" (search runs [coarse] and [refine] as written)')
     limits = parse_limits(data, file)
-    return StudySpec(name, workload, metric, direction, space, coarse, refine, str(path), folder, budget, metric_epoch, search_plan, limits)
+    trackers = data.get("trackers", {})
+    if not isinstance(trackers, dict):
+        raise SpecError(file, "trackers", 'must be a table: [trackers] with mlflow = "http://127.0.0.1:5000" and/or tensorboard = "runs"')
+    _reject_unknown(trackers, TRACKER_KEYS, file, "trackers")
+    if bad := [k for k, v in trackers.items() if not isinstance(v, str) or not v.strip()]:
+        raise SpecError(file, f"trackers.{bad[0]}", f"must be a non-empty text, got {trackers[bad[0]]!r}")
+    return StudySpec(name, workload, metric, direction, space, coarse, refine, str(path), folder, budget, metric_epoch, search_plan, limits, good=parse_good(params, space, file), trackers=dict(trackers))
 
 
 def check_stage(stage: StageSpec, where: str, file: str | Path) -> StageSpec:
@@ -247,7 +261,7 @@ def _param(name: str, data: Any, file: Path) -> Param:
         raise SpecError(file, key, "must be a table with low/high (a range) or values (a set)")
     limits = _limits(data.get("limits"), f"{key}.limits", file)
     if "values" in data:
-        _reject_unknown(data, CHOICE_KEYS, file, key, hint="a value set takes only values (and limits)")
+        _reject_unknown(data, CHOICE_KEYS, file, key, hint="a value set takes only values (and limits, good)")
         values = data["values"]
         if not isinstance(values, list) or not values:
             raise SpecError(file, f"{key}.values", "must be a non-empty list, e.g. values = [0.5, 0.9, 0.99]")

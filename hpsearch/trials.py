@@ -44,6 +44,9 @@ LOG_ATTR = "log"  # "host:path" of the trial's captured stdout/stderr
 LOG_TAIL_ATTR = "log_tail"  # the last lines of that log
 CARRIED_ATTR = "carried"  # a configuration carried into a refine stage from its parent (recipe.py)
 REPEAT_ATTR = "repeat_of"  # a configuration run again with another seed, to measure the noise (recipe.py)
+WARM_START_ATTR = "warm_start"  # a configuration run first, and where it came from (search/warm_starts.py)
+EXPLORE_ATTR = "explore"  # a spread point `search` added to a coarse stage (search/recipe.py)
+MARKS = (CARRIED_ATTR, REPEAT_ATTR, WARM_START_ATTR, EXPLORE_ATTR)  # why a trial was queued: its next run keeps it
 RETRY_OF_ATTR = "retry_of"  # a resumed trial's run: the number of the run it continues (its previous attempt)
 ATTEMPT_ATTR = "attempt"  # which run of its trial this is: 1 (absent) for the first, 2 for the first resumed...
 FIRST_ATTEMPT_ATTR = "attempt_of"  # a resumed run's first attempt: its seed and checkpoint folder are that one's
@@ -202,3 +205,9 @@ def reached(trial: FrozenTrial, setting: int) -> int:
     epochs_run counts only the last run's (what the budget charges each run)."""
     epochs = trial_attr(trial, CURVE_EPOCHS_ATTR)
     return len(epochs) if epochs and attempt(trial) > 1 else epochs_run(trial, setting)
+
+
+def marked(trials: Sequence[FrozenTrial], mark: str) -> list[FrozenTrial]:
+    """The trials queued for `mark` (one of MARKS), each once: a resumed one at its latest run."""
+    later = continued_runs(trials)
+    return [t for t in trials if mark in t.user_attrs and t.number not in later]

@@ -29,6 +29,7 @@ CORE = {
     "repeats",
     "limits",
     "durations",
+    "warm_start",
 }
 # A private Optuna name: one of these attributes, or an import from one of Optuna's _private modules.
 PRIVATE_OPTUNA = re.compile(

@@ -230,3 +230,25 @@ def test_a_command_trial_preempted_resumes_from_the_checkpoint_its_script_kept(
     assert len({folder for *_, folder in _runs(runs)}) == 1
     lr = trials[1].params["lr"]
     assert trials[1].value == pytest.approx(6 * lr / (1 + 6 * lr))
+
+
+def test_a_resumed_run_keeps_why_its_trial_was_queued(study_file: Callable[..., Path]) -> None:
+    """A repeat, a carried configuration, a warm start or a spread point that is resumed stays one (its
+    next run keeps the mark), and counts once: the run it continues is not counted again."""
+    from hpsearch.search.retry import requeue
+    from hpsearch.trials import MARKS, REPEAT_ATTR, continued_runs
+
+    spec = load_spec(study_file(coarse=TEN, params=LR))
+    store = Store(spec.name)
+    info = start_coarse(store, spec, {})
+    study = store.study(info)
+    trial = study.ask()
+    trial.suggest_float("lr", 0.01, 0.1, log=True)
+    for mark in MARKS:
+        trial.set_user_attr(mark, 3 if mark == REPEAT_ATTR else True)
+    study.tell(trial, state=TrialState.FAIL)
+    [failed] = store.trials(info)
+    requeue(study, failed, dict(failed.params))
+    [_, queued] = store.trials(info)
+    assert {m: queued.user_attrs.get(m) for m in MARKS} == {m: failed.user_attrs[m] for m in MARKS}
+    assert continued_runs(store.trials(info)) == {failed.number}

@@ -169,6 +169,17 @@ class RunOptions:
             "earlier trials at the same epoch, after 5 trials) or hyperband. Diverged losses are always stopped.",
         ),
     ] = Pruner.none
+    track: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--track",
+            metavar="KIND=WHERE",
+            help="Send every trial to an experiment tracker as it runs (repeatable): mlflow=URI (an MLflow "
+            "tracking server, e.g. http://127.0.0.1:5000: a run per stage, a nested run per trial) or "
+            "tensorboard=FOLDER (event files with HParams); mlflow_experiment=NAME names the experiment. Replaces "
+            "that key of the study file's [trackers] table (KIND= turns it off) and keeps the others.",
+        ),
+    ] = None
 
     def as_arguments(self) -> list[str]:
         """These options as a command line gives them (those not at their defaults): for `hpsearch worker`
@@ -180,6 +191,9 @@ class RunOptions:
                 continue
             option = typing.get_args(typing.get_type_hints(RunOptions, include_extras=True)[f.name])[1]
             name = option.default  # Typer keeps an option's first flag there, the others in param_decls
+            if isinstance(value, list):  # a repeatable option: once per value
+                out += [part for item in value for part in (name, str(item))]
+                continue
             out += [name] if value is True else [name, str(value.value if isinstance(value, Enum) else value)]
         return out
 

@@ -59,20 +59,25 @@ def search(
         _early_workers,
         _executor,
         _population_note,
+        _trackers,
         print_stage_notes,
+        warn,
     )
     from hpsearch.leaderboard import frame
     from hpsearch.search.recipe import search as run_search
     from hpsearch.spec import load_spec
     from hpsearch.store.storage import Store
+    from hpsearch.trackers import open_trackers
 
     deadline = _deadline(timeout)
     executor = _executor(run)
     spec = load_spec(spec_file)
+    trackers = _trackers(spec, run)
     store = Store(spec.name, directory, storage)
     out, err = make_console(), make_console(stderr=True)
     displays: list[Any] = []
     shown: set[str] = set()  # the refine stages whose derived space was printed
+    tracking: list[Any] = []  # the stage's trackers, open over its runs (explore, re-runs) until it ends
 
     def listener(info: Any) -> Any:
         for d in displays:
@@ -80,8 +85,10 @@ def search(
         if info.parent and info.name not in shown:  # as `refine` prints it: old -> new range, and why
             shown.add(info.name)
             out.print(changes_table(info))
+        if not tracking or tracking[0].stage != info.name:
+            tracking[:] = [open_trackers(trackers, info, lambda line: warn(err, line))]
         displays[:] = [ProgressDisplay(err, info, run.quiet).__enter__()]
-        return displays[0]
+        return tracking[0].around(displays[0])
 
     def say(line: str) -> None:
         for d in displays:
@@ -93,7 +100,10 @@ def search(
         for d in displays:
             d.__exit__(None, None, None)
         displays.clear()
-        print_stage_notes(err, executor, info, store.trials(info))
+        flags = print_stage_notes(err, executor, info, store.trials(info))
+        for t in tracking:
+            t.close(flags)
+        tracking.clear()
 
     try:
         # The workers stay from one stage to the next (torch, the data and the first calls load once per
@@ -116,11 +126,15 @@ def search(
                 stage_ended,
             )
     except KeyboardInterrupt as e:
+        for t in tracking:
+            t.close(ended="interrupted")
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
         raise typer.Exit(Preempted.exit_code if isinstance(e, Preempted) else INTERRUPTED_EXIT) from None
     finally:
         for d in displays:
             d.__exit__(None, None, None)
+        for t in tracking:
+            t.close(ended="failed")  # an error ended the stage (closed ones stay as they ended)
     last = result.stages[-1]
     if result.timed_out:
         err.print(

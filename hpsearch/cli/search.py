@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -27,6 +28,31 @@ from hpsearch.errors import Preempted, StageStoppedShort, render_settings
 INTERRUPTED_MESSAGE = "\nInterrupted: completed trials are kept; run the same command again to continue."
 INTERRUPTED_EXIT = 130  # as a shell reports Ctrl-C
 
+StartWithOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--start-with",
+        metavar="FILE",
+        help="Run these configurations first: the best.toml (or best.json) `hpsearch final` writes, a TOML file of "
+        "[[configs]] tables, or a JSON list of objects. Every value must lie in the study's space (else exit 2, "
+        "before any trial); a param the file lacks takes its midpoint. They count toward --trials and --budget.",
+    ),
+]
+FromStudyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--from",
+        metavar="OTHER[:STAGE]",
+        help="Run another study's best configurations first (--from-top of them; from STAGE, else its latest stage "
+        "with a completed trial), read from the same --dir/--storage. A value outside this study's range is "
+        "clipped into it, one not in a set takes the nearest value; each change is said.",
+    ),
+]
+FromTopOpt = Annotated[
+    int | None,
+    typer.Option("--from-top", min=1, metavar="K", help="How many configurations --from takes [default: 5]."),
+]
+
 
 @grouped
 def coarse(
@@ -37,6 +63,9 @@ def coarse(
     timeout: TimeoutOpt = None,
     directory: DirOpt = None,
     storage: StorageOpt = None,
+    start_with: StartWithOpt = None,
+    from_study: FromStudyOpt = None,
+    from_top: FromTopOpt = None,
 ) -> None:
     """Run (or continue) a study's coarse stage: wide ranges, short trials.
 
@@ -51,6 +80,8 @@ def coarse(
     terminal: SIGHUP) keeps every finished trial, and the same command continues.
     --budget EPOCHS caps the trial-epochs the stage spends (with a pruner, the
     way to know its cost); --timeout starts no trial after that long.
+    --start-with FILE and --from OTHER run given configurations first, and so
+    do the study file's `good` values (README: Warm starts and known-good values).
 
     Example: hpsearch coarse studies/digits_mlp.toml --trials 40 --epochs 2 --workers 2
     """
@@ -60,6 +91,8 @@ def coarse(
     given = _with_budget(overrides, budget)
     executor = _executor(run)
     spec = load_spec(spec_file)  # validated (its workload exists) before any worker imports the workload
+    trackers = _trackers(spec, run)  # the study file's, as it is now (a resumed stage stored an older copy)
+    warm, notes = _warm_starts(spec, start_with, from_study, from_top, directory, storage)  # checked before too
     with _early_workers(executor) as start_workers:
         start_workers(spec.workload, _target(lambda: spec.coarse.with_overrides(**given), spec.space))
         from hpsearch.cli.render import make_console
@@ -76,8 +109,11 @@ def coarse(
                 markup=False,
             )
         _population_note(notice, run, spec.workload, spec.space)
-        info = start_coarse(store, spec, given, notify=lambda line: notice.print(line, soft_wrap=True, markup=False))
-        _run_and_show(store, info, run, executor, deadline=deadline)
+        say = lambda line: notice.print(render_settings(line, flag), soft_wrap=True, markup=False)  # noqa: E731
+        for line in notes:
+            say(line)
+        info = start_coarse(store, spec, given, notify=say, warm=warm)
+        _run_and_show(store, info, run, executor, deadline=deadline, trackers=trackers)
 
 
 @grouped
@@ -169,6 +205,19 @@ def worker(
         _run_and_show(store, info, run, executor, join=True)
 
 
+def _warm_starts(
+    spec: Any, file: Path | None, study: str | None, top: int | None, directory: Path | None, storage: str | None
+) -> tuple[list[Any], list[str]]:
+    """--start-with and --from read and checked (search/warm_starts.gather): the configurations and notes."""
+    if top is not None and not study:
+        raise typer.BadParameter("--from-top needs --from OTHER", param_hint="--from-top")
+    if file is None and not study:
+        return [], []
+    from hpsearch.search.warm_starts import FROM_TOP, gather
+
+    return gather(spec.space, file, study, top or FROM_TOP, directory, storage)
+
+
 def _executor(run: RunOptions) -> Any:
     from hpsearch.dispatch import DispatchConfig, make_executor
 
@@ -239,27 +288,52 @@ def _with_budget(overrides: StageOverrides, budget: int | None) -> dict[str, Any
     return given if budget is None else {**given, "budget": budget}
 
 
+def _trackers(spec: Any, run: RunOptions) -> Any:
+    """The trackers of `spec`'s stages: its [trackers] with --track in place. A tracker's package that is
+    not installed is an error here, before any trial."""
+    from hpsearch.trackers import check_installed
+    from hpsearch.trackers.settings import tracker_spec
+
+    trackers = tracker_spec(spec, run.track)
+    check_installed(trackers)
+    return trackers
+
+
 def _run_and_show(
-    store: Any, info: Any, run: RunOptions, executor: Any, join: bool = False, deadline: float | None = None
+    store: Any,
+    info: Any,
+    run: RunOptions,
+    executor: Any,
+    join: bool = False,
+    deadline: float | None = None,
+    trackers: Any = None,
 ) -> None:
     """Run a stage with live progress, then print its leaderboard and border warnings.
 
-    join=True runs it as one more coordinator (stages.join_stage: `hpsearch worker`).
+    join=True runs it as one more coordinator (stages.join_stage: `hpsearch worker`). Its trials go to
+    `trackers` (default: the stored study's [trackers] with --track in place).
     """
     from hpsearch.cli.progress import ProgressDisplay
     from hpsearch.cli.render import leaderboard_table, make_console, print_flags, stage_summary
     from hpsearch.leaderboard import frame
     from hpsearch.search.stages import join_stage, run_stage
+    from hpsearch.trackers import open_trackers
 
     out, err = make_console(), make_console(stderr=True)
     start = time.perf_counter()
     pruner = run.pruner.value
+    trackers = trackers if trackers is not None else _trackers(info.spec, run)
     try:
-        with ProgressDisplay(err, info, run.quiet) as progress:
+        with (
+            open_trackers(trackers, info, lambda line: warn(err, line)) as tracking,
+            ProgressDisplay(err, info, run.quiet) as progress,
+        ):
+            listener = tracking.around(progress)
             if join:
-                result = join_stage(store, info.name, executor, listener=progress, pruner=pruner, deadline=deadline)
+                result = join_stage(store, info.name, executor, listener=listener, pruner=pruner, deadline=deadline)
             else:
-                result = run_stage(store, info, executor, listener=progress, pruner=pruner, deadline=deadline)
+                result = run_stage(store, info, executor, listener=listener, pruner=pruner, deadline=deadline)
+            tracking.close(result.flags)
     except KeyboardInterrupt as e:
         # Typer turns a KeyboardInterrupt into a silent exit 130; say what was kept.
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
@@ -296,10 +370,18 @@ def print_notices(err: Any, executor: Any) -> None:
     notices.clear()
 
 
-def print_stage_notes(err: Any, executor: Any, info: Any, trials: Any) -> None:
-    """What a stage says as it ends inside `search`, as it would run alone: notices and border flags."""
+def print_stage_notes(err: Any, executor: Any, info: Any, trials: Any) -> list[Any]:
+    """What a stage says as it ends inside `search`, as it would run alone: notices and border flags
+    (returned: the stage's trackers get them too)."""
     from hpsearch.cli.render import print_flags
     from hpsearch.refine import stage_flags
 
     print_notices(err, executor)
-    print_flags(err, stage_flags(info, trials), info.name)
+    flags = stage_flags(info, trials)
+    print_flags(err, flags, info.name)
+    return flags
+
+
+def warn(err: Any, line: str) -> None:
+    """One warning line on stderr (a tracker that is down: the stage goes on)."""
+    err.print(f"warning: {line}", soft_wrap=True, markup=False)

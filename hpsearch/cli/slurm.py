@@ -84,7 +84,8 @@ def slurm(
 
     dispatch = DispatchConfig(run.devices, run.per_device, run.workers, run.trial_timeout, run.population)
     results = None if store.url else str(results_dir(directory).resolve())
-    worker = StageWorker(name, info.name, results, store.url, dispatch, run.overrides(), run.pruner.value)
+    track = tuple(run.track or ())
+    worker = StageWorker(name, info.name, results, store.url, dispatch, run.overrides(), run.pruner.value, track)
     options = SlurmOptions(
         partition,
         max(1, round(parse_duration(time_limit) / 60)),

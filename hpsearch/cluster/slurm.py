@@ -90,17 +90,28 @@ class StageWorker:
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     overrides: LimitOverrides = field(default_factory=LimitOverrides)
     pruner: str = "none"
+    track: tuple[str, ...] = ()  # --track entries over the study's [trackers] (trackers/settings.py)
 
     def __call__(self, task: int) -> int:
         from hpsearch.dispatch import make_executor
         from hpsearch.search.stages import join_stage
         from hpsearch.store.storage import Store
+        from hpsearch.trackers import open_trackers
+        from hpsearch.trackers.settings import tracker_spec
 
-        store = Store(self.name, self.directory, self.storage, create=False)
+        try:
+            store = Store(self.name, self.directory, self.storage, create=False)
+            info = store.stage(self.stage)
+        except HpsearchError as e:  # this node cannot reach the study: the task's log says why, in one line
+            print(f"task {task}: cannot join {self.name} {self.stage}: {e}", flush=True)
+            raise
         executor = make_executor(self.dispatch, self.overrides)
         print(f"task {task}: joining {self.name} {self.stage} in {store.location}", flush=True)
+        trackers = tracker_spec(info.spec, list(self.track))
         try:
-            result = join_stage(store, self.stage, executor, listener=_log, pruner=self.pruner)
+            with open_trackers(trackers, info, lambda line: print(f"warning: {line}", flush=True)) as tracking:
+                result = join_stage(store, self.stage, executor, listener=tracking.around(_log), pruner=self.pruner)
+                tracking.close(result.flags)
         except Preempted:  # warned by SLURM (USR1, USR2): its trials are recorded, to be resumed
             print(f"task {task}: preempted; back in the queue", flush=True)
             requeue()

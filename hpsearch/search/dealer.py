@@ -60,6 +60,7 @@ class Dealer:
         self.grid = info.settings.strategy == Strategy.grid
         self.orphans = Orphans(study, info.name, limits) if self.grid else None
         self.requeued = False  # this coordinator queued a trial's next run: read the queue at the next draw
+        self.queued = 0  # WAITING trials at the last read (warm starts, carried configurations): popped first
         self.checkpoints = store.checkpoints_dir(info)
         self.pending_retries = 0  # failed grid points whose re-queue is still to come (retry.py)
         self.distributions = info.space.distributions()
@@ -167,11 +168,12 @@ class Dealer:
     def _refresh_due(self) -> bool:
         """Whether to read the counts from the storage before this trial, or trust our own.
 
-        A database is asked every time (indexed queries); so is a grid (its queue). On the journal
+        A database is asked every time (indexed queries); so is a grid (its queue), and a stage while
+        it has queued trials (warm starts, carried ones: they run before any sampled one). On the journal
         a read costs O(trials), so it happens every REFRESH_EVERY trials, and at every trial near the
         target (where other coordinators' trials decide when to stop): flat per-trial cost.
         """
-        if self.store.database or self.grid or self.requeued or self.calls % REFRESH_EVERY == 1:
+        if self.store.database or self.grid or self.requeued or self.queued or self.calls % REFRESH_EVERY == 1:
             self.requeued = False
             return True
         return self.ledger.left <= REFRESH_EVERY
@@ -200,4 +202,6 @@ class Dealer:
         if dead:
             trials = self.study.get_trials(deepcopy=False)
         ledger.read(trials)
-        return [t for t in trials if t.state == TrialState.WAITING]
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        self.queued = len(waiting)
+        return waiting

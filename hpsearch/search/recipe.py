@@ -43,7 +43,7 @@ from hpsearch.space import Range, Space
 from hpsearch.spec import StudySpec
 from hpsearch.store.storage import StageInfo, Store
 from hpsearch.strategy import Strategy
-from hpsearch.trials import REPEAT_ATTR, derive_seed, point_key, spent_epochs, trial_params
+from hpsearch.trials import EXPLORE_ATTR, REPEAT_ATTR, derive_seed, marked, point_key, spent_epochs, trial_params
 
 PLAN_ATTR = "recipe"  # a stage's plan in its Optuna study's user attributes: {"explore", "repeats", "runs"}
 COARSE_RUNS = 2  # coarse: the top configurations are brought to this many runs (seeds) each
@@ -63,7 +63,6 @@ EXPLORE_Z = 2.0  # stands out: best mean above the median configuration's by thi
 EXPLORE_SHARE = 0.5  # of what is left, spent on more coarse trials spread over the space
 EXPLORE_REPEATS = 3  # re-runs of the top configurations after them
 EXPLORE_CANDIDATES = 20  # random candidates per spread point (the farthest from every trial is taken)
-EXPLORE_ATTR = "explore"  # marks a spread point in its trial's user attributes
 
 
 @dataclass
@@ -311,10 +310,10 @@ def confirm(store: Store, info: StageInfo) -> bool:
     if not plan or plan["repeats"] <= 0:
         return False
     trials = store.trials(info)
-    marked = [t for t in trials if REPEAT_ATTR in t.user_attrs]
-    need = plan["repeats"] - len(marked)
+    repeats = marked(trials, REPEAT_ATTR)  # a re-run resumed after a stop counts once
+    need = plan["repeats"] - len(repeats)
     queued: dict[Any, int] = {}
-    for t in marked:
+    for t in repeats:
         if t.state.name == "WAITING":
             queued[point_key(trial_params(t))] = queued.get(point_key(trial_params(t)), 0) + 1
     study = store.study(info)
@@ -324,7 +323,7 @@ def confirm(store: Store, info: StageInfo) -> bool:
         for _ in range(more):
             study.enqueue_trial(config.params, user_attrs={REPEAT_ATTR: config.trials[0].number})
         added += more
-    target = plan["explore"] + len(marked) + added
+    target = plan["explore"] + len(repeats) + added
     if info.settings.trials >= target:
         return False
     store.update(replace(info, settings=replace(info.settings, trials=target)))
@@ -363,8 +362,7 @@ def explore_more(store: Store, info: StageInfo, total: int) -> bool:
     study = store.study(info)
     for params in points:
         study.enqueue_trial(params, user_attrs={EXPLORE_ATTR: True})
-    marked = sum(REPEAT_ATTR in t.user_attrs for t in trials)
-    settings = replace(info.settings, trials=explore + marked, budget=min(total, (explore + repeats) * epochs))
+    settings = replace(info.settings, trials=explore + len(marked(trials, REPEAT_ATTR)), budget=min(total, (explore + repeats) * epochs))
     store.update(replace(info, settings=settings))
     return True
 

@@ -38,6 +38,7 @@ from hpsearch.limits import TrialLimits
 from hpsearch.trials import (
     ATTEMPT_ATTR,
     FIRST_ATTEMPT_ATTR,
+    MARKS,
     REASON_ATTR,
     RETRY_OF_ATTR,
     attempt,
@@ -52,8 +53,10 @@ log = logging.getLogger("hpsearch.search.coordinator")
 
 def requeue(study: optuna.Study, failed: FrozenTrial | optuna.Trial, params: dict[str, Any]) -> None:
     """Queue the next run of the trial whose run `failed` failed: its `params`, linked to it (`retry_of`),
-    its attempt number one more, its first attempt (its seed and checkpoint folder) the same."""
+    its attempt number one more, its first attempt (its seed and checkpoint folder) the same; a warm
+    start, a carried configuration, a repeat or a spread point stays marked as one (trials.MARKS)."""
     attrs = {RETRY_OF_ATTR: failed.number, ATTEMPT_ATTR: attempt(failed) + 1, FIRST_ATTEMPT_ATTR: first_attempt(failed)}
+    attrs |= {mark: failed.user_attrs[mark] for mark in MARKS if mark in failed.user_attrs}
     study.enqueue_trial(params, user_attrs=attrs)
 
 

@@ -24,6 +24,7 @@ from hpsearch.border import BorderFlag, check_borders
 from hpsearch.errors import HpsearchError, Preempted, SpecError, StageExists, StageFailed
 from hpsearch.refine import derive_space, plan_widening
 from hpsearch.repeats import Configuration, ranked_configs
+from hpsearch.search import warm_starts
 from hpsearch.search.coordinator import Coordinator, Listener, StageResult
 from hpsearch.search.ledger import Ledger
 from hpsearch.search.liveness import owner_tag
@@ -45,10 +46,15 @@ from hpsearch.trials import (
 
 if TYPE_CHECKING:
     from hpsearch.dispatch.source import Executor
+    from hpsearch.warm_start import WarmStart
 
 
 def start_coarse(
-    store: Store, spec: StudySpec, overrides: dict[str, Any], notify: Callable[[str], None] | None = None
+    store: Store,
+    spec: StudySpec,
+    overrides: dict[str, Any],
+    notify: Callable[[str], None] | None = None,
+    warm: Sequence[WarmStart] = (),
 ) -> StageInfo:
     """The study's coarse stage: created from `spec`, or the stored one when it exists (resume).
 
@@ -56,9 +62,12 @@ def start_coarse(
     workload, metric, direction) is replaced while it has no completed trial
     (a first mistake must not lock the study; `notify` hears one line about
     it); after that the study file may not change under it (StageExists).
+    `warm` (configurations to run first) and the study file's good values are
+    enqueued as its first trials (search/warm_starts.py; `notify` hears what).
     """
     overrides = budget_trials(overrides)
     settings = check_stage(spec.coarse.with_overrides(**overrides), "coarse", spec.path)
+    warm_starts.refuse_grid(settings.strategy, warm)
     stages = store.stages()
     existing = [s for s in stages if s.name == "coarse"]
     if existing:
@@ -74,7 +83,8 @@ def start_coarse(
             if mine != theirs
         ]
         if not changed:
-            return _resume(store, stored, overrides, spec.path)
+            stored = _resume(store, stored, overrides, spec.path)
+            return warm_starts.start_stage(store, stored, spec, warm, False, notify)
         if any(t.state == TrialState.COMPLETE for t in store.trials(stored)) or len(stages) > 1:
             raise StageExists(
                 spec.path,
@@ -90,7 +100,9 @@ def start_coarse(
             )
     info = StageInfo("coarse", 0, None, settings, spec.space, spec)
     stored = create_stage(store, info)
-    return info if stored is info else _resume(store, stored, overrides, spec.path)
+    created = stored is info
+    stored = info if created else _resume(store, stored, overrides, spec.path)
+    return warm_starts.start_stage(store, stored, spec, warm, created, notify)
 
 
 def _resume(store: Store, stored: StageInfo, overrides: dict[str, Any], file: str) -> StageInfo:
