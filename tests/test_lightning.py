@@ -236,3 +236,35 @@ def test_lightning_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(WorkloadError) as caught:
         importlib.import_module("hpsearch.integrations.lightning")
     assert str(caught.value) == f"hpsearch.integrations.lightning needs Lightning, which is not installed: {INSTALL}"
+
+
+def test_lightning_trial_stopped_mid_way_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    """In a stage a trial has a checkpoint folder: fit keeps Lightning's last.ckpt there each epoch, and the
+    trial's next run (resumed after a stop) continues from it, its epochs numbered on, ending as a run
+    never stopped would (same data order and weights, on the CPU)."""
+    example = importlib.import_module("tests.workloads.lightning_train")
+
+    def run(folder: Path, attempt: int, stop_at: int | None) -> tuple[list[int], dict[str, float] | None]:
+        heard: list[int] = []
+
+        def hook(epoch: int, metrics: dict, timing: object) -> str | None:
+            heard.append(epoch)
+            if epoch == stop_at:
+                raise KeyboardInterrupt  # Ctrl-C, preemption: the run ends with its trial's checkpoint on disk
+            return None
+
+        record = TrialRecord(
+            0, {"lr": 0.1, "momentum": 0.9}, 5, 0, metric="val_accuracy", checkpoint_dir=str(folder), attempt=attempt
+        )
+        try:
+            return heard, example.train(TrialContext.open(record, "cpu", hook))
+        except KeyboardInterrupt:
+            return heard, None
+
+    whole_epochs, whole = run(tmp_path / "whole", 1, None)
+    first, stopped = run(tmp_path / "cut", 1, stop_at=2)
+    again, resumed = run(tmp_path / "cut", 2, None)
+    assert whole_epochs == [0, 1, 2, 3, 4] and stopped is None and first == [0, 1, 2]
+    assert again[0] >= 2 and again[-1] == 4  # continued after the last epoch its checkpoint holds
+    assert resumed is not None and whole is not None
+    assert resumed["val_accuracy"] == pytest.approx(whole["val_accuracy"], abs=0.02)

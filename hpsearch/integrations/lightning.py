@@ -18,6 +18,7 @@ import signal
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from hpsearch.errors import TrialStopped, WorkloadError
@@ -27,6 +28,7 @@ INSTALL = "pip install 'hpsearch[lightning]'"
 
 try:
     import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
 except ModuleNotFoundError as e:
     if (e.name or "").partition(".")[0] != "lightning":
         raise  # Lightning is there, something it imports is not: its own message says what
@@ -104,25 +106,33 @@ def fit(
     """Train `model` for `trial` with a Lightning Trainer; return the last epoch's metrics (the workload's result).
 
     The Trainer takes `trainer_options` over defaults made for a search: max_epochs=trial.epochs,
-    trial.device alone (not every visible GPU), and no progress bar, logger or checkpoints (hpsearch
-    keeps each epoch's metrics); a TrialCallback(trial, metrics) joins its callbacks. When the trial
+    trial.device alone (not every visible GPU), and no progress bar or logger (hpsearch keeps each
+    epoch's metrics); a TrialCallback(trial, metrics) joins its callbacks. In a stage, Lightning keeps
+    `last.ckpt` in the trial's checkpoint folder after each epoch, and a resumed run of the trial
+    (preempted, interrupted, its worker killed) continues from it (enable_checkpointing=False: not). When the trial
     is pruned or diverges, the Trainer ends after that epoch and this raises TrialStopped, which ends
     the trial with its reason. Ctrl-C stays a KeyboardInterrupt (Lightning exits the process).
     """
     callback = TrialCallback(trial, metrics)
+    folder = getattr(trial, "checkpoint_dir", None)  # the trial's own: a resumed run continues from it
+    keep = folder is not None and "enable_checkpointing" not in trainer_options
     options = {
         "max_epochs": trial.epochs,
         **device_options(getattr(trial, "device", "cpu")),
         "enable_progress_bar": False,
         "logger": False,
-        "enable_checkpointing": False,
+        "enable_checkpointing": keep,
         **trainer_options,
     }
     given = options.get("callbacks")
     options["callbacks"] = [*([given] if isinstance(given, pl.Callback) else given or []), callback]
+    last = None
+    if keep:  # Lightning's last.ckpt each epoch (model, optimisers, loops): a resumed run starts there
+        options["callbacks"].append(ModelCheckpoint(dirpath=folder, filename="last", enable_version_counter=False))
+        last = Path(str(folder)) / "last.ckpt" if (Path(str(folder)) / "last.ckpt").is_file() else None
     trainer = pl.Trainer(**options)
     with interrupts_kept():
-        trainer.fit(model, train_dataloaders, val_dataloaders, datamodule)
+        trainer.fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path=last)
     callback.check()
     return epoch_metrics(trainer.callback_metrics, callback.metrics)
 
