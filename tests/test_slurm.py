@@ -107,3 +107,20 @@ def test_slurm_without_sbatch_says_so(
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch on it
     code, _, err = run_cli("slurm", "fake")
     assert code == 2 and "Error: cannot run sbatch" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_studies_says_where_running_trials_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trial's owner tag names its SLURM task inside one; `studies` and `slurm --wait` say where trials run."""
+    from hpsearch.search.liveness import LIVE_COORDINATORS, is_stale, owner_tag, where
+
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "4711")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    tag = owner_tag("tok")
+    assert tag.endswith("#tok slurm:4711_3") and where(tag).endswith(" (slurm 4711_3)")
+    assert is_stale(tag)  # this very process, and no coordinator "tok" lives in it: the suffix is read past
+    LIVE_COORDINATORS.add("tok")
+    try:
+        assert not is_stale(tag)
+    finally:
+        LIVE_COORDINATORS.discard("tok")
+    assert where("node7:12#abc") == "node7"

@@ -69,9 +69,11 @@ def slurm(
     """
     from hpsearch.cluster.slurm import SlurmOptions, StageWorker, submit
     from hpsearch.durations import parse_duration
+    from hpsearch.leaderboard import running_on
     from hpsearch.search.stages import plan_refine, stage_progress, start_coarse
     from hpsearch.spec import load_spec
     from hpsearch.store.storage import Store, results_dir
+    from hpsearch.trials import counts
 
     if name.endswith(".toml"):
         spec = load_spec(Path(name))
@@ -107,8 +109,11 @@ def slurm(
     if not wait:
         return
     while _queued(array):
-        done, failed = stage_progress(store, info)
-        print(f"{info.name}: {done}/{info.settings.target(info.space)} done, {failed} failed", file=sys.stderr)
+        trials = store.trials(info)
+        done, failed = counts(trials, info.settings.strategy, info.spec.limits)
+        where = ", ".join(running_on(trials)) or "nothing yet"
+        target = info.settings.target(info.space)
+        print(f"{info.name}: {done}/{target} done, {failed} failed; running on {where}", file=sys.stderr)
         time.sleep(POLL_S)
     done, _ = stage_progress(store, info)
     if done < info.settings.target(info.space):
