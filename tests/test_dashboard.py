@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 from optuna.trial import FrozenTrial
 
@@ -171,7 +172,15 @@ def test_each_stage_is_its_own_study_in_the_dashboard(coarse: str, run_cli: RunC
     assert not thread.is_alive()
 
 
+OLD_OPTUNA = tuple(int(part) for part in optuna.__version__.split(".")[:2]) < (4, 4)
+
+
 @pytest.mark.postgres
+@pytest.mark.skipif(
+    OLD_OPTUNA,
+    reason="on PostgreSQL, Optuna 4.3's get_best_trial fails under SQLAlchemy 2.1 (the dashboard's study page answers "
+    "HTTP 500): README, optuna-dashboard",
+)
 def test_dashboard_reads_a_postgres_storage(study_file: Callable[..., Path], run_cli: RunCli, postgres_db: str) -> None:
     from hpsearch.dashboard import open_dashboard
 
