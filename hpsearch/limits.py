@@ -39,6 +39,7 @@ from hpsearch.errors import HpsearchError, SpecError
 STALL_FACTOR = 10.0  # epochs vary by 2-3x (eval passes, checkpoints); silent for 10 of them is a hang, not a slow epoch
 STALL_FLOOR_S = 60.0  # never sooner: a first epoch's compile or data load, a slow evaluation pass
 LOG_LIMIT = 10_000_000  # bytes kept per trial log: readable in any editor; 1,000 trials stay under 10 GB
+TIMEOUT = "timeout"  # the reason of a trial ended past the trial timeout (resumed only with resume_timeouts)
 ATTEMPTS = 3  # runs of one trial at most: its first and two resumed after preemption, a lost worker, Ctrl-C
 KEYS = ("stall_factor", "stall_floor", "log_limit", "attempts", "resume_timeouts")  # the study file's top-level keys
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}

@@ -24,7 +24,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.direction import Direction
-from hpsearch.limits import TrialLimits
+from hpsearch.limits import TIMEOUT, TrialLimits
 from hpsearch.strategy import Strategy
 from hpsearch.workloads.api import TrialStatus as TrialStatus  # re-exported: how a run ended, beside TrialState
 
@@ -61,7 +61,6 @@ KILLED = (
     "worker died (signal 9)",
     "worker died (signal 15)",
 )  # SIGKILL, SIGTERM from outside: an OOM killer, a scheduler
-TIMEOUT = "timeout"  # past the trial timeout: resumed only when the study says so (limits.resume_timeouts)
 RETRYABLE = (INTERRUPTED, PREEMPTED, HEARTBEAT_LOST, *KILLED)
 
 DEFAULTS = TrialLimits()

@@ -14,8 +14,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from hpsearch.limits import StallLimit, TrialLimits, stall_limit, stall_reason
-from hpsearch.trials import TIMEOUT
+from hpsearch.limits import TIMEOUT, StallLimit, TrialLimits, stall_limit, stall_reason
 
 if TYPE_CHECKING:
     from hpsearch.dispatch.handle import WorkerHandle

@@ -6,12 +6,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import optuna
-from optuna.trial import FrozenTrial
+from typing import TYPE_CHECKING
 
 from hpsearch.divergence import DivergenceCheck
 from hpsearch.workloads.api import RecordFields, TrialOutcome, TrialRecord
+
+if TYPE_CHECKING:  # annotations only: the CLI imports dispatch/ (and this) before Optuna, which can wait
+    import optuna
+    from optuna.trial import FrozenTrial
 
 # A report no pruner reads is held for up to this long and then written with the ones after it (at the
 # latest with the trial's outcome, in the same journal append): a short trial's reports cost no write of
