@@ -70,7 +70,7 @@ def slurm(
     from hpsearch.cluster.slurm import SlurmOptions, StageWorker, submit
     from hpsearch.durations import parse_duration
     from hpsearch.leaderboard import running_on
-    from hpsearch.search.stages import plan_refine, stage_progress, start_coarse
+    from hpsearch.search.stages import plan_refine, start_coarse
     from hpsearch.spec import load_spec
     from hpsearch.store.storage import Store, results_dir
     from hpsearch.trials import counts
@@ -115,7 +115,7 @@ def slurm(
         target = info.settings.target(info.space)
         print(f"{info.name}: {done}/{target} done, {failed} failed; running on {where}", file=sys.stderr)
         time.sleep(POLL_S)
-    done, _ = stage_progress(store, info)
+    done, _ = counts(store.trials(info), info.settings.strategy, info.spec.limits)
     if done < info.settings.target(info.space):
         print(f"the array ended with the stage short: {done} of {info.settings.target(info.space)}", file=sys.stderr)
         raise typer.Exit(1)

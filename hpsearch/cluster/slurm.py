@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from hpsearch.dispatch.plan import DispatchConfig
 from hpsearch.errors import HpsearchError, Preempted
 from hpsearch.limits import LimitOverrides
 from hpsearch.search.jobs import TrialEvent
+from hpsearch.search.liveness import slurm_task
 
 SIGNAL_DELAY_S = 120  # the warning a task gets before SLURM takes its node: time to end its workers
 
@@ -161,7 +161,5 @@ def submit(folder: Path, name: str, worker: StageWorker, tasks: int, options: Sl
 def requeue() -> None:
     """Put this SLURM task back in the queue (scontrol requeue): it starts again, from the beginning, and
     its `hpsearch worker` joins the stage and resumes the trials it was running."""
-    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID", "")
-    task = os.environ.get("SLURM_ARRAY_TASK_ID")
-    if job:
-        subprocess.run(["scontrol", "requeue", f"{job}_{task}" if task else job], check=False)
+    if task := slurm_task():
+        subprocess.run(["scontrol", "requeue", task], check=False)

@@ -59,7 +59,6 @@ class Dealer:
         self.limits = limits  # the trials' limits (log bound, attempts): the study file's, the run's overrides applied
         self.grid = info.settings.strategy == Strategy.grid
         self.orphans = Orphans(study, info.name, limits) if self.grid else None
-        self.requeued = False  # this coordinator queued a trial's next run: read the queue at the next draw
         self.queued = 0  # WAITING trials at the last read (warm starts, carried configurations): popped first
         self.checkpoints = store.checkpoints_dir(info)
         self.pending_retries = 0  # failed grid points whose re-queue is still to come (retry.py)
@@ -142,7 +141,7 @@ class Dealer:
         if not params or not resumes(reason, attempt(failed), self.limits):
             return False
         requeue(self.study, failed, params)
-        self.requeued = True
+        self.queued += 1  # read the queue at the next draw: the next run goes first
         return True
 
     def idle(self, running: set[int]) -> Wait | Stop:
@@ -173,8 +172,7 @@ class Dealer:
         a read costs O(trials), so it happens every REFRESH_EVERY trials, and at every trial near the
         target (where other coordinators' trials decide when to stop): flat per-trial cost.
         """
-        if self.store.database or self.grid or self.requeued or self.queued or self.calls % REFRESH_EVERY == 1:
-            self.requeued = False
+        if self.store.database or self.grid or self.queued or self.calls % REFRESH_EVERY == 1:
             return True
         return self.ledger.left <= REFRESH_EVERY
 

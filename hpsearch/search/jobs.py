@@ -107,7 +107,7 @@ class TrialEvent:
 Listener = Callable[[TrialEvent], None]
 
 
-def continued(job: Job, curves: dict[str, list[float]]) -> tuple[dict[str, list[float]], list[int]]:
+def merged_curves(job: Job, curves: dict[str, list[float]]) -> tuple[dict[str, list[float]], list[int]]:
     """The trial's curves and the epoch of each value, to this run: a resumed run's after its trial's
     earlier runs' (cut where this run took over: an epoch it ran again counts once, at its new value)."""
     epochs = list(job.heard_epochs)

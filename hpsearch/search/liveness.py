@@ -41,10 +41,14 @@ def owner_tag(coordinator: str = "") -> str:
     " slurm:JOB_TASK" after it inside a SLURM task (where `studies` says a trial runs)."""
     tag = f"{socket.gethostname()}:{os.getpid()}"
     tag = f"{tag}#{coordinator}" if coordinator else tag
-    task = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID", "")
-    if task and (index := os.environ.get("SLURM_ARRAY_TASK_ID")):
-        task = f"{task}_{index}"
-    return f"{tag} slurm:{task}" if task else tag
+    return f"{tag} slurm:{task}" if (task := slurm_task()) else tag
+
+
+def slurm_task() -> str:
+    """This process's SLURM task: "JOB_TASK" in a job array, "JOB" in a plain job, "" outside SLURM."""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID", "")
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{job}_{task}" if job and task else job
 
 
 def where(owner: str) -> str:

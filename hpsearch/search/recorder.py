@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import SpecError
 from hpsearch.pruner import is_last_report, prune_reason
-from hpsearch.search.jobs import continued
+from hpsearch.search.jobs import merged_curves
 from hpsearch.store import optuna_compat as compat
 from hpsearch.trials import (
     CURVE_EPOCHS_ATTR,
@@ -63,7 +63,7 @@ class Recorder:
         result[DURATION_ATTR] = round(outcome.duration_s, 4)
         # A run whose worker died returns no curves: the coordinator heard its reports. A resumed run's
         # continue its trial's earlier runs'; a failed run's may be continued (the epochs say where).
-        curves, epochs = continued(job, outcome.curves or job.heard)
+        curves, epochs = merged_curves(job, outcome.curves or job.heard)
         if job.before_epochs or outcome.state == TrialStatus.FAIL:
             result[CURVE_EPOCHS_ATTR] = epochs
         kept = {

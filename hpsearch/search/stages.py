@@ -37,7 +37,6 @@ from hpsearch.trials import (
     PREEMPTED,
     REASON_ATTR,
     attempt,
-    counts,
     derive_seed,
     point_key,
     resumes,
@@ -232,11 +231,6 @@ def enqueue_grid(store: Store, info: StageInfo) -> int:
 def stage_complete(store: Store, info: StageInfo) -> bool:
     """Whether a stage is done: it has its trials, or its budget has no room for one more trial."""
     return Ledger.of(info, store.trials(info)).complete
-
-
-def stage_progress(store: Store, info: StageInfo) -> tuple[int, int]:
-    """(finished trials that count toward the target, failed trials) of a stored stage."""
-    return counts(store.trials(info), info.settings.strategy)
 
 
 def run_stage(
