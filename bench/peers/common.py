@@ -252,7 +252,7 @@ def configspace(space: tuple[Param, ...], seed: int) -> Any:
     return cs
 
 
-def arguments(description: str, methods: tuple[str, ...] = ()) -> argparse.Namespace:
+def arguments(description: str, methods: tuple[str, ...] = (), default: str | None = None) -> argparse.Namespace:
     """The runners' shared flags: --workload, --seed, --budget, --out (and --method where one file runs several)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--workload", choices=sorted(WORKLOADS), required=True)
@@ -260,7 +260,7 @@ def arguments(description: str, methods: tuple[str, ...] = ()) -> argparse.Names
     parser.add_argument("--budget", type=int, default=None, help="trial-epochs (default: the workload's)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (one JSON per method and seed)")
     if methods:
-        parser.add_argument("--method", choices=methods, required=True)
+        parser.add_argument("--method", choices=methods, required=default is None, default=default)
     args = parser.parse_args()
     args.budget = args.budget or WORKLOADS[args.workload].budget
     return args

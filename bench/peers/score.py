@@ -49,8 +49,13 @@ def load(results: Path, seeds: str) -> list[dict[str, Any]]:
 
 def score(result: dict[str, Any], retrains: int, cache: dict[str, float]) -> float:
     """The result's pick scored (module docstring), through `cache`."""
-    workload = common.WORKLOADS[result["workload"]]
-    pick = result["pick"]
+    return quality(result["workload"], result["pick"], retrains, cache)
+
+
+def quality(name: str, pick: dict[str, Any] | None, retrains: int, cache: dict[str, float]) -> float:
+    """A configuration of workload `name` scored: retrained at full length on test (the mean of `retrains`
+    runs), or its true value; the worst value where there is none. Cached in `cache`."""
+    workload = common.WORKLOADS[name]
     if pick is None:
         return 0.0
     seeds = common.RETRAIN_SEEDS[:retrains]
