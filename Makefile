@@ -90,9 +90,18 @@ PEERS_VENV ?= .venv-peers
 PEER_smac ?= smac==2.4.1
 PEER_dehb ?= dehb==0.1.2
 PEER_neps ?= neural-pipeline-search==0.17.0
-.PHONY: bench-peers
+.PHONY: bench-peers bench-peers-quick bench-peers-full
 bench-peers: install $(PEERS_VENV)/smac/.installed $(PEERS_VENV)/dehb/.installed $(PEERS_VENV)/neps/.installed
 	$(BIN)/python bench/peers/common.py --prepare
+
+# The quick version (seeds 0-1, 60 trial-epochs, one retrain per pick; bench/results/peers-quick/) and
+# the whole run (held-out seeds 100-109, each workload's budget, 3 retrains; bench/results/peers/ and
+# bench/results/anytime-*.png): runs, scores and plots. JOBS=2 runs two of them at once (one per core).
+JOBS ?= 1
+bench-peers-quick bench-peers-full: bench-peers
+	for i in $$(seq $(JOBS)); do \
+	  $(BIN)/python bench/peers/run.py $(if $(filter bench-peers-quick,$@),--quick) --no-score & done; wait
+	$(BIN)/python bench/peers/run.py $(if $(filter bench-peers-quick,$@),--quick)
 
 $(PEERS_VENV)/%/.installed: Makefile
 	test -x $(PEERS_VENV)/$*/bin/python || $(PYTHON) -m venv $(PEERS_VENV)/$*

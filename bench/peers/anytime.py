@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--seeds", choices=("scored", "settings", "all"), default="scored")
     parser.add_argument("--retrains", type=int, default=1, choices=(1, 2, 3))
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="retrains at once (default: cores)")
     args = parser.parse_args()
     import matplotlib
 
@@ -83,6 +85,9 @@ def main() -> None:
     results = score.load(args.results, args.seeds)
     cache_file = args.results / "scores.json"
     cache: dict[str, float] = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    picks = [(r["workload"], p["params"], args.retrains) for r in results for p in r["picks"]]
+    score.fill(picks, cache, args.jobs)
+    cache_file.write_text(json.dumps(cache, indent=1) + "\n")
     by_workload: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for result in results:
         by_workload.setdefault(result["workload"], {}).setdefault(result["method"], []).append(result)
@@ -100,6 +105,7 @@ def main() -> None:
                 grid = [top * i / 400 for i in range(401)]
                 xs, ys = mean_curve(points, grid)
                 style = {"linewidth": 2.5, "color": "black"} if method == "search" else {"linewidth": 1.2}
+                style = {"linewidth": 2.5, "color": "grey"} if method == "search_population" else style
                 panel.step(xs, ys, where="post", label=f"{method} (n={len(runs)})", **style)
                 if axis == "seconds":
                     curves[method] = (xs, ys)
@@ -119,13 +125,16 @@ def main() -> None:
         sign = 1 if workload.maximize else -1
         for method, (final, seconds) in sorted(finals.items(), key=lambda kv: -kv[1][0] * sign):
             print(f"  {method:<15} final mean {final:.4f}, mean wall {seconds:6.1f} s")
-        peers = {m: v for m, v in finals.items() if m != "search"}
-        if "search" in curves and peers:
-            best = max(peers, key=lambda m: peers[m][0] if workload.maximize else -peers[m][0])
+        ours = [m for m in ("search", "search_population") if m in curves]
+        peers = {m: v for m, v in finals.items() if m not in ours}
+        if ours and peers:
+            best = max(peers, key=lambda m: peers[m][0] * sign)
             target, seconds = peers[best]
-            reached = first_reaching(*curves["search"], target, workload.maximize)
-            shown = "never" if reached is None else f"at {reached:.1f} s ({reached / seconds:.2f} of its time)"
-            print(f"  best peer {best}: {target:.4f} in {seconds:.1f} s; search reaches it {shown}")
+            print(f"  best peer {best}: {target:.4f} after {seconds:.1f} s on the mean")
+            for method in ours:
+                reached = first_reaching(*curves[method], target, workload.maximize)
+                shown = "never" if reached is None else f"at {reached:.1f} s ({reached / seconds:.2f} of its time)"
+                print(f"  {method} reaches it {shown}")
 
 
 if __name__ == "__main__":

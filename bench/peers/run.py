@@ -7,10 +7,10 @@ there is kept (the same command continues an interrupted run; --again runs it an
 processes may share one results folder (one per core: each takes a run by its .running file). Then score them
 with bench/peers/score.py (run.py runs it, and bench/peers/anytime.py's plots, at the end).
 
-    .venv/bin/python bench/peers/run.py --smoke                  # the plumbing: seed 0, 20 trial-epochs
-    .venv/bin/python bench/peers/run.py --quick                  # seeds 0-1, 60 trial-epochs
-    .venv/bin/python bench/peers/run.py                         # the full run: held-out seeds 100-109, each workload's budget
-    .venv/bin/python bench/peers/score.py --seeds scored
+    .venv/bin/python bench/peers/run.py --smoke     # the plumbing: seed 0, 20 trial-epochs
+    .venv/bin/python bench/peers/run.py --quick     # seeds 0-1, 60 trial-epochs: a few minutes
+    .venv/bin/python bench/peers/run.py             # the full run: held-out seeds 100-109, each workload's budget
+    .venv/bin/python bench/peers/score.py --seeds scored    # again, alone (run.py ran it, and anytime.py)
 """
 
 from __future__ import annotations
@@ -123,7 +123,8 @@ def main() -> None:
             chosen = name if seeds <= set(chosen_seeds) else chosen
         folder = ["--results", str(args.out)]
         plots = [] if args.out == common.RESULTS else ["--out", str(args.out)]
-        for script, more in (("score.py", []), ("anytime.py", plots)):
+        retrains = ["--retrains", "1"] if args.smoke or args.quick else []  # a look, not the figures
+        for script, more in (("score.py", retrains), ("anytime.py", plots)):
             subprocess.run([str(MAIN), str(common.HERE / script), "--seeds", chosen, *folder, *more], check=False)
     sys.exit(1 if failed else 0)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import Any
 
 import common
 
-ORDER = ("search", "tpe_hyperband", "gp", "random_sh", "smac", "dehb", "neps")
+ORDER = ("search", "search_population", "tpe_hyperband", "gp", "random_sh", "smac", "dehb", "neps")
 
 
 def load(results: Path, seeds: str) -> list[dict[str, Any]]:
@@ -52,6 +53,35 @@ def score(result: dict[str, Any], retrains: int, cache: dict[str, float]) -> flo
     return quality(result["workload"], result["pick"], retrains, cache)
 
 
+def cache_key(name: str, pick: dict[str, Any], retrains: int) -> str:
+    workload = common.WORKLOADS[name]
+    return json.dumps([workload.name, workload.max_epochs, sorted(pick.items()), list(common.RETRAIN_SEEDS[:retrains])])
+
+
+def _retrain(task: tuple[str, dict[str, Any], int]) -> float:
+    name, pick, seed = task
+    return common.train(name, pick, common.WORKLOADS[name].max_epochs, seed, "test")
+
+
+def fill(wanted: list[tuple[str, dict[str, Any] | None, int]], cache: dict[str, float], jobs: int) -> None:
+    """Retrain, `jobs` processes at once, every (workload, pick, retrains) of `wanted` that `cache` lacks
+    (one training per process at a time, as the runs had)."""
+    missing: dict[str, tuple[str, dict[str, Any], int]] = {}
+    for name, pick, retrains in wanted:
+        if pick is not None and name != "hartmann6" and cache_key(name, pick, retrains) not in cache:
+            missing[cache_key(name, pick, retrains)] = (name, pick, retrains)
+    tasks = [(name, pick, seed) for name, pick, n in missing.values() for seed in common.RETRAIN_SEEDS[:n]]
+    if not tasks:
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    print(f"retraining {len(missing)} picks ({len(tasks)} trainings, {jobs} at a time)", flush=True)
+    with ProcessPoolExecutor(jobs) as pool:
+        values = iter(pool.map(_retrain, tasks))
+    for key, (_, _, n) in missing.items():
+        cache[key] = statistics.fmean(next(values) for _ in range(n))
+
+
 def quality(name: str, pick: dict[str, Any] | None, retrains: int, cache: dict[str, float]) -> float:
     """A configuration of workload `name` scored: retrained at full length on test (the mean of `retrains`
     runs), or its true value; the worst value where there is none. Cached in `cache`."""
@@ -59,7 +89,7 @@ def quality(name: str, pick: dict[str, Any] | None, retrains: int, cache: dict[s
     if pick is None:
         return 0.0
     seeds = common.RETRAIN_SEEDS[:retrains]
-    key = json.dumps([workload.name, workload.max_epochs, sorted(pick.items()), list(seeds)])
+    key = cache_key(name, pick, retrains)
     if key not in cache:
         if workload.name == "hartmann6":
             import hartmann
@@ -111,6 +141,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=common.RESULTS)
     parser.add_argument("--seeds", choices=("scored", "settings", "all"), default="scored")
     parser.add_argument("--retrains", type=int, default=len(common.RETRAIN_SEEDS), choices=(1, 2, 3))
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="retrains at once (default: cores)")
     args = parser.parse_args()
     print(
         f"seed split: settings seeds {common.SETTINGS_SEEDS.start}-{common.SETTINGS_SEEDS.stop - 1} "
@@ -124,6 +155,7 @@ def main() -> None:
     cache_file = args.results / "scores.json"
     cache: dict[str, float] = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     by_workload: dict[str, dict[str, dict[int, float]]] = {}
+    fill([(r["workload"], r["pick"], args.retrains) for r in results], cache, args.jobs)
     for result in results:
         value = score(result, args.retrains, cache)
         by_workload.setdefault(result["workload"], {}).setdefault(result["method"], {})[result["seed"]] = value
