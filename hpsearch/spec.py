@@ -85,7 +85,7 @@ class StudySpec:
     folder: str = ""
     budget: int | None = None  # trial-epochs of the whole `search` (recipe.py); None: coarse + two refines
     metric_epoch: str = "last"  # "last": a trial's metric is its last epoch's; "best": its best epoch's
-    # "auto": `search` plans its stages from the budget and [refine] epochs (recipe.plan_stages);
+    # "auto": `search` plans its stages from the budget and [refine] epochs (search/plan.py plan_stages);
     # "study": it runs the [coarse] and [refine] tables as written
     search_plan: str = "auto"
     # Stall rule and log bound of its trials (limits.py); the flags of the commands that run trials override them

@@ -12,14 +12,16 @@ from optuna.trial import TrialState
 from hpsearch.durations import parse_duration
 from hpsearch.errors import HpsearchError, SpecError
 from hpsearch.repeats import ranked_configs
-from hpsearch.search.recipe import (
-    EXPLORE_ATTR,
+from hpsearch.search.plan import (
     MAX_COARSE_TRIALS,
     MAX_REFINE_TRIALS,
     MIN_COARSE_TRIALS,
     MIN_REFINE_TRIALS,
     default_budget,
     plan_stages,
+)
+from hpsearch.search.recipe import (
+    EXPLORE_ATTR,
     search,
     spent,
     spread_points,
@@ -336,7 +338,7 @@ def test_search_says_what_its_stages_say_when_run_alone(study_file, run_cli, tmp
 
 
 def test_search_plan_note_is_silent_when_the_plan_is_the_study_files(study_file) -> None:
-    from hpsearch.search.recipe import plan_note, plan_stages
+    from hpsearch.search.plan import plan_note, plan_stages
 
     spec = load_spec(study_file())
     planned = plan_stages(spec, 100)

@@ -3,7 +3,7 @@
 `search` runs (or continues) a study stage by stage, all of it derived from
 what the storage holds, so Ctrl-C and the same call continue it:
 
-0. the plan (`plan_stages`, a pure function of the budget and the study
+0. the plan (plan.py `plan_stages`, a pure function of the budget and the study
    file): coarse TPE at a third of refine's length over about half the
    budget, refine trials sized from what is left; `search_plan = "study"`
    runs the study file's stages as written, and the coarse flags win over both;
@@ -38,26 +38,18 @@ from typing import Any
 from hpsearch.direction import Direction
 from hpsearch.errors import HpsearchError
 from hpsearch.repeats import Configuration, difference_noise, noise_sd, ranked_configs
+from hpsearch.search.plan import COARSE_RUNS, MIN_REFINE_TRIALS, budget_note, default_budget, plan_note, plan_stages
 from hpsearch.search.stages import plan_refine, run_stage, stage_complete, start_coarse
 from hpsearch.space import Range, Space
 from hpsearch.spec import StudySpec
 from hpsearch.store.storage import StageInfo, Store
-from hpsearch.strategy import Strategy
 from hpsearch.trials import EXPLORE_ATTR, REPEAT_ATTR, derive_seed, marked, point_key, spent_epochs, trial_params
 
 PLAN_ATTR = "recipe"  # a stage's plan in its Optuna study's user attributes: {"explore", "repeats", "runs"}
-COARSE_RUNS = 2  # coarse: the top configurations are brought to this many runs (seeds) each
 REFINE_RUNS = 3  # refine: the top configurations, to this many runs each
 REPEAT_FRACTION = 0.2  # of a refine stage's trials, kept for re-running its top configurations
 CARRY = 3  # at most this many of the parent's standouts are carried into refine at the new length
 STANDOUT_Z = 2.0  # a configuration stands out when its mean is within this many noise units of the best's
-MIN_REFINE_TRIALS = 3  # a refine stage with room for fewer trials than this is not started
-# The automatic plan (plan_stages; `git show 38b1a41:bench/RESULTS.md`, "What makes search win"):
-COARSE_LENGTH = 3  # coarse epochs = refine epochs / this (successive halving's rung below the top)
-COARSE_SHARE = 0.5  # of the budget, for coarse (its trials and their re-runs)
-FIRST_REFINE_SHARE = 0.6  # of what coarse leaves, for refine-1 (the next stages are sized to the rest)
-MIN_COARSE_TRIALS, MAX_COARSE_TRIALS = 10, 200
-MAX_REFINE_TRIALS = 40
 # Coarse explores more when its best does not stand out from the noise (explore_more):
 EXPLORE_Z = 2.0  # stands out: best mean above the median configuration's by this many standard errors
 EXPLORE_SHARE = 0.5  # of what is left, spent on more coarse trials spread over the space
@@ -94,62 +86,6 @@ class SearchResult:
     timed_out: bool = False
 
 
-def default_budget(spec: StudySpec) -> int:
-    """The study file's `budget`, else coarse (with its re-runs) plus two refine stages, in trial-epochs."""
-    if spec.budget is not None:
-        return spec.budget
-    coarse, refine = spec.coarse, spec.refine
-    return (coarse.trials + coarse_repeats(spec)) * coarse.epochs + 2 * refine.trials * refine.epochs
-
-
-def plan_stages(spec: StudySpec, total: int, given: dict[str, Any] | None = None) -> StudySpec:
-    """The stage settings `search` runs with: the study file's as written with `search_plan = "study"`,
-    else planned from the budget `total` and the [refine] epochs R (a pure function):
-
-    - coarse: TPE, max(1, round(R / 3)) epochs, as many trials as fill about half the budget with
-      their re-runs (10 to 200);
-    - refine: R epochs, trials to spend about 60% of what coarse leaves in refine-1 (3 to 40); the
-      stages after it get the same, the last sized to what is left.
-
-    `given` (the coarse flags: trials, epochs, strategy, top_k, ...) wins over the plan: with
-    --epochs alone, the trials are planned for that length. [refine]'s epochs, top_k and seed and
-    [coarse]'s seed, top_k and max_failures are always the study file's.
-    """
-    given = {k: v for k, v in (given or {}).items() if v is not None}
-    if spec.search_plan == "study":
-        return replace(spec, coarse=spec.coarse.with_overrides(**given))
-    refine = spec.refine
-    epochs = given.get("epochs") or max(1, round(refine.epochs / COARSE_LENGTH))
-    top_k = given.get("top_k") or spec.coarse.top_k
-    share = int(total * COARSE_SHARE) // epochs - top_k * (COARSE_RUNS - 1)
-    trials = given.get("trials") or min(max(share, MIN_COARSE_TRIALS), MAX_COARSE_TRIALS)
-    coarse = replace(spec.coarse, strategy=Strategy.tpe, trials=trials, epochs=epochs).with_overrides(**given)
-    left = max(total - (trials + min(top_k, trials) * (COARSE_RUNS - 1)) * epochs, 0)
-    refine_trials = min(max(round(FIRST_REFINE_SHARE * left / refine.epochs), MIN_REFINE_TRIALS), MAX_REFINE_TRIALS)
-    return replace(spec, coarse=coarse, refine=replace(refine, trials=refine_trials))
-
-
-def plan_note(written: StudySpec, planned: StudySpec) -> str | None:
-    """One line when the plan (plan_stages) runs other stage settings than the study file wrote, with
-    both, and how to run the file's as written; None when they agree."""
-    parts = []
-    for name, file, plan in (("coarse", written.coarse, planned.coarse), ("refine", written.refine, planned.refine)):
-        if (file.strategy, file.trials, file.epochs) != (plan.strategy, plan.trials, plan.epochs):
-            extra = f" (+ re-runs of its top {min(plan.top_k, plan.trials)})" if name == "coarse" else ""
-            parts.append(
-                f"{name} {plan.strategy.value}, {plan.trials} trials{extra} x {plan.epochs} epochs "
-                f"(the study file: {file.strategy.value}, {file.trials} x {file.epochs})"
-            )
-    if not parts or planned.search_plan == "study":
-        return None
-    return "search plans its stages from the budget: " + "; ".join(parts) + '; set search_plan = "study" to run them as written'
-
-
-def coarse_repeats(spec: StudySpec) -> int:
-    """Re-runs after coarse: its top_k configurations once more each (short trials: cheap noise)."""
-    return min(spec.coarse.top_k, spec.coarse.trials) * (COARSE_RUNS - 1)
-
-
 def search(
     store: Store,
     spec: StudySpec,
@@ -178,8 +114,9 @@ def search(
     result = SearchResult()
     given = {k: v for k, v in (overrides or {}).items() if v is not None and k != "budget"}
     written, spec = spec, plan_stages(spec, total, given)
-    if note := plan_note(written, spec):
-        say(note)
+    for note in (plan_note(written, spec), budget_note(spec, total)):
+        if note:
+            say(note)
     stage = _coarse(store, spec, given, total)
     previous: Configuration | None = None
     while True:
