@@ -7,7 +7,8 @@ the rest at hpsearch's defaults: `search` plans its stages from the budget (reci
 TPE at a third of refine's length, then refine stages while the best moves), trials one at a time in
 this process (InlineExecutor), no pruner. Its workload is bench/peers/workloads.py, which trains through
 common.Ledger, so hpsearch's own count (recipe.spent) and the ledger's are both written. The pick is
-search's best configuration (repeats.ranked_configs of its last stage, as `hpsearch final` takes it).
+search's best configuration (repeats.ranked_configs of its last stage, as `hpsearch final` takes it);
+`pick_pooled` (a measurement, not scored) is the best of every run at the final length, all stages pooled.
 `search` may widen a range whose best lies on its border (a log range beyond [1e-4, 1], a value set by
 one value): the peers cannot, by design of their spaces.
 
@@ -92,6 +93,11 @@ def main() -> None:
             store, spec, {"seed": args.seed}, args.budget, executor, say=lines.append, stage_ended=stage_ended
         )
         counted = spent(store)
+        last = store.stages()[-1].settings.epochs  # every run at the final length, all stages pooled
+        pooled = ranked_configs(
+            [t for st in store.stages() if st.settings.epochs == last for t in store.trials(st)], spec.direction
+        )
+        pick_pooled = dict(pooled[0].params) if pooled else None
         stages = [f"{s.name}: {s.settings.trials} x {s.settings.epochs} epochs" for s in store.stages()]
     pick = dict(result.best.params) if result.best is not None else None
     ledger.spent = counted if population else ledger.spent
@@ -105,7 +111,16 @@ def main() -> None:
     }
     tool = {"hpsearch": metadata.version("hpsearch"), "optuna": metadata.version("optuna")}
     common.write_result(
-        args, args.method, ledger, pick, tool, settings, hpsearch_spent=counted, stages=stages, decisions=lines
+        args,
+        args.method,
+        ledger,
+        pick,
+        tool,
+        settings,
+        hpsearch_spent=counted,
+        stages=stages,
+        decisions=lines,
+        pick_pooled=pick_pooled,
     )
 
 
