@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,13 @@ from hpsearch import cli
 pytest_plugins = ["tests.postgres", "tests.slurm"]  # the postgres_url / postgres_db, slurm_cluster / slurm fixtures
 
 TESTS = Path(__file__).parent
+
+# A shell without job control (`make test &` from a script, nohup) starts the suite with SIGINT ignored, and
+# every child it spawns would inherit that: the tests that press Ctrl-C on a CLI process (send SIGINT) would
+# wait forever. A handler, unlike SIG_IGN, is reset to the default in a child, which Python then turns into
+# KeyboardInterrupt, as in a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 FAKE = TESTS / "workloads" / "fake.py"
 # A wide space as real studies have: log and linear ranges, numeric and string sets (tables, report).
 SIX_PARAMS = textwrap.dedent(
