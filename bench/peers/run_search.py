@@ -19,6 +19,7 @@ one value): the peers cannot, by design of their spaces.
 from __future__ import annotations
 
 import tempfile
+import tomllib
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -45,32 +46,33 @@ def params_table(space: tuple[common.Param, ...]) -> dict[str, dict[str, Any]]:
     return table
 
 
-# --method search_population: the same search on MNIST-1D's model workload (studies/mnist1d_cnn.toml's:
-# hpsearch builds the same CNN, trains it with SGD at batch 100 on the same splits), with
-# --population auto, so that trials that differ only in optimiser values train together as one
-# vectorized model (hpsearch/population/). Only MNIST-1D has its network as a model workload here.
-MODEL_WORKLOADS = {
-    "mnist1d": {
-        "model": f"{common.ROOT / 'studies' / 'mnist1d_model.py'}:build",
-        "data": f"{common.ROOT / 'studies' / 'mnist1d_model.py'}:data",
-        "loss": "cross_entropy",
-        "batch_size": 100,
-        "optimizer": "sgd",
-    }
-}
+# --method search_population: the same search on MNIST-1D's model workload, studies/mnist1d_cnn.toml's
+# [workload] table (hpsearch builds the same CNN and trains it with SGD at batch 100 on the same
+# splits), with --population auto, so that trials that differ only in optimiser values train together
+# as one vectorized model (hpsearch/population/). Only MNIST-1D has its network as a model workload here.
+MODEL_STUDIES = {"mnist1d": common.ROOT / "studies" / "mnist1d_cnn.toml"}
+
+
+def model_workload(name: str) -> dict[str, Any]:
+    """The study file's [workload] table, its files named by absolute path (the spec here lives elsewhere)."""
+    study = MODEL_STUDIES[name]
+    table = dict(tomllib.loads(study.read_text())["workload"])
+    for key in ("model", "data"):
+        table[key] = str(study.parent / table[key])
+    return table
 
 
 def main() -> None:
     args = common.arguments(__doc__.splitlines()[0], ("search", "search_population"), "search")
     population = args.method == "search_population"
-    if population and args.workload not in MODEL_WORKLOADS:
-        raise SystemExit(f"search_population runs on {', '.join(MODEL_WORKLOADS)} only")
+    if population and args.workload not in MODEL_STUDIES:
+        raise SystemExit(f"search_population runs on {', '.join(MODEL_STUDIES)} only")
     workload = common.WORKLOADS[args.workload]
     ledger = common.Ledger(workload, args.budget, args.seed)
     common.ACTIVE.append(ledger)
     data = {
         "name": f"peers_{args.workload}",
-        "workload": MODEL_WORKLOADS[args.workload] if population else f"{common.HERE / 'workloads.py'}:{args.workload}",
+        "workload": model_workload(args.workload) if population else f"{common.HERE / 'workloads.py'}:{args.workload}",
         "metric": workload.metric,
         "direction": "maximize" if workload.maximize else "minimize",
         "params": params_table(workload.space),
@@ -100,7 +102,8 @@ def main() -> None:
         pick_pooled = dict(pooled[0].params) if pooled else None
         stages = [f"{s.name}: {s.settings.trials} x {s.settings.epochs} epochs" for s in store.stages()]
     pick = dict(result.best.params) if result.best is not None else None
-    ledger.spent = counted if population else ledger.spent
+    if population:
+        ledger.spent = counted
     settings = {
         "plan": "auto (recipe.plan_stages from the budget)",
         "refine_epochs": workload.max_epochs,

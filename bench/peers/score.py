@@ -70,8 +70,8 @@ def fill(wanted: list[tuple[str, dict[str, Any] | None, int]], cache: dict[str, 
     (one training per process at a time, as the runs had)."""
     missing: dict[str, tuple[str, dict[str, Any], int]] = {}
     for name, pick, retrains in wanted:
-        if pick is not None and name != "hartmann6" and cache_key(name, pick, retrains) not in cache:
-            missing[cache_key(name, pick, retrains)] = (name, pick, retrains)
+        if pick is not None and name != "hartmann6" and (key := cache_key(name, pick, retrains)) not in cache:
+            missing[key] = (name, pick, retrains)
     tasks = [(name, pick, seed) for name, pick, n in missing.values() for seed in common.RETRAIN_SEEDS[:n]]
     if not tasks:
         return
@@ -98,9 +98,18 @@ def quality(name: str, pick: dict[str, Any] | None, retrains: int, cache: dict[s
 
             cache[key] = hartmann.true_value(pick)
         else:
-            runs = [common.train(workload.name, pick, workload.max_epochs, seed, "test") for seed in seeds]
-            cache[key] = statistics.fmean(runs)
+            cache[key] = statistics.fmean(_retrain((name, pick, seed)) for seed in seeds)
     return cache[key]
+
+
+def load_cache(results: Path) -> dict[str, float]:
+    """The scores retrained so far for the results under `results` (cache_key -> score)."""
+    path = results / "scores.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save_cache(results: Path, cache: dict[str, float]) -> None:
+    (results / "scores.json").write_text(json.dumps(cache, indent=1) + "\n")
 
 
 def se(values: list[float]) -> float:
@@ -154,14 +163,14 @@ def main() -> None:
     results = load(args.results, args.seeds)
     if not results:
         sys.exit(f"no results for the {args.seeds} seeds under {args.results}")
-    cache_file = args.results / "scores.json"
-    cache: dict[str, float] = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    cache = load_cache(args.results)
     by_workload: dict[str, dict[str, dict[int, float]]] = {}
     fill([(r["workload"], r["pick"], args.retrains) for r in results], cache, args.jobs)
+    save_cache(args.results, cache)
     for result in results:
         value = score(result, args.retrains, cache)
         by_workload.setdefault(result["workload"], {}).setdefault(result["method"], {})[result["seed"]] = value
-        cache_file.write_text(json.dumps(cache, indent=1) + "\n")
+    save_cache(args.results, cache)  # with Hartmann-6's true values, computed as scored
     all_ranks: dict[str, list[float]] = {}
     summary: dict[str, Any] = {"seeds": args.seeds, "retrains": args.retrains, "workloads": {}}
     for workload, scores in sorted(by_workload.items()):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from hpsearch.spec import StudySpec
+from hpsearch.spec import StageSpec, StudySpec
 from hpsearch.strategy import Strategy
 
 COARSE_RUNS = 2  # coarse: the top configurations are brought to this many runs (seeds) each
@@ -27,8 +27,7 @@ def default_budget(spec: StudySpec) -> int:
     """The study file's `budget`, else coarse (with its re-runs) plus two refine stages, in trial-epochs."""
     if spec.budget is not None:
         return spec.budget
-    coarse, refine = spec.coarse, spec.refine
-    return (coarse.trials + coarse_repeats(spec)) * coarse.epochs + 2 * refine.trials * refine.epochs
+    return coarse_cost(spec.coarse) + 2 * spec.refine.trials * spec.refine.epochs
 
 
 def plan_stages(spec: StudySpec, total: int, given: dict[str, Any] | None = None) -> StudySpec:
@@ -53,7 +52,7 @@ def plan_stages(spec: StudySpec, total: int, given: dict[str, Any] | None = None
     share = int(total * COARSE_SHARE) // epochs - top_k * (COARSE_RUNS - 1)
     trials = given.get("trials") or min(max(share, MIN_COARSE_TRIALS), MAX_COARSE_TRIALS)
     coarse = replace(spec.coarse, strategy=Strategy.tpe, trials=trials, epochs=epochs).with_overrides(**given)
-    left = max(total - (trials + min(top_k, trials) * (COARSE_RUNS - 1)) * epochs, 0)
+    left = max(total - coarse_cost(coarse), 0)
     refine_trials = min(max(round(FIRST_REFINE_SHARE * left / refine.epochs), MIN_REFINE_TRIALS), MAX_REFINE_TRIALS)
     return replace(spec, coarse=coarse, refine=replace(refine, trials=refine_trials))
 
@@ -83,11 +82,16 @@ def coarse_repeats(spec: StudySpec) -> int:
     return min(spec.coarse.top_k, spec.coarse.trials) * (COARSE_RUNS - 1)
 
 
+def coarse_cost(coarse: StageSpec) -> int:
+    """The trial-epochs of a coarse stage with these settings: its trials and the re-runs of its top ones."""
+    return (coarse.trials + min(coarse.top_k, coarse.trials) * (COARSE_RUNS - 1)) * coarse.epochs
+
+
 def budget_note(planned: StudySpec, total: int) -> str | None:
     """One line when `total` has no room for a refine stage after the planned coarse stage (with its
     re-runs): `search` then runs coarse only, and its pick is never trained at refine's length."""
     coarse, refine = planned.coarse, planned.refine
-    need = (coarse.trials + coarse_repeats(planned)) * coarse.epochs + MIN_REFINE_TRIALS * refine.epochs
+    need = coarse_cost(coarse) + MIN_REFINE_TRIALS * refine.epochs
     if total >= need:
         return None
     return (
